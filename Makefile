@@ -1,0 +1,44 @@
+# One command each: `make demo`, `make test`. Every target installs first if needed.
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+# CPU wheel by default; a CUDA user sets e.g. TORCH_SPEC="torch==2.13.0 --index-url <their CUDA index>"
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= airflow,monitoring,dev
+STAMP      := $(VENV)/.installed
+PYTEST_ARGS ?=
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+
+.PHONY: setup test test-fast demo mlflow-ui airflow bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m pipeline.demo
+
+mlflow-ui: setup
+	bash mlflow/serve.sh $(MLFLOW_HOST) $(MLFLOW_PORT)
+
+airflow: setup
+	bash dags/../docker/airflow-standalone.sh
+
+bench: setup
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_training.py
+
+clean:
+	rm -rf artifacts mlruns .airflow .pytest_cache

@@ -1,0 +1,2 @@
+"""lstm-forecast-pipeline core package."""
+__version__ = "0.1.0"

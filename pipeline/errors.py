@@ -1,0 +1,49 @@
+"""The pipeline's error hierarchy, in one place.
+
+Every error a user can cause derives from :class:`PipelineError`. Its message says
+what was expected, what was found, and where (key, column, row, timestamp), so the
+CLI can print it without a traceback and Airflow shows it in the task log.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class of every error the pipeline raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A config file is missing, unreadable, or has an unknown key or a bad value."""
+
+
+class DataLoadError(PipelineError):
+    """The data file is missing, empty, or not a comma-separated file."""
+
+
+class SchemaValidationError(PipelineError):
+    """The data failed one or more expectations of the generated suite.
+
+    Attributes:
+        failures: one dict per failed expectation (``expectation``, ``column``,
+            ``unexpected_count``, ``examples``), as written to the JSON report.
+    """
+
+    def __init__(self, message: str, failures: list[dict] | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class DataQualityError(PipelineError):
+    """The data is valid but unusable for the configured task (too short, unseen level)."""
+
+
+class TrainingError(PipelineError):
+    """Training diverged (NaN/inf loss), or the requested device is not available."""
+
+
+class GateFailedError(PipelineError):
+    """A quality gate failed and the caller asked for an exception."""
+
+
+class RegistryError(PipelineError):
+    """The MLflow tracking server or model registry could not be used."""

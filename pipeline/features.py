@@ -1,0 +1,475 @@
+"""Feature building: long frame -> scaled design matrix -> sliding windows.
+
+Policy (see README, "Feature building"):
+
+* chronological split per series into train / validation / test by row position;
+  a window belongs to the part that holds *all* its targets, so test windows may look
+  back into validation data but never predict outside the test part;
+* runs of missing values of at most ``data.max_gap`` steps are interpolated (numeric)
+  or forward-filled (categorical) *for use as inputs*; longer runs stay missing, so
+  no window crosses them; no window's target may be interpolated or missing;
+* the scikit-learn scaler is fitted on the training rows only (NaNs are ignored by
+  scikit-learn's scalers, so its statistics are those of the observed training values);
+* windows are strided views (``numpy.lib.stride_tricks.sliding_window_view``) into
+  one ``(n_rows, n_features)`` float32 matrix plus an int64 vector of window starts:
+  no Python loop over windows and no copy until a batch is gathered.
+
+The fitted :class:`Preprocessor` is a plain JSON document, so the served model
+applies exactly the transform used in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pipeline import artifacts, schema
+from pipeline.config import PipelineConfig
+from pipeline.errors import DataQualityError
+
+log = logging.getLogger(__name__)
+
+_SCALERS = {"minmax": "MinMaxScaler", "standard": "StandardScaler", "robust": "RobustScaler"}
+#: fitted attributes that fully define each scikit-learn scaler's ``transform``
+_SCALER_STATE = {
+    "minmax": ("min_", "scale_", "data_min_", "data_max_", "data_range_"),
+    "standard": ("mean_", "scale_", "var_"),
+    "robust": ("center_", "scale_"),
+}
+_CALENDAR_PERIOD = {"hour": 24.0, "dayofweek": 7.0, "dayofyear": 365.25}
+SPLITS = ("train", "val", "test")
+
+
+# ------------------------------------------------------------------ preprocessor
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """The fitted preprocessing, serialisable to JSON (no pickle).
+
+    ``feature_names`` gives the order of the last axis of ``X``: the target first,
+    then numeric covariates, one-hot columns ``<col>=<level>``, calendar sin/cos.
+    """
+
+    lookback: int
+    horizon: int
+    freq: str
+    timestamp_column: str
+    target_column: str
+    series_id_column: str | None
+    covariates: list[str]
+    categorical_levels: dict[str, list[str]]
+    calendar_features: list[str]
+    target_transform: str
+    max_gap: int
+    scaler_kind: str
+    scaler_state: dict[str, list[float]]
+    feature_names: list[str]
+    split_boundaries: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "Preprocessor":
+        return cls(**payload)
+
+    def scaler(self):
+        """A scikit-learn scaler carrying the fitted state (``transform`` ready)."""
+        import sklearn.preprocessing as skp
+
+        scaler = getattr(skp, _SCALERS[self.scaler_kind])()
+        for name, values in self.scaler_state.items():
+            setattr(scaler, name, np.asarray(values, dtype=np.float64))
+        scaler.n_features_in_ = len(self.scaler_state["scale_"])
+        if self.scaler_kind == "standard":
+            scaler.n_samples_seen_ = 1
+        return scaler
+
+    def inverse_target(self, scaled: np.ndarray) -> np.ndarray:
+        """Scaled (transformed) target -> original units. Any shape; returns float64."""
+        state = self.scaler_state
+        z = np.asarray(scaled, dtype=np.float64)
+        if self.scaler_kind == "minmax":
+            v = (z - state["min_"][0]) / state["scale_"][0]
+        elif self.scaler_kind == "standard":
+            v = z * state["scale_"][0] + state["mean_"][0]
+        else:
+            v = z * state["scale_"][0] + state["center_"][0]
+        return np.expm1(v) if self.target_transform == "log1p" else v
+
+
+def _fit_scaler(kind: str, numeric_train: np.ndarray) -> dict[str, list[float]]:
+    import sklearn.preprocessing as skp
+
+    scaler = getattr(skp, _SCALERS[kind])().fit(numeric_train)
+    return {name: np.asarray(getattr(scaler, name), dtype=np.float64).tolist() for name in _SCALER_STATE[kind]}
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def _runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    padded = np.concatenate([[0], missing.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return edges[0::2], edges[1::2] - edges[0::2]
+
+
+def _short_gap_mask(missing: np.ndarray, max_gap: int) -> np.ndarray:
+    """True on missing values that lie in an interior run of at most ``max_gap`` steps."""
+    fill = np.zeros_like(missing, dtype=bool)
+    starts, lengths = _runs(missing)
+    for s, n in zip(starts, lengths):
+        if n <= max_gap and s > 0 and s + n < len(missing):
+            fill[s : s + n] = True
+    return fill
+
+
+def fill_short_gaps(part: pd.DataFrame, columns: list[str], categorical: list[str], max_gap: int) -> pd.DataFrame:
+    """Interpolate (numeric) or forward-fill (categorical) runs of <= ``max_gap`` NaNs.
+
+    ``part`` is one series on its full grid; longer runs and the series' ends stay NaN.
+    Returns a new frame (the input is not modified).
+    """
+    out = part.copy()
+    for col in columns + categorical:
+        missing = out[col].isna().to_numpy()
+        if not missing.any() or max_gap == 0:
+            continue
+        fill = _short_gap_mask(missing, max_gap)
+        filled = out[col].ffill() if col in categorical else out[col].interpolate(method="linear", limit_area="inside")
+        out.loc[fill, col] = filled[fill]
+    return out
+
+
+def _numeric_block(part: pd.DataFrame, prep_transform: str, covariates: list[str], where: str) -> np.ndarray:
+    y = part[schema.Y].to_numpy(dtype=np.float64)
+    if prep_transform == "log1p":
+        negative = np.flatnonzero(y < 0)
+        if len(negative):
+            stamps = part[schema.DS].iloc[negative[:5]].astype(str).tolist()
+            raise DataQualityError(
+                f"{where}: target_transform 'log1p' expects y >= 0, found {len(negative)} negative values, e.g. at {stamps}"
+            )
+        y = np.log1p(y)
+    return np.column_stack([y, *(part[c].to_numpy(dtype=np.float64) for c in covariates)])
+
+
+def _one_hot(part: pd.DataFrame, levels: dict[str, list[str]], where: str) -> list[np.ndarray]:
+    blocks = []
+    for col, known in levels.items():
+        values = part[col]
+        unseen = values.notna() & ~values.isin(known)
+        if unseen.any():
+            bad = part.loc[unseen, [schema.DS, col]].head(5)
+            examples = ", ".join(f"{v!r} at {t}" for t, v in zip(bad[schema.DS], bad[col]))
+            raise DataQualityError(
+                f"{where}: column {col!r} has level(s) {sorted(values[unseen].unique().tolist())} not seen in "
+                f"training (known levels: {known}); {int(unseen.sum())} row(s), e.g. {examples}"
+            )
+        onehot = np.column_stack([(values == level).to_numpy(dtype=np.float64) for level in known])
+        onehot[values.isna().to_numpy()] = np.nan
+        blocks.append(onehot)
+    return blocks
+
+
+def _calendar(ds: pd.Series, names: list[str]) -> list[np.ndarray]:
+    blocks = []
+    for name in names:
+        angle = 2 * np.pi * getattr(ds.dt, name).to_numpy(dtype=np.float64) / _CALENDAR_PERIOD[name]
+        blocks.append(np.column_stack([np.sin(angle), np.cos(angle)]))
+    return blocks
+
+
+def design_matrix(part: pd.DataFrame, prep: Preprocessor, where: str = "data") -> np.ndarray:
+    """One series (full grid, short gaps filled) -> ``(n_rows, n_features)`` float32.
+
+    Columns follow ``prep.feature_names``; a row with any NaN is not usable as input.
+
+    Raises:
+        DataQualityError: an unseen categorical level, or a negative target under ``log1p``.
+    """
+    numeric = prep.scaler().transform(_numeric_block(part, prep.target_transform, prep.covariates, where))
+    blocks = [numeric, *_one_hot(part, prep.categorical_levels, where), *_calendar(part[schema.DS], prep.calendar_features)]
+    return np.column_stack(blocks).astype(np.float32)
+
+
+def _feature_names(cfg: PipelineConfig, levels: dict[str, list[str]]) -> list[str]:
+    names = [schema.Y, *cfg.data.covariates]
+    names += [f"{col}={lvl}" for col, lv in levels.items() for lvl in lv]
+    names += [f"{cal}_{fn}" for cal in cfg.features.calendar_features for fn in ("sin", "cos")]
+    return names
+
+
+# ------------------------------------------------------------------ windows
+
+
+@dataclass
+class Windows:
+    """Windows over one stacked matrix, as starts into it (no copies until asked).
+
+    Attributes:
+        values: ``(n_rows, n_features)`` float32, scaled inputs (NaN where unusable).
+        target: ``(n_rows,)`` float32, scaled target (NaN where not observed).
+        starts: ``(n_windows,)`` int64; window ``i`` reads rows ``starts[i] ..
+            starts[i] + lookback - 1`` and predicts ``starts[i] + lookback .. + horizon - 1``.
+    """
+
+    values: np.ndarray
+    target: np.ndarray
+    starts: np.ndarray
+    lookback: int
+    horizon: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def x_view(self) -> np.ndarray:
+        """Every window as a read-only strided view, ``(n_rows - lookback + 1, lookback, n_features)``."""
+        return sliding_window_view(self.values, self.lookback, axis=0).transpose(0, 2, 1)
+
+    def batch(self, idx: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Gather windows ``idx`` -> ``X (b, lookback, n_features)``, ``y (b, horizon)``, float32 copies."""
+        s = self.starts[idx]
+        x = np.ascontiguousarray(self.x_view()[s])
+        y = np.ascontiguousarray(sliding_window_view(self.target, self.horizon)[s + self.lookback])
+        return x, y
+
+    @property
+    def X(self) -> np.ndarray:
+        """All windows, ``(n_windows, lookback, n_features)`` float32 (materialises a copy)."""
+        return self.batch()[0]
+
+    @property
+    def y(self) -> np.ndarray:
+        """All targets, ``(n_windows, horizon)`` float32, scaled."""
+        return self.batch()[1]
+
+    @property
+    def origins(self) -> np.ndarray:
+        """Row of the last input of each window (the forecast origin), ``(n_windows,)`` int64."""
+        return self.starts + self.lookback - 1
+
+
+def _window_counts(ok: np.ndarray, width: int) -> np.ndarray:
+    """For each start ``s``, the number of ``True`` in ``ok[s:s+width]`` (length ``n - width + 1``)."""
+    c = np.zeros(len(ok) + 1, dtype=np.int32 if len(ok) < 2**31 - 1 else np.int64)
+    np.cumsum(ok, out=c[1:])
+    return c[width:] - c[:-width]
+
+
+def window_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
+    """Starts of windows whose inputs are all usable and whose targets are all observed.
+
+    Args:
+        input_ok: ``(n,)`` bool, row usable as input. target_ok: ``(n,)`` bool, observed target.
+
+    Returns:
+        ``(k,)`` int64 starts in ``[0, n - lookback - horizon]``, ascending.
+    """
+    n_starts = len(input_ok) - lookback - horizon + 1
+    if n_starts <= 0:
+        return np.empty(0, dtype=np.int64)
+    good_in = _window_counts(input_ok, lookback)[:n_starts] == lookback
+    good_out = _window_counts(target_ok, horizon)[lookback : lookback + n_starts] == horizon
+    return np.flatnonzero(good_in & good_out).astype(np.int64)
+
+
+# ------------------------------------------------------------------ feature set
+
+
+@dataclass
+class FeatureSet:
+    """Everything later stages need, for all series stacked row-wise.
+
+    Attributes:
+        values: ``(N, F)`` float32 scaled inputs; target: ``(N,)`` float32 scaled target;
+        y: ``(N,)`` float64 target in original units (NaN where missing);
+        ds: ``(N,)`` datetime64; series: ``(N,)`` int32 index into ``series_ids``;
+        starts: window starts per split (``train``, ``val``, ``test``), int64.
+    """
+
+    prep: Preprocessor
+    values: np.ndarray
+    target: np.ndarray
+    y: np.ndarray
+    ds: np.ndarray
+    series: np.ndarray
+    series_ids: list[str]
+    starts: dict[str, np.ndarray]
+    report: dict[str, Any]
+
+    def windows(self, split: str) -> Windows:
+        return Windows(self.values, self.target, self.starts[split], self.prep.lookback, self.prep.horizon)
+
+    def targets(self, split: str) -> np.ndarray:
+        """Targets of ``split`` in original units, ``(n_windows, horizon)`` float64."""
+        s = self.starts[split] + self.prep.lookback
+        return sliding_window_view(self.y, self.prep.horizon)[s].astype(np.float64)
+
+
+def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int]:
+    """Row where validation starts and row where test starts, for a series of ``n`` rows."""
+    n_test = max(1, int(round(n * cfg.features.test_fraction)))
+    n_val = int(round(n * cfg.features.validation_fraction))
+    return n - n_val - n_test, n - n_test
+
+
+def _check_length(long: pd.DataFrame, cfg: PipelineConfig) -> None:
+    lengths = long.groupby(schema.UNIQUE_ID).size()
+    need = cfg.features.lookback + cfg.features.horizon
+    short = lengths[lengths < need]
+    if len(short):
+        raise DataQualityError(
+            f"features.lookback ({cfg.features.lookback}) + features.horizon ({cfg.features.horizon}) = {need} steps, "
+            f"but series {short.index[0]!r} has only {int(short.iloc[0])} steps: no window fits"
+        )
+
+
+def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
+    """Fit the scaler and categorical levels on the training rows of every series."""
+    d, f = cfg.data, cfg.features
+    train_parts, bounds = [], {}
+    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
+        val_row, test_row = _split_rows(len(part), cfg)
+        train_parts.append(part.iloc[:val_row])
+        bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row])}
+    train = pd.concat(train_parts)
+    levels = {
+        col: list(d.categorical_levels.get(col) or sorted(train[col].dropna().unique().tolist()))
+        for col in d.categorical_covariates
+    }
+    numeric = _numeric_block(train, f.target_transform, list(d.covariates), "training part")
+    return Preprocessor(
+        lookback=f.lookback, horizon=f.horizon, freq=d.freq, timestamp_column=d.timestamp_column,
+        target_column=d.target_column, series_id_column=d.series_id_column, covariates=list(d.covariates),
+        categorical_levels=levels, calendar_features=list(f.calendar_features), target_transform=f.target_transform,
+        max_gap=d.max_gap, scaler_kind=f.scaler, scaler_state=_fit_scaler(f.scaler, numeric),
+        feature_names=_feature_names(cfg, levels), split_boundaries=bounds,
+    )  # fmt: skip
+
+
+def _series_windows(part: pd.DataFrame, prep: Preprocessor, cfg: PipelineConfig, offset: int) -> tuple[np.ndarray, dict, dict]:
+    """Design matrix, split starts (global rows) and drop counts of one series."""
+    filled = fill_short_gaps(part, [schema.Y, *prep.covariates], list(prep.categorical_levels), prep.max_gap)
+    values = design_matrix(filled, prep, where=f"series {part[schema.UNIQUE_ID].iat[0]!r}")
+    input_ok = np.isfinite(values).all(axis=1)
+    target_ok = part[schema.Y].notna().to_numpy()
+    L, H = prep.lookback, prep.horizon
+    n_all = max(len(part) - L - H + 1, 0)
+    starts = window_starts(input_ok, target_ok, L, H)
+    val_row, test_row = _split_rows(len(part), cfg)
+    first, last = starts + L, starts + L + H  # target rows [first, last)
+    split_of = {
+        "train": last <= val_row,
+        "val": (first >= val_row) & (last <= test_row),
+        "test": first >= test_row,
+    }
+    out = {k: starts[m] + offset for k, m in split_of.items()}
+    kept = sum(len(v) for v in out.values())
+    counts = {"candidates": n_all, "dropped_for_gaps": n_all - len(starts), "dropped_at_split_boundaries": len(starts) - kept}
+    return values, out, counts
+
+
+def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
+    """Long frame on the full grid (from validation) -> :class:`FeatureSet`.
+
+    Raises:
+        DataQualityError: ``lookback + horizon`` longer than a series; no training or
+            no test windows left after the gap policy; an unseen categorical level.
+    """
+    _check_length(long, cfg)
+    prep = fit_preprocessor(long, cfg)
+    blocks, starts, counts, offset = [], {s: [] for s in SPLITS}, [], 0
+    parts = [p for _, p in long.groupby(schema.UNIQUE_ID, sort=True)]
+    for part in parts:
+        values, split_starts, c = _series_windows(part, prep, cfg, offset)
+        blocks.append(values)
+        counts.append(c)
+        for k, v in split_starts.items():
+            starts[k].append(v)
+        offset += len(part)
+    fs = FeatureSet(
+        prep=prep, values=np.concatenate(blocks), target=np.concatenate(blocks)[:, 0].copy(),
+        y=np.concatenate([p[schema.Y].to_numpy(np.float64) for p in parts]),
+        ds=np.concatenate([p[schema.DS].to_numpy() for p in parts]),
+        series=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]),
+        series_ids=[str(p[schema.UNIQUE_ID].iat[0]) for p in parts],
+        starts={k: np.concatenate(v).astype(np.int64) for k, v in starts.items()}, report={},
+    )  # fmt: skip
+    fs.target[~np.isfinite(fs.y)] = np.nan
+    fs.report = _report(fs, counts)
+    for split in ("train", "test"):
+        if len(fs.starts[split]) == 0:
+            raise DataQualityError(
+                f"no {split} windows: lookback {prep.lookback} + horizon {prep.horizon} with "
+                f"validation_fraction {cfg.features.validation_fraction} and test_fraction "
+                f"{cfg.features.test_fraction} leave none after the gap policy ({fs.report['windows']})"
+            )
+    return fs
+
+
+def _report(fs: FeatureSet, counts: list[dict]) -> dict[str, Any]:
+    totals = {k: int(sum(c[k] for c in counts)) for k in counts[0]}
+    return {
+        "rows": int(len(fs.values)),
+        "series": len(fs.series_ids),
+        "n_features": fs.prep.n_features,
+        "feature_names": fs.prep.feature_names,
+        "windows": {**totals, **{s: int(len(v)) for s, v in fs.starts.items()}},
+        "split_boundaries": fs.prep.split_boundaries,
+    }
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def save_features(fs: FeatureSet, target: Path) -> Path:
+    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` into ``target`` atomically."""
+    with artifacts.atomic_dir(target) as tmp:
+        artifacts.write_json(tmp / "preprocessing.json", fs.prep.to_dict())
+        artifacts.write_json(tmp / "report.json", fs.report)
+        np.savez(
+            tmp / "arrays.npz", values=fs.values, target=fs.target, y=fs.y, ds=fs.ds.astype("datetime64[ns]").astype(np.int64),
+            series=fs.series, series_ids=np.asarray(fs.series_ids), **{f"starts_{k}": v for k, v in fs.starts.items()},
+        )  # fmt: skip
+    return target
+
+
+def load_preprocessor(folder: Path) -> Preprocessor:
+    return Preprocessor.from_dict(artifacts.read_json(Path(folder) / "preprocessing.json"))
+
+
+def load_features(folder: Path) -> FeatureSet:
+    """Read what :func:`save_features` wrote."""
+    folder = Path(folder)
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return FeatureSet(
+        prep=load_preprocessor(folder), values=arrays["values"], target=arrays["target"], y=arrays["y"],
+        ds=arrays["ds"].astype("datetime64[ns]"), series=arrays["series"], series_ids=arrays["series_ids"].tolist(),
+        starts={k: arrays[f"starts_{k}"] for k in SPLITS}, report=artifacts.read_json(folder / "report.json"),
+    )  # fmt: skip
+
+
+def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dict[str, Any]:
+    """Stage entry point: validated long frame -> ``<run>/features/``.
+
+    Returns:
+        ``{"features": folder, "windows": {split: count, ...}, "n_features": F}``.
+    """
+    long = pd.read_parquet(data_parquet)
+    fs = build_features(long, cfg)
+    target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES))
+    log.info("built windows %s with %d features", fs.report["windows"], fs.prep.n_features)
+    return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features}

@@ -1,0 +1,378 @@
+"""Schema validation: a Great Expectations 1.x suite generated from the config.
+
+Two passes run in an ephemeral (in-memory, offline) GX context:
+
+1. on the raw strings: required columns exist; timestamps present and parseable;
+   numeric columns hold numbers; categorical values in their configured levels;
+2. on the typed frame: ``(series, timestamp)`` unique; numeric ranges.
+
+Checks GX cannot express per series are computed here with pandas and reported
+in the same format: timestamps strictly increasing per series, timestamps on the
+``data.freq`` grid, and the fraction of missing target values (a missing grid
+timestamp counts as a missing value and is listed as a gap).
+
+Source of the GX API: https://docs.greatexpectations.io/docs/core/ (GX Core 1.x,
+"Connect to dataframe data", "Run a Validation Definition").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import schema
+from pipeline.config import PipelineConfig
+from pipeline.errors import SchemaValidationError
+
+log = logging.getLogger(__name__)
+
+#: a decimal or scientific-notation number, optional sign and surrounding blanks
+NUMBER_REGEX = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class ValidationReport:
+    """What validation found. ``frame`` is the typed long frame on the full grid."""
+
+    success: bool
+    rows: int
+    checks: list[dict[str, Any]]
+    gaps: dict[str, Any]
+    frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [c for c in self.checks if not c["success"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "rows": self.rows, "checks": self.checks, "gaps": self.gaps}
+
+
+# ---------------------------------------------------------------- GX plumbing
+
+
+def _gx_context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return gx, context
+
+
+def _run_suite(frame: pd.DataFrame, expectations: list, name: str) -> list[dict[str, Any]]:
+    """Validate ``frame`` against ``expectations`` and return one check dict each."""
+    gx, context = _gx_context()
+    batch_def = (
+        context.data_sources.add_pandas(f"{name}_source")
+        .add_dataframe_asset(f"{name}_asset")
+        .add_batch_definition_whole_dataframe(f"{name}_batch")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name=name))
+    result = definition.run(batch_parameters={"dataframe": frame}, result_format="COMPLETE")
+    return [_check_from_gx(r, frame) for r in result.results]
+
+
+def _check_from_gx(res, frame: pd.DataFrame) -> dict[str, Any]:
+    cfg = res.expectation_config
+    kwargs = dict(cfg.kwargs)
+    column = kwargs.get("column") or kwargs.get("column_list")
+    detail = res.result or {}
+    examples: list[str] = []
+    for idx in (detail.get("unexpected_index_list") or [])[:MAX_EXAMPLES]:
+        row = idx if isinstance(idx, (int, np.integer)) else next(iter(idx.values()), None)
+        if isinstance(idx, dict) and "index" in idx:
+            row = idx["index"]
+        examples.append(_describe_row(frame, row, column))
+    if not examples:
+        examples = [repr(v) for v in (detail.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
+    if res.exception_info and res.exception_info.get("raised_exception"):
+        examples.append(str(res.exception_info.get("exception_message"))[:300])
+    return {
+        "expectation": cfg.type,
+        "column": column,
+        "engine": "great_expectations",
+        "success": bool(res.success),
+        "unexpected_count": int(detail.get("unexpected_count") or (0 if res.success else 1)),
+        "examples": examples,
+        "kwargs": {k: v for k, v in kwargs.items() if k not in ("column", "batch_id")},
+    }
+
+
+def _describe_row(frame: pd.DataFrame, row: Any, column: Any) -> str:
+    if row is None or row not in frame.index:
+        return repr(row)
+    line = frame.attrs.get("line_offset", 2) + int(row) if isinstance(row, (int, np.integer)) else row
+    cols = column if isinstance(column, list) else [column]
+    values = ", ".join(f"{c}={frame.at[row, c]!r}" for c in cols if c in frame.columns)
+    return f"line {line}: {values}"
+
+
+def _check(expectation: str, column: Any, failed_examples: list[str], count: int, **extra) -> dict[str, Any]:
+    return {
+        "expectation": expectation,
+        "column": column,
+        "engine": "pipeline",
+        "success": count == 0,
+        "unexpected_count": int(count),
+        "examples": failed_examples[:MAX_EXAMPLES],
+        "kwargs": extra,
+    }
+
+
+# ---------------------------------------------------------------- the suite
+
+
+def raw_expectations(cfg: PipelineConfig, columns: list[str]) -> list:
+    """Pass-1 suite on the raw strings, generated from ``cfg.data``."""
+    import great_expectations as gx
+
+    d, e = cfg.data, gx.expectations
+    ts = d.timestamp_column
+    items = [e.ExpectColumnValuesToNotBeNull(column=ts)]
+    if d.timestamp_format:
+        items.append(e.ExpectColumnValuesToMatchStrftimeFormat(column=ts, strftime_format=d.timestamp_format))
+    else:
+        items.append(e.ExpectColumnValuesToBeDateutilParseable(column=ts))
+    for col in (d.target_column, *d.covariates):
+        items.append(e.ExpectColumnValuesToMatchRegex(column=col, regex=NUMBER_REGEX))
+    for col, levels in d.categorical_levels.items():
+        items.append(e.ExpectColumnValuesToBeInSet(column=col, value_set=list(levels)))
+    return items
+
+
+def typed_expectations(cfg: PipelineConfig) -> list:
+    """Pass-2 suite on the typed frame: unique keys and configured ranges."""
+    import great_expectations as gx
+
+    d, e = cfg.data, gx.expectations
+    items: list = []
+    if d.series_id_column:
+        items.append(e.ExpectCompoundColumnsToBeUnique(column_list=[d.series_id_column, d.timestamp_column]))
+    else:
+        items.append(e.ExpectColumnValuesToBeUnique(column=d.timestamp_column))
+    for col, bounds in d.ranges.items():
+        items.append(e.ExpectColumnValuesToBeBetween(column=col, min_value=bounds.min, max_value=bounds.max))
+    return items
+
+
+def required_columns(cfg: PipelineConfig) -> list[str]:
+    d = cfg.data
+    cols = [d.timestamp_column, d.target_column, *d.covariates, *d.categorical_covariates]
+    return cols + ([d.series_id_column] if d.series_id_column else [])
+
+
+# ---------------------------------------------------------------- pandas checks
+
+
+def _column_check(raw: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    missing = [c for c in required_columns(cfg) if c not in raw.columns]
+    found = list(raw.columns)[:20]
+    examples = [f"missing column {c!r}; the file has {found}" for c in missing]
+    return _check("expect_columns_to_exist", missing or required_columns(cfg), examples, len(missing))
+
+
+def _typed(raw: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
+    d = cfg.data
+    typed = raw.copy()
+    typed[d.timestamp_column] = pd.to_datetime(raw[d.timestamp_column], format=d.timestamp_format)
+    for col in (d.target_column, *d.covariates):
+        typed[col] = pd.to_numeric(raw[col]).astype("float64")
+    typed.attrs = dict(raw.attrs)
+    return typed
+
+
+def _series_keys(frame: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
+    col = cfg.data.series_id_column
+    if col is None:
+        return pd.Series(schema.DEFAULT_SERIES_ID, index=frame.index)
+    return frame[col].astype(str)
+
+
+def _order_check(typed: pd.DataFrame, keys: pd.Series, cfg: PipelineConfig) -> dict[str, Any]:
+    ts = typed[cfg.data.timestamp_column]
+    step = ts.groupby(keys).diff()
+    bad = typed.index[step <= pd.Timedelta(0)]
+    examples = [
+        f"line {int(i) + 2}: {ts[i]} does not come after the previous row's {ts[i] - step[i]}" for i in bad[:MAX_EXAMPLES]
+    ]
+    return _check("expect_timestamps_strictly_increasing_per_series", cfg.data.timestamp_column, examples, len(bad))
+
+
+def _grid_check(typed: pd.DataFrame, keys: pd.Series, cfg: PipelineConfig) -> dict[str, Any]:
+    ts, freq = typed[cfg.data.timestamp_column], cfg.data.freq
+    off: list[int] = []
+    for _, idx in keys.groupby(keys).groups.items():
+        stamps = ts.loc[idx]
+        grid = pd.date_range(stamps.min(), stamps.max(), freq=freq)
+        off.extend(stamps.index[~stamps.isin(grid)].tolist())
+    examples = [f"line {int(i) + 2}: {ts[i]} is not on the {freq!r} grid" for i in off[:MAX_EXAMPLES]]
+    return _check("expect_timestamps_on_freq_grid", cfg.data.timestamp_column, examples, len(off), freq=freq)
+
+
+def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
+    """Typed raw frame -> long ``unique_id, ds, y, <covariates>`` frame on the full grid.
+
+    Missing grid timestamps become rows with ``NaN`` values (gaps). Rows are sorted
+    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``.
+    """
+    d = cfg.data
+    long = pd.DataFrame(
+        {
+            schema.UNIQUE_ID: _series_keys(typed, cfg).to_numpy(),
+            schema.DS: typed[d.timestamp_column].to_numpy(),
+            schema.Y: typed[d.target_column].to_numpy(dtype="float64"),
+        }
+    )
+    for col in (*d.covariates, *d.categorical_covariates):
+        long[col] = typed[col].to_numpy()
+    parts = []
+    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
+        grid = pd.date_range(part[schema.DS].min(), part[schema.DS].max(), freq=d.freq, name=schema.DS)
+        part = part.set_index(schema.DS).reindex(grid).reset_index()
+        part[schema.UNIQUE_ID] = uid
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    return out[[schema.UNIQUE_ID, schema.DS, schema.Y, *d.covariates, *d.categorical_covariates]]
+
+
+def _runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of ``True`` in a 1-D bool array."""
+    padded = np.concatenate([[False], missing, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return edges[0::2], edges[1::2] - edges[0::2]
+
+
+def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tuple[dict, dict]:
+    missing = long[schema.Y].isna().to_numpy()
+    n_missing_ts = len(long) - n_raw_rows
+    starts, lengths = _runs(missing)
+    order = np.argsort(-lengths)[:MAX_EXAMPLES]
+    longest = [
+        {"start": str(long[schema.DS].iat[s]), "steps": int(n), "unique_id": long[schema.UNIQUE_ID].iat[s]}
+        for s, n in zip(starts[order], lengths[order])
+    ]
+    gaps = {
+        "missing_timestamps": int(n_missing_ts),
+        "missing_target_values": int(missing.sum()),
+        "runs": int(len(starts)),
+        "longest_run": int(lengths.max()) if len(lengths) else 0,
+        "runs_longer_than_max_gap": int((lengths > cfg.data.max_gap).sum()),
+        "longest_runs": longest,
+    }
+    fraction = float(missing.mean()) if len(missing) else 1.0
+    limit = cfg.data.max_missing_fraction
+    too_many = fraction > limit or missing.all()
+    detail = (
+        f"{missing.sum()} of {len(missing)} target values missing ({fraction:.1%}, "
+        f"{n_missing_ts} of them missing timestamps); at most {limit:.1%} allowed"
+    )
+    if missing.all():
+        detail = f"the target column {cfg.data.target_column!r} has no values at all ({len(missing)} rows)"
+    examples = [detail] + [f"gap of {g['steps']} steps from {g['start']}" for g in longest[:4]]
+    check = _check(
+        "expect_missing_target_fraction_at_most",
+        cfg.data.target_column,
+        examples if too_many else [],
+        int(missing.sum()) if too_many else 0,
+        max_missing_fraction=limit,
+        observed_fraction=round(fraction, 6),
+    )
+    return gaps, check
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def format_failures(failures: list[dict[str, Any]], source: str) -> str:
+    lines = [f"schema validation failed for {source}: {len(failures)} expectation(s) not met"]
+    for f in failures:
+        lines.append(f"- {f['expectation']} on column {f['column']!r}: {f['unexpected_count']} row(s) failed")
+        lines.extend(f"    e.g. {ex}" for ex in f["examples"][:MAX_EXAMPLES])
+    return "\n".join(lines)
+
+
+def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data") -> ValidationReport:
+    """Validate a raw string frame (see :func:`pipeline.data.read_raw`).
+
+    Returns:
+        A report; on success ``report.frame`` is the long frame on the full grid
+        (``unique_id`` str, ``ds`` datetime64, ``y`` float64, covariates).
+
+    Raises:
+        SchemaValidationError: one or more checks failed; the message lists each
+            failed expectation with its column, failed-row count and up to 5 examples
+            (file line numbers or timestamps). ``err.failures`` holds the same as dicts.
+    """
+    raw = raw.reset_index(drop=True)
+    checks = [_column_check(raw, cfg)]
+    report = ValidationReport(success=False, rows=len(raw), checks=checks, gaps={})
+    if checks[0]["success"]:
+        checks += _run_suite(raw, raw_expectations(cfg, list(raw.columns)), "raw")
+    if all(c["success"] for c in checks):
+        typed = _typed(raw, cfg)
+        keys = _series_keys(typed, cfg)
+        checks += _run_suite(typed, typed_expectations(cfg), "typed")
+        checks += [_order_check(typed, keys, cfg), _grid_check(typed, keys, cfg)]
+        if all(c["success"] for c in checks):
+            long = to_long_grid(typed, cfg)
+            report.gaps, missing_check = _gap_summary(long, len(raw), cfg)
+            checks.append(missing_check)
+            report.frame = long
+    report.success = all(c["success"] for c in checks)
+    if not report.success:
+        report.frame = None
+        error = SchemaValidationError(format_failures(report.failures, source), report.failures)
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report
+
+
+def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None) -> dict[str, Any]:
+    """Stage entry point: read, validate, write ``<run>/validation/{report.json,data.parquet}``.
+
+    The report is written on failure too (inside this run's folder only), then the
+    :class:`SchemaValidationError` is re-raised.
+
+    Returns:
+        ``{"report": path, "data": path, "rows": int, "series": int, "gaps": int,
+        "data_sha256": str | None}``, small enough for an XCom.
+    """
+    from pipeline import artifacts
+    from pipeline.data import file_sha256, read_raw
+
+    source_path = Path(data_path) if data_path else cfg.data.path
+    source = str(source_path) if source_path else f"synthetic:{cfg.data.synthetic.kind}"  # type: ignore[union-attr]
+    raw = read_raw(cfg.data, source_path)
+    target = artifacts.step_dir(run_path, artifacts.VALIDATION)
+    sha = file_sha256(source_path)
+    try:
+        report = validate_frame(raw, cfg, source)
+    except SchemaValidationError as err:
+        with artifacts.atomic_dir(target) as tmp:
+            artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **err.report.to_dict()})  # type: ignore[attr-defined]
+        raise
+    with artifacts.atomic_dir(target) as tmp:
+        artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **report.to_dict()})
+        report.frame.to_parquet(tmp / "data.parquet", index=False)
+    log.info("validated %d rows from %s: %d gaps", report.rows, source, report.gaps.get("runs", 0))
+    return {
+        "report": str(target / "report.json"),
+        "data": str(target / "data.parquet"),
+        "rows": report.rows,
+        "series": int(report.frame[schema.UNIQUE_ID].nunique()),
+        "gaps": int(report.gaps.get("runs", 0)),
+        "data_sha256": sha,
+    }

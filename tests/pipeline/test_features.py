@@ -1,0 +1,137 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import schema
+from pipeline.config import load_config
+from pipeline.data import read_raw
+from pipeline.features import build_features, load_features, run_features, save_features, window_starts
+from pipeline.validation import run_validation, validate_frame
+from tests.conftest import tiny_frame
+
+
+def _long(make_case, frame=None, **sections):
+    config, _ = make_case(frame=frame, **sections)
+    cfg = load_config(config)
+    return validate_frame(read_raw(cfg.data), cfg).frame, cfg
+
+
+def test_scaler_statistics_are_those_of_the_training_part_alone(make_case):
+    long, cfg = _long(make_case)
+    fs = build_features(long, cfg)
+    n_train = 120 - 12 - 24  # validation 10%, test 20%
+    train = long.iloc[:n_train]
+    assert fs.prep.split_boundaries["series_0"]["val_start"] == str(long[schema.DS].iat[n_train])
+    np.testing.assert_allclose(fs.prep.scaler_state["mean_"], [train["y"].mean(), train["temp"].mean()])
+    np.testing.assert_allclose(fs.prep.scaler_state["scale_"], [train["y"].std(ddof=0), train["temp"].std(ddof=0)])
+    assert not np.isclose(fs.prep.scaler_state["mean_"][0], long["y"].mean())
+
+
+def test_y_i_equals_the_values_right_after_x_i(make_case):
+    long, cfg = _long(make_case)
+    fs = build_features(long, cfg)
+    for split in ("train", "val", "test"):
+        w = fs.windows(split)
+        X, y = w.X, w.y
+        assert X.shape == (len(w), 12, fs.prep.n_features) and X.dtype == np.float32
+        assert y.shape == (len(w), 3) and y.dtype == np.float32
+        for i in (0, len(w) // 2, len(w) - 1):
+            s = w.starts[i]
+            np.testing.assert_array_equal(X[i, :, 0], fs.target[s : s + 12])
+            np.testing.assert_array_equal(y[i], fs.target[s + 12 : s + 15])
+        np.testing.assert_allclose(fs.prep.inverse_target(y), fs.targets(split), rtol=1e-5)
+
+
+def test_splits_are_chronological_and_test_targets_lie_in_the_test_part(make_case):
+    long, cfg = _long(make_case)
+    fs = build_features(long, cfg)
+    val_row, test_row = 120 - 36, 120 - 24
+    tr, va, te = (fs.starts[s] for s in ("train", "val", "test"))
+    assert (tr + 12 + 3 <= val_row).all()
+    assert ((va + 12 >= val_row) & (va + 15 <= test_row)).all()
+    assert (te + 12 >= test_row).all() and te.min() + 12 == test_row
+    assert te.min() < test_row, "test windows may look back into validation data"
+    assert len(te) == 24 - 3 + 1
+
+
+def test_no_window_targets_a_gap_and_no_window_crosses_a_long_gap(make_case):
+    frame = tiny_frame(n=200)
+    frame.loc[[30, 31], "load"] = np.nan  # short: interpolated as input
+    frame.loc[list(range(60, 66)), "load"] = np.nan  # long (> max_gap 2): splits the series
+    long, cfg = _long(make_case, frame=frame)
+    fs = build_features(long, cfg)
+    missing = np.flatnonzero(long["y"].isna().to_numpy())
+    every = np.concatenate(list(fs.starts.values()))
+    for s in every:
+        assert not np.isin(np.arange(s + 12, s + 15), missing).any()
+        assert not np.isin(np.arange(s, s + 12), np.arange(60, 66)).any()
+    # short gap used as input (interpolated), never as a target
+    assert any(s <= 30 < s + 12 for s in every)
+    assert np.isfinite(fs.values[30:32]).all()
+    assert not np.isfinite(fs.values[60:66, 0]).any()
+    assert fs.report["windows"]["dropped_for_gaps"] > 0
+
+
+def test_window_starts_are_vectorised_and_exact():
+    ok_in = np.ones(20, bool)
+    ok_in[5] = False
+    ok_out = np.ones(20, bool)
+    ok_out[15] = False
+    starts = window_starts(ok_in, ok_out, lookback=4, horizon=2)
+    brute = [s for s in range(20 - 6 + 1) if ok_in[s : s + 4].all() and ok_out[s + 4 : s + 6].all()]
+    assert starts.tolist() == brute
+
+
+def test_categorical_one_hot_levels_fixed_at_training(make_case):
+    long, cfg = _long(make_case)
+    fs = build_features(long, cfg)
+    assert fs.prep.categorical_levels == {"wind": ["E", "N", "S"]}
+    assert fs.prep.feature_names == ["y", "temp", "wind=E", "wind=N", "wind=S"]
+    onehot = fs.values[:, 2:5]
+    assert (onehot.sum(axis=1) == 1).all()
+
+
+def test_input_frame_is_not_modified(make_case):
+    frame = tiny_frame()
+    frame.loc[[30], "load"] = np.nan
+    long, cfg = _long(make_case, frame=frame)
+    before = long.copy()
+    build_features(long, cfg)
+    pd.testing.assert_frame_equal(long, before)
+
+
+def test_preprocessing_saved_as_plain_artifacts_and_reloads(make_case, tmp_path):
+    config, _ = make_case()
+    cfg = load_config(config)
+    run = tmp_path / "artifacts" / "run-a"
+    out = run_validation(cfg, run)
+    res = run_features(cfg, run, out["data"])
+    folder = run / "features"
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "preprocessing.json", "report.json"]
+    prep = json.loads((folder / "preprocessing.json").read_text())
+    assert prep["lookback"] == 12 and prep["horizon"] == 3 and prep["freq"] == "h"
+    assert prep["scaler_kind"] == "standard" and "mean_" in prep["scaler_state"]
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:  # no pickled objects inside
+        assert z["values"].dtype == np.float32
+    fs = load_features(folder)
+    assert res["windows"]["test"] == len(fs.starts["test"])
+    # a rerun of the same run replaces its partition and leaves no temporary folders
+    run_features(cfg, run, out["data"])
+    assert sorted(p.name for p in run.iterdir()) == ["features", "validation"]
+
+
+@pytest.mark.parametrize("scaler", ["minmax", "standard", "robust"])
+def test_every_scaler_round_trips_the_target(make_case, scaler):
+    long, cfg = _long(make_case, features={"scaler": scaler})
+    fs = build_features(long, cfg)
+    w = fs.windows("test")
+    np.testing.assert_allclose(fs.prep.inverse_target(w.y), fs.targets("test"), rtol=1e-5)
+
+
+def test_log1p_target_transform_round_trips(make_case):
+    long, cfg = _long(make_case, features={"target_transform": "log1p", "calendar_features": ["hour"]})
+    fs = build_features(long, cfg)
+    np.testing.assert_allclose(fs.prep.inverse_target(fs.windows("train").y), fs.targets("train"), rtol=1e-5)
+    assert fs.prep.feature_names[-2:] == ["hour_sin", "hour_cos"]
