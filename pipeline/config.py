@@ -156,8 +156,12 @@ class BaselinesConfig(_Section):
     season_length: int = Field(1, ge=1)
     #: AutoETS/AutoARIMA are fitted on at most this many most recent training steps
     fit_window: int = Field(672, ge=10)
-    #: each forecast filters at most this many steps before its origin
+    #: AutoARIMA filters at most this many steps before each origin (the others filter
+    #: from the start of their fit window)
     context_window: int = Field(672, ge=10)
+    #: fit a seasonal AutoARIMA (season ``season_length``); seasonal ARIMA with a long
+    #: season (e.g. 63) is very slow, so such use cases set this to false
+    arima_seasonal: bool = True
     #: AutoARIMA is skipped (with a logged reason) for test parts longer than this
     arima_max_origins: int = Field(20000, ge=1)
 

@@ -269,7 +269,7 @@ def _window_counts(ok: np.ndarray, width: int) -> np.ndarray:
 
 
 def window_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
-    """Starts of windows whose inputs are all usable and whose targets are all observed.
+    """Starts of windows whose inputs are all usable and whose origin and targets are observed.
 
     Args:
         input_ok: ``(n,)`` bool, row usable as input. target_ok: ``(n,)`` bool, observed target.
@@ -282,7 +282,9 @@ def window_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int, ho
         return np.empty(0, dtype=np.int64)
     good_in = _window_counts(input_ok, lookback)[:n_starts] == lookback
     good_out = _window_counts(target_ok, horizon)[lookback : lookback + n_starts] == horizon
-    return np.flatnonzero(good_in & good_out).astype(np.int64)
+    # the origin (last input) must be observed: interpolating it would read the first target
+    origin_seen = target_ok[lookback - 1 : lookback - 1 + n_starts]
+    return np.flatnonzero(good_in & good_out & origin_seen).astype(np.int64)
 
 
 # ------------------------------------------------------------------ feature set

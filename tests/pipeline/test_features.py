@@ -79,8 +79,9 @@ def test_window_starts_are_vectorised_and_exact():
     ok_in[5] = False
     ok_out = np.ones(20, bool)
     ok_out[15] = False
+    ok_out[9] = False
     starts = window_starts(ok_in, ok_out, lookback=4, horizon=2)
-    brute = [s for s in range(20 - 6 + 1) if ok_in[s : s + 4].all() and ok_out[s + 4 : s + 6].all()]
+    brute = [s for s in range(20 - 6 + 1) if ok_in[s : s + 4].all() and ok_out[s + 3 : s + 6].all()]
     assert starts.tolist() == brute
 
 

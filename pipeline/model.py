@@ -1,0 +1,60 @@
+"""The recurrent forecaster: LSTM (or GRU) encoder + direct multi-output head.
+
+Direct multi-horizon strategy (all ``h`` steps from one hidden state), as in
+neuralforecast's LSTM with a linear decoder and the MQ-RNN "direct" forecaster
+(Wen et al., 2017, arXiv:1711.11053). With ``predict_delta`` the head predicts the
+change from the last observed (scaled) target, which keeps forecasts sensible when a
+trend carries the series past the training range.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RecurrentForecaster(nn.Module):
+    """``x (batch, lookback, n_features) float32, scaled -> (batch, horizon) float32, scaled``.
+
+    Feature 0 of ``x`` must be the scaled target (see ``Preprocessor.feature_names``).
+
+    Args:
+        n_features: size of the last input axis.
+        horizon: forecast steps ``h`` returned per window.
+        hidden_size, num_layers: recurrent stack size.
+        dropout: dropout between recurrent layers (``torch.nn.LSTM(dropout=...)``, so only
+            when ``num_layers > 1``) and before the head.
+        cell: ``"lstm"`` or ``"gru"``.
+        predict_delta: add the last observed target to the head's output.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        horizon: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        cell: str = "lstm",
+        predict_delta: bool = True,
+    ):
+        super().__init__()
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn_cls(
+            input_size=n_features,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, horizon)
+        self.predict_delta = predict_delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
+        last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
+        y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
+        if self.predict_delta:
+            y_hat = y_hat + x[:, -1, :1]  # + last observed scaled target, (batch, 1) broadcast
+        return y_hat

@@ -1,0 +1,381 @@
+"""LSTM training: Adam, gradient clipping, ReduceLROnPlateau, early stopping, checkpoints.
+
+One epoch = one pass over the training windows in a seeded random order. The
+validation loss (MSE on scaled targets) drives both ReduceLROnPlateau and early
+stopping; after ``min_epochs``, training stops once it has not improved for
+``patience`` epochs and the best weights are restored (the recipe of Keras'
+``EarlyStopping(restore_best_weights=True)`` and PyTorch's ``ReduceLROnPlateau``).
+
+On CUDA the whole stacked feature matrix is moved to the device once and windows
+are gathered there by index (no per-batch host-to-device copies), under bf16
+autocast. Each epoch writes ``checkpoint.pt``; calling :func:`train_member` again
+on the same folder resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pipeline.config import ModelConfig, PipelineConfig, TrainingConfig
+from pipeline.errors import DataQualityError, TrainingError
+from pipeline.features import FeatureSet, Preprocessor
+from pipeline.model import RecurrentForecaster
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+EVAL_BATCH = 4096
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        TrainingError: ``cuda`` was requested and no CUDA device is available.
+    """
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was requested but no CUDA device is available (torch.cuda.is_available() is False); use --device cpu or auto")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    """What one member's training did. ``history`` has one dict per epoch."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WindowTensors:
+    """The stacked matrix on ``device`` and window gathering by start index.
+
+    ``gather(starts)`` -> ``x (b, lookback, n_features)``, ``y (b, horizon)`` float32.
+    """
+
+    def __init__(self, fs: FeatureSet, device: torch.device):
+        self.L, self.H = fs.prep.lookback, fs.prep.horizon
+        values = np.nan_to_num(fs.values, nan=0.0)  # rows with NaN are never gathered
+        target = np.nan_to_num(fs.target, nan=0.0)
+        self.values = torch.from_numpy(values).to(device)  # (N, F), moved once
+        self.target = torch.from_numpy(target).to(device)  # (N,)
+        self.in_offsets = torch.arange(self.L, device=device)
+        self.out_offsets = torch.arange(self.L, self.L + self.H, device=device)
+        self.device = device
+
+    def starts(self, fs: FeatureSet, split: str) -> torch.Tensor:
+        return torch.from_numpy(fs.starts[split]).to(self.device)
+
+    def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.values[starts[:, None] + self.in_offsets]  # (b, L) rows -> (b, L, F)
+        y = self.target[starts[:, None] + self.out_offsets]  # (b, H)
+        return x, y
+
+
+def build_model(n_features: int, horizon: int, mc: ModelConfig) -> RecurrentForecaster:
+    return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta)
+
+
+def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:
+    payload = {
+        "model": cfg.model.model_dump(mode="json"),
+        "training": cfg.training.model_dump(mode="json", exclude={"device", "progress", "num_threads"}),
+        "shape": list(fs.values.shape),
+        "train": int(len(fs.starts["train"])),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch.Tensor, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Scaled forecasts for windows ``starts`` -> ``(n, horizon)`` float32 numpy."""
+    model.eval()
+    outs = []
+    for i in range(0, len(starts), batch):
+        x, _ = tensors.gather(starts[i : i + batch])
+        with _autocast(tensors.device):
+            outs.append(model(x).float())
+    if not outs:
+        return np.empty((0, tensors.H), dtype=np.float32)
+    return torch.cat(outs).cpu().numpy()
+
+
+def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator) -> float:
+    model.train()
+    order = starts[torch.randperm(len(starts), generator=generator).to(starts.device)]
+    total = torch.zeros((), device=tensors.device)
+    for i in range(0, len(order), tc.batch_size):
+        x, y = tensors.gather(order[i : i + tc.batch_size])
+        with _autocast(tensors.device):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip_norm)
+        opt.step()
+        total += loss.detach() * len(x)
+    return float(total) / max(len(order), 1)
+
+
+def _val_loss(model, tensors, starts) -> float:
+    if len(starts) == 0:
+        return float("nan")
+    pred = torch.from_numpy(predict_scaled(model, tensors, starts)).to(tensors.device)
+    _, y = tensors.gather(starts)
+    return float(torch.mean((pred - y) ** 2))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _check_finite(epoch: int, train_loss: float, tc: TrainingConfig) -> None:
+    if not np.isfinite(train_loss):
+        raise TrainingError(
+            f"epoch {epoch}: the training loss is {train_loss}; likely causes: a learning rate too high "
+            f"(training.learning_rate={tc.learning_rate}), non-finite or unscaled inputs, or exploding gradients "
+            f"(training.grad_clip_norm={tc.grad_clip_norm}). No model was saved."
+        )
+
+
+def _progress(tc: TrainingConfig, start: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=tc.max_epochs, initial=start, desc=desc, unit="epoch", disable=not tc.progress, leave=False)
+
+
+def train_member(
+    fs: FeatureSet,
+    cfg: PipelineConfig,
+    folder: Path,
+    seed: int,
+    device: torch.device,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[RecurrentForecaster, TrainResult]:
+    """Train one model on ``fs``'s train windows; early-stop on its val windows.
+
+    Writes ``folder/checkpoint.pt`` after every epoch; if a checkpoint with the same
+    fingerprint (model/training config, data shape, seed) exists, training resumes
+    after its last epoch (a finished run returns at once).
+
+    Raises:
+        DataQualityError: no training windows. TrainingError: a non-finite loss.
+    """
+    tc = cfg.training
+    if len(fs.starts["train"]) == 0:
+        raise DataQualityError("no training windows: lower features.lookback/horizon or the test/validation fractions")
+    folder.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
+    tensors = WindowTensors(fs, device)
+    train_starts, val_starts = tensors.starts(fs, "train"), tensors.starts(fs, "val")
+    if len(val_starts) == 0:  # no validation part: stop on the training loss
+        val_starts = train_starts
+    fp, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
+    result, state = TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt.get("fingerprint") == fp:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            result = TrainResult(**ckpt["result"])
+            result.resumed_from_epoch = ckpt["state"]["epoch"]
+            state = ckpt["state"]
+            log.info("resuming %s after epoch %d", folder, state["epoch"])
+        else:
+            log.warning("ignoring checkpoint %s: it belongs to another config or data", ckpt_path)
+    started = time.perf_counter() - result.seconds
+    bar = _progress(tc, state["epoch"], f"train seed {seed}")
+    while not state["done"] and state["epoch"] < tc.max_epochs:
+        epoch = state["epoch"] + 1
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        train_loss = _epoch(model, opt, tensors, train_starts, tc, gen)
+        _check_finite(epoch, train_loss, tc)
+        val_loss = _val_loss(model, tensors, val_starts)
+        sched.step(val_loss)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch, state["bad"] = val_loss, epoch, 0
+            state["best"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad"] += 1
+        state["epoch"] = epoch
+        if epoch >= tc.min_epochs and state["bad"] >= tc.patience:
+            state["done"], result.stopped_early = True, True
+        result.seconds = time.perf_counter() - started
+        _save_checkpoint(ckpt_path, {
+            "fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(), "result": result.to_dict(), "state": state,
+        })  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{row['lr']:.1e}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    bar.close()
+    if state["best"] is not None:
+        model.load_state_dict(state["best"])
+    return model, result
+
+
+class LSTMForecaster:
+    """The pipeline's forecaster contract, for the recurrent network.
+
+    ``fit(fs) -> self`` trains ``training.n_seeds`` members (seeds ``run.seed + k``)
+    into ``work_dir``; ``predict(fs, split) -> (n_windows, horizon)`` float64 in the
+    target's original units, the members' mean. Fitted state ends in ``_``.
+    """
+
+    name = "LSTM"
+
+    def __init__(self, cfg: PipelineConfig, work_dir: Path, device: str | None = None):
+        self.cfg = cfg
+        self.work_dir = Path(work_dir)
+        self.device = device
+
+    def fit(self, fs: FeatureSet, on_epoch_end: Callable[[int, dict], None] | None = None) -> "LSTMForecaster":
+        device = resolve_device(self.device or self.cfg.training.device)
+        if device.type == "cpu" and self.cfg.training.num_threads:
+            torch.set_num_threads(self.cfg.training.num_threads)
+        self.models_, self.results_ = [], []
+        for k in range(self.cfg.training.n_seeds):
+            model, res = train_member(fs, self.cfg, self.work_dir / f"member_{k}", self.cfg.run.seed + k, device, on_epoch_end)
+            self.models_.append(model)
+            self.results_.append(res)
+        self.prep_, self.device_ = fs.prep, device
+        return self
+
+    def predict_scaled(self, fs: FeatureSet, split: str) -> np.ndarray:
+        tensors = WindowTensors(fs, self.device_)
+        starts = tensors.starts(fs, split)
+        return np.mean([predict_scaled(m, tensors, starts) for m in self.models_], axis=0)
+
+    def predict(self, fs: FeatureSet, split: str = "test") -> np.ndarray:
+        return self.prep_.inverse_target(self.predict_scaled(fs, split))
+
+    def save(self, path: Path) -> Path:
+        """Weights of every member plus the architecture, as ``torch.save`` of plain tensors."""
+        payload = {
+            "n_features": self.prep_.n_features,
+            "horizon": self.prep_.horizon,
+            "model": self.cfg.model.model_dump(mode="json"),
+            "members": [{k: v.cpu() for k, v in m.state_dict().items()} for m in self.models_],
+        }
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return Path(path)
+
+
+def load_members(path: Path, device: str = "cpu") -> list[RecurrentForecaster]:
+    """Rebuild the members saved by :meth:`LSTMForecaster.save` (``weights_only`` load)."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    mc = ModelConfig(**payload["model"])
+    members = []
+    for state in payload["members"]:
+        model = build_model(payload["n_features"], payload["horizon"], mc)
+        model.load_state_dict(state)
+        members.append(model.eval())
+    return members
+
+
+def plot_loss_curve(history: list[list[dict]], path: Path) -> Path:
+    """Train/validation loss per epoch for every member, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k, rows in enumerate(history):
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["train_loss"] for r in rows], label=f"train (seed {k})")
+        ax.plot(epochs, [r["val_loss"] for r in rows], "--", label=f"validation (seed {k})")
+    ax.set(xlabel="epoch", ylabel="MSE (scaled)", yscale="log", title="LSTM loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_training(
+    cfg: PipelineConfig, run_path: Path, features_dir: Path, device: str | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Stage entry point: train on ``features_dir``, write ``<run>/training/``.
+
+    Writes ``model.pt`` (weights), ``metrics.json``, ``history.json``, ``loss_curve.png``,
+    ``forecasts.npz`` (``test``: ``(n_windows, horizon)`` original units) and keeps
+    ``checkpoints/`` so a retry resumes. Returns small numbers and paths (XCom-sized).
+    """
+    from pipeline import artifacts
+    from pipeline.evaluation import forecast_metrics, mase_scale
+    from pipeline.features import load_features
+
+    fs = load_features(features_dir)
+    out = artifacts.step_dir(run_path, artifacts.TRAINING)
+    forecaster = LSTMForecaster(cfg, out / "checkpoints", device).fit(fs, on_epoch_end)
+    scale = mase_scale(fs, cfg.baselines.season_length)
+    test_pred = forecaster.predict(fs, "test")
+    test = forecast_metrics(fs.targets("test"), test_pred, scale)
+    train = forecast_metrics(fs.targets("train"), forecaster.predict(fs, "train"), scale)
+    results = forecaster.results_
+    epochs = sum(len(r.history) for r in results)
+    train_seconds = sum(r.seconds for r in results)
+    metrics = {
+        "lstm_rmse": test["rmse"], "lstm_mae": test["mae"], "lstm_mase": test["mase"],
+        "rmse_per_step": test["rmse_per_step"], "training_rmse": train["rmse"],
+        "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
+        "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
+        "device": str(forecaster.device_), "train_seconds": train_seconds,
+        "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
+        "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
+    }  # fmt: skip
+    forecaster.save(out / "model.pt")
+    np.savez(out / "forecasts.tmp.npz", test=test_pred)
+    os.replace(out / "forecasts.tmp.npz", out / "forecasts.npz")
+    artifacts.write_json(out / "history.json", [r.history for r in results])
+    plot_loss_curve([r.history for r in results], out / "loss_curve.png")
+    artifacts.write_json(out / "metrics.json", metrics)
+    log.info("LSTM test RMSE %.4f (training RMSE %.4f) on %s", test["rmse"], train["rmse"], metrics["device"])
+    return {"training": str(out), "lstm_rmse": test["rmse"], "training_rmse": train["rmse"], "device": metrics["device"]}
