@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/python -m pipeline.demo
 
 mlflow-ui: setup
-	bash mlflow/serve.sh $(MLFLOW_HOST) $(MLFLOW_PORT)
+	MLFLOW_BIN=$(BIN)/mlflow bash mlflow/serve.sh $(MLFLOW_HOST) $(MLFLOW_PORT)
 
 airflow: setup
 	bash dags/../docker/airflow-standalone.sh

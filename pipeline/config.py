@@ -122,6 +122,8 @@ class ModelConfig(_Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     #: predict the change from the last observed (scaled) target instead of its level
     predict_delta: bool = True
+    #: feed the target minus its window mean, add the mean back (implies predict_delta)
+    relative_inputs: bool = False
 
 
 class TrainingConfig(_Section):
@@ -176,6 +178,8 @@ class MlflowConfig(_Section):
     """Tracking and registry. ``MLFLOW_TRACKING_URI`` in the environment overrides ``tracking_uri``."""
 
     tracking_uri: str | None = None
+    #: artifact folder of new experiments for a local (SQLite/file) store
+    artifact_location: Path | None = None
     experiment_name: str = "lstm-forecast"
     registered_model_name: str = "lstm-forecaster"
 
@@ -219,11 +223,14 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
-    data, run = raw.get("data") or {}, raw.get("run") or {}
-    for section, key in ((data, "path"), (run, "artifact_root")):
+    data, run, ml = raw.get("data") or {}, raw.get("run") or {}, raw.get("mlflow") or {}
+    for section, key in ((data, "path"), (run, "artifact_root"), (ml, "artifact_location")):
         value = section.get(key)
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             section[key] = str((base / value).resolve())
+    uri = ml.get("tracking_uri")
+    if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        ml["tracking_uri"] = "sqlite:///" + str((base / uri[len("sqlite:///") :]).resolve())
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

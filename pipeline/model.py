@@ -26,6 +26,9 @@ class RecurrentForecaster(nn.Module):
             when ``num_layers > 1``) and before the head.
         cell: ``"lstm"`` or ``"gru"``.
         predict_delta: add the last observed target to the head's output.
+        relative_inputs: feed the target minus its window mean and add that mean back to
+            the output (window normalisation, as neuralforecast's temporal scalers do), so
+            a level outside the training range looks familiar; implies ``predict_delta``.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class RecurrentForecaster(nn.Module):
         dropout: float = 0.1,
         cell: str = "lstm",
         predict_delta: bool = True,
+        relative_inputs: bool = False,
     ):
         super().__init__()
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
@@ -49,12 +53,17 @@ class RecurrentForecaster(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, horizon)
-        self.predict_delta = predict_delta
+        self.predict_delta = predict_delta or relative_inputs
+        self.relative_inputs = relative_inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last_y = x[:, -1, :1]  # last observed scaled target: (batch, 1)
+        if self.relative_inputs:  # reference = window mean of the target: (batch, 1)
+            last_y = x[:, :, 0].mean(dim=1, keepdim=True)
+            x = torch.cat([x[:, :, :1] - last_y[:, None, :], x[:, :, 1:]], dim=2)  # (batch, lookback, F)
         out, _ = self.rnn(x)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
         last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
         y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
         if self.predict_delta:
-            y_hat = y_hat + x[:, -1, :1]  # + last observed scaled target, (batch, 1) broadcast
+            y_hat = y_hat + last_y  # + reference level (last value or window mean), (batch, 1) broadcast
         return y_hat

@@ -81,10 +81,10 @@ class WindowTensors:
 
     def __init__(self, fs: FeatureSet, device: torch.device):
         self.L, self.H = fs.prep.lookback, fs.prep.horizon
-        values = np.nan_to_num(fs.values, nan=0.0)  # rows with NaN are never gathered
-        target = np.nan_to_num(fs.target, nan=0.0)
-        self.values = torch.from_numpy(values).to(device)  # (N, F), moved once
-        self.target = torch.from_numpy(target).to(device)  # (N,)
+        # rows holding NaN are never gathered by a valid window; if one were, the loss
+        # turns NaN and training stops with a TrainingError instead of learning from zeros
+        self.values = torch.from_numpy(fs.values).to(device)  # (N, F), moved once
+        self.target = torch.from_numpy(fs.target).to(device)  # (N,)
         self.in_offsets = torch.arange(self.L, device=device)
         self.out_offsets = torch.arange(self.L, self.L + self.H, device=device)
         self.device = device
@@ -99,7 +99,7 @@ class WindowTensors:
 
 
 def build_model(n_features: int, horizon: int, mc: ModelConfig) -> RecurrentForecaster:
-    return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta)
+    return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs)
 
 
 def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:

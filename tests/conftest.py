@@ -65,3 +65,93 @@ def make_case(tmp_path):
         return config, csv
 
     return _make
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port with a temporary SQLite store."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def sine_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Hourly ``load`` with a 24-step cycle and small noise, plus ``temp`` and ``wind`` (see tiny_frame)."""
+    frame = tiny_frame(n=n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    frame["load"] = 10 + 3 * np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 0.1, n)
+    return frame
+
+
+FAST_TRAINING = {"max_epochs": 40, "min_epochs": 5, "patience": 8, "batch_size": 32, "learning_rate": 0.01, "progress": False}
+FAST_MODEL = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+
+
+@pytest.fixture
+def tiny_features(make_case):
+    """``(cfg, FeatureSet)`` for a 400-step daily sine with covariates, lookback 24, horizon 4."""
+    from pipeline.config import load_config
+    from pipeline.data import read_raw
+    from pipeline.features import build_features
+    from pipeline.validation import validate_frame
+
+    config, _ = make_case(
+        frame=sine_frame(),
+        features={"lookback": 24, "horizon": 4},
+        training=FAST_TRAINING,
+        model=FAST_MODEL,
+        baselines={"season_length": 24, "fit_window": 200, "context_window": 48},
+    )
+    cfg = load_config(config)
+    return cfg, build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)

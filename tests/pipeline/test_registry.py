@@ -1,0 +1,191 @@
+"""MLflow tracking and registry against a real ``mlflow server`` on loopback."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import DataQualityError, RegistryError
+from pipeline.registry import track_and_register
+from pipeline.runner import run_training_pipeline
+from tests.conftest import FAST_MODEL, FAST_TRAINING, _free_port, sine_frame, tiny_config_dict
+
+pytestmark = pytest.mark.slow
+MODEL_NAME = "tiny-sine-lstm"
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server, tmp_path_factory):
+    """One gate-passing training run registered on the real server."""
+    root = tmp_path_factory.mktemp("registry")
+    csv = root / "input.csv"
+    sine_frame(n=400).to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
+    raw["mlflow"] = {"experiment_name": "tiny-sine", "registered_model_name": MODEL_NAME}
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(root / "config.yaml")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        result = run_training_pipeline(cfg, root / "artifacts" / "run-1", tags={"airflow_dag_id": "lstm_training"})
+        yield {"cfg": cfg, "csv": csv, "root": root, "result": result, "uri": mlflow_server}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+
+
+@pytest.fixture
+def client(registered, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    mlflow.set_tracking_uri(registered["uri"])
+    return mlflow.tracking.MlflowClient()
+
+
+def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
+    run = client.get_run(registered["result"]["mlflow_run_id"])
+    assert run.data.params["features.lookback"] == "24" and run.data.params["data.freq"] == "h"
+    for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["lstm_rmse"] == pytest.approx(registered["result"]["lstm_rmse"])
+    epochs = json.loads((Path(registered["result"]["run_dir"]) / "training" / "history.json").read_text())[0]
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == len(epochs)
+    names = {a.path for d in ("validation", "training", "evaluation") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"evaluation/comparison.csv", "evaluation/gate.json", "evaluation/forecast.png", "training/loss_curve.png", "validation/report.json"} <= names
+    tags = run.data.tags
+    assert len(tags["data_sha256"]) == 64 and tags["device"] == "cpu" and tags["package_version"] == "0.1.0"
+    assert tags["airflow_dag_id"] == "lstm_training" and "git_commit" in tags
+
+
+def test_first_version_is_champion_and_challenger_with_tags(registered, client):
+    res = registered["result"]
+    assert res["gate_passed"] and res["registered_version"] == 1 and res["aliases"] == ["challenger", "champion"]
+    mv = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert mv.version == "1" and mv.run_id == res["mlflow_run_id"]
+    for tag in ("lstm_rmse", "training_rmse", "best_baseline", "best_baseline_rmse", "gate", "data_sha256", "mlflow_run_id"):
+        assert tag in mv.tags, tag
+    assert mv.tags["best_baseline"] == "Naive" and mv.tags["gate"] == "passed"
+    assert "best baseline Naive" in mv.description and "| model | RMSE |" in mv.description
+    assert mv.current_stage in (None, "None")  # aliases only, no deprecated stages
+
+
+def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registered, tmp_path):
+    run_dir = Path(registered["result"]["run_dir"])
+    with np.load(run_dir / "features" / "arrays.npz") as z:
+        origins = (z["starts_test"] + 24 - 1)[[0, 5, -1]].tolist()
+    script = textwrap.dedent(f"""
+        import json, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
+        raw = pd.read_csv({str(registered['csv'])!r})
+        out = [model.predict(raw.iloc[: o + 1])["y_hat"].tolist() for o in {origins}]
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+    with np.load(run_dir / "training" / "forecasts.npz") as z:
+        expected = z["test"][[0, 5, -1]]
+    np.testing.assert_allclose(served, expected, atol=1e-5, rtol=1e-5)
+
+
+def _pyfunc(registered):
+    import mlflow
+
+    mlflow.set_tracking_uri(registered["uri"])
+    return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+
+
+def test_predict_bad_inputs_name_what_is_wrong(registered, client):
+    model = _pyfunc(registered)
+    raw = pd.read_csv(registered["csv"])
+    out = model.predict(raw.tail(30))
+    assert list(out.columns) == ["ds", "step", "y_hat"] and out["step"].tolist() == [1, 2, 3, 4]
+    assert str(out["ds"].iat[0]) == "2024-01-17 16:00:00"
+    with pytest.raises(DataQualityError, match=r"history has 10 steps, at least lookback=24"):
+        model.predict(raw.tail(10))
+    with pytest.raises(Exception, match="temp"):
+        model.predict(raw.tail(30).drop(columns=["temp"]))
+    bad = raw.tail(30).copy()
+    bad.loc[bad.index[-1], "wind"] = "W"
+    with pytest.raises(DataQualityError, match=r"'wind'.*\['W'\]"):
+        model.predict(bad)
+
+
+def _copy_run(registered, name):
+    src = Path(registered["result"]["run_dir"])
+    dst = src.parent / name
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
+def _validated(registered):
+    return {"data_sha256": client_sha(registered)}
+
+
+def client_sha(registered):
+    return json.loads((Path(registered["result"]["run_dir"]) / "validation" / "report.json").read_text())["data_sha256"]
+
+
+def test_registering_the_same_run_twice_makes_no_second_version(registered, client):
+    again = track_and_register(registered["cfg"], Path(registered["result"]["run_dir"]), _validated(registered))
+    assert again["registered_version"] == 1 and again["mlflow_run_id"] == registered["result"]["mlflow_run_id"]
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+
+
+def test_unreachable_server_fails_clearly_and_leaves_the_registry_untouched(registered, client, monkeypatch):
+    before = {a: client.get_model_version_by_alias(MODEL_NAME, a).version for a in ("champion", "challenger")}
+    n_versions = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
+    dead = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    with pytest.raises(RegistryError, match="unreachable after 3 attempts"):
+        track_and_register(registered["cfg"], _copy_run(registered, "run-dead"), _validated(registered))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    assert {a: client.get_model_version_by_alias(MODEL_NAME, a).version for a in before} == before
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == n_versions
+
+
+def test_failed_gate_registers_nothing_and_the_run_says_why(registered, client):
+    from pipeline.evaluation import run_comparison
+
+    run = _copy_run(registered, "run-gate")
+    strict = registered["cfg"].model_copy(update={"gate": registered["cfg"].gate.model_copy(update={"min_relative_improvement": 0.99})})
+    run_comparison(strict, run, run / "features", run / "training", run / "baselines")
+    n_versions = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
+    out = track_and_register(strict, run, _validated(registered))
+    assert out["registration"].startswith("skipped: gate failed") and "registered_version" not in out
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == n_versions
+    assert client.get_run(out["mlflow_run_id"]).data.tags["registration"].startswith("skipped: gate failed")
+
+
+def test_concurrent_registrations_leave_a_consistent_state(registered, client):
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    runs = [_copy_run(registered, f"run-par-{i}") for i in range(2)]
+    results, errors = [], []
+
+    def register(run):
+        try:
+            results.append(track_and_register(registered["cfg"], run, _validated(registered)))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(r,)) for r in runs]
+    [t.start() for t in threads]
+    [t.join(timeout=300) for t in threads]
+    assert not errors, errors
+    versions = sorted(r["registered_version"] for r in results)
+    assert len(set(versions)) == 2
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion
+    assert int(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) in versions
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == len({1, *versions})

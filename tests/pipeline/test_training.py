@@ -1,0 +1,126 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.baselines import StatsBaseline
+from pipeline.cli import main
+from pipeline.errors import DataQualityError, TrainingError
+from pipeline.evaluation import forecast_metrics
+from pipeline.model import RecurrentForecaster
+from pipeline.training import LSTMForecaster, resolve_device, train_member
+from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("delta", [True, False])
+def test_model_maps_windows_to_horizon(cell, delta):
+    model = RecurrentForecaster(n_features=5, horizon=7, hidden_size=8, num_layers=2, dropout=0.2, cell=cell, predict_delta=delta)
+    out = model(torch.randn(3, 11, 5))
+    assert out.shape == (3, 7) and out.dtype == torch.float32
+
+
+def test_relative_inputs_make_the_model_shift_invariant_in_the_target():
+    torch.manual_seed(0)
+    model = RecurrentForecaster(n_features=2, horizon=3, hidden_size=8, relative_inputs=True).eval()
+    x = torch.randn(4, 10, 2)
+    shifted = x.clone()
+    shifted[:, :, 0] += 5.0
+    torch.testing.assert_close(model(shifted), model(x) + 5.0)
+
+
+def test_training_lowers_the_loss_and_beats_naive(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    lstm = LSTMForecaster(cfg, tmp_path / "ckpt", device="cpu").fit(fs)
+    history = lstm.results_[0].history
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    truth = fs.targets("test")
+    lstm_rmse = forecast_metrics(truth, lstm.predict(fs), 1.0)["rmse"]
+    naive_rmse = forecast_metrics(truth, StatsBaseline("Naive", cfg.baselines).fit(fs).predict(fs), 1.0)["rmse"]
+    assert lstm_rmse < 0.8 * naive_rmse
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 0.05, "max_epochs": 60, "min_epochs": 1, "patience": 2, "lr_patience": 50})})
+    model, result = train_member(fs, cfg, tmp_path / "m", seed=1, device=torch.device("cpu"))
+    assert result.stopped_early and len(result.history) < 60
+    assert len(result.history) - result.best_epoch == 2
+    best_val = min(r["val_loss"] for r in result.history)
+    assert result.best_val_loss == pytest.approx(best_val)
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_at_the_right_epoch(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_epochs": 6, "min_epochs": 6})})
+
+    def die_after_3(epoch, row):
+        if epoch == 3:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_member(fs, cfg, tmp_path / "killed", seed=3, device=torch.device("cpu"), on_epoch_end=die_after_3)
+    seen = []
+    resumed, result = train_member(fs, cfg, tmp_path / "killed", seed=3, device=torch.device("cpu"), on_epoch_end=lambda e, r: seen.append(e))
+    assert result.resumed_from_epoch == 3 and seen == [4, 5, 6]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
+    straight, _ = train_member(fs, cfg, tmp_path / "straight", seed=3, device=torch.device("cpu"))
+    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"resumed weights differ from an uninterrupted run at {k}")
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    fs.values[fs.starts["train"][0] + 2, 1] = np.nan
+    with pytest.raises(TrainingError, match=r"epoch 1: the training loss is (nan|inf).*learning rate"):
+        train_member(fs, cfg, tmp_path / "nan", seed=0, device=torch.device("cpu"))
+    assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cuda_requested_without_gpu_is_a_clear_error_and_auto_is_silent(make_case, capsys):
+    with pytest.raises(TrainingError, match="no CUDA device"):
+        resolve_device("cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_device("auto").type == "cpu"
+    config, _ = make_case(training=FAST_TRAINING, model=FAST_MODEL)
+    code = main(["train", "--config", str(config), "--device", "cuda", "--no-register", "--run-id", "cuda"])
+    assert code == 1 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_no_training_windows_is_a_clear_error(make_case, capsys):
+    config, _ = make_case(frame=sine_frame(n=60), features={"lookback": 35, "horizon": 10}, training=FAST_TRAINING)
+    code = main(["train", "--config", str(config), "--no-register", "--run-id", "short"])
+    err = capsys.readouterr().err
+    assert code == 1 and "DataQualityError" in err and "no train windows" in err
+
+
+def test_train_cli_json_summary(make_case, capsys, tmp_path):
+    config, _ = make_case(
+        frame=sine_frame(n=300), features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL,
+        baselines={"season_length": 24, "fit_window": 150, "context_window": 48, "models": ["Naive", "SeasonalNaive", "AutoETS"]},
+    )  # fmt: skip
+    assert main(["train", "--config", str(config), "--no-register", "--json", "--run-id", "cli"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    import json
+
+    summary = json.loads(out[-1])
+    for key in ("lstm_rmse", "training_rmse", "baselines", "best_baseline", "gate_passed", "run_dir"):
+        assert key in summary
+    assert set(summary["baselines"]) == {"Naive", "SeasonalNaive", "AutoETS"}
+    run = tmp_path / "artifacts" / "cli"
+    for rel in ("training/model.pt", "training/metrics.json", "training/loss_curve.png", "evaluation/forecast.png", "evaluation/gate.json", "evaluation/comparison.csv"):
+        assert (run / rel).is_file(), rel
+    assert "gate:" in "\n".join(out)
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_uses_bf16_autocast_and_matches_cpu_quality(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    gpu = LSTMForecaster(cfg, tmp_path / "gpu", device="cuda").fit(fs)
+    assert gpu.results_[0].device.startswith("cuda")
+    truth = fs.targets("test")
+    naive = StatsBaseline("Naive", cfg.baselines).fit(fs).predict(fs)
+    assert forecast_metrics(truth, gpu.predict(fs), 1.0)["rmse"] < 0.8 * forecast_metrics(truth, naive, 1.0)["rmse"]
