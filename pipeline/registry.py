@@ -57,7 +57,7 @@ def artifact_location(cfg: PipelineConfig, uri: str) -> str | None:
     if cfg.mlflow.artifact_location:
         return Path(cfg.mlflow.artifact_location).resolve().as_uri()
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlflow-artifacts").resolve().as_uri()
     return None
 
 

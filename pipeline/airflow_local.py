@@ -1,0 +1,83 @@
+"""Run the project's Airflow DAGs locally: an SQLite metadata database and ``dag.test()``.
+
+Used by ``make demo``, ``make airflow`` and the DAG tests. Every Airflow command runs in
+a subprocess whose environment points ``AIRFLOW_HOME`` at the given folder, so
+importing this module configures nothing (Airflow reads its config at import time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+
+
+def airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a local Airflow: ``home`` holds ``airflow.db``; project DAGs only."""
+    home = Path(home).resolve()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    env.update(extra or {})
+    return env
+
+
+def _airflow(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("airflow")
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, check=False)
+
+
+def init_airflow(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``airflow db migrate`` and the ``gpu`` pool (1 slot: two trainings never share a GPU)."""
+    env = env or airflow_env(home)
+    Path(home).mkdir(parents=True, exist_ok=True)
+    for args in (["db", "migrate"], ["pools", "set", "gpu", "1", "one LSTM training at a time"]):
+        proc = _airflow(args, env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return env
+
+
+_DAG_TEST = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location("dagfile", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    dag = [v for v in vars(mod).values() if type(v).__name__ == "DAG" and v.dag_id == sys.argv[2]][0]
+    dr = dag.test(run_conf=json.loads(sys.argv[3]))
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    with create_session() as s:
+        tis = s.query(TaskInstance).filter(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dr.run_id).all()
+        states = {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in tis}
+    print("DAG_TEST_RESULT " + json.dumps({"run_id": dr.run_id, "state": str(dr.state), "tasks": states}))
+    """
+)
+
+
+def run_dag_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], dag_file: Path | None = None, timeout: int = 1800) -> dict[str, Any]:
+    """``dag.test(run_conf=conf)`` in a subprocess; returns ``{"run_id", "state", "tasks", "log"}``."""
+    dag_file = dag_file or DAGS / f"{dag_id}.py"
+    proc = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST, str(dag_file), dag_id, json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DAG_TEST_RESULT ")]
+    if not lines:
+        raise RuntimeError(f"dag.test for {dag_id} did not finish (exit {proc.returncode}):\n{out[-6000:]}")
+    return {**json.loads(lines[-1][len("DAG_TEST_RESULT ") :]), "log": out}

@@ -1,0 +1,83 @@
+"""Every DAG file imports, has the expected tasks and edges, imports nothing heavy, parses fast.
+
+Runs in a subprocess with a temporary AIRFLOW_HOME so importing Airflow never touches
+the user's ~/airflow.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline.airflow_local import DAGS, airflow_env
+
+HEAVY = {"torch", "pandas", "numpy", "mlflow", "sklearn", "great_expectations", "statsforecast", "evidently", "matplotlib"}
+DAG_FILES = sorted(DAGS.glob("*.py"))
+
+PROBE = textwrap.dedent(
+    """
+    import importlib.util, json, sys, time
+    import airflow.sdk  # the import cost of Airflow itself is not the DAG file's
+    from airflow.sdk import dag, task, Asset, Param, get_current_context
+    heavy = set(json.loads(sys.argv[2]))
+    before = {m for m in heavy if m in sys.modules}
+    t0 = time.perf_counter()
+    spec = importlib.util.spec_from_file_location("dagfile", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    seconds = time.perf_counter() - t0
+    dags = [v for v in vars(mod).values() if type(v).__name__ == "DAG"]
+    out = {
+        "seconds": seconds,
+        "heavy_loaded": sorted({m for m in heavy if m in sys.modules} - before),
+        "dags": {d.dag_id: {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks} for d in dags},
+        "meta": {d.dag_id: {"catchup": d.catchup, "max_active_runs": d.max_active_runs, "schedule": str(d.schedule),
+                            "pools": {t.task_id: t.pool for t in d.tasks}} for d in dags},
+    }
+    print("PROBE " + json.dumps(out))
+    """
+)
+
+
+def _probe(path, tmp_path):
+    env = airflow_env(tmp_path / "airflow-home")
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(path), json.dumps(sorted(HEAVY))], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{path.name} failed to import:\n{proc.stderr[-3000:]}"
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")][-1]
+    return json.loads(line[len("PROBE ") :])
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_imports_fast_without_heavy_libraries(path, tmp_path):
+    result = _probe(path, tmp_path)
+    assert result["dags"], f"{path.name} defines no DAG"
+    assert result["heavy_loaded"] == [], f"{path.name} imports {result['heavy_loaded']} at parse time"
+    assert result["seconds"] < 0.5, f"{path.name} took {result['seconds']:.2f}s to parse"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_no_top_level_heavy_imports_in_source(path):
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        for name in names:
+            assert name.split(".")[0] not in HEAVY, f"{path.name}:{node.lineno} imports {name} at top level"
+
+
+def test_training_dag_tasks_edges_and_settings(tmp_path):
+    result = _probe(DAGS / "lstm_training.py", tmp_path)
+    edges = result["dags"]["lstm_training"]
+    assert edges == {
+        "validate_schema": ["build_features", "register_model"],
+        "build_features": ["compare_to_baselines", "fit_baselines", "train_lstm"],
+        "train_lstm": ["compare_to_baselines"],
+        "fit_baselines": ["compare_to_baselines"],
+        "compare_to_baselines": ["register_model"],
+        "register_model": [],
+    }
+    meta = result["meta"]["lstm_training"]
+    assert meta["catchup"] is False and meta["max_active_runs"] == 1
+    assert "weekly" in meta["schedule"] or "0 0 * * 0" in meta["schedule"]
+    assert meta["pools"]["train_lstm"] == "gpu"
