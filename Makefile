@@ -34,7 +34,7 @@ mlflow-ui: setup
 	MLFLOW_BIN=$(BIN)/mlflow bash mlflow/serve.sh $(MLFLOW_HOST) $(MLFLOW_PORT)
 
 airflow: setup
-	bash dags/../docker/airflow-standalone.sh
+	$(BIN)/python -m pipeline.airflow_local 127.0.0.1 8080
 
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py

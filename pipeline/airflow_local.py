@@ -81,3 +81,25 @@ def run_dag_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], dag_fil
     if not lines:
         raise RuntimeError(f"dag.test for {dag_id} did not finish (exit {proc.returncode}):\n{out[-6000:]}")
     return {**json.loads(lines[-1][len("DAG_TEST_RESULT ") :]), "log": out}
+
+
+def standalone(home: Path, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """``airflow standalone`` on loopback over the project's ``dags/`` (blocks; Ctrl-C stops).
+
+    Every local user is an admin (simple auth manager), which is fine on loopback only.
+    """
+    env = init_airflow(home, airflow_env(home, {
+        "AIRFLOW__API__HOST": host, "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
+    }))  # fmt: skip
+    print(f"Airflow UI: http://{host}:{port}  (AIRFLOW_HOME={home}, DAGs from {DAGS})")
+    print("Unpause 'lstm_training' or trigger it; results land in the MLflow registry (make mlflow-ui).")
+    exe = Path(sys.executable).with_name("airflow")
+    return subprocess.call([str(exe), "standalone"], env=env)
+
+
+if __name__ == "__main__":  # python -m pipeline.airflow_local [HOST] [PORT]
+    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 8080
+    sys.exit(standalone(ROOT / ".airflow", host, port))
