@@ -31,6 +31,8 @@ def airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # `airflow standalone` starts its components as `airflow ...` found on PATH
+        "PATH": os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])),
     }
     env.update(extra or {})
     return env
