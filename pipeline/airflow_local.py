@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
@@ -71,18 +73,48 @@ _DAG_TEST = textwrap.dedent(
 )
 
 
-def run_dag_test(dag_id: str, conf: dict[str, Any], env: dict[str, str], dag_file: Path | None = None, timeout: int = 1800) -> dict[str, Any]:
-    """``dag.test(run_conf=conf)`` in a subprocess; returns ``{"run_id", "state", "tasks", "log"}``."""
+_RUNNING = re.compile(r"\[DAG TEST\] running task <TaskInstance: [\w.-]+?\.(\w+) ")
+_OURS = re.compile(r"\[(info|warning|error)\s*\] (.*?)\s+\[pipeline\.\w+\]")
+_STATE = re.compile(r"new_state=(\w+)")
+
+
+def _progress_line(line: str) -> str | None:
+    """A one-line summary of a dag.test log line worth showing live, else None."""
+    if m := _RUNNING.search(line):
+        return f"task {m.group(1)} ..."
+    if m := _OURS.search(line):
+        return f"    {m.group(2)}"
+    if "Task instance state updated" in line and (m := _STATE.search(line)):
+        return f"    -> {m.group(1)}"
+    return None
+
+
+def run_dag_test(
+    dag_id: str, conf: dict[str, Any], env: dict[str, str], dag_file: Path | None = None,
+    timeout: int = 1800, echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``dag.test(run_conf=conf)`` in a subprocess; returns ``{"run_id", "state", "tasks", "log"}``.
+
+    ``echo`` receives a short line for each task start, pipeline log line and state change.
+    """
     dag_file = dag_file or DAGS / f"{dag_id}.py"
-    proc = subprocess.run(
-        [sys.executable, "-c", _DAG_TEST, str(dag_file), dag_id, json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("DAG_TEST_RESULT ")]
-    if not lines:
+    cmd = [sys.executable, "-c", _DAG_TEST, str(dag_file), dag_id, json.dumps(conf)]
+    lines: list[str] = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                lines.append(line)
+                if echo and (short := _progress_line(line)):
+                    echo(short)
+        finally:
+            timer.cancel()
+    out = "".join(lines)
+    result = [ln for ln in lines if ln.startswith("DAG_TEST_RESULT ")]
+    if not result:
         raise RuntimeError(f"dag.test for {dag_id} did not finish (exit {proc.returncode}):\n{out[-6000:]}")
-    return {**json.loads(lines[-1][len("DAG_TEST_RESULT ") :]), "log": out}
+    return {**json.loads(result[-1][len("DAG_TEST_RESULT ") :]), "log": out}
 
 
 def standalone(home: Path, host: str = "127.0.0.1", port: int = 8080) -> int:

@@ -32,7 +32,9 @@ def _registry_line(cfg) -> str:
     if not versions:
         return f"registry: no versions of {name!r} yet"
     lines = [f"registry: {name} ({tracking_uri(cfg)})"]
-    lines += [f"  v{v.version}: aliases {sorted(v.aliases) or '-'}, lstm_rmse {v.tags.get('lstm_rmse')}" for v in versions]
+    for v in versions:  # search results carry no aliases: read each version
+        full = client.get_model_version(name, v.version)
+        lines.append(f"  v{v.version}: aliases {sorted(full.aliases) or '-'}, lstm_rmse {v.tags.get('lstm_rmse')}, run {v.run_id}")
     return "\n".join(lines)
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     env = init_airflow(home, airflow_env(home))
     print(f"[demo] running DAG lstm_training once with dag.test() on {cfg.data.path or 'a generated series'} ...", flush=True)
     t0 = time.perf_counter()
-    result = run_dag_test("lstm_training", {"config_path": str(config), "reason": "make demo"}, env)
+    result = run_dag_test("lstm_training", {"config_path": str(config), "reason": "make demo"}, env, echo=lambda ln: print(f"[demo] {ln}", flush=True))
     seconds = time.perf_counter() - t0
     log_path = home / "logs" / f"demo-{artifacts.safe_run_id(result['run_id'])}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

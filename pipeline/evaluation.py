@@ -161,7 +161,7 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     with np.load(Path(baselines_dir) / "forecasts.npz") as z:
         forecasts.update({k: z[k] for k in z.files})
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}
-    timings = {schema.LSTM: {"fit_seconds": train_metrics["train_seconds"], "predict_seconds": float("nan")}}
+    timings = {schema.LSTM: {"fit_seconds": train_metrics["train_seconds"], "predict_seconds": train_metrics.get("predict_seconds", float("nan"))}}
     timings.update(base_info["timings"])
     table = comparison_table(metrics, timings)
     baseline_rmse = {k: v["rmse"] for k, v in metrics.items() if k != schema.LSTM}

@@ -119,7 +119,8 @@ def _fit_scaler(kind: str, numeric_train: np.ndarray) -> dict[str, list[float]]:
 # ------------------------------------------------------------------ encoding
 
 
-def _runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def runs_of_true(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of ``True`` in a 1-D bool array."""
     padded = np.concatenate([[0], missing.astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(padded))
     return edges[0::2], edges[1::2] - edges[0::2]
@@ -128,7 +129,7 @@ def _runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _short_gap_mask(missing: np.ndarray, max_gap: int) -> np.ndarray:
     """True on missing values that lie in an interior run of at most ``max_gap`` steps."""
     fill = np.zeros_like(missing, dtype=bool)
-    starts, lengths = _runs(missing)
+    starts, lengths = runs_of_true(missing)
     for s, n in zip(starts, lengths):
         if n <= max_gap and s > 0 and s + n < len(missing):
             fill[s : s + n] = True

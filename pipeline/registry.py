@@ -242,7 +242,7 @@ def _existing_version(client, name: str, run_id: str) -> dict | None:
     versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if not versions:
         return None
-    v = versions[0]
+    v = client.get_model_version(name, versions[0].version)  # search results carry no aliases
     return {"registered_model": name, "registered_version": int(v.version), "aliases": sorted(v.aliases)}
 
 

@@ -356,7 +356,9 @@ def run_training(
     out = artifacts.step_dir(run_path, artifacts.TRAINING)
     forecaster = LSTMForecaster(cfg, out / "checkpoints", device).fit(fs, on_epoch_end)
     scale = mase_scale(fs, cfg.baselines.season_length)
+    t0 = time.perf_counter()
     test_pred = forecaster.predict(fs, "test")
+    predict_seconds = time.perf_counter() - t0
     test = forecast_metrics(fs.targets("test"), test_pred, scale)
     train = forecast_metrics(fs.targets("train"), forecaster.predict(fs, "train"), scale)
     results = forecaster.results_
@@ -367,7 +369,7 @@ def run_training(
         "rmse_per_step": test["rmse_per_step"], "training_rmse": train["rmse"],
         "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
-        "device": str(forecaster.device_), "train_seconds": train_seconds,
+        "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
     }  # fmt: skip

@@ -29,6 +29,7 @@ import pandas as pd
 from pipeline import schema
 from pipeline.config import PipelineConfig
 from pipeline.errors import SchemaValidationError
+from pipeline.features import runs_of_true
 
 log = logging.getLogger(__name__)
 
@@ -249,17 +250,10 @@ def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     return out[[schema.UNIQUE_ID, schema.DS, schema.Y, *d.covariates, *d.categorical_covariates]]
 
 
-def _runs(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and length of each run of ``True`` in a 1-D bool array."""
-    padded = np.concatenate([[False], missing, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return edges[0::2], edges[1::2] - edges[0::2]
-
-
 def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tuple[dict, dict]:
     missing = long[schema.Y].isna().to_numpy()
     n_missing_ts = len(long) - n_raw_rows
-    starts, lengths = _runs(missing)
+    starts, lengths = runs_of_true(missing)
     order = np.argsort(-lengths)[:MAX_EXAMPLES]
     longest = [
         {"start": str(long[schema.DS].iat[s]), "steps": int(n), "unique_id": long[schema.UNIQUE_ID].iat[s]}

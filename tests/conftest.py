@@ -138,6 +138,17 @@ FAST_TRAINING = {"max_epochs": 40, "min_epochs": 5, "patience": 8, "batch_size":
 FAST_MODEL = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0}
 
 
+def write_sine_case(root: Path, experiment: str, model_name: str) -> Path:
+    """A 400-step sine CSV and a config that passes the gate against Naive; returns the config path."""
+    csv = root / "input.csv"
+    sine_frame(n=400).to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
+    raw["mlflow"] = {"experiment_name": experiment, "registered_model_name": model_name}
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    return root / "config.yaml"
+
+
 @pytest.fixture
 def tiny_features(make_case):
     """``(cfg, FeatureSet)`` for a 400-step daily sine with covariates, lookback 24, horizon 4."""

@@ -1,12 +1,9 @@
 """``dag.test()`` of the training DAG with a real Airflow metadata DB and a real MLflow server."""
 
-import os
-
 import pytest
-import yaml
 
 from pipeline.airflow_local import airflow_env, init_airflow, run_dag_test
-from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
+from tests.conftest import sine_frame, write_sine_case
 
 pytestmark = pytest.mark.slow
 MODEL = "dag-sine-lstm"
@@ -22,12 +19,7 @@ def airflow_home(tmp_path_factory, mlflow_server):
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     root = tmp_path_factory.mktemp("dagcase")
-    csv = root / "input.csv"
-    sine_frame(n=400).to_csv(csv, index=False)
-    raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
-    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
-    raw["mlflow"] = {"experiment_name": "dag-e2e", "registered_model_name": MODEL}
-    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    write_sine_case(root, "dag-e2e", MODEL)
     return root
 
 

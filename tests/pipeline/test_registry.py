@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from pipeline.config import load_config
 from pipeline.errors import DataQualityError, RegistryError
 from pipeline.registry import track_and_register
 from pipeline.runner import run_training_pipeline
-from tests.conftest import FAST_MODEL, FAST_TRAINING, _free_port, sine_frame, tiny_config_dict
+from tests.conftest import _free_port, write_sine_case
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "tiny-sine-lstm"
@@ -28,13 +27,8 @@ MODEL_NAME = "tiny-sine-lstm"
 def registered(mlflow_server, tmp_path_factory):
     """One gate-passing training run registered on the real server."""
     root = tmp_path_factory.mktemp("registry")
+    cfg = load_config(write_sine_case(root, "tiny-sine", MODEL_NAME))
     csv = root / "input.csv"
-    sine_frame(n=400).to_csv(csv, index=False)
-    raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
-    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
-    raw["mlflow"] = {"experiment_name": "tiny-sine", "registered_model_name": MODEL_NAME}
-    (root / "config.yaml").write_text(yaml.safe_dump(raw))
-    cfg = load_config(root / "config.yaml")
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
@@ -141,6 +135,7 @@ def client_sha(registered):
 def test_registering_the_same_run_twice_makes_no_second_version(registered, client):
     again = track_and_register(registered["cfg"], Path(registered["result"]["run_dir"]), _validated(registered))
     assert again["registered_version"] == 1 and again["mlflow_run_id"] == registered["result"]["mlflow_run_id"]
+    assert again["aliases"] == ["challenger", "champion"]
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
 
 
