@@ -26,11 +26,13 @@ class SchemaValidationError(PipelineError):
     Attributes:
         failures: one dict per failed expectation (``expectation``, ``column``,
             ``unexpected_count``, ``examples``), as written to the JSON report.
+        report: the whole ``ValidationReport`` (every check, passed or not).
     """
 
-    def __init__(self, message: str, failures: list[dict] | None = None):
+    def __init__(self, message: str, failures: list[dict] | None = None, report=None):
         super().__init__(message)
         self.failures = failures or []
+        self.report = report
 
 
 class DataQualityError(PipelineError):

@@ -94,9 +94,7 @@ def _check_from_gx(res, frame: pd.DataFrame) -> dict[str, Any]:
     detail = res.result or {}
     examples: list[str] = []
     for idx in (detail.get("unexpected_index_list") or [])[:MAX_EXAMPLES]:
-        row = idx if isinstance(idx, (int, np.integer)) else next(iter(idx.values()), None)
-        if isinstance(idx, dict) and "index" in idx:
-            row = idx["index"]
+        row = idx.get("index", next(iter(idx.values()), None)) if isinstance(idx, dict) else idx
         examples.append(_describe_row(frame, row, column))
     if not examples:
         examples = [repr(v) for v in (detail.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]]
@@ -114,9 +112,10 @@ def _check_from_gx(res, frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _describe_row(frame: pd.DataFrame, row: Any, column: Any) -> str:
+    """``line N: col='value'``; row ``i`` of a frame read from a file is line ``i + 2`` (after the header)."""
     if row is None or row not in frame.index:
         return repr(row)
-    line = frame.attrs.get("line_offset", 2) + int(row) if isinstance(row, (int, np.integer)) else row
+    line = int(row) + 2
     cols = column if isinstance(column, list) else [column]
     values = ", ".join(f"{c}={frame.at[row, c]!r}" for c in cols if c in frame.columns)
     return f"line {line}: {values}"
@@ -192,7 +191,6 @@ def _typed(raw: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     typed[d.timestamp_column] = pd.to_datetime(raw[d.timestamp_column], format=d.timestamp_format)
     for col in (d.target_column, *d.covariates):
         typed[col] = pd.to_numeric(raw[col]).astype("float64")
-    typed.attrs = dict(raw.attrs)
     return typed
 
 
@@ -329,9 +327,7 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     report.success = all(c["success"] for c in checks)
     if not report.success:
         report.frame = None
-        error = SchemaValidationError(format_failures(report.failures, source), report.failures)
-        error.report = report  # type: ignore[attr-defined]
-        raise error
+        raise SchemaValidationError(format_failures(report.failures, source), report.failures, report)
     return report
 
 
@@ -357,7 +353,7 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         report = validate_frame(raw, cfg, source)
     except SchemaValidationError as err:
         with artifacts.atomic_dir(target) as tmp:
-            artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **err.report.to_dict()})  # type: ignore[attr-defined]
+            artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **err.report.to_dict()})
         raise
     with artifacts.atomic_dir(target) as tmp:
         artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **report.to_dict()})
