@@ -117,20 +117,26 @@ def run_dag_test(
     return {**json.loads(result[-1][len("DAG_TEST_RESULT ") :]), "log": out}
 
 
-def standalone(home: Path, host: str = "127.0.0.1", port: int = 8080) -> int:
-    """``airflow standalone`` on loopback over the project's ``dags/`` (blocks; Ctrl-C stops).
+def standalone_command(home: Path, host: str = "127.0.0.1", port: int = 8080, extra: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Command and environment of ``airflow standalone`` on ``host:port`` over the project's ``dags/``.
 
-    Every local user is an admin (simple auth manager), which is fine on loopback only.
+    Initialises the metadata database and the ``gpu`` pool first. Every local user is an
+    admin (simple auth manager), which is fine on loopback only.
     """
     env = init_airflow(home, airflow_env(home, {
         "AIRFLOW__API__HOST": host, "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
+        "AIRFLOW__API__BASE_URL": f"http://{host}:{port}", **(extra or {}),
     }))  # fmt: skip
+    return [str(Path(sys.executable).with_name("airflow")), "standalone"], env
+
+
+def standalone(home: Path, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """``make airflow``: run ``airflow standalone`` in the foreground (Ctrl-C stops it)."""
+    cmd, env = standalone_command(home, host, port)
     print(f"Airflow UI: http://{host}:{port}  (AIRFLOW_HOME={home}, DAGs from {DAGS})")
     print("Unpause 'lstm_training' or trigger it; results land in the MLflow registry (make mlflow-ui).")
-    exe = Path(sys.executable).with_name("airflow")
-    return subprocess.call([str(exe), "standalone"], env=env)
+    return subprocess.call(cmd, env=env)
 
 
 if __name__ == "__main__":  # python -m pipeline.airflow_local [HOST] [PORT]

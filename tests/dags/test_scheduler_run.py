@@ -1,0 +1,108 @@
+"""The training DAG under the real scheduler: ``airflow standalone`` on loopback.
+
+Unpausing runs the latest scheduled interval (``catchup=False``) and a manual trigger
+with ``conf`` queues behind it (``max_active_runs=1``); both must finish, register in
+MLflow, and record the trigger's conf as a tag. This is what ``make airflow`` starts.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from pipeline.airflow_local import standalone_command
+from tests.conftest import _free_port, write_sine_case
+
+pytestmark = pytest.mark.slow
+MODEL = "sched-sine-lstm"
+
+
+class Api:
+    def __init__(self, base: str):
+        self.base = base
+        with urllib.request.urlopen(base + "/auth/token", timeout=10) as resp:  # all-admins simple auth on loopback
+            self.token = json.load(resp)["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        req = urllib.request.Request(
+            self.base + "/api/v2" + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _healthy(base):
+    try:
+        with urllib.request.urlopen(base + "/api/v2/monitor/health", timeout=5) as resp:
+            health = json.load(resp)
+        return all(health[k]["status"] == "healthy" for k in ("metadatabase", "scheduler", "dag_processor"))
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+@pytest.fixture
+def scheduler(tmp_path, mlflow_server):
+    (tmp_path / "case").mkdir()
+    config = write_sine_case(tmp_path / "case", "sched-e2e", MODEL)
+    port = _free_port()
+    cmd, env = standalone_command(tmp_path / "airflow", "127.0.0.1", port, {"LSTM_PIPELINE_CONFIG": str(config), "MLFLOW_TRACKING_URI": mlflow_server})
+    log = open(tmp_path / "standalone.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _healthy(base) or proc.poll() is not None, 180, "airflow standalone to be healthy")
+        assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
+        yield Api(base), config
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_scheduled_and_triggered_runs_go_through_the_real_scheduler(scheduler, mlflow_server):
+    api, config = scheduler
+    _wait(lambda: any(d["dag_id"] == "lstm_training" for d in api.call("GET", "/dags")["dags"]), 120, "the DAG to be parsed")
+    api.call("PATCH", "/dags/lstm_training", {"is_paused": False})
+    manual = api.call("POST", "/dags/lstm_training/dagRuns", {"logical_date": None, "conf": {"config_path": str(config), "reason": "drift"}})
+
+    def finished():
+        runs = api.call("GET", "/dags/lstm_training/dagRuns")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        return runs if len(runs) >= 2 and len(done) == len(runs) else None
+
+    runs = _wait(finished, 600, "both DAG runs to finish")
+    assert {r["state"] for r in runs} == {"success"}, runs
+    assert {r["run_type"] for r in runs} == {"scheduled", "manual"}
+    tis = api.call("GET", f"/dags/lstm_training/dagRuns/{manual['dag_run_id']}/taskInstances")["task_instances"]
+    assert {t["task_id"]: t["state"] for t in tis} == dict.fromkeys(
+        ["validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model"], "success"
+    )
+    assert {t["task_id"]: t["pool"] for t in tis}["train_lstm"] == "gpu"
+
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.tracking.MlflowClient()
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    assert len(versions) == 2
+    reasons = {client.get_run(v.run_id).data.tags.get("trigger.reason") for v in versions}
+    assert "drift" in reasons
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
