@@ -1,6 +1,6 @@
 """The training pipeline as one call, for the CLI and benchmarks.
 
-The Airflow DAG and the Kubeflow components call the same stage functions one by
+The Airflow DAG (and, once built, the Kubeflow components) calls the same stage functions one by
 one; this module only chains them in-process:
 validate -> features -> train (LSTM) -> baselines -> compare -> track/register.
 """

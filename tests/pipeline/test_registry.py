@@ -125,11 +125,9 @@ def _copy_run(registered, name):
 
 
 def _validated(registered):
-    return {"data_sha256": client_sha(registered)}
-
-
-def client_sha(registered):
-    return json.loads((Path(registered["result"]["run_dir"]) / "validation" / "report.json").read_text())["data_sha256"]
+    """The validation stage's XCom-sized result, as the DAG passes it to registration."""
+    report = json.loads((Path(registered["result"]["run_dir"]) / "validation" / "report.json").read_text())
+    return {"data_sha256": report["data_sha256"]}
 
 
 def test_registering_the_same_run_twice_makes_no_second_version(registered, client):
