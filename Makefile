@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup test test-fast demo mlflow-ui airflow bench clean
+.PHONY: setup test test-fast lint demo mlflow-ui airflow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check pipeline dags tests benchmarks
+	$(BIN)/hadolint docker/Dockerfile
 
 demo: setup
 	$(BIN)/python -m pipeline.demo

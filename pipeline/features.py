@@ -130,7 +130,7 @@ def _short_gap_mask(missing: np.ndarray, max_gap: int) -> np.ndarray:
     """True on missing values that lie in an interior run of at most ``max_gap`` steps."""
     fill = np.zeros_like(missing, dtype=bool)
     starts, lengths = runs_of_true(missing)
-    for s, n in zip(starts, lengths):
+    for s, n in zip(starts, lengths, strict=True):
         if n <= max_gap and s > 0 and s + n < len(missing):
             fill[s : s + n] = True
     return fill
@@ -173,7 +173,7 @@ def _one_hot(part: pd.DataFrame, levels: dict[str, list[str]], where: str) -> li
         unseen = values.notna() & ~values.isin(known)
         if unseen.any():
             bad = part.loc[unseen, [schema.DS, col]].head(5)
-            examples = ", ".join(f"{v!r} at {t}" for t, v in zip(bad[schema.DS], bad[col]))
+            examples = ", ".join(f"{v!r} at {t}" for t, v in zip(bad[schema.DS], bad[col], strict=True))
             raise DataQualityError(
                 f"{where}: column {col!r} has level(s) {sorted(values[unseen].unique().tolist())} not seen in "
                 f"training (known levels: {known}); {int(unseen.sum())} row(s), e.g. {examples}"

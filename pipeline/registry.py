@@ -15,7 +15,6 @@ shared by several machines needs a lock service instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess

@@ -98,7 +98,7 @@ def forecast_frame(prep: Preprocessor, y_hat: np.ndarray, ids: list[str], last: 
     offset = pd.tseries.frequencies.to_offset(prep.freq)
     rows = [
         {schema.UNIQUE_ID: uid, schema.DS: last_ds + step * offset, "step": step, "y_hat": float(y_hat[i, step - 1])}
-        for i, (uid, last_ds) in enumerate(zip(ids, last))
+        for i, (uid, last_ds) in enumerate(zip(ids, last, strict=True))
         for step in range(1, prep.horizon + 1)
     ]
     frame = pd.DataFrame(rows)

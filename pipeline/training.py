@@ -29,7 +29,7 @@ import torch
 
 from pipeline.config import ModelConfig, PipelineConfig, TrainingConfig
 from pipeline.errors import DataQualityError, TrainingError
-from pipeline.features import FeatureSet, Preprocessor
+from pipeline.features import FeatureSet
 from pipeline.model import RecurrentForecaster
 
 log = logging.getLogger(__name__)

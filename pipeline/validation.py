@@ -255,7 +255,7 @@ def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tu
     order = np.argsort(-lengths)[:MAX_EXAMPLES]
     longest = [
         {"start": str(long[schema.DS].iat[s]), "steps": int(n), "unique_id": long[schema.UNIQUE_ID].iat[s]}
-        for s, n in zip(starts[order], lengths[order])
+        for s, n in zip(starts[order], lengths[order], strict=True)
     ]
     gaps = {
         "missing_timestamps": int(n_missing_ts),

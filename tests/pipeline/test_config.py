@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import ConfigError
@@ -10,8 +11,8 @@ from tests.conftest import ROOT
 def test_shipped_configs_load_frozen(name):
     cfg = load_config(ROOT / "configs" / name)
     assert isinstance(cfg, PipelineConfig)
-    with pytest.raises(Exception):
-        cfg.features.lookback = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.features.lookback = 3
 
 
 def test_beijing_config_targets_pm25_24h_with_categorical_wind():

@@ -7,7 +7,7 @@ import pytest
 from pipeline import schema
 from pipeline.config import load_config
 from pipeline.data import read_raw
-from pipeline.features import build_features, load_features, run_features, save_features, window_starts
+from pipeline.features import build_features, load_features, run_features, window_starts
 from pipeline.validation import run_validation, validate_frame
 from tests.conftest import tiny_frame
 

@@ -6,7 +6,7 @@ import torch
 
 from pipeline.baselines import StatsBaseline
 from pipeline.cli import main
-from pipeline.errors import DataQualityError, TrainingError
+from pipeline.errors import TrainingError
 from pipeline.evaluation import forecast_metrics
 from pipeline.model import RecurrentForecaster
 from pipeline.training import LSTMForecaster, resolve_device, train_member
@@ -66,7 +66,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_at_the_right_epoch(tiny_featur
     assert result.resumed_from_epoch == 3 and seen == [4, 5, 6]
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
     straight, _ = train_member(fs, cfg, tmp_path / "straight", seed=3, device=torch.device("cpu"))
-    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+    for (k, a), b in zip(resumed.state_dict().items(), straight.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=f"resumed weights differ from an uninterrupted run at {k}")
 
 
