@@ -3,11 +3,13 @@
 Embedded defaults: ``AIRFLOW_HOME=.airflow`` with an SQLite metadata database
 (``airflow db migrate``), MLflow tracking into ``mlflow/store`` (what ``make mlflow-ui``
 serves), artifacts under ``artifacts/<run_id>/``. ``dag.test()`` runs every task in
-one process. Usage: ``python -m pipeline.demo [CONFIG]``.
+one process. Usage: ``python -m pipeline.demo [CONFIG]``; ``LSTM_PIPELINE_AIRFLOW_HOME``
+moves the Airflow home.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config = Path(argv[0] if argv else ROOT / "configs" / "beijing_pm25.yaml").resolve()
     cfg = load_config(config)
-    home = ROOT / ".airflow"
+    home = Path(os.environ.get("LSTM_PIPELINE_AIRFLOW_HOME", ROOT / ".airflow")).resolve()
     print(f"[demo] Airflow metadata DB: {home / 'airflow.db'} (airflow db migrate)", flush=True)
     env = init_airflow(home, airflow_env(home))
     print(f"[demo] running DAG lstm_training once with dag.test() on {cfg.data.path or 'a generated series'} ...", flush=True)
