@@ -178,6 +178,63 @@ def _progress(tc: TrainingConfig, start: int, desc: str):
     return tqdm(total=tc.max_epochs, initial=start, desc=desc, unit="epoch", disable=not tc.progress, leave=False)
 
 
+@dataclass
+class _Session:
+    """Model, optimiser, scheduler and early-stopping state of one member: what a checkpoint holds."""
+
+    model: RecurrentForecaster
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    result: TrainResult
+    state: dict[str, Any]
+
+    @classmethod
+    def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device) -> "_Session":
+        tc = cfg.training
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
+        return cls(model, opt, sched, TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False})
+
+    def resume(self, path: Path, fingerprint: str, device: torch.device) -> None:
+        """Load ``path`` if it is a checkpoint of this very training (same fingerprint)."""
+        if not path.exists():
+            return
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        if ckpt.get("fingerprint") != fingerprint:
+            log.warning("ignoring checkpoint %s: it belongs to another config or data", path)
+            return
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.result, self.state = TrainResult(**ckpt["result"]), ckpt["state"]
+        self.result.resumed_from_epoch = self.state["epoch"]
+        log.info("resuming %s after epoch %d", path.parent, self.state["epoch"])
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        _save_checkpoint(path, {
+            "fingerprint": fingerprint, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(), "result": self.result.to_dict(),
+            "state": self.state,
+        })  # fmt: skip
+
+    def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig) -> dict:
+        """Step the scheduler, keep the best weights, decide early stopping; returns the history row."""
+        self.sched.step(val_loss)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
+        self.result.history.append(row)
+        if val_loss < self.result.best_val_loss:
+            self.result.best_val_loss, self.result.best_epoch, self.state["bad"] = val_loss, epoch, 0
+            self.state["best"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.state["bad"] += 1
+        self.state["epoch"] = epoch
+        if epoch >= tc.min_epochs and self.state["bad"] >= tc.patience:
+            self.state["done"], self.result.stopped_early = True, True
+        return row
+
+
 def train_member(
     fs: FeatureSet,
     cfg: PipelineConfig,
@@ -200,61 +257,29 @@ def train_member(
         raise DataQualityError("no training windows: lower features.lookback/horizon or the test/validation fractions")
     folder.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
-    model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
-    tensors = WindowTensors(fs, device)
+    session, tensors = _Session.new(fs, cfg, device), WindowTensors(fs, device)
     train_starts, val_starts = tensors.starts(fs, "train"), tensors.starts(fs, "val")
     if len(val_starts) == 0:  # no validation part: stop on the training loss
         val_starts = train_starts
-    fp, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
-    result, state = TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt.get("fingerprint") == fp:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            result = TrainResult(**ckpt["result"])
-            result.resumed_from_epoch = ckpt["state"]["epoch"]
-            state = ckpt["state"]
-            log.info("resuming %s after epoch %d", folder, state["epoch"])
-        else:
-            log.warning("ignoring checkpoint %s: it belongs to another config or data", ckpt_path)
-    started = time.perf_counter() - result.seconds
-    bar = _progress(tc, state["epoch"], f"train seed {seed}")
-    while not state["done"] and state["epoch"] < tc.max_epochs:
-        epoch = state["epoch"] + 1
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        t0 = time.perf_counter()
-        train_loss = _epoch(model, opt, tensors, train_starts, tc, gen)
+    fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
+    session.resume(ckpt_path, fingerprint, device)
+    started = time.perf_counter() - session.result.seconds
+    bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
+    while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
+        epoch, t0 = session.state["epoch"] + 1, time.perf_counter()
+        train_loss = _epoch(session.model, session.opt, tensors, train_starts, tc, torch.Generator().manual_seed(seed * 100_003 + epoch))
         _check_finite(epoch, train_loss, tc)
-        val_loss = _val_loss(model, tensors, val_starts)
-        sched.step(val_loss)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, state["bad"] = val_loss, epoch, 0
-            state["best"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad"] += 1
-        state["epoch"] = epoch
-        if epoch >= tc.min_epochs and state["bad"] >= tc.patience:
-            state["done"], result.stopped_early = True, True
-        result.seconds = time.perf_counter() - started
-        _save_checkpoint(ckpt_path, {
-            "fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "torch_rng": torch.get_rng_state(), "result": result.to_dict(), "state": state,
-        })  # fmt: skip
+        row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc)
+        session.result.seconds = time.perf_counter() - started
+        session.save(ckpt_path, fingerprint)
         bar.update(1)
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{row['lr']:.1e}")
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", lr=f"{row['lr']:.1e}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     bar.close()
-    if state["best"] is not None:
-        model.load_state_dict(state["best"])
-    return model, result
+    if session.state["best"] is not None:
+        session.model.load_state_dict(session.state["best"])
+    return session.model, session.result
 
 
 class LSTMForecaster:
