@@ -73,28 +73,47 @@ class TrainResult:
         return asdict(self)
 
 
-class WindowTensors:
-    """The stacked matrix on ``device`` and window gathering by start index.
+#: share of free GPU memory the stacked matrix may take before it stays in host memory
+DEVICE_RESIDENT_SHARE = 0.5
 
-    ``gather(starts)`` -> ``x (b, lookback, n_features)``, ``y (b, horizon)`` float32.
+
+class WindowTensors:
+    """The stacked matrix and window gathering by start index.
+
+    On CUDA the matrix is moved to the GPU once when it takes at most
+    ``DEVICE_RESIDENT_SHARE`` of the free memory, and windows are gathered there (no
+    per-batch host-to-device copies); otherwise it stays in pinned host memory and each
+    gathered batch is copied asynchronously. ``gather(starts)`` ->
+    ``x (b, lookback, n_features)``, ``y (b, horizon)`` float32 on ``device``.
     """
 
     def __init__(self, fs: FeatureSet, device: torch.device):
-        self.L, self.H = fs.prep.lookback, fs.prep.horizon
+        self.L, self.H, self.device = fs.prep.lookback, fs.prep.horizon, device
         # rows holding NaN are never gathered by a valid window; if one were, the loss
         # turns NaN and training stops with a TrainingError instead of learning from zeros
-        self.values = torch.from_numpy(fs.values).to(device)  # (N, F), moved once
-        self.target = torch.from_numpy(fs.target).to(device)  # (N,)
-        self.in_offsets = torch.arange(self.L, device=device)
-        self.out_offsets = torch.arange(self.L, self.L + self.H, device=device)
-        self.device = device
+        values, target = torch.from_numpy(fs.values), torch.from_numpy(fs.target)  # (N, F), (N,)
+        self.home = device if self._fits(device, values.nbytes + target.nbytes) else torch.device("cpu")
+        if self.home.type == "cpu" and device.type == "cuda":
+            values, target = values.pin_memory(), target.pin_memory()
+        self.values, self.target = values.to(self.home), target.to(self.home)
+        self.in_offsets = torch.arange(self.L, device=self.home)
+        self.out_offsets = torch.arange(self.L, self.L + self.H, device=self.home)
+
+    @staticmethod
+    def _fits(device: torch.device, nbytes: int) -> bool:
+        if device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes <= DEVICE_RESIDENT_SHARE * free
 
     def starts(self, fs: FeatureSet, split: str) -> torch.Tensor:
-        return torch.from_numpy(fs.starts[split]).to(self.device)
+        return torch.from_numpy(fs.starts[split]).to(self.home)
 
     def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.values[starts[:, None] + self.in_offsets]  # (b, L) rows -> (b, L, F)
         y = self.target[starts[:, None] + self.out_offsets]  # (b, H)
+        if self.home != self.device:  # matrix too large for the GPU: copy this batch only
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         return x, y
 
 
@@ -136,7 +155,7 @@ def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch
 def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator) -> float:
     model.train()
     order = starts[torch.randperm(len(starts), generator=generator).to(starts.device)]
-    total = torch.zeros((), device=tensors.device)
+    total = torch.zeros((), device=tensors.device)  # summed on the device: one sync per epoch
     for i in range(0, len(order), tc.batch_size):
         x, y = tensors.gather(order[i : i + tc.batch_size])
         with _autocast(tensors.device):
@@ -208,6 +227,8 @@ class _Session:
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.result, self.state = TrainResult(**ckpt["result"]), ckpt["state"]
         self.result.resumed_from_epoch = self.state["epoch"]
         log.info("resuming %s after epoch %d", path.parent, self.state["epoch"])
@@ -216,7 +237,7 @@ class _Session:
         _save_checkpoint(path, {
             "fingerprint": fingerprint, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(), "result": self.result.to_dict(),
-            "state": self.state,
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": self.state,
         })  # fmt: skip
 
     def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig) -> dict:

@@ -124,3 +124,16 @@ def test_training_on_cuda_uses_bf16_autocast_and_matches_cpu_quality(tiny_featur
     truth = fs.targets("test")
     naive = StatsBaseline("Naive", cfg.baselines).fit(fs).predict(fs)
     assert forecast_metrics(truth, gpu.predict(fs), 1.0)["rmse"] < 0.8 * forecast_metrics(truth, naive, 1.0)["rmse"]
+
+
+@pytest.mark.gpu
+def test_cuda_falls_back_to_host_memory_when_the_matrix_does_not_fit(tiny_features, tmp_path, monkeypatch):
+    import pipeline.training as training
+
+    cfg, fs = tiny_features
+    monkeypatch.setattr(training, "DEVICE_RESIDENT_SHARE", 0.0)
+    tensors = training.WindowTensors(fs, torch.device("cuda"))
+    assert tensors.home.type == "cpu" and tensors.values.is_pinned()
+    x, y = tensors.gather(tensors.starts(fs, "train")[:8])
+    assert x.device.type == "cuda" and x.shape == (8, fs.prep.lookback, fs.prep.n_features)
+    np.testing.assert_array_equal(x.cpu().numpy(), fs.windows("train").batch(slice(0, 8))[0])
