@@ -75,6 +75,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc, timeout: float = 30) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and every process of its group.
+
+    Waits for the whole group (``airflow standalone``'s scheduler outlives its parent),
+    then SIGKILLs whatever is left.
+    """
+    import os
+    import signal
+    import time
+
+    pgid = proc.pid
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        proc.poll()  # reap the leader so it does not keep the group alive as a zombie
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on a free loopback port with a temporary SQLite store."""
@@ -107,13 +132,7 @@ def mlflow_server(tmp_path_factory):
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
     yield uri
-    import signal
-
-    os.killpg(proc.pid, signal.SIGTERM)  # the server's workers and job runners too
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_group(proc)  # the server's workers and job runners too
     log.close()
 
 

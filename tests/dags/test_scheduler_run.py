@@ -6,8 +6,6 @@ MLflow, and record the trigger's conf as a tag. This is what ``make airflow`` st
 """
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -15,7 +13,7 @@ import urllib.request
 import pytest
 
 from pipeline.airflow_local import standalone_command
-from tests.conftest import _free_port, write_sine_case
+from tests.conftest import _free_port, stop_process_group, write_sine_case
 
 pytestmark = pytest.mark.slow
 MODEL = "sched-sine-lstm"
@@ -69,11 +67,7 @@ def scheduler(tmp_path, mlflow_server):
         assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
         yield Api(base), config
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         log.close()
 
 
