@@ -67,7 +67,7 @@ class StatsBaseline:
 
     def fit(self, fs: FeatureSet) -> "StatsBaseline":
         self.y_ = filled_target(fs)
-        self.models_, self.fit_start_ = {}, {}
+        self.models_, self.fit_start_, self.series_start_ = {}, {}, {}
         t0 = time.perf_counter()
         first_test = fs.starts["test"] + fs.prep.lookback
         for k in range(len(fs.series_ids)):
@@ -75,7 +75,7 @@ class StatsBaseline:
             in_test = first_test[(first_test >= rows[0]) & (first_test <= rows[-1])]
             end = int(in_test.min()) if len(in_test) else int(rows[-1]) + 1
             start = max(int(rows[0]), end - self.bc.fit_window)
-            self.fit_start_[k] = start
+            self.fit_start_[k], self.series_start_[k] = start, int(rows[0])
             self.models_[k] = _make_model(self.name, self.bc).fit(self.y_[start:end].copy())
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -89,7 +89,7 @@ class StatsBaseline:
         t0 = time.perf_counter()
         for i, o in enumerate(origins):
             k = int(fs.series[o])
-            first = max(int(np.searchsorted(fs.series, k)), o + 1 - self.bc.context_window) if rolling else self.fit_start_[k]
+            first = max(self.series_start_[k], o + 1 - self.bc.context_window) if rolling else self.fit_start_[k]
             window = self.y_[first : o + 1]
             out[i] = self.models_[k].forward(y=window.copy(), h=h)["mean"]
         self.predict_seconds_ = time.perf_counter() - t0

@@ -47,11 +47,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _print_result(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, default=str))
-
-
 def _cmd_validate(cfg, run_path: Path, args) -> dict[str, Any]:
     from pipeline.validation import run_validation
 
@@ -99,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps({"error": type(err).__name__, "message": str(err), "run_dir": str(run_path)}))
         return 1
-    _print_result(result, args.json)
+    if args.json:
+        print(json.dumps(result, default=str))
     return 0
 
 

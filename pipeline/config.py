@@ -206,11 +206,6 @@ class PipelineConfig(_Section):
     #: the file this config was read from (set by load_config)
     source: Path | None = None
 
-    @property
-    def feature_columns(self) -> tuple[str, ...]:
-        """Raw columns the model reads besides the timestamp (target first)."""
-        return (self.data.target_column, *self.data.covariates, *self.data.categorical_covariates)
-
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node = raw

@@ -402,8 +402,9 @@ def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
         for k, v in split_starts.items():
             starts[k].append(v)
         offset += len(part)
+    values = np.concatenate(blocks)
     fs = FeatureSet(
-        prep=prep, values=np.concatenate(blocks), target=np.concatenate(blocks)[:, 0].copy(),
+        prep=prep, values=values, target=values[:, 0].copy(),
         y=np.concatenate([p[schema.Y].to_numpy(np.float64) for p in parts]),
         ds=np.concatenate([p[schema.DS].to_numpy() for p in parts]),
         series=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]),

@@ -331,7 +331,9 @@ class LSTMForecaster:
         return self
 
     def predict_scaled(self, fs: FeatureSet, split: str) -> np.ndarray:
-        tensors = WindowTensors(fs, self.device_)
+        if getattr(self, "_tensors_for", None) is not fs:  # move the matrix once per FeatureSet
+            self._tensors, self._tensors_for = WindowTensors(fs, self.device_), fs
+        tensors = self._tensors
         starts = tensors.starts(fs, split)
         return np.mean([predict_scaled(m, tensors, starts) for m in self.models_], axis=0)
 

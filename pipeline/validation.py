@@ -136,7 +136,7 @@ def _check(expectation: str, column: Any, failed_examples: list[str], count: int
 # ---------------------------------------------------------------- the suite
 
 
-def raw_expectations(cfg: PipelineConfig, columns: list[str]) -> list:
+def raw_expectations(cfg: PipelineConfig) -> list:
     """Pass-1 suite on the raw strings, generated from ``cfg.data``."""
     import great_expectations as gx
 
@@ -313,7 +313,7 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     checks = [_column_check(raw, cfg)]
     report = ValidationReport(success=False, rows=len(raw), checks=checks, gaps={})
     if checks[0]["success"]:
-        checks += _run_suite(raw, raw_expectations(cfg, list(raw.columns)), "raw")
+        checks += _run_suite(raw, raw_expectations(cfg), "raw")
     if all(c["success"] for c in checks):
         typed = _typed(raw, cfg)
         keys = _series_keys(typed, cfg)
