@@ -32,13 +32,13 @@ lint: setup
 	$(BIN)/hadolint docker/Dockerfile
 
 demo: setup
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m tools.demo
 
 mlflow-ui: setup
 	MLFLOW_BIN=$(BIN)/mlflow bash mlflow/serve.sh $(MLFLOW_HOST) $(MLFLOW_PORT)
 
 airflow: setup
-	$(BIN)/python -m pipeline.airflow_local 127.0.0.1 8080
+	$(BIN)/python -m tools.airflow_local 127.0.0.1 8080
 
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py

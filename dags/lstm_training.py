@@ -1,13 +1,18 @@
-"""Training DAG: validate_schema -> build_features -> (train_lstm | fit_baselines)
+"""Training DAG: resolve_config -> validate_schema -> build_features -> (train_lstm | fit_baselines)
 -> compare_to_baselines -> register_model.
 
 Thin wiring over ``pipeline/`` (the CLI calls the same stage functions). XCom carries
 paths and small numbers; artifacts live under ``<artifact_root>/<run_id>/``. Heavy
-libraries are imported inside the tasks: the scheduler parses this file in a loop.
+libraries are imported inside the tasks, and nothing is read at parse time: the scheduler
+parses this file in a loop.
 
 Config: DAG param ``config_path`` (default ``$LSTM_PIPELINE_CONFIG`` or
-``configs/beijing_pm25.yaml``) and optional ``data_path``; the schedule comes from the
-default config's ``run.schedule``.
+``configs/beijing_pm25.yaml``) and optional ``data_path``. The first task resolves the
+config once per run and writes it into the run folder; every later task (and every retry)
+reads that file, so an edit of the YAML mid-run changes nothing. Schedule:
+``$LSTM_PIPELINE_TRAINING_SCHEDULE`` (default ``@weekly``; ``none`` for triggered runs only).
+A registration emits ``mlflow://models/<registered_model_name>@challenger`` through the
+asset alias ``lstm_challenger``, for the model of the config the run actually used.
 """
 
 from __future__ import annotations
@@ -16,44 +21,25 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import yaml
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = os.environ.get("LSTM_PIPELINE_CONFIG", str(ROOT / "configs" / "beijing_pm25.yaml"))
+_SCHEDULE = os.environ.get("LSTM_PIPELINE_TRAINING_SCHEDULE", "@weekly")
+SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
+CHALLENGER_ALIAS = AssetAlias("lstm_challenger")
 
 
-def _schedule(path: str) -> str | None:
-    try:
-        return (yaml.safe_load(Path(path).read_text()).get("run") or {}).get("schedule", "@weekly")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "@weekly"
+def _run(resolved: dict) -> tuple:
+    """The config this run resolved in ``resolve_config``, its run folder, and the task context."""
+    from pipeline.config import load_resolved
 
-
-def _model_name(path: str) -> str:
-    try:
-        return (yaml.safe_load(Path(path).read_text()).get("mlflow") or {}).get("registered_model_name", "lstm-forecaster")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "lstm-forecaster"
-
-
-CHALLENGER_ASSET = Asset(f"mlflow://models/{_model_name(DEFAULT_CONFIG)}@challenger")
-
-
-def _setup() -> tuple:
-    """Config and run folder of the current DAG run (same folder on every retry)."""
-    from pipeline import artifacts
-    from pipeline.config import load_config
-
-    ctx = get_current_context()
-    params = ctx["params"]
-    cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
-    return cfg, artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"]), ctx
+    return load_resolved(resolved["config"]), Path(resolved["run_dir"]), get_current_context()
 
 
 @dag(
     dag_id="lstm_training",
-    schedule=_schedule(DEFAULT_CONFIG),
+    schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -67,58 +53,71 @@ def _setup() -> tuple:
 )
 def lstm_training():
     @task
-    def validate_schema() -> dict:
-        from pipeline.validation import run_validation
+    def resolve_config() -> dict:
+        from pipeline import artifacts
+        from pipeline.config import load_config, save_resolved
 
-        cfg, run, ctx = _setup()
-        return run_validation(cfg, run, ctx["params"].get("data_path"))
+        ctx = get_current_context()
+        params = ctx["params"]
+        cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
+        run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+        return {"config": str(save_resolved(cfg, artifacts.resolved_config_path(run))), "run_dir": str(run)}
 
     @task
-    def build_features(validated: dict) -> dict:
+    def validate_schema(resolved: dict) -> dict:
+        from pipeline.validation import run_validation
+
+        cfg, run, _ = _run(resolved)
+        return run_validation(cfg, run)
+
+    @task
+    def build_features(resolved: dict, validated: dict) -> dict:
         from pipeline.features import run_features
 
-        cfg, run, _ = _setup()
+        cfg, run, _ = _run(resolved)
         return run_features(cfg, run, Path(validated["data"]))
 
     @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
-    def train_lstm(features: dict) -> dict:
+    def train_lstm(resolved: dict, features: dict) -> dict:
         from pipeline.training import run_training
 
-        cfg, run, _ = _setup()
+        cfg, run, _ = _run(resolved)
         return run_training(cfg, run, Path(features["features"]))  # resumes from its checkpoint on a retry
 
     @task
-    def fit_baselines(features: dict) -> dict:
+    def fit_baselines(resolved: dict, features: dict) -> dict:
         from pipeline.baselines import run_baselines
 
-        cfg, run, _ = _setup()
+        cfg, run, _ = _run(resolved)
         return run_baselines(cfg, run, Path(features["features"]))
 
     @task
-    def compare_to_baselines(features: dict, trained: dict, baselines: dict) -> dict:
+    def compare_to_baselines(resolved: dict, features: dict, trained: dict, baselines: dict) -> dict:
         from pipeline.evaluation import run_comparison
 
-        cfg, run, _ = _setup()
+        cfg, run, _ = _run(resolved)
         return run_comparison(cfg, run, Path(features["features"]), Path(trained["training"]), Path(baselines["baselines"]))
 
-    @task(outlets=[CHALLENGER_ASSET], retries=1, retry_delay=timedelta(seconds=30))
-    def register_model(validated: dict, compared: dict) -> dict:
+    @task(outlets=[CHALLENGER_ALIAS], retries=1, retry_delay=timedelta(seconds=30))
+    def register_model(resolved: dict, validated: dict, compared: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.registry import track_and_register
 
-        cfg, run, ctx = _setup()
+        cfg, run, ctx = _run(resolved)
         conf = (ctx["dag_run"].conf or {}) if ctx.get("dag_run") else {}
         tags = {"airflow_dag_id": ctx["dag"].dag_id, "airflow_run_id": ctx["run_id"], **{f"trigger.{k}": str(v) for k, v in conf.items()}}
         result = track_and_register(cfg, run, validated, tags=tags)
         if "registered_version" not in result:
             raise AirflowSkipException(f"registration {result['registration']} (MLflow run {result['mlflow_run_id']})")
+        ctx["outlet_events"][CHALLENGER_ALIAS].add(Asset(f"mlflow://models/{result['registered_model']}@challenger"))
         return result
 
-    validated = validate_schema()
-    features = build_features(validated)
-    trained, baselines = train_lstm(features), fit_baselines(features)
-    register_model(validated, compare_to_baselines(features, trained, baselines))
+    resolved = resolve_config()
+    validated = validate_schema(resolved)
+    features = build_features(resolved, validated)
+    trained, baselines = train_lstm(resolved, features), fit_baselines(resolved, features)
+    register_model(resolved, validated, compare_to_baselines(resolved, features, trained, baselines))
 
 
 training_dag = lstm_training()

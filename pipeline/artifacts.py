@@ -22,6 +22,7 @@ import numpy as np
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
+CONFIG = "config"
 VALIDATION = "validation"
 FEATURES = "features"
 TRAINING = "training"
@@ -49,6 +50,11 @@ def run_dir(artifact_root: Path, run_id: str) -> Path:
 
 def step_dir(run_path: Path, step: str) -> Path:
     return Path(run_path) / step
+
+
+def resolved_config_path(run_path: Path) -> Path:
+    """``<run>/config/resolved.json``: the config an orchestrated run resolved once, read by every later task."""
+    return Path(run_path) / CONFIG / "resolved.json"
 
 
 @contextmanager

@@ -187,8 +187,6 @@ class MlflowConfig(_Section):
 class RunConfig(_Section):
     artifact_root: Path = Path("artifacts")
     seed: int = 42
-    #: Airflow-style schedule of the training DAG
-    schedule: str | None = "@weekly"
 
 
 class PipelineConfig(_Section):
@@ -236,6 +234,32 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         found_txt = "" if isinstance(found, dict) else f" (found {found!r})"
         lines.append(f"  {key}: {err['msg']}{found_txt}")
     return "\n".join(lines)
+
+
+def save_resolved(cfg: PipelineConfig, path: str | Path) -> Path:
+    """Write the resolved config (absolute paths, overrides applied) as JSON, atomically.
+
+    An orchestrator resolves the config once per run and hands this file to every later
+    task, so an edit of the YAML between tasks or retries cannot change a run half way.
+    """
+    from pipeline import artifacts
+
+    return artifacts.write_json(Path(path), cfg.model_dump(mode="json"))
+
+
+def load_resolved(path: str | Path) -> PipelineConfig:
+    """Read what :func:`save_resolved` wrote.
+
+    Raises:
+        ConfigError: the file is missing or no longer a valid config.
+    """
+    path = Path(path)
+    try:
+        return PipelineConfig.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"resolved config {path} is unreadable: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:

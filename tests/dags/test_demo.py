@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_the_dag_and_prints_a_readable_summary(tmp_path, mlflow_server):
     config = write_sine_case(tmp_path, "demo-e2e", "demo-sine-lstm")
     env = {**os.environ, "LSTM_PIPELINE_AIRFLOW_HOME": str(tmp_path / "airflow"), "MLFLOW_TRACKING_URI": mlflow_server}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.demo", str(config)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "tools.demo", str(config)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "[demo] task train_lstm ..." in out  # live progress while the DAG runs

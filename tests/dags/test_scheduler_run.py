@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pipeline.airflow_local import standalone_command
+from tools.airflow_local import standalone_command
 from tests.conftest import _free_port, stop_process_group, write_sine_case
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def test_scheduled_and_triggered_runs_go_through_the_real_scheduler(scheduler, m
     assert {r["run_type"] for r in runs} == {"scheduled", "manual"}
     tis = api.call("GET", f"/dags/lstm_training/dagRuns/{manual['dag_run_id']}/taskInstances")["task_instances"]
     assert {t["task_id"]: t["state"] for t in tis} == dict.fromkeys(
-        ["validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model"], "success"
+        ["resolve_config", "validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model"], "success"
     )
     assert {t["task_id"]: t["pool"] for t in tis}["train_lstm"] == "gpu"
 

@@ -1,8 +1,11 @@
 """``dag.test()`` of the training DAG with a real Airflow metadata DB and a real MLflow server."""
 
+import json
+import sqlite3
+
 import pytest
 
-from pipeline.airflow_local import airflow_env, init_airflow, run_dag_test
+from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 from tests.conftest import sine_frame, write_sine_case
 
 pytestmark = pytest.mark.slow
@@ -42,7 +45,7 @@ def _client(uri):
 
 def test_training_dag_runs_every_task_and_registers_a_champion(first_run, mlflow_server, case):
     assert first_run["state"] == "success", first_run["log"][-4000:]
-    assert first_run["tasks"] == {t: "success" for t in ("validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model")}
+    assert first_run["tasks"] == {t: "success" for t in ("resolve_config", "validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model")}
     client = _client(mlflow_server)
     mv = client.get_model_version_by_alias(MODEL, "champion")
     assert mv.version == "1" and sorted(mv.aliases) == ["challenger", "champion"]
@@ -51,6 +54,15 @@ def test_training_dag_runs_every_task_and_registers_a_champion(first_run, mlflow
     assert run.data.tags["airflow_run_id"] == first_run["run_id"]
     run_dirs = _run_dirs(case)
     assert len(run_dirs) == 1 and (run_dirs[0] / "training" / "model.pt").is_file()
+    resolved = json.loads((run_dirs[0] / "config" / "resolved.json").read_text())
+    assert resolved["mlflow"]["registered_model_name"] == MODEL  # every task read this one file
+
+
+def test_registration_emits_the_asset_of_the_model_the_run_used(first_run, airflow_home):
+    home, _ = airflow_home
+    with sqlite3.connect(home / "airflow.db") as db:
+        uris = {row[0] for row in db.execute("SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id")}
+    assert f"mlflow://models/{MODEL}@challenger" in uris, uris
 
 
 def test_invalid_data_fails_validate_schema_and_touches_nothing(first_run, airflow_home, mlflow_server, case):

@@ -60,3 +60,14 @@ def test_override_data_path_replaces_synthetic_source(tmp_path):
     csv = tmp_path / "x.csv"
     cfg = load_config(ROOT / "configs" / "synthetic_sine.yaml", {"data.path": csv})
     assert cfg.data.path == csv.resolve() and cfg.data.synthetic is None
+
+
+def test_resolved_config_round_trips_and_ignores_later_yaml_edits(make_case, tmp_path):
+    from pipeline.config import load_config, load_resolved, save_resolved
+
+    config, _ = make_case()
+    cfg = load_config(config)
+    path = save_resolved(cfg, tmp_path / "run" / "config" / "resolved.json")
+    config.write_text(config.read_text().replace("lookback: 12", "lookback: 99"))
+    assert load_config(config).features.lookback == 99
+    assert load_resolved(path) == cfg

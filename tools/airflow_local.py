@@ -139,7 +139,7 @@ def standalone(home: Path, host: str = "127.0.0.1", port: int = 8080) -> int:
     return subprocess.call(cmd, env=env)
 
 
-if __name__ == "__main__":  # python -m pipeline.airflow_local [HOST] [PORT]
+if __name__ == "__main__":  # python -m tools.airflow_local [HOST] [PORT]
     host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 8080
     sys.exit(standalone(ROOT / ".airflow", host, port))

@@ -3,7 +3,7 @@
 Embedded defaults: ``AIRFLOW_HOME=.airflow`` with an SQLite metadata database
 (``airflow db migrate``), MLflow tracking into ``mlflow/store`` (what ``make mlflow-ui``
 serves), artifacts under ``artifacts/<run_id>/``. ``dag.test()`` runs every task in
-one process. Usage: ``python -m pipeline.demo [CONFIG]``; ``LSTM_PIPELINE_AIRFLOW_HOME``
+one process. Usage: ``python -m tools.demo [CONFIG]``; ``LSTM_PIPELINE_AIRFLOW_HOME``
 moves the Airflow home.
 """
 
@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.airflow_local import ROOT, airflow_env, init_airflow, run_dag_test
+from tools.airflow_local import ROOT, airflow_env, init_airflow, run_dag_test
 
-TASKS = ("validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model")
+TASKS = ("resolve_config", "validate_schema", "build_features", "train_lstm", "fit_baselines", "compare_to_baselines", "register_model")
 
 
 def _registry_line(cfg) -> str:
