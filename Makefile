@@ -28,7 +28,7 @@ test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check pipeline dags tests benchmarks
+	$(BIN)/ruff check pipeline dags tests benchmarks tools
 	$(BIN)/hadolint docker/Dockerfile
 
 demo: setup

@@ -9,7 +9,7 @@ from pipeline.cli import main
 from pipeline.errors import TrainingError
 from pipeline.evaluation import forecast_metrics
 from pipeline.model import RecurrentForecaster
-from pipeline.training import LSTMForecaster, resolve_device, train_member
+from pipeline.training import LSTMForecaster, WindowTensors, _val_loss, resolve_device, train_member
 from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame
 
 
@@ -49,6 +49,10 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny_features, tmp_p
     assert len(result.history) - result.best_epoch == 2
     best_val = min(r["val_loss"] for r in result.history)
     assert result.best_val_loss == pytest.approx(best_val)
+    assert result.history[-1]["val_loss"] > best_val  # the last epoch was worse ...
+    tensors = WindowTensors(fs, torch.device("cpu"))
+    returned_val = _val_loss(model, tensors, tensors.starts(fs, "val"))
+    assert returned_val == pytest.approx(best_val, rel=1e-5)  # ... and the returned model is the best one
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_at_the_right_epoch(tiny_features, tmp_path):
@@ -75,7 +79,7 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_features, tmp_path):
     fs.values[fs.starts["train"][0] + 2, 1] = np.nan
     with pytest.raises(TrainingError, match=r"epoch 1: the training loss is (nan|inf).*learning rate"):
         train_member(fs, cfg, tmp_path / "nan", seed=0, device=torch.device("cpu"))
-    assert not (tmp_path / "nan" / "model.pt").exists()
+    assert list((tmp_path / "nan").iterdir()) == []  # no checkpoint of the diverged epoch
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
