@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override training.device")
     train.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     train.add_argument("--no-register", action="store_true", help="skip MLflow tracking and registration")
+    replay = sub.add_parser("replay", help="replay the monitoring loop over history with an injected fault")
+    common(replay)
+    replay.add_argument("--start", required=True, help="first tick T0; the initial champion is trained on ds < T0")
+    replay.add_argument("--end", required=True, help="last tick T1")
+    replay.add_argument("--scenario", default="none", help="a name under configs/scenarios/ or a scenario YAML file")
+    replay.add_argument("--inject-at", help="when the fault starts (default: --start)")
+    replay.add_argument("--step", help="tick step such as 1D or 6h (default: monitoring.schedule)")
+    replay.add_argument("--replay-id", help="folder name under <artifact_root>/replay/ (default: from the parameters)")
+    replay.add_argument("--use-config-stores", action="store_true", help="use the config's MLflow and forecast stores")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -72,7 +82,13 @@ def _cmd_train(cfg, run_path: Path, args) -> dict[str, Any]:
     return result
 
 
-COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train}
+def _cmd_replay(cfg, run_path: Path, args) -> dict[str, Any]:
+    from pipeline.replay import replay_from_args
+
+    return replay_from_args(cfg, args)
+
+
+COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -178,11 +178,14 @@ def apply_scenario(
 def write_scenario_data(raw: pd.DataFrame, path: Path) -> Path:
     """Write a (changed) raw frame as CSV (gzip when ``path`` ends in ``.gz``), atomically.
 
-    Cells keep their exact text; missing cells are written empty.
+    Cells keep their exact text; missing cells are written empty. The gzip header carries
+    no time stamp, so the same frame always gives the same bytes (and the same sha256, which
+    a training run's fingerprint includes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    raw.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+    raw.to_csv(tmp, index=False, compression=compression)
     tmp.replace(path)
     return path
