@@ -134,5 +134,5 @@ def test_written_copy_is_byte_identical_on_rewrite(raw, tmp_path):
     import time
 
     time.sleep(1.1)  # a gzip header with a time stamp would differ now
-    b = write_scenario_data(out, tmp_path / "b.csv.gz").read_bytes()
+    b = write_scenario_data(out, tmp_path / "a.csv.gz").read_bytes()
     assert a == b
