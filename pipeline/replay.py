@@ -63,10 +63,26 @@ def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, ou
     return run_check(cfg, as_of, data_path=data_path, out_dir=out_dir)
 
 
+def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, target: Path) -> Path:
+    """Write the raw rows with timestamp ``< as_of`` of ``data_path`` to ``target`` (what ``train --as-of`` sees).
+
+    Byte-identical for identical inputs, so two replays whose data agree before ``as_of``
+    share one training run (same data sha256, same run fingerprint).
+    """
+    from pipeline.data import read_raw
+    from pipeline.scenarios import write_scenario_data
+
+    raw = read_raw(cfg.data, data_path)
+    ds = pd.to_datetime(raw[cfg.data.timestamp_column], format=cfg.data.timestamp_format, errors="coerce")
+    return write_scenario_data(raw[(ds < as_of).to_numpy()], target)
+
+
 def _default_train(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, run_path: Path, tags: dict[str, str]) -> dict:
+    """The training pipeline (validate ... register) on the rows before ``as_of``, in ``run_path``."""
     from pipeline.runner import run_training_pipeline
 
-    return run_training_pipeline(cfg, run_path, data_path=data_path, register=True, tags=tags, as_of=as_of)
+    before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz")
+    return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags)
 
 
 def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -> dict:
@@ -227,9 +243,11 @@ def _stamp(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y%m%dT%H%M")
 
 
-def train_as_of(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, tags: dict) -> dict:
+def train_as_of(
+    cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, tags: dict, run_path: Path | None = None
+) -> dict:
     """Train on data ``ds < as_of`` in run ``<replay_id>--<as_of>`` (a rerun resumes it)."""
-    run_path = artifacts.run_dir(cfg.run.artifact_root, f"{replay_id}--{_stamp(as_of)}")
+    run_path = run_path or artifacts.run_dir(cfg.run.artifact_root, f"{replay_id}--{_stamp(as_of)}")
     tags = {"replay_id": replay_id, "as_of": as_of.isoformat(), **tags}
     return stages.train(cfg, as_of, data_path, run_path, tags)
 
@@ -304,6 +322,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     folder = Path(cfg.run.artifact_root).resolve() / REPLAY / artifacts.safe_run_id(replay_id)
     folder.mkdir(parents=True, exist_ok=True)
     inject = spec.inject_at if spec.inject_at is not None else spec.start
+    if inject < spec.start:
+        raise ReplayError(f"replay: the fault must start at or after --start ({spec.start}), found --inject-at {inject}")
     _bind_manifest(folder, {
         "config": str(cfg.source or ""), "scenario": spec.scenario.model_dump(), "start": spec.start.isoformat(),
         "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step), **spec.extra,
@@ -315,7 +335,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     uri = rcfg.mlflow.tracking_uri if not spec.use_config_stores else tracking_uri(rcfg)
     rows: list[dict] = []
     with tracking_env(uri):
-        initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder)
+        shared = Path(cfg.run.artifact_root).resolve() / REPLAY / "_initial"
+        initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared)
         bar = tqdm(clock, desc=f"replay {spec.scenario.name}", unit="tick", disable=not progress)
         for as_of in bar:
             record = folder / "ticks" / f"{_stamp(as_of)}.json"
@@ -336,8 +357,13 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     return summary
 
 
-def _ensure_champion(cfg: PipelineConfig, stages: Stages, replay_id: str, start, data_path: Path, folder: Path) -> dict:
-    """Train and register the initial champion as of ``start`` when the registry has none."""
+def _ensure_champion(cfg: PipelineConfig, stages: Stages, replay_id: str, start, data_path: Path, folder: Path, shared: Path) -> dict:
+    """Train and register the initial champion as of ``start`` when the registry has none.
+
+    The training run lives in ``shared/<config name>--<start>--<config fingerprint>``: replays
+    of one config from one start see the same data before ``start`` (a fault is injected at
+    or after it), so they share that run (trained once, registered in each replay's registry).
+    """
     record = folder / "initial.json"
     if record.exists():
         return artifacts.read_json(record)
@@ -345,7 +371,10 @@ def _ensure_champion(cfg: PipelineConfig, stages: Stages, replay_id: str, start,
     if version is not None:
         out = {"champion_version": version, "trained": False}
     else:
-        res = train_as_of(cfg, stages, replay_id, start, data_path, {"trigger.reason": "initial champion of the replay"})
+        from pipeline.tracking import run_fingerprint
+
+        run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}--{run_fingerprint(cfg, None)[:8]}")
+        res = train_as_of(cfg, stages, replay_id, start, data_path, {"trigger.reason": "initial champion of the replay"}, run_path)
         version = stages.champion(cfg)
         if version is None:
             raise ReplayError(

@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import read_raw
 from pipeline.errors import ConfigError
-from pipeline.replay import ReplayError, ReplaySpec, Stages, run_replay, schedule_step, summarize
+from pipeline.replay import ReplayError, ReplaySpec, Stages, rows_before_copy, run_replay, schedule_step, summarize
 from pipeline.scenarios import Scenario
 from tests.conftest import tiny_frame
 
@@ -86,9 +86,9 @@ def cfg(make_case):
     return load_config(config)
 
 
-def _spec(kind="scale", **kw) -> ReplaySpec:
+def _spec(kind="scale", inject_at=INJECT, **kw) -> ReplaySpec:
     scenario = Scenario(name=f"t_{kind}", kind=kind, factor=3.0)
-    return ReplaySpec(start=START, end=END, scenario=scenario, inject_at=INJECT, step=pd.Timedelta(hours=12), **kw)
+    return ReplaySpec(start=START, end=END, scenario=scenario, inject_at=inject_at, step=pd.Timedelta(hours=12), **kw)
 
 
 def test_loop_detects_retrains_promotes_and_records(cfg):
@@ -97,7 +97,7 @@ def test_loop_detects_retrains_promotes_and_records(cfg):
     summary = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
     assert hashlib.sha256(cfg.data.path.read_bytes()).hexdigest() == shipped
     # initial champion trained as of START, in the replay's deterministic run id
-    assert loop.calls[0] == ("train", START, f"{summary['replay_id']}--20240105T0000")
+    assert loop.calls[0][:2] == ("train", START) and loop.calls[0][2].startswith("tiny--20240105T0000--")
     checks = [c[1] for c in loop.calls if c[0] == "check"]
     assert checks == list(pd.date_range(START, END, freq="12h"))
     # the x3 fault triggers once its window holds scaled data, never before the injection
@@ -154,3 +154,12 @@ def test_schedule_step_and_clock_errors(cfg):
     with pytest.raises(ReplayError, match="end after start"):
         run_replay(cfg, ReplaySpec(start=END, end=START, scenario=Scenario(name="n", kind="none"), step=pd.Timedelta("1D")),
                    stages=LoopStages().stages(), progress=False)  # fmt: skip
+    with pytest.raises(ReplayError, match="at or after --start"):
+        run_replay(cfg, _spec(inject_at=START - pd.Timedelta("1h")), stages=LoopStages().stages(), progress=False)
+
+
+def test_rows_before_copy_is_what_training_as_of_sees(cfg, tmp_path):
+    out = rows_before_copy(cfg, cfg.data.path, INJECT, tmp_path / "before.csv.gz")
+    raw, before = read_raw(cfg.data), read_raw(cfg.data, out)
+    assert pd.to_datetime(before["time"]).max() == INJECT - pd.Timedelta("1h")
+    pd.testing.assert_frame_equal(before, raw.iloc[: len(before)])
