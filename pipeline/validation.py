@@ -226,26 +226,12 @@ def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     """Typed raw frame -> long ``unique_id, ds, y, <covariates>`` frame on the full grid.
 
     Missing grid timestamps become rows with ``NaN`` values (gaps). Rows are sorted
-    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``.
+    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``. The one raw ->
+    long conversion (:func:`pipeline.data.raw_to_long`), shared with serving and monitoring.
     """
-    d = cfg.data
-    long = pd.DataFrame(
-        {
-            schema.UNIQUE_ID: _series_keys(typed, cfg).to_numpy(),
-            schema.DS: typed[d.timestamp_column].to_numpy(),
-            schema.Y: typed[d.target_column].to_numpy(dtype="float64"),
-        }
-    )
-    for col in (*d.covariates, *d.categorical_covariates):
-        long[col] = typed[col].to_numpy()
-    parts = []
-    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
-        grid = pd.date_range(part[schema.DS].min(), part[schema.DS].max(), freq=d.freq, name=schema.DS)
-        part = part.set_index(schema.DS).reindex(grid).reset_index()
-        part[schema.UNIQUE_ID] = uid
-        parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    return out[[schema.UNIQUE_ID, schema.DS, schema.Y, *d.covariates, *d.categorical_covariates]]
+    from pipeline.data import raw_to_long
+
+    return raw_to_long(typed, cfg.data)
 
 
 def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tuple[dict, dict]:
