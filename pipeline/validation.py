@@ -343,12 +343,14 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
     """
     from pipeline import artifacts
     from pipeline.data import file_sha256, read_raw
+    from pipeline.tracking import bind_run_folder
 
     source_path = Path(data_path) if data_path else cfg.data.path
     source = str(source_path) if source_path else f"synthetic:{cfg.data.synthetic.kind}"  # type: ignore[union-attr]
     raw = read_raw(cfg.data, source_path)
     target = artifacts.step_dir(run_path, artifacts.VALIDATION)
     sha = file_sha256(source_path)
+    bind_run_folder(cfg, run_path, sha, record=False)  # a reused run id must mean the same config and data
     try:
         report = validate_frame(raw, cfg, source)
     except SchemaValidationError as err:
@@ -358,6 +360,7 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
     with artifacts.atomic_dir(target) as tmp:
         artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **report.to_dict()})
         report.frame.to_parquet(tmp / "data.parquet", index=False)
+    bind_run_folder(cfg, run_path, sha)
     log.info("validated %d rows from %s: %d gaps", report.rows, source, report.gaps.get("runs", 0))
     return {
         "report": str(target / "report.json"),
