@@ -174,6 +174,33 @@ class GateConfig(_Section):
     min_relative_improvement: float = Field(0.05, ge=0, lt=1)
 
 
+class CanaryConfig(_Section):
+    """Champion vs challenger on paired live origins (see :mod:`pipeline.canary`).
+
+    Lower RMSE is better. Origins are forecast origins scored by both versions, one per
+    step of ``data.freq``; the Diebold-Mariano test needs more than ``2 * features.horizon``
+    of them, so a canary waits at least that long whatever ``min_origins`` says.
+    """
+
+    #: paired origins needed before a promotion or a rejection for being worse
+    min_origins: int = Field(72, ge=3)
+    #: the challenger's RMSE must be at most ``(1 - min_improvement) x`` the champion's
+    min_improvement: float = Field(0.02, ge=0, lt=1)
+    #: one-sided significance level of the Diebold-Mariano test
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    #: paired origins after which a challenger without a significant win is rejected
+    max_origins: int = Field(336, ge=3)
+    #: origins after a promotion during which the previous champion is shadow-scored and
+    #: a significantly worse new champion is rolled back
+    rollback_origins: int = Field(72, ge=3)
+
+    @model_validator(mode="after")
+    def _order(self) -> "CanaryConfig":
+        if self.max_origins < self.min_origins:
+            raise ValueError(f"max_origins ({self.max_origins}) must be >= min_origins ({self.min_origins})")
+        return self
+
+
 class MlflowConfig(_Section):
     """Tracking and registry. ``MLFLOW_TRACKING_URI`` in the environment overrides ``tracking_uri``."""
 
@@ -250,6 +277,7 @@ class PipelineConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     gate: GateConfig = GateConfig()
+    canary: CanaryConfig = CanaryConfig()
     mlflow: MlflowConfig = MlflowConfig()
     run: RunConfig = RunConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
