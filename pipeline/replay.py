@@ -86,9 +86,26 @@ def _default_train(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, ru
 
 
 def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -> dict:
-    from pipeline.promotion import run_canary
+    """:func:`pipeline.promotion.run_canary` on the replay's store, flattened to one action.
 
-    return run_canary(cfg, as_of)
+    ``action``: ``rollback`` when the watch rolled back, else the challenger's verdict
+    (``promote`` / ``reject`` / ``wait`` / ``none``); ``alias_move``: the ``champion`` move, if any.
+    """
+    from pipeline.promotion import run_canary
+    from pipeline.store import store_for
+
+    out = run_canary(cfg, as_of.isoformat(), store_for(cfg))
+    watch, chal = out.get("rollback") or {}, out.get("challenger") or {}
+    first = watch if watch.get("action") == "rollback" else chal
+    event = (out.get("outlet") or {}).get("extra") or {}
+    move = f"champion v{event.get('from_version')} -> v{event.get('to_version')} ({event.get('action')})" if event else None
+    settled = "; ".join(f"{m.get('action')} v{m.get('version')}" for m in out.get("settled") or [])
+    return {
+        "action": first.get("action"),
+        "reason": first.get("reason"),
+        "alias_move": "; ".join(x for x in (move, settled and f"settled: {settled}") if x) or None,
+        "watch": watch.get("action"),
+    }
 
 
 @dataclass(frozen=True)
@@ -277,6 +294,7 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
         "canary_action": None,
         "canary_reason": None,
         "alias_move": None,
+        "canary_watch": None,
     }
     if check["decision"] == "retrain":
         tags = {"trigger.reason": row["reasons"], "trigger.check_id": str(check.get("check_id")), "trigger.as_of": row["as_of"]}
@@ -288,7 +306,8 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
         )
     if stages.canary is not None:
         can = stages.canary(cfg, as_of, data_path)
-        row.update(canary_action=can.get("action"), canary_reason=can.get("reason"), alias_move=can.get("alias_move"))
+        row.update(canary_action=can.get("action"), canary_reason=can.get("reason"), alias_move=can.get("alias_move"),
+                   canary_watch=can.get("watch"))  # fmt: skip
     return row
 
 
@@ -437,6 +456,7 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
     after = trig & (ts >= inject_at) if faulty else trig & False
     before = trig & ~(ts >= inject_at) if faulty else trig
     actions = timeline["canary_action"].dropna()
+    actions = actions[actions.ne("none")]
     detected = ts[after].min() if after.any() else None
     out: dict[str, Any] = {
         "ticks": int(len(timeline)),
