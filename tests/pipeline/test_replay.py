@@ -206,3 +206,13 @@ def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     assert timeline["decision"].eq("retrain").sum() == summary["triggers"] >= 1
     # the user's own registry (the config's) was never created
     assert not (tmp_path / "mlflow").exists()
+
+
+def test_cli_replay_bad_options_exit_1_with_the_reason(cfg, capsys):
+    from pipeline.cli import main
+
+    base = ["replay", "--config", str(cfg.source), "--end", "2024-01-09"]
+    assert main([*base, "--start", "last tuesday"]) == 1
+    assert "expected a timestamp" in capsys.readouterr().err
+    assert main([*base, "--start", "2024-01-05", "--scenario", "no_such"]) == 1
+    assert "shipped scenarios" in capsys.readouterr().err
