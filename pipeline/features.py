@@ -44,6 +44,8 @@ _SCALER_STATE = {
 }
 _CALENDAR_PERIOD = {"hour": 24.0, "dayofweek": 7.0, "dayofyear": 365.25}
 SPLITS = ("train", "val", "test")
+#: the training part's long rows (``unique_id, ds, y, <covariates>``), the drift reference of a version
+REFERENCE = "reference.parquet"
 
 
 # ------------------------------------------------------------------ preprocessor
@@ -495,9 +497,17 @@ def _report(fs: FeatureSet, counts: list[dict]) -> dict[str, Any]:
 # ------------------------------------------------------------------ persistence
 
 
-def save_features(fs: FeatureSet, target: Path) -> Path:
-    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` into ``target`` atomically."""
+def training_part(long: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
+    """The rows before each series' validation start: the drift reference (long format, original units)."""
+    val_start = long[schema.UNIQUE_ID].astype(str).map({u: pd.Timestamp(b["val_start"]) for u, b in prep.split_boundaries.items()})
+    return long[long[schema.DS] < val_start].reset_index(drop=True)
+
+
+def save_features(fs: FeatureSet, target: Path, reference: pd.DataFrame | None = None) -> Path:
+    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` (and ``reference.parquet``) into ``target`` atomically."""
     with artifacts.atomic_dir(target) as tmp:
+        if reference is not None:
+            reference.to_parquet(tmp / REFERENCE, index=False)
         artifacts.write_json(tmp / "preprocessing.json", fs.prep.to_dict())
         artifacts.write_json(tmp / "report.json", fs.report)
         np.savez(
@@ -531,6 +541,6 @@ def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dic
     """
     long = pd.read_parquet(data_parquet)
     fs = build_features(long, cfg)
-    target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES))
+    target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES), reference=training_part(long, fs.prep))
     log.info("built windows %s with %d features", fs.report["windows"], fs.prep.n_features)
     return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features}
