@@ -55,9 +55,13 @@ def _input_example(cfg: PipelineConfig, run_path: Path, lookback: int) -> pd.Dat
 
 def model_artifacts(run_path: Path) -> dict[str, str]:
     """The files the pyfunc model ships, by the name ``load_context`` reads them under."""
+    from pipeline.features import REFERENCE
+
+    reference = run_path / artifacts.FEATURES / REFERENCE  # drift reference for monitoring
     return {
         "preprocessing": str(run_path / artifacts.FEATURES / "preprocessing.json"),
         "weights": str(run_path / artifacts.TRAINING / "model.pt"),
+        **({"reference": str(reference)} if reference.exists() else {}),
     }
 
 
@@ -65,14 +69,14 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     from mlflow.models import infer_signature
 
     from pipeline.features import load_preprocessor
-    from pipeline.serving import ForecastModel
+    from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
     from pipeline.training import load_members
 
     prep = load_preprocessor(run_path / artifacts.FEATURES)
     example = _input_example(cfg, run_path, prep.lookback)
     model = ForecastModel()
     model.prep, model.members = prep, load_members(run_path / artifacts.TRAINING / "model.pt")
-    signature = infer_signature(example, model.predict(None, example))  # also proves the example is usable
+    signature = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=ForecastModel(),
@@ -98,6 +102,7 @@ def version_tags(info: dict, validated: dict, run_id: str) -> dict[str, str]:
         "best_baseline": gate["best_baseline"], "best_baseline_rmse": f"{gate['best_baseline_rmse']:.6g}",
         "gate": "passed" if gate["passed"] else "failed", "gate_reasons": "; ".join(gate.get("reasons", []))[:5000],
         "data_sha256": validated.get("data_sha256") or "synthetic", "mlflow_run_id": run_id,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}),
     }  # fmt: skip
 
 

@@ -205,7 +205,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dic
     run_tags = {
         "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(),
         "package_version": __version__, "device": training["device"], "gate": "passed" if gate["passed"] else "failed",
-        **tags,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **tags,
     }  # fmt: skip
     for i in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=[])
