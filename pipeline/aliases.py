@@ -100,17 +100,23 @@ def _call(what: str, fn, *args):
 def alias_version(client, model_name: str, alias: str) -> int | None:
     """The version ``alias`` points at, or ``None`` when the model or the alias does not exist.
 
+    Read from the registered model's alias map (``get_registered_model(name).aliases``), not
+    ``get_model_version_by_alias``: MLflow's SQL and file stores answer a missing alias with
+    ``INVALID_PARAMETER_VALUE``, the same code as a malformed request, so that answer cannot
+    tell "absent" from "refused". A missing *model* is ``RESOURCE_DOES_NOT_EXIST``.
+
     Raises:
         RegistryError: any other MLflow error (server error, timeout): "unknown" is never "absent".
     """
     import mlflow
 
     try:
-        return int(client.get_model_version_by_alias(model_name, alias).version)
+        found = client.get_registered_model(model_name).aliases
     except mlflow.exceptions.MlflowException as exc:
         if is_not_found(exc):
             return None
         raise RegistryError(f"could not read alias {alias!r} of {model_name!r} (not a 'not found' answer): {exc}") from exc
+    return int(found[alias]) if alias in found else None
 
 
 def ensure_registered_model(client, model_name: str, description: str = "") -> None:
@@ -160,19 +166,13 @@ def delete_alias(client, model_name: str, alias: str, reason: str) -> int | None
         The version the alias pointed at, or ``None`` when it was not set.
 
     Raises:
-        RegistryError: MLflow failed (other than "not found").
+        RegistryError: MLflow failed.
     """
-    import mlflow
-
     version = alias_version(client, model_name, alias)
     if version is None:
         return None
     _call(f"record removal of alias {alias!r}", client.set_model_version_tag, model_name, str(version), f"alias.{alias}.removed", reason)
-    try:
-        client.delete_registered_model_alias(model_name, alias)
-    except mlflow.exceptions.MlflowException as exc:
-        if not is_not_found(exc):
-            raise RegistryError(f"could not delete alias {alias!r} of {model_name!r}: {exc}") from exc
+    _call(f"delete alias {alias!r} of {model_name}", client.delete_registered_model_alias, model_name, alias)
     log.info("alias %s of %s removed from v%s: %s", alias, model_name, version, reason)
     return version
 

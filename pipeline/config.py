@@ -1,20 +1,37 @@
 """Typed pipeline configuration: one YAML file per use case -> frozen pydantic models.
 
 Every section forbids unknown keys, so a typo is an error naming the key
-(``features.lookbak: Extra inputs are not permitted``). Relative paths in the
+(``features.lookbak: Extra inputs are not permitted``), and numbers and switches are
+strict (``Int``, ``Float``, ``Bool``): ``lookback: "50"`` or ``seed: true`` is an error
+naming the key, not silently converted (an int is accepted where a float is expected, and
+``1e-3``, which YAML 1.1 reads as a string, as the number). Relative paths in the
 YAML file are resolved against the folder that holds the file, so a config works
 from any working directory (CLI, Airflow worker, Kubeflow container).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+
+_SCIENTIFIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+\s*")
+
+
+def _yaml_scientific(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; take that one spelling as the number it means."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value) else value
+
+
+#: strict scalar types: ``lookback: "50"`` or ``seed: true`` is an error naming the key, never coerced
+Int = StrictInt
+Bool = StrictBool
+Float = Annotated[StrictFloat, BeforeValidator(_yaml_scientific)]
 
 
 class _Section(BaseModel):
@@ -24,8 +41,8 @@ class _Section(BaseModel):
 class Range(_Section):
     """Inclusive bounds a numeric column must respect (either may be omitted)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: Float | None = None
+    max: Float | None = None
 
 
 class SyntheticSource(_Section):
@@ -36,11 +53,11 @@ class SyntheticSource(_Section):
     """
 
     kind: Literal["sine_trend"] = "sine_trend"
-    n: int = Field(1000, ge=10)
-    t_max: float = 100.0
-    trend: float = 0.02
-    noise_std: float = Field(0.1, ge=0)
-    seed: int = 42
+    n: Int = Field(1000, ge=10)
+    t_max: Float = 100.0
+    trend: Float = 0.02
+    noise_std: Float = Field(0.1, ge=0)
+    seed: Int = 42
     start: str = "2000-01-01 00:00:00"
 
 
@@ -61,8 +78,8 @@ class DataConfig(_Section):
     #: strftime format of the timestamp column; ``None`` lets pandas infer it
     timestamp_format: str | None = None
     #: longest run of missing values (in steps) that is interpolated for model input
-    max_gap: int = Field(6, ge=0)
-    max_missing_fraction: float = Field(0.2, ge=0, le=1)
+    max_gap: Int = Field(6, ge=0)
+    max_missing_fraction: Float = Field(0.2, ge=0, le=1)
     #: optional inclusive ranges per numeric column (target or covariate)
     ranges: dict[str, Range] = Field(default_factory=dict)
 
@@ -93,10 +110,10 @@ class DataConfig(_Section):
 class FeaturesConfig(_Section):
     """Windowing, split and scaling."""
 
-    lookback: int = Field(..., ge=1, description="input steps per window")
-    horizon: int = Field(..., ge=1, description="forecast steps h")
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    lookback: Int = Field(..., ge=1, description="input steps per window")
+    horizon: Int = Field(..., ge=1, description="forecast steps h")
+    validation_fraction: Float = Field(0.1, ge=0, lt=1)
+    test_fraction: Float = Field(0.2, gt=0, lt=1)
     scaler: Literal["minmax", "standard", "robust"] = "standard"
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
     target_transform: Literal["none", "log1p"] = "none"
@@ -117,33 +134,33 @@ class ModelConfig(_Section):
     """The recurrent forecaster (see :class:`pipeline.model.RecurrentForecaster`)."""
 
     cell: Literal["lstm", "gru"] = "lstm"
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    hidden_size: Int = Field(64, ge=1)
+    num_layers: Int = Field(2, ge=1)
+    dropout: Float = Field(0.1, ge=0, lt=1)
     #: predict the change from the last observed (scaled) target instead of its level
-    predict_delta: bool = True
+    predict_delta: Bool = True
     #: feed the target minus its window mean, add the mean back (implies predict_delta)
-    relative_inputs: bool = False
+    relative_inputs: Bool = False
 
 
 class TrainingConfig(_Section):
     """Optimisation: Adam, gradient clipping, ReduceLROnPlateau, early stopping."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_epochs: int = Field(100, ge=1)
-    min_epochs: int = Field(10, ge=0)
-    patience: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip_norm: float = Field(1.0, gt=0)
-    lr_patience: int = Field(4, ge=0)
-    lr_factor: float = Field(0.5, gt=0, lt=1)
+    max_epochs: Int = Field(100, ge=1)
+    min_epochs: Int = Field(10, ge=0)
+    patience: Int = Field(10, ge=1)
+    batch_size: Int = Field(256, ge=1)
+    learning_rate: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    grad_clip_norm: Float = Field(1.0, gt=0)
+    lr_patience: Int = Field(4, ge=0)
+    lr_factor: Float = Field(0.5, gt=0, lt=1)
     #: number of seeds trained and averaged (a small ensemble)
-    n_seeds: int = Field(1, ge=1)
+    n_seeds: Int = Field(1, ge=1)
     #: torch intra-op threads on CPU; 0 keeps torch's default
-    num_threads: int = Field(0, ge=0)
-    progress: bool = True
+    num_threads: Int = Field(0, ge=0)
+    progress: Bool = True
 
 
 class BaselinesConfig(_Section):
@@ -155,23 +172,23 @@ class BaselinesConfig(_Section):
         "AutoETS",
         "AutoARIMA",
     )
-    season_length: int = Field(1, ge=1)
+    season_length: Int = Field(1, ge=1)
     #: AutoETS/AutoARIMA are fitted on at most this many most recent training steps
-    fit_window: int = Field(672, ge=10)
+    fit_window: Int = Field(672, ge=10)
     #: AutoARIMA filters at most this many steps before each origin (the others filter
     #: from the start of their fit window)
-    context_window: int = Field(672, ge=10)
+    context_window: Int = Field(672, ge=10)
     #: fit a seasonal AutoARIMA (season ``season_length``); seasonal ARIMA with a long
     #: season (e.g. 63) is very slow, so such use cases set this to false
-    arima_seasonal: bool = True
+    arima_seasonal: Bool = True
     #: AutoARIMA is skipped (with a logged reason) for test parts longer than this
-    arima_max_origins: int = Field(20000, ge=1)
+    arima_max_origins: Int = Field(20000, ge=1)
 
 
 class GateConfig(_Section):
     """Comparison gate: lower RMSE is better."""
 
-    min_relative_improvement: float = Field(0.05, ge=0, lt=1)
+    min_relative_improvement: Float = Field(0.05, ge=0, lt=1)
 
 
 class CanaryConfig(_Section):
@@ -213,7 +230,7 @@ class MlflowConfig(_Section):
 
 class RunConfig(_Section):
     artifact_root: Path = Path("artifacts")
-    seed: int = 42
+    seed: Int = 42
     #: Airflow-style schedule of the training DAG
     schedule: str | None = "@weekly"
 

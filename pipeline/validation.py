@@ -194,6 +194,39 @@ def _typed(raw: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     return typed
 
 
+_OFFSET = r"(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
+def _offset_check(raw: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """One UTC offset (or none) for the whole timestamp column; pandas cannot type a mixed column."""
+    ts = raw[cfg.data.timestamp_column].astype(str)
+    offsets = ts.str.extract(_OFFSET, expand=False).fillna("none")
+    firsts = offsets.drop_duplicates()
+    examples = [f"line {int(i) + 2}: {ts[i]!r} (offset {offsets[i]})" for i in firsts.index[:MAX_EXAMPLES]]
+    if len(firsts) > 1:
+        examples.append("convert the column to one offset (e.g. UTC) before validation; the first row of each offset is shown")
+    count = int((offsets != offsets.iat[0]).sum()) if len(firsts) > 1 else 0
+    return _check("expect_one_utc_offset", cfg.data.timestamp_column, examples if count else [], count, offsets=sorted(firsts.tolist()))
+
+
+def _finite_check(typed: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """Numbers that parse but overflow float64 (``1e999`` -> ``inf``) are not values."""
+    d, examples, count = cfg.data, [], 0
+    for col in (d.target_column, *d.covariates):
+        bad = typed.index[np.isinf(typed[col].to_numpy())]
+        count += len(bad)
+        examples += [f"line {int(i) + 2}: {col}={typed.at[i, col]} (outside float64's range of about +-1.8e308)" for i in bad[:MAX_EXAMPLES]]
+    return _check("expect_column_values_to_be_finite", [d.target_column, *d.covariates], examples, count)
+
+
+def _empty_column_check(typed: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """A covariate with no value at all cannot feed the model (every window would be dropped)."""
+    d = cfg.data
+    empty = [c for c in (*d.covariates, *d.categorical_covariates) if typed[c].isna().all()]
+    examples = [f"column {c!r} has no values in any of the {len(typed)} rows; fill it or remove it from the config's covariates" for c in empty]
+    return _check("expect_covariates_to_have_values", empty or [*d.covariates, *d.categorical_covariates], examples, len(empty))
+
+
 def _series_keys(frame: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
     col = cfg.data.series_id_column
     if col is None:
@@ -301,7 +334,11 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     if checks[0]["success"]:
         checks += _run_suite(raw, raw_expectations(cfg), "raw")
     if all(c["success"] for c in checks):
+        checks.append(_offset_check(raw, cfg))
+    if all(c["success"] for c in checks):
         typed = _typed(raw, cfg)
+        checks += [_finite_check(typed, cfg), _empty_column_check(typed, cfg)]
+    if all(c["success"] for c in checks):
         keys = _series_keys(typed, cfg)
         checks += _run_suite(typed, typed_expectations(cfg), "typed")
         checks += [_order_check(typed, keys, cfg), _grid_check(typed, keys, cfg)]

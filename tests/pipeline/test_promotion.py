@@ -1,0 +1,187 @@
+"""Alias moves as transactions, against a real ``mlflow server`` on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline import aliases, promotion
+from pipeline.errors import RegistryError
+
+pytestmark = pytest.mark.slow
+_names = itertools.count()
+
+
+@pytest.fixture
+def client(mlflow_server, monkeypatch, tmp_path):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    mlflow.set_tracking_uri(mlflow_server)
+    return mlflow.tracking.MlflowClient()
+
+
+def make_model(client, n_versions: int, gate: str = "passed") -> str:
+    """A registered model with ``n_versions`` versions (a tiny artifact each, no training)."""
+    import mlflow
+
+    name = f"canary-model-{os.getpid()}-{next(_names)}"
+    client.create_registered_model(name)
+    exp = client.get_experiment_by_name("canary-tests") or client.get_experiment(client.create_experiment("canary-tests"))
+    for _ in range(n_versions):
+        with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+            mlflow.log_text("weights", "model/weights.txt")
+        client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"gate": gate})
+    return name
+
+
+def set_aliases(client, name: str, **by_alias) -> None:
+    for alias, version in by_alias.items():
+        client.set_registered_model_alias(name, alias.replace("_", "-"), str(version))
+
+
+def state(client, name: str) -> dict:
+    return promotion.current_aliases(client, name)
+
+
+def tags(client, name: str, version: int) -> dict:
+    return dict(client.get_model_version(name, str(version)).tags)
+
+
+class EventLog:
+    """Stand-in for the forecast store's alias-event table (the SQL store is tested in its own module)."""
+
+    def __init__(self, fail: bool = False):
+        self.rows, self.fail = [], fail
+
+    def record_alias_event(self, model_name, alias, from_version, to_version, action, reason, evidence, as_of):
+        if self.fail:
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("INSERT INTO alias_events", {}, Exception("database is locked"))
+        self.rows.append({"alias": alias, "from": from_version, "to": to_version, "action": action, "reason": reason, "as_of": as_of})
+
+
+def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflow_server):
+    name = make_model(client, 3)
+    set_aliases(client, name, champion=1, challenger=2)
+    log = EventLog()
+    move = promotion.promote(client, mlflow_server, name, 2, reason="DM p=0.001", as_of="2025-01-05T00:00:00",
+                             evidence={"p_better": 0.001, "n_origins": 80}, store=log, expect={"champion": 1, "challenger": 2})  # fmt: skip
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    t = tags(client, name, 2)
+    assert t["canary"] == "promoted" and t["canary_reason"] == "DM p=0.001" and t["canary_p_better"] == "0.001"
+    assert t["canary_n_origins"] == "80" and t["canary_promoted_as_of"] == "2025-01-05T00:00:00"
+    assert t["alias.champion.reason"] == "promoted: DM p=0.001" and "removed" in "".join(k for k in t if k.startswith("alias.challenger"))
+    assert tags(client, name, 1)["alias.previous-champion.reason"].startswith("champion until v2")
+    assert sorted((r["alias"], r["from"], r["to"]) for r in log.rows) == [("challenger", 2, None), ("champion", 1, 2), ("previous-champion", None, 1)]
+    assert move.outlet() == {"uri": f"mlflow://models/{name}@champion", "extra": {
+        "action": "promote", "from_version": 1, "to_version": 2, "reason": "DM p=0.001", "as_of": "2025-01-05T00:00:00"}}  # fmt: skip
+    assert not promotion.journal_path(mlflow_server, name).exists()
+
+
+def test_rejection_removes_challenger_only(client, mlflow_server):
+    name = make_model(client, 2)
+    set_aliases(client, name, champion=1, challenger=2)
+    log = EventLog()
+    move = promotion.reject(client, mlflow_server, name, 2, reason="significantly worse", as_of="2025-01-05", store=log)
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert tags(client, name, 2)["canary"] == "rejected" and tags(client, name, 2)["canary_reason"] == "significantly worse"
+    assert [(r["alias"], r["from"], r["to"], r["action"]) for r in log.rows] == [("challenger", 2, None, "reject")]
+    assert move.outlet() is None
+
+
+def test_rollback_restores_previous_champion_and_blocks_automatic_repromotion(client, mlflow_server):
+    name = make_model(client, 2)
+    set_aliases(client, name, champion=2, previous_champion=1)
+    log = EventLog()
+    move = promotion.rollback(client, mlflow_server, name, reason="worse than v1 since promotion", as_of="2025-01-09", store=log)
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert tags(client, name, 2)["canary"] == "rolled_back"
+    assert move.outlet()["extra"]["to_version"] == 1
+    set_aliases(client, name, challenger=2)
+    with pytest.raises(promotion.RefusedMoveError, match="never promoted automatically"):
+        promotion.promote(client, mlflow_server, name, 2, reason="again", as_of="2025-01-10")
+    with pytest.raises(promotion.RefusedMoveError, match="--force"):
+        promotion.promote(client, mlflow_server, name, 2, reason="again", as_of="2025-01-10", automatic=False)
+    promotion.promote(client, mlflow_server, name, 2, reason="operator override", as_of="2025-01-10", automatic=False, force=True)
+    assert state(client, name)["champion"] == 2
+
+
+def test_a_version_that_failed_the_gate_needs_force(client, mlflow_server):
+    name = make_model(client, 2, gate="failed")
+    set_aliases(client, name, champion=1)
+    with pytest.raises(promotion.RefusedMoveError, match="baseline gate"):
+        promotion.promote(client, mlflow_server, name, 2, reason="manual", as_of="2025-01-01", automatic=False)
+    assert state(client, name)["champion"] == 1
+
+
+def test_a_decision_on_stale_aliases_is_refused(client, mlflow_server):
+    name = make_model(client, 3)
+    set_aliases(client, name, champion=1, challenger=3)
+    with pytest.raises(promotion.StaleDecisionError):
+        promotion.promote(client, mlflow_server, name, 2, reason="old decision", as_of="2025-01-01", expect={"champion": 1, "challenger": 2})
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
+
+
+def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server):
+    name = make_model(client, 2)
+    set_aliases(client, name, champion=1, challenger=2)
+    before_tags = {v: tags(client, name, v) for v in (1, 2)}
+    with pytest.raises(RegistryError, match="undone"):
+        promotion.promote(client, mlflow_server, name, 2, reason="x", as_of="2025-01-01", store=EventLog(fail=True))
+    assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+    assert {v: tags(client, name, v) for v in (1, 2)} == before_tags
+    assert not promotion.journal_path(mlflow_server, name).exists()
+
+
+@pytest.mark.parametrize("point", ["promotion_after_previous-champion", "promotion_after_champion"])
+def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_server, tmp_path, point):
+    """The worker dies between alias moves (SIGKILL: no except, no finally); the journal restores."""
+    name = make_model(client, 3)
+    set_aliases(client, name, champion=1, challenger=2)
+    script = textwrap.dedent(f"""
+        import mlflow
+        from pipeline import promotion
+        client = mlflow.tracking.MlflowClient({mlflow_server!r})
+        promotion.promote(client, {mlflow_server!r}, {name!r}, 2, reason="dies", as_of="2025-01-01")
+    """)
+    env = {**os.environ, "LSTM_PIPELINE_FAULT": point, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert state(client, name) != {"champion": 1, "challenger": 2, "previous-champion": None}  # half moved
+    journal = json.loads(promotion.journal_path(mlflow_server, name).read_text())
+    assert journal["before"] == {"champion": 1, "challenger": 2, "previous-champion": None}
+    with aliases.registry_lock(mlflow_server, name):
+        assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
+    assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+    assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
+
+
+def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server):
+    name = make_model(client, 3)
+    set_aliases(client, name, champion=1, challenger=2)
+    log = EventLog()
+    promotion.settle_challengers(client, mlflow_server, name, "2025-01-01", store=log)
+    assert tags(client, name, 2)["canary"] == "pending"
+    set_aliases(client, name, challenger=3)  # what registration does with a newer version
+    moves = promotion.settle_challengers(client, mlflow_server, name, "2025-01-02", store=log)
+    assert [(m.action, m.version) for m in moves] == [("reject", 2)]
+    assert tags(client, name, 2)["canary"] == "rejected" and "replaced in the canary by the newer challenger v3" in tags(client, name, 2)["canary_reason"]
+    assert tags(client, name, 3)["canary"] == "pending"
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
+
+
+def test_the_first_version_leaves_the_canary(client, mlflow_server):
+    name = make_model(client, 1)
+    set_aliases(client, name, champion=1, challenger=1)
+    promotion.settle_challengers(client, mlflow_server, name, "2025-01-01")
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert tags(client, name, 1)["canary"] == "promoted"
