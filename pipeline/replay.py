@@ -82,7 +82,7 @@ def _default_train(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, ru
     from pipeline.runner import run_training_pipeline
 
     before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz")
-    return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags)
+    return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags, as_of=as_of)
 
 
 def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -> dict:
@@ -297,7 +297,8 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
         "canary_watch": None,
     }
     if check["decision"] == "retrain":
-        tags = {"trigger.reason": row["reasons"], "trigger.check_id": str(check.get("check_id")), "trigger.as_of": row["as_of"]}
+        conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
+        tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
         out = train_as_of(cfg, stages, replay_id, as_of, data_path, tags)
         row.update(
             trained_run=Path(out.get("run_dir", "")).name or None,

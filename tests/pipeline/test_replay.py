@@ -107,7 +107,7 @@ def test_loop_detects_retrains_promotes_and_records(cfg):
     assert summary["detected_at"] == trains[0][1].isoformat()
     assert summary["detection_delay_h"] == (trains[0][1] - INJECT) / pd.Timedelta(hours=1)
     assert summary["registrations"] == 1 and summary["promotions"] == 1 and loop.aliases["champion"] == 2
-    assert loop.versions[2]["tags"]["trigger.reason"] == "rule"
+    assert loop.versions[2]["tags"]["trigger.reason"] == "rule"  # no conf: the reasons
     timeline = pd.read_csv(summary["timeline"])
     assert len(timeline) == 9 and timeline["decision"].eq("retrain").sum() == 1
     assert set(timeline.loc[timeline["canary_action"].eq("promote"), "alias_move"]) == {"champion -> v2"}
