@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--scenario", default="none", help="a name under configs/scenarios/ or a scenario YAML file")
     replay.add_argument("--inject-at", help="when the fault starts (default: --start)")
     replay.add_argument("--step", help="tick step such as 1D or 6h (default: monitoring.schedule)")
+    replay.add_argument("--history", help="train on this much history before T only, e.g. 180D (default: all)")
     replay.add_argument("--replay-id", help="folder name under <artifact_root>/replay/ (default: from the parameters)")
     replay.add_argument("--use-config-stores", action="store_true", help="use the config's MLflow and forecast stores")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -63,25 +64,30 @@ def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, ou
     return run_check(cfg, as_of, data_path=data_path, out_dir=out_dir)
 
 
-def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, target: Path) -> Path:
-    """Write the raw rows with timestamp ``< as_of`` of ``data_path`` to ``target`` (what ``train --as-of`` sees).
+def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, target: Path, since: pd.Timestamp | None = None) -> Path:
+    """Write the raw rows with timestamp ``< as_of`` (and ``>= since``) of ``data_path`` to ``target``.
 
-    Byte-identical for identical inputs, so two replays whose data agree before ``as_of``
-    share one training run (same data sha256, same run fingerprint).
+    Without ``since`` this is what ``train --as-of`` sees. Byte-identical for identical
+    inputs, so two replays whose data agree before ``as_of`` share one training run (same
+    data sha256, same run fingerprint).
     """
     from pipeline.data import read_raw
     from pipeline.scenarios import write_scenario_data
 
     raw = read_raw(cfg.data, data_path)
     ds = pd.to_datetime(raw[cfg.data.timestamp_column], format=cfg.data.timestamp_format, errors="coerce")
-    return write_scenario_data(raw[(ds < as_of).to_numpy()], target)
+    keep = (ds < as_of) & (ds >= since) if since is not None else ds < as_of
+    return write_scenario_data(raw[keep.to_numpy()], target)
 
 
-def _default_train(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, run_path: Path, tags: dict[str, str]) -> dict:
-    """The training pipeline (validate ... register) on the rows before ``as_of``, in ``run_path``."""
+def _default_train(
+    cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, run_path: Path, tags: dict[str, str], history: pd.Timedelta | None = None
+) -> dict:
+    """The training pipeline (validate ... register) on the rows before ``as_of`` (the last ``history`` of them), in ``run_path``."""
     from pipeline.runner import run_training_pipeline
 
-    before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz")
+    since = as_of - history if history is not None else None
+    before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz", since)
     return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags, as_of=as_of)
 
 
@@ -138,6 +144,8 @@ class ReplaySpec:
     inject_at: pd.Timestamp | None = None
     step: pd.Timedelta | None = None
     replay_id: str | None = None
+    #: train on the rows in ``[T - history, T)`` only (default: all rows before ``T``)
+    history: pd.Timedelta | None = None
     #: keep the config's MLflow/store settings instead of the replay's own (expert use)
     use_config_stores: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +190,8 @@ def default_replay_id(cfg: PipelineConfig, spec: ReplaySpec) -> str:
     parts = [cfg.name, spec.scenario.name, spec.start.strftime(fmt), spec.end.strftime(fmt)]
     if spec.inject_at is not None and spec.scenario.kind != "none":
         parts.append("at" + spec.inject_at.strftime(fmt))
+    if spec.history is not None:
+        parts.append(f"h{spec.history.days}d")
     return artifacts.safe_run_id("-".join(parts))
 
 
@@ -336,6 +346,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     from tqdm.auto import tqdm
 
     stages = stages or Stages()
+    if spec.history is not None and stages.train is _default_train:
+        stages = replace(stages, train=partial(_default_train, history=spec.history))
     step = spec.step or schedule_step(getattr(getattr(cfg, "monitoring", None), "schedule", None))
     clock = ticks(spec.start, spec.end, step)
     replay_id = spec.replay_id or default_replay_id(cfg, spec)
@@ -346,7 +358,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
         raise ReplayError(f"replay: the fault must start at or after --start ({spec.start}), found --inject-at {inject}")
     _bind_manifest(folder, {
         "config": str(cfg.source or ""), "scenario": spec.scenario.model_dump(), "start": spec.start.isoformat(),
-        "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step), **spec.extra,
+        "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step),
+        "history": str(spec.history) if spec.history is not None else None, **spec.extra,
     })  # fmt: skip
     rcfg = cfg if spec.use_config_stores else isolated_config(cfg, folder)
     data_path = prepare_data(cfg, spec, folder)
@@ -356,7 +369,7 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     rows: list[dict] = []
     with tracking_env(uri):
         shared = Path(cfg.run.artifact_root).resolve() / REPLAY / "_initial"
-        initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared)
+        initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared, spec.history)
         bar = tqdm(clock, desc=f"replay {spec.scenario.name}", unit="tick", disable=not progress)
         for as_of in bar:
             record = folder / "ticks" / f"{_stamp(as_of)}.json"
@@ -377,7 +390,9 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     return summary
 
 
-def _ensure_champion(cfg: PipelineConfig, stages: Stages, replay_id: str, start, data_path: Path, folder: Path, shared: Path) -> dict:
+def _ensure_champion(
+    cfg: PipelineConfig, stages: Stages, replay_id: str, start, data_path: Path, folder: Path, shared: Path, history=None
+) -> dict:
     """Train and register the initial champion as of ``start`` when the registry has none.
 
     The training run lives in ``shared/<config name>--<start>--<config fingerprint>``: replays
@@ -393,7 +408,8 @@ def _ensure_champion(cfg: PipelineConfig, stages: Stages, replay_id: str, start,
     else:
         from pipeline.tracking import run_fingerprint
 
-        run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}--{run_fingerprint(cfg, None)[:8]}")
+        window = f"--h{history.days}d" if history is not None else ""
+        run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}{window}--{run_fingerprint(cfg, None)[:8]}")
         res = train_as_of(cfg, stages, replay_id, start, data_path, {"trigger.reason": "initial champion of the replay"}, run_path)
         version = stages.champion(cfg)
         if version is None:
@@ -572,6 +588,7 @@ def replay_from_args(cfg: PipelineConfig, args) -> dict[str, Any]:
         inject_at=_timestamp(args.inject_at, "--inject-at"),
         step=schedule_step(args.step) if args.step else None,
         replay_id=args.replay_id,
+        history=pd.Timedelta(args.history) if args.history else None,
         use_config_stores=args.use_config_stores,
     )
     summary = run_replay(cfg, spec, progress=not args.no_progress)
