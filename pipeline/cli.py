@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     published.add_argument("--since", help="first origin (inclusive, ISO timestamp)")
     published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
     published.add_argument("--alias", default="champion", help="alias the forecasts were issued under (default champion)")
+    _registry_parsers(sub)
     replay = sub.add_parser("replay", help="replay the monitoring loop over history with an injected fault")
     common(replay)
     replay.add_argument("--start", required=True, help="first tick T0; the initial champion is trained on ds < T0")
@@ -60,6 +61,47 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--use-config-stores", action="store_true", help="use the config's MLflow and forecast stores")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _registry_parsers(sub) -> None:
+    """``promote``, ``rollback``, ``registry``: operators' commands on the aliases (pipeline.promotion)."""
+    promote = sub.add_parser("promote", help="make a version champion (previous champion kept as previous-champion)")
+    promote.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    promote.add_argument("--version", required=True, type=int, help="model version to promote")
+    promote.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
+    promote.add_argument("--force", action="store_true", help="promote even a version that failed the baseline gate or was rolled back")
+    promote.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")
+    rollback = sub.add_parser("rollback", help="move champion back to previous-champion")
+    rollback.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    rollback.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
+    rollback.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")
+    registry = sub.add_parser("registry", help="versions, aliases, canary state and the last alias events")
+    registry.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    registry.add_argument("--events", type=int, default=10, help="how many alias events to print (default 10)")
+    for p in (promote, rollback, registry):
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def _registry_command(args) -> int:
+    """``promote`` / ``rollback`` / ``registry``: an operator's time is theirs, so ``--as-of`` defaults to now."""
+    from datetime import datetime, timezone
+
+    from pipeline import promotion
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config)
+    as_of = getattr(args, "as_of", None) or datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    if args.command == "registry":
+        result = promotion.registry_report(cfg, args.events)
+        print(promotion.format_report(result))
+    else:
+        move = (promotion.manual_promote(cfg, args.version, args.reason, as_of, args.force) if args.command == "promote"
+                else promotion.manual_rollback(cfg, args.reason, as_of))  # fmt: skip
+        result = move.as_dict()
+        print(f"{move.action}: {move.model_name} aliases {move.before} -> {move.after}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
 
 
 def _monitor(args) -> int:
@@ -138,9 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline import artifacts
     from pipeline.config import load_config
 
-    if args.command in ("monitor", "forecasts"):
+    if args.command in ("monitor", "forecasts", "promote", "rollback", "registry"):
         try:
-            return (_monitor if args.command == "monitor" else _forecasts)(args)
+            return {"monitor": _monitor, "forecasts": _forecasts}.get(args.command, _registry_command)(args)
         except ConfigError as err:
             print(f"config error: {err}", file=sys.stderr)
             return 2

@@ -443,3 +443,77 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         canary = check_challenger(client, uri, cfg, name, as_of, store)
     outlet = next((r["outlet"] for r in (watch, canary) if r.get("outlet")), None)
     return {"as_of": as_of, "settled": settled, "rollback": watch, "challenger": canary, "outlet": outlet}
+
+
+# --- operators (the ``promote`` / ``rollback`` / ``registry`` commands) ---------------------
+
+
+def _operator_session(cfg):
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.store import store_for
+
+    uri = tracking.tracking_uri(cfg)
+    tracking.check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.tracking.MlflowClient(), uri, cfg.mlflow.registered_model_name, store_for(cfg)
+
+
+def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = False) -> AliasMove:
+    """An operator's promotion: the same transaction and records as the canary's, ``evidence.manual``.
+
+    Raises:
+        RefusedMoveError: the version failed the baseline gate or was rolled back, and not ``force``.
+    """
+    client, uri, name, store = _operator_session(cfg)
+    with aliases.registry_lock(uri, name):
+        recover(client, uri, name)
+    evidence = {"manual": True, "forced": force}
+    return promote(client, uri, name, int(version), reason=f"manual: {reason}", as_of=as_of, evidence=evidence,
+                   store=store, automatic=False, force=force)  # fmt: skip
+
+
+def manual_rollback(cfg, reason: str, as_of: str) -> AliasMove:
+    """An operator's rollback to ``previous-champion`` (same records as the canary's)."""
+    client, uri, name, store = _operator_session(cfg)
+    with aliases.registry_lock(uri, name):
+        recover(client, uri, name)
+    return rollback(client, uri, name, reason=f"manual: {reason}", as_of=as_of, evidence={"manual": True}, store=store)
+
+
+def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
+    """Versions (aliases, gate, canary state and reason), the aliases, the last alias events.
+
+    Also restores a move that died half way (its journal), so what it prints is true.
+    """
+    client, uri, name, store = _operator_session(cfg)
+    with aliases.registry_lock(uri, name):
+        recovered = recover(client, uri, name)
+    now = current_aliases(client, name)
+    by_version: dict[int, list[str]] = {}
+    for alias, v in now.items():
+        if v is not None:
+            by_version.setdefault(v, []).append(alias)
+    found = _call("search versions", client.search_model_versions, f"name='{name}'")
+    versions = [
+        {"version": int(mv.version), "aliases": sorted(by_version.get(int(mv.version), [])), "gate": mv.tags.get("gate", ""),
+         "lstm_rmse": mv.tags.get("lstm_rmse", ""), "canary": mv.tags.get(CANARY_TAG, ""), "canary_reason": mv.tags.get(REASON_TAG, "")}
+        for mv in sorted(found, key=lambda m: int(m.version))
+    ]  # fmt: skip
+    return {"model": name, "tracking_uri": uri, "aliases": now, "versions": versions,
+            "events": store.alias_events(name, n_events), "recovered": recovered}  # fmt: skip
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The ``registry`` command's text: a versions table, then the last alias events."""
+    lines = [f"{report['model']} at {report['tracking_uri']}", "aliases: " + ", ".join(f"{a}=v{v}" if v else f"{a}=-" for a, v in report["aliases"].items())]
+    if report.get("recovered"):
+        lines.append(f"restored an interrupted {report['recovered']['action']} (aliases back to {report['recovered']['before']})")
+    lines.append(f"{'version':>7}  {'aliases':<28} {'gate':<7} {'lstm_rmse':<10} {'canary':<12} reason")
+    for v in report["versions"]:
+        lines.append(f"{v['version']:>7}  {','.join(v['aliases']) or '-':<28} {v['gate']:<7} {v['lstm_rmse']:<10} {v['canary'] or '-':<12} {v['canary_reason'][:120]}")
+    lines.append("last alias events (newest first):")
+    for e in report["events"]:
+        lines.append(f"  {e['as_of']}  {e['action']:<8} {e['alias']:<18} v{e['from_version'] or '-'} -> v{e['to_version'] or '-'}  {e['reason'][:120]}")
+    return "\n".join(lines)

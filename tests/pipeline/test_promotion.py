@@ -55,57 +55,53 @@ def tags(client, name: str, version: int) -> dict:
     return dict(client.get_model_version(name, str(version)).tags)
 
 
-class EventLog:
-    """Stand-in for the forecast store's alias-event table (the SQL store is tested in its own module)."""
+@pytest.fixture
+def store(tmp_path):
+    from pipeline.store import ForecastStore
 
-    def __init__(self, fail: bool = False):
-        self.rows, self.fail = [], fail
-
-    def record_alias_event(self, model_name, alias, from_version, to_version, action, reason, evidence, as_of):
-        if self.fail:
-            from sqlalchemy.exc import OperationalError
-
-            raise OperationalError("INSERT INTO alias_events", {}, Exception("database is locked"))
-        self.rows.append({"alias": alias, "from": from_version, "to": to_version, "action": action, "reason": reason, "as_of": as_of})
+    return ForecastStore(f"sqlite:///{tmp_path / 'store' / 'forecasts.db'}")
 
 
-def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflow_server):
+def events(store, name: str) -> list[tuple]:
+    return sorted((e["alias"], e["from_version"], e["to_version"], e["action"]) for e in store.alias_events(name, 50))
+
+
+def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflow_server, store):
     name = make_model(client, 3)
     set_aliases(client, name, champion=1, challenger=2)
-    log = EventLog()
     move = promotion.promote(client, mlflow_server, name, 2, reason="DM p=0.001", as_of="2025-01-05T00:00:00",
-                             evidence={"p_better": 0.001, "n_origins": 80}, store=log, expect={"champion": 1, "challenger": 2})  # fmt: skip
+                             evidence={"p_better": 0.001, "n_origins": 80}, store=store, expect={"champion": 1, "challenger": 2})  # fmt: skip
     assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
     t = tags(client, name, 2)
     assert t["canary"] == "promoted" and t["canary_reason"] == "DM p=0.001" and t["canary_p_better"] == "0.001"
     assert t["canary_n_origins"] == "80" and t["canary_promoted_as_of"] == "2025-01-05T00:00:00"
     assert t["alias.champion.reason"] == "promoted: DM p=0.001" and "removed" in "".join(k for k in t if k.startswith("alias.challenger"))
     assert tags(client, name, 1)["alias.previous-champion.reason"].startswith("champion until v2")
-    assert sorted((r["alias"], r["from"], r["to"]) for r in log.rows) == [("challenger", 2, None), ("champion", 1, 2), ("previous-champion", None, 1)]
+    assert events(store, name) == [("challenger", 2, None, "promote"), ("champion", 1, 2, "promote"), ("previous-champion", None, 1, "promote")]
+    assert store.alias_events(name, 1)[0]["evidence"]["p_better"] == 0.001
     assert move.outlet() == {"uri": f"mlflow://models/{name}@champion", "extra": {
         "action": "promote", "from_version": 1, "to_version": 2, "reason": "DM p=0.001", "as_of": "2025-01-05T00:00:00"}}  # fmt: skip
     assert not promotion.journal_path(mlflow_server, name).exists()
 
 
-def test_rejection_removes_challenger_only(client, mlflow_server):
+def test_rejection_removes_challenger_only(client, mlflow_server, store):
     name = make_model(client, 2)
     set_aliases(client, name, champion=1, challenger=2)
-    log = EventLog()
-    move = promotion.reject(client, mlflow_server, name, 2, reason="significantly worse", as_of="2025-01-05", store=log)
+    move = promotion.reject(client, mlflow_server, name, 2, reason="significantly worse", as_of="2025-01-05", store=store)
     assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
     assert tags(client, name, 2)["canary"] == "rejected" and tags(client, name, 2)["canary_reason"] == "significantly worse"
-    assert [(r["alias"], r["from"], r["to"], r["action"]) for r in log.rows] == [("challenger", 2, None, "reject")]
+    assert events(store, name) == [("challenger", 2, None, "reject")]
     assert move.outlet() is None
 
 
-def test_rollback_restores_previous_champion_and_blocks_automatic_repromotion(client, mlflow_server):
+def test_rollback_restores_previous_champion_and_blocks_automatic_repromotion(client, mlflow_server, store):
     name = make_model(client, 2)
     set_aliases(client, name, champion=2, previous_champion=1)
-    log = EventLog()
-    move = promotion.rollback(client, mlflow_server, name, reason="worse than v1 since promotion", as_of="2025-01-09", store=log)
+    move = promotion.rollback(client, mlflow_server, name, reason="worse than v1 since promotion", as_of="2025-01-09", store=store)
     assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
     assert tags(client, name, 2)["canary"] == "rolled_back"
     assert move.outlet()["extra"]["to_version"] == 1
+    assert events(store, name) == [("champion", 2, 1, "rollback"), ("previous-champion", 1, None, "rollback")]
     set_aliases(client, name, challenger=2)
     with pytest.raises(promotion.RefusedMoveError, match="never promoted automatically"):
         promotion.promote(client, mlflow_server, name, 2, reason="again", as_of="2025-01-10")
@@ -131,12 +127,16 @@ def test_a_decision_on_stale_aliases_is_refused(client, mlflow_server):
     assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
 
 
-def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server):
+def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server, tmp_path):
+    from pipeline.store import ForecastStore
+
+    (tmp_path / "not-a-dir").write_text("a file where the store's folder should be")
+    broken = ForecastStore(f"sqlite:///{tmp_path / 'not-a-dir' / 'forecasts.db'}", attempts=1)
     name = make_model(client, 2)
     set_aliases(client, name, champion=1, challenger=2)
     before_tags = {v: tags(client, name, v) for v in (1, 2)}
     with pytest.raises(RegistryError, match="undone"):
-        promotion.promote(client, mlflow_server, name, 2, reason="x", as_of="2025-01-01", store=EventLog(fail=True))
+        promotion.promote(client, mlflow_server, name, 2, reason="x", as_of="2025-01-01", store=broken)
     assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
     assert {v: tags(client, name, v) for v in (1, 2)} == before_tags
     assert not promotion.journal_path(mlflow_server, name).exists()
@@ -165,17 +165,17 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
 
 
-def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server):
+def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
     name = make_model(client, 3)
     set_aliases(client, name, champion=1, challenger=2)
-    log = EventLog()
-    promotion.settle_challengers(client, mlflow_server, name, "2025-01-01", store=log)
+    promotion.settle_challengers(client, mlflow_server, name, "2025-01-01", store=store)
     assert tags(client, name, 2)["canary"] == "pending"
     set_aliases(client, name, challenger=3)  # what registration does with a newer version
-    moves = promotion.settle_challengers(client, mlflow_server, name, "2025-01-02", store=log)
+    moves = promotion.settle_challengers(client, mlflow_server, name, "2025-01-02", store=store)
     assert [(m.action, m.version) for m in moves] == [("reject", 2)]
     assert tags(client, name, 2)["canary"] == "rejected" and "replaced in the canary by the newer challenger v3" in tags(client, name, 2)["canary_reason"]
     assert tags(client, name, 3)["canary"] == "pending"
+    assert events(store, name) == []  # registration moved challenger; v2 lost nothing the canary holds
     assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
 
 
@@ -185,3 +185,35 @@ def test_the_first_version_leaves_the_canary(client, mlflow_server):
     promotion.settle_challengers(client, mlflow_server, name, "2025-01-01")
     assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
     assert tags(client, name, 1)["canary"] == "promoted"
+
+
+def test_operator_commands_promote_rollback_and_registry(client, mlflow_server, tmp_path, capsys):
+    import yaml
+
+    from pipeline.cli import main
+    from tests.conftest import tiny_config_dict
+
+    name = make_model(client, 3)
+    client.set_model_version_tag(name, "3", "gate", "failed")
+    set_aliases(client, name, champion=1, challenger=2)
+    raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "artifacts", mlflow={"registered_model_name": name},
+                           monitoring={"store_url": f"sqlite:///{tmp_path / 'forecasts.db'}"})  # fmt: skip
+    raw["data"] = {**raw["data"], "path": None, "synthetic": {"n": 100}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    config = str(tmp_path / "c.yaml")
+
+    assert main(["promote", "--config", config, "--version", "2", "--reason", "ops: looks better", "--as-of", "2025-02-01T00:00:00"]) == 0
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert tags(client, name, 2)["canary_reason"] == "manual: ops: looks better" and tags(client, name, 2)["canary_manual"] == "True"
+    assert main(["promote", "--config", config, "--version", "3", "--reason", "try"]) == 1
+    assert "did not pass the baseline gate" in capsys.readouterr().err and state(client, name)["champion"] == 2
+    assert main(["rollback", "--config", config, "--reason", "ops: complaints", "--as-of", "2025-02-02T00:00:00"]) == 0
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    capsys.readouterr()
+    assert main(["registry", "--config", config, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "rolled_back" in out and "manual: ops: complaints" in out and "champion=v1" in out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert [v["canary"] for v in report["versions"]] == ["", "rolled_back", ""]
+    assert [e["action"] for e in report["events"]][:2] == ["rollback", "rollback"]
+    assert main(["rollback", "--config", config, "--reason", "again"]) == 1  # nothing to roll back to
