@@ -3,7 +3,7 @@
 Each case is one :func:`pipeline.replay.run_replay` (its own MLflow and forecast stores
 under ``artifacts/replay/<id>/``): a champion trained as of ``start``, a fault injected
 one week later, daily monitoring checks for four more weeks; every training sees the
-year before its ``T`` (``--history 365D``). Each scenario runs in a volatile season
+180 days before its ``T`` (``--history 180D``). Each scenario runs in a volatile season
 (October, the start of the heating season's pollution episodes) and a calm one (June); the clean scenario also runs over the whole second half of
 2014 (false alarms). Results are appended per case to ``benchmarks/results/bench_loop.json``
 (a rerun skips the cases already there and the replays resume), and the Markdown table
@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "beijing_pm25_replay.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_loop.json"
-#: season -> (start, inject_at, end); the champion is trained on the year before start
+#: season -> (start, inject_at, end); the champion is trained on the 180 days before start
 SEASONS = {
     "summer": ("2014-06-01", "2014-06-08", "2014-07-06"),
     "autumn": ("2014-09-24", "2014-10-01", "2014-10-29"),  # the heating season's episodes begin: volatile
     "clean_h2": ("2014-07-01", "2014-07-01", "2014-12-31"),
 }
-HISTORY = "365D"
+HISTORY = "180D"
 SCENARIOS = ["none", "recalibration_x2", "scale_x3", "temp_c_to_f", "level_shift", "trend", "noise"]
 DEFAULT_CASES = [f"{season}:{sc}" for season in ("autumn", "summer") for sc in SCENARIOS] + ["clean_h2:none"]
 
