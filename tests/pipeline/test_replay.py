@@ -177,7 +177,7 @@ def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
 
     csv = tmp_path / "input.csv"
     sine_frame(n=20 * 24).to_csv(csv, index=False)
-    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
+    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL)
     raw["baselines"] = {"models": ["Naive"], "season_length": 24}
     raw["monitoring"] = {"window": "1D", "min_origins": 12, "cooldown": "2D", "schedule": "12h"}
     raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
