@@ -381,6 +381,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
             rows.append(row)
             bar.set_postfix_str(f"{as_of:%Y-%m-%d %H:%M} {row['decision']}")
     timeline = pd.DataFrame(rows)
+    for col in ("champion_version", "registered_version", "n_origins_scored"):
+        timeline[col] = pd.to_numeric(timeline[col]).astype("Int64")  # versions stay integers next to gaps
     timeline.to_csv(folder / "timeline.csv", index=False)
     summary = summarize(timeline, inject, spec.scenario.kind != "none", initial)
     summary.update(replay_id=replay_id, scenario=spec.scenario.name, replay_dir=str(folder),

@@ -204,6 +204,7 @@ def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     assert tables, "the replay's forecast store was not created"
     timeline = pd.read_csv(summary["timeline"])
     assert timeline["decision"].eq("retrain").sum() == summary["triggers"] >= 1
+    assert summary["canary_decisions"].get("wait", 0) >= 1  # the challenger was shadow-scored and judged
     # the user's own registry (the config's) was never created
     assert not (tmp_path / "mlflow").exists()
 
