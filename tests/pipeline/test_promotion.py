@@ -159,10 +159,15 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     assert state(client, name) != {"champion": 1, "challenger": 2, "previous-champion": None}  # half moved
     journal = json.loads(promotion.journal_path(mlflow_server, name).read_text())
     assert journal["before"] == {"champion": 1, "challenger": 2, "previous-champion": None}
-    with aliases.registry_lock(mlflow_server, name):
-        assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
-    assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
-    assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
+    if point.endswith("previous-champion"):  # recover() alone puts everything back, records included
+        with aliases.registry_lock(mlflow_server, name):
+            assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+        assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
+    # the next move first restores the state the journal records, then makes its own move whole
+    promotion.promote(client, mlflow_server, name, 2, reason="retried", as_of="2025-01-02")
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert tags(client, name, 2)["canary_reason"] == "retried" and not promotion.journal_path(mlflow_server, name).exists()
 
 
 def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
@@ -217,3 +222,61 @@ def test_operator_commands_promote_rollback_and_registry(client, mlflow_server, 
     assert [v["canary"] for v in report["versions"]] == ["", "rolled_back", ""]
     assert [e["action"] for e in report["events"]][:2] == ["rollback", "rollback"]
     assert main(["rollback", "--config", config, "--reason", "again"]) == 1  # nothing to roll back to
+
+
+def write_scores(store, name: str, versions: tuple[int, int], sds: tuple[float, float], start: str, n_origins: int, seed: int, h: int = 4) -> str:
+    """Scores of two versions on the same ``n_origins`` hourly origins from ``start``; returns the next origin (ISO)."""
+    import pandas as pd
+
+    from tests.pipeline.test_canary import paired_frame
+
+    frame = paired_frame(n_origins, h, sds[0], sds[1], seed=seed)
+    frame["origin"] = frame["origin"] - frame["origin"].iloc[0] + pd.Timestamp(start)
+    frame["ds"] = frame["origin"] + pd.to_timedelta(frame["step"], unit="h")
+    for version, col in zip(versions, ("y_hat_a", "y_hat_b"), strict=True):
+        rows = frame.assign(model_name=name, version=version, y_hat=frame[col], as_of=frame["ds"].max())
+        store.record_scores(rows[["model_name", "version", "unique_id", "origin", "step", "ds", "y_hat", "y", "as_of"]])
+    return (pd.Timestamp(start) + pd.Timedelta(hours=n_origins)).isoformat()
+
+
+def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_rejects_a_bad_challenger(client, mlflow_server, store, tmp_path):
+    import yaml
+
+    from pipeline.config import load_config
+    from tests.conftest import tiny_config_dict
+
+    name = make_model(client, 3)
+    raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "artifacts", mlflow={"registered_model_name": name},
+                           monitoring={"store_url": store.url},
+                           canary={"min_origins": 20, "max_origins": 100, "alpha": 0.05, "min_improvement": 0.05, "rollback_origins": 30})  # fmt: skip
+    raw["features"]["horizon"] = 4
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "c.yaml")
+    set_aliases(client, name, champion=1, challenger=2)
+
+    # a good challenger: waits before min_origins, then is promoted
+    t = write_scores(store, name, (1, 2), (1.0, 0.5), "2025-03-01T00:00:00", 12, seed=1)
+    first = promotion.run_canary(cfg, t, store, client)
+    assert first["challenger"]["action"] == "wait" and "min_origins=20" in first["challenger"]["reason"]
+    assert tags(client, name, 2)["canary"] == "pending" and first["outlet"] is None
+    t = write_scores(store, name, (1, 2), (1.0, 0.5), t, 30, seed=2)
+    done = promotion.run_canary(cfg, t, store, client)
+    assert done["challenger"]["action"] == "promote", done["challenger"]
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert done["outlet"]["extra"]["to_version"] == 2 and tags(client, name, 2)["canary_promoted_as_of"] == t
+    assert float(tags(client, name, 2)["canary_p_better"]) < 0.05
+
+    # after the promotion v2 turns bad against the shadow-scored previous champion: rolled back
+    t = write_scores(store, name, (1, 2), (1.0, 2.0), t, 24, seed=3)
+    back = promotion.run_canary(cfg, t, store, client)
+    assert back["rollback"]["action"] == "rollback", back["rollback"]
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert tags(client, name, 2)["canary"] == "rolled_back" and back["outlet"]["extra"]["to_version"] == 1
+
+    # a bad challenger is rejected; a rolled-back version is never promoted automatically
+    set_aliases(client, name, challenger=3)
+    t = write_scores(store, name, (1, 3), (1.0, 1.8), t, 30, seed=4)
+    bad = promotion.run_canary(cfg, t, store, client)
+    assert bad["challenger"]["action"] == "reject" and "significantly worse" in bad["challenger"]["reason"]
+    assert state(client, name)["challenger"] is None and tags(client, name, 3)["canary"] == "rejected"
+    assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous-champion
