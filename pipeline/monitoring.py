@@ -51,7 +51,8 @@ from pipeline.errors import MonitoringError, RegistryError, SchemaValidationErro
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+# the alias names of pipeline.aliases (MLflow aliases: "previous-champion", hyphenated)
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-champion"
 SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
 OBSERVED, REFERENCE, CHECK = "observed.parquet", "reference.parquet", "check.json"
 RESULT_KEYS = (

@@ -177,6 +177,12 @@ def test_too_few_origins_for_the_test_waits():
     assert d.action == "wait" and "more than 2h = 8" in d.reason and np.isnan(d.p_better)
 
 
+def test_no_paired_scores_yet_waits():
+    empty = pd.DataFrame(columns=["unique_id", "origin", "step", "ds", "y", "y_hat_a", "y_hat_b"])
+    assert decide(empty, CFG, horizon=4).action == "wait" and decide(empty, CFG, horizon=4).n_origins == 0
+    assert decide_rollback(empty, CFG, horizon=4).action == "wait"
+
+
 def test_rollback_when_the_new_champion_is_significantly_worse():
     bad = decide_rollback(paired_frame(50, 4, 1.0, 1.8, seed=6), CFG)
     assert bad.action == "rollback" and bad.p_worse < CFG.alpha
