@@ -180,7 +180,7 @@ def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, s
     assert [(m.action, m.version) for m in moves] == [("reject", 2)]
     assert tags(client, name, 2)["canary"] == "rejected" and "replaced in the canary by the newer challenger v3" in tags(client, name, 2)["canary_reason"]
     assert tags(client, name, 3)["canary"] == "pending"
-    assert events(store, name) == []  # registration moved challenger; v2 lost nothing the canary holds
+    assert events(store, name) == [("challenger", 2, 3, "reject")]  # the replacement, with its reason
     assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
 
 
