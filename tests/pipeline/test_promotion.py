@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import json
 import os
 import subprocess
@@ -280,3 +281,75 @@ def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_r
     assert bad["challenger"]["action"] == "reject" and "significantly worse" in bad["challenger"]["reason"]
     assert state(client, name)["challenger"] is None and tags(client, name, 3)["canary"] == "rejected"
     assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous-champion
+
+
+def _start_server(root, port: int):
+    """An ``mlflow server`` on ``port`` over the SQLite store in ``root`` (restartable on the same store)."""
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError((root / "server.log").read_text()[-2000:])
+
+
+def test_the_tracking_server_dying_during_a_promotion_never_leaves_aliases_half_moved(tmp_path, monkeypatch):
+    """The server stops between two alias moves: the move fails, its restore fails too, the journal
+    stays; once the server is back, the next move (here ``registry``'s recover) restores it whole."""
+    import threading
+
+    import mlflow
+
+    from tests.conftest import _free_port, stop_process_group
+
+    port, root = _free_port(), tmp_path / "server"
+    root.mkdir()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(key, value)
+    proc = _start_server(root, port)
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.tracking.MlflowClient(uri)
+        name = make_model(client, 2)
+        set_aliases(client, name, champion=1, challenger=2)
+        monkeypatch.setenv("LSTM_PIPELINE_FAULT", "promotion_after_previous-champion:sleep=8")
+        errors = []
+        worker = threading.Thread(target=lambda: _promote_catching(client, uri, name, errors))
+        worker.start()
+        time.sleep(4)  # the promotion is asleep after its first alias move
+        stop_process_group(proc)
+        worker.join(timeout=120)
+        monkeypatch.delenv("LSTM_PIPELINE_FAULT")
+        assert errors and "restore failed too" in errors[0], errors
+        assert promotion.journal_path(uri, name).exists()
+        proc = _start_server(root, port)
+        half = state(client, name)
+        assert half == {"champion": 1, "challenger": 2, "previous-champion": 1}  # what the dead server kept
+        with aliases.registry_lock(uri, name):
+            assert promotion.recover(client, uri, name)["action"] == "promote"
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+        assert "alias.previous-champion.reason" not in tags(client, name, 1)
+    finally:
+        stop_process_group(proc)
+
+
+def _promote_catching(client, uri: str, name: str, errors: list) -> None:
+    try:
+        promotion.promote(client, uri, name, 2, reason="server dies", as_of="2025-01-01")
+    except RegistryError as exc:
+        errors.append(str(exc))
