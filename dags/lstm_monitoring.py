@@ -1,4 +1,5 @@
-"""Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold).
+"""Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold),
+and score -> canary -> publish_champion.
 
 Thin wiring over ``pipeline/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
@@ -13,6 +14,11 @@ deterministic run id ``retrain__<model>_<T>``: a rerun of the same check finds t
 does not trigger a second one. With no ``champion`` registered, the tasks are skipped
 (not failed) and the check row says why.
 
+``canary`` (``pipeline/promotion.py``) decides on the challenger and watches a fresh
+promotion against ``previous-champion``; ``publish_champion`` emits the ``champion`` Asset
+event (extra: action, from/to version, reason, as_of) when ``champion`` moved, and is
+skipped otherwise.
+
 Params: ``config_path``, ``data_path`` (observations CSV instead of ``data.path``), ``as_of``
 and ``since`` (override ``T`` and the first origin, for manual runs and tests).
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = os.environ.get("LSTM_PIPELINE_CONFIG", str(ROOT / "configs" / "beijing_pm25.yaml"))
@@ -39,6 +45,20 @@ def _schedule(path: str) -> str | None:
         return (yaml.safe_load(Path(path).read_text()).get("monitoring") or {}).get("schedule", "@daily")
     except (OSError, yaml.YAMLError, AttributeError):
         return "@daily"
+
+
+def _model_name(path: str) -> str:
+    """``mlflow.registered_model_name`` of the default config (names the ``champion`` Asset at parse time)."""
+    import yaml
+
+    try:
+        return (yaml.safe_load(Path(path).read_text()).get("mlflow") or {}).get("registered_model_name", "lstm-forecaster")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "lstm-forecaster"
+
+
+#: updated when the canary moves ``champion`` (promotion or rollback); the same naming as the training DAG's ``@challenger``
+CHAMPION_ASSET = Asset(f"mlflow://models/{_model_name(DEFAULT_CONFIG)}@champion")
 
 
 def _setup() -> tuple:
@@ -93,8 +113,24 @@ def lstm_monitoring():
         cfg, *_ = _setup()
         return monitoring.score(cfg, state)
 
-    # canary (issue 13): a task here, after `score`, reads ForecastStore.paired_scores for
-    # champion vs challenger on the origins both scored and promotes / rejects / rolls back.
+    @task(retries=1, retry_delay=timedelta(seconds=30))
+    def canary(state: dict) -> dict:
+        """Champion vs challenger (and the rollback watch) on the paired scored origins: promote / reject / roll back."""
+        from pipeline.promotion import run_canary
+        from pipeline.store import store_for
+
+        cfg, *_ = _setup()
+        return run_canary(cfg, state["as_of"], store_for(cfg))
+
+    @task(outlets=[CHAMPION_ASSET])
+    def publish_champion(result: dict) -> dict:
+        """Emits the ``champion`` Asset event only when the canary moved ``champion`` (skipped otherwise)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not result.get("outlet"):
+            raise AirflowSkipException("champion did not move")
+        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = result["outlet"]["extra"]
+        return result["outlet"]
 
     @task
     def detect_drift(state: dict) -> dict:
@@ -114,7 +150,9 @@ def lstm_monitoring():
     def branch(decision: str) -> str:
         return "trigger_retrain" if decision == "retrain" else "hold"
 
-    check = decide(detect_drift(score(forecast())))
+    scored = score(forecast())
+    publish_champion(canary(scored))
+    check = decide(detect_drift(scored))
     trigger = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id="lstm_training",

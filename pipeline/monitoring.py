@@ -51,7 +51,7 @@ from pipeline.errors import MonitoringError, RegistryError, SchemaValidationErro
 
 log = logging.getLogger(__name__)
 
-# the registry spells it previous-champion (pipeline.aliases.PREVIOUS_CHAMPION); the shadow scoring must match
+# the alias names of pipeline.aliases (MLflow aliases: "previous-champion", hyphenated)
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-champion"
 SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
 OBSERVED, REFERENCE, CHECK = "observed.parquet", "reference.parquet", "check.json"

@@ -245,12 +245,15 @@ def _undo(client, model_name: str, path: Path, action: str, exc: BaseException) 
 
 
 def _record_events(store, move: AliasMove) -> None:
+    """One row per alias that changed; a rejection of a version that had already lost ``challenger``
+    (to a newer registration) records that replacement (``challenger``: old -> current)."""
     if store is None:
         return
-    for alias in ALIASES:
-        old, new = move.before.get(alias), move.after.get(alias)
-        if old != new:
-            store.record_alias_event(move.model_name, alias, old, new, move.action, move.reason, move.evidence, move.as_of)
+    changed = [(a, move.before.get(a), move.after.get(a)) for a in ALIASES if move.before.get(a) != move.after.get(a)]
+    if not changed and move.action == "reject":
+        changed = [(CHALLENGER, move.version, move.after.get(CHALLENGER))]
+    for alias, old, new in changed:
+        store.record_alias_event(move.model_name, alias, old, new, move.action, move.reason, move.evidence, move.as_of)
 
 
 def _check_promotable(client, model_name: str, version: int, automatic: bool, force: bool) -> None:

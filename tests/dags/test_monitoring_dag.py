@@ -77,6 +77,8 @@ def test_a_firing_rule_triggers_lstm_training_once_with_the_conf(setup):
     result = _monitor(setup, config)
     assert result["tasks"]["decide"] == "success", result["log"][-5000:]
     assert result["tasks"]["trigger_retrain"] == "success" and result["tasks"]["hold"] == "skipped", result["tasks"]
+    # canary (issue 13): the first version leaves the canary, champion does not move, no Asset event
+    assert result["tasks"]["canary"] == "success" and result["tasks"]["publish_champion"] == "skipped", result["tasks"]
     runs = _training_runs(setup["home"])
     run_id = "retrain__dag-monitored-sine_2024-01-20T16_00_00"
     assert list(runs) == [run_id]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,6 +177,12 @@ def test_too_few_origins_for_the_test_waits():
     assert d.action == "wait" and "more than 2h = 8" in d.reason and np.isnan(d.p_better)
 
 
+def test_no_paired_scores_yet_waits():
+    empty = pd.DataFrame(columns=["unique_id", "origin", "step", "ds", "y", "y_hat_a", "y_hat_b"])
+    assert decide(empty, CFG, horizon=4).action == "wait" and decide(empty, CFG, horizon=4).n_origins == 0
+    assert decide_rollback(empty, CFG, horizon=4).action == "wait"
+
+
 def test_rollback_when_the_new_champion_is_significantly_worse():
     bad = decide_rollback(paired_frame(50, 4, 1.0, 1.8, seed=6), CFG)
     assert bad.action == "rollback" and bad.p_worse < CFG.alpha
@@ -199,3 +207,68 @@ def test_canary_config_orders_its_bounds(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="max_origins"):
         load_config(tmp_path / "c.yaml")
+
+
+# --- guards: real (tiny) trained challengers that must never be promoted ------------------
+
+
+def _train(root, frame, name: str, as_of: str, **training):
+    """Validate -> features -> train on ``frame`` rows with ds < as_of; the pyfunc's model object, unregistered."""
+    import yaml
+
+    from pipeline.config import load_config
+    from pipeline.features import load_preprocessor, run_features
+    from pipeline.serving import ForecastModel
+    from pipeline.training import load_members, run_training
+    from pipeline.validation import run_validation
+    from tests.conftest import FAST_MODEL, FAST_TRAINING, tiny_config_dict
+
+    csv = root / f"{name}.csv"
+    frame.to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, **training}, model=FAST_MODEL)
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(root / f"{name}.yaml")
+    run = root / "artifacts" / name
+    validated = run_validation(cfg, run, as_of=as_of)
+    feats = run_features(cfg, run, Path(validated["data"]))
+    trained = run_training(cfg, run, Path(feats["features"]))
+    model = ForecastModel()
+    model.prep, model.members = load_preprocessor(run / "features"), load_members(run / "training" / "model.pt")
+    assert trained["training"]
+    return model
+
+
+@pytest.mark.slow
+def test_bad_challengers_are_never_promoted(tmp_path):
+    """Shuffled targets, a single epoch, and the scaler of another data set, against a good champion.
+
+    Every model forecasts the same live stretch (after its training data) through the pyfunc's
+    multi-origin mode; the scores go through the real SQLite forecast store.
+    """
+    from pipeline.store import ForecastStore
+    from tests.conftest import sine_frame
+
+    live = sine_frame(n=560, seed=0)
+    as_of, end = live["time"].iloc[400], live["time"].iloc[-1]
+    rng = np.random.default_rng(0)
+    shuffled = live.assign(load=rng.permutation(live["load"].to_numpy()))
+    other = live.assign(load=10 * live["load"] + 50)  # another data set: its scaler is 10x off for this one
+    models = {
+        1: _train(tmp_path, live, "champion", as_of),
+        2: _train(tmp_path, shuffled, "shuffled", as_of),
+        3: _train(tmp_path, live, "one-epoch", as_of, max_epochs=1, min_epochs=1, learning_rate=0.001),
+        4: _train(tmp_path, other, "other-scaler", as_of),
+    }
+    store = ForecastStore(f"sqlite:///{tmp_path / 'forecasts.db'}")
+    observed = live.rename(columns={"time": "ds", "load": "y"}).assign(unique_id="series", ds=lambda f: pd.to_datetime(f["ds"]))
+    params = {"origins": "all", "origin_start": as_of, "origin_end": end}
+    for version, model in models.items():
+        frame = model.predict(None, live, params=params)
+        store.upsert_forecasts(frame.assign(model_name="guards", version=version, alias="shadow", as_of=end))
+    store.score(observed[["unique_id", "ds", "y"]].assign(unique_id=lambda f: frame["unique_id"].iloc[0]), as_of=end)
+    cfg = CanaryConfig(min_origins=48, min_improvement=0.05, alpha=0.05, max_origins=150, rollback_origins=60)
+    for version, why in ((2, "shuffled targets"), (3, "one epoch"), (4, "scaler of another data set")):
+        d = decide(store.paired_scores("guards", 1, version, until=end), cfg, horizon=4)
+        assert d.n_origins >= 100, (why, d.reason)
+        assert d.action == "reject", (why, d.reason)
+        assert d.improvement < 0 and d.p_worse < 0.05, (why, d.reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import json
 import os
 import subprocess
@@ -159,10 +160,15 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     assert state(client, name) != {"champion": 1, "challenger": 2, "previous-champion": None}  # half moved
     journal = json.loads(promotion.journal_path(mlflow_server, name).read_text())
     assert journal["before"] == {"champion": 1, "challenger": 2, "previous-champion": None}
-    with aliases.registry_lock(mlflow_server, name):
-        assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
-    assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
-    assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
+    if point.endswith("previous-champion"):  # recover() alone puts everything back, records included
+        with aliases.registry_lock(mlflow_server, name):
+            assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+        assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
+    # the next move first restores the state the journal records, then makes its own move whole
+    promotion.promote(client, mlflow_server, name, 2, reason="retried", as_of="2025-01-02")
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert tags(client, name, 2)["canary_reason"] == "retried" and not promotion.journal_path(mlflow_server, name).exists()
 
 
 def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
@@ -175,7 +181,7 @@ def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, s
     assert [(m.action, m.version) for m in moves] == [("reject", 2)]
     assert tags(client, name, 2)["canary"] == "rejected" and "replaced in the canary by the newer challenger v3" in tags(client, name, 2)["canary_reason"]
     assert tags(client, name, 3)["canary"] == "pending"
-    assert events(store, name) == []  # registration moved challenger; v2 lost nothing the canary holds
+    assert events(store, name) == [("challenger", 2, 3, "reject")]  # the replacement, with its reason
     assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
 
 
@@ -217,3 +223,133 @@ def test_operator_commands_promote_rollback_and_registry(client, mlflow_server, 
     assert [v["canary"] for v in report["versions"]] == ["", "rolled_back", ""]
     assert [e["action"] for e in report["events"]][:2] == ["rollback", "rollback"]
     assert main(["rollback", "--config", config, "--reason", "again"]) == 1  # nothing to roll back to
+
+
+def write_scores(store, name: str, versions: tuple[int, int], sds: tuple[float, float], start: str, n_origins: int, seed: int, h: int = 4) -> str:
+    """Scores of two versions on the same ``n_origins`` hourly origins from ``start``; returns the next origin (ISO)."""
+    import pandas as pd
+
+    from tests.pipeline.test_canary import paired_frame
+
+    frame = paired_frame(n_origins, h, sds[0], sds[1], seed=seed)
+    frame["origin"] = frame["origin"] - frame["origin"].iloc[0] + pd.Timestamp(start)
+    frame["ds"] = frame["origin"] + pd.to_timedelta(frame["step"], unit="h")
+    for version, col in zip(versions, ("y_hat_a", "y_hat_b"), strict=True):
+        rows = frame.assign(model_name=name, version=version, y_hat=frame[col], as_of=frame["ds"].max())
+        store.record_scores(rows[["model_name", "version", "unique_id", "origin", "step", "ds", "y_hat", "y", "as_of"]])
+    return (pd.Timestamp(start) + pd.Timedelta(hours=n_origins)).isoformat()
+
+
+def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_rejects_a_bad_challenger(client, mlflow_server, store, tmp_path):
+    import yaml
+
+    from pipeline.config import load_config
+    from tests.conftest import tiny_config_dict
+
+    name = make_model(client, 3)
+    raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "artifacts", mlflow={"registered_model_name": name},
+                           monitoring={"store_url": store.url},
+                           canary={"min_origins": 20, "max_origins": 100, "alpha": 0.05, "min_improvement": 0.05, "rollback_origins": 30})  # fmt: skip
+    raw["features"]["horizon"] = 4
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "c.yaml")
+    set_aliases(client, name, champion=1, challenger=2)
+
+    # a good challenger: waits before min_origins, then is promoted
+    t = write_scores(store, name, (1, 2), (1.0, 0.5), "2025-03-01T00:00:00", 12, seed=1)
+    first = promotion.run_canary(cfg, t, store, client)
+    assert first["challenger"]["action"] == "wait" and "min_origins=20" in first["challenger"]["reason"]
+    assert tags(client, name, 2)["canary"] == "pending" and first["outlet"] is None
+    t = write_scores(store, name, (1, 2), (1.0, 0.5), t, 30, seed=2)
+    done = promotion.run_canary(cfg, t, store, client)
+    assert done["challenger"]["action"] == "promote", done["challenger"]
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert done["outlet"]["extra"]["to_version"] == 2 and tags(client, name, 2)["canary_promoted_as_of"] == t
+    assert float(tags(client, name, 2)["canary_p_better"]) < 0.05
+
+    # after the promotion v2 turns bad against the shadow-scored previous champion: rolled back
+    t = write_scores(store, name, (1, 2), (1.0, 2.0), t, 24, seed=3)
+    back = promotion.run_canary(cfg, t, store, client)
+    assert back["rollback"]["action"] == "rollback", back["rollback"]
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert tags(client, name, 2)["canary"] == "rolled_back" and back["outlet"]["extra"]["to_version"] == 1
+
+    # a bad challenger is rejected; a rolled-back version is never promoted automatically
+    set_aliases(client, name, challenger=3)
+    t = write_scores(store, name, (1, 3), (1.0, 1.8), t, 30, seed=4)
+    bad = promotion.run_canary(cfg, t, store, client)
+    assert bad["challenger"]["action"] == "reject" and "significantly worse" in bad["challenger"]["reason"]
+    assert state(client, name)["challenger"] is None and tags(client, name, 3)["canary"] == "rejected"
+    assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous-champion
+
+
+def _start_server(root, port: int):
+    """An ``mlflow server`` on ``port`` over the SQLite store in ``root`` (restartable on the same store)."""
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError((root / "server.log").read_text()[-2000:])
+
+
+def test_the_tracking_server_dying_during_a_promotion_never_leaves_aliases_half_moved(tmp_path, monkeypatch):
+    """The server stops between two alias moves: the move fails, its restore fails too, the journal
+    stays; once the server is back, the next move (here ``registry``'s recover) restores it whole."""
+    import threading
+
+    import mlflow
+
+    from tests.conftest import _free_port, stop_process_group
+
+    port, root = _free_port(), tmp_path / "server"
+    root.mkdir()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}.items():
+        monkeypatch.setenv(key, value)
+    proc = _start_server(root, port)
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.tracking.MlflowClient(uri)
+        name = make_model(client, 2)
+        set_aliases(client, name, champion=1, challenger=2)
+        monkeypatch.setenv("LSTM_PIPELINE_FAULT", "promotion_after_previous-champion:sleep=8")
+        errors = []
+        worker = threading.Thread(target=lambda: _promote_catching(client, uri, name, errors))
+        worker.start()
+        time.sleep(4)  # the promotion is asleep after its first alias move
+        stop_process_group(proc)
+        worker.join(timeout=120)
+        monkeypatch.delenv("LSTM_PIPELINE_FAULT")
+        assert errors and "restore failed too" in errors[0], errors
+        assert promotion.journal_path(uri, name).exists()
+        proc = _start_server(root, port)
+        half = state(client, name)
+        assert half == {"champion": 1, "challenger": 2, "previous-champion": 1}  # what the dead server kept
+        with aliases.registry_lock(uri, name):
+            assert promotion.recover(client, uri, name)["action"] == "promote"
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+        assert "alias.previous-champion.reason" not in tags(client, name, 1)
+    finally:
+        stop_process_group(proc)
+
+
+def _promote_catching(client, uri: str, name: str, errors: list) -> None:
+    try:
+        promotion.promote(client, uri, name, 2, reason="server dies", as_of="2025-01-01")
+    except RegistryError as exc:
+        errors.append(str(exc))
