@@ -161,8 +161,7 @@ def _input_example(cfg: PipelineConfig, run_path: Path, lookback: int) -> pd.Dat
 def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     from mlflow.models import infer_signature
 
-    from pipeline.features import load_preprocessor
-    from pipeline.features import REFERENCE
+    from pipeline.features import REFERENCE, load_preprocessor
     from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
     from pipeline.training import load_members
 
