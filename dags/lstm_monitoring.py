@@ -9,7 +9,8 @@ a backfill of this DAG over a past period is a replay of the checks
 ``max_active_runs=1``: checks run in order, one at a time.
 
 When the rule fires, ``trigger_retrain`` starts ``lstm_training`` with ``conf``
-``{reason, as_of, rolling_rmse, threshold, drift_share, check_id, champion_version}`` under the
+``{reason, as_of, rolling_rmse, threshold, drift_share, check_id, champion_version, config_path,
+data_path}`` under the
 deterministic run id ``retrain__<model>_<T>``: a rerun of the same check finds that run and
 does not trigger a second one. With no ``champion`` registered, the tasks are skipped
 (not failed) and the check row says why.

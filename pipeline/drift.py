@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import schema
-from pipeline.errors import DataQualityError
+from pipeline.errors import DataQualityError, MonitoringError
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,14 @@ def _import_evidently():
 
     if not hasattr(common, "infer_dtype_from_object"):
         common.infer_dtype_from_object = lambda dtype: dtype
-    import evidently
-    from evidently.presets import DataDriftPreset
-
+    try:
+        import evidently
+        from evidently.presets import DataDriftPreset
+    except ImportError as exc:
+        raise MonitoringError(
+            f"drift detection needs Evidently 0.7 ({exc}); install the monitoring extra: "
+            "pip install 'lstm-forecast-pipeline[monitoring]'"
+        ) from exc
     return evidently, DataDriftPreset
 
 

@@ -440,7 +440,7 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
         **{k: state.get(k) for k in ("model_name", "since", "versions", "last_observed", "failures", "n_forecasts",
                                      "n_scored", "drift_scores", "drifted", "out_dir")},
     }  # fmt: skip
-    check["conf"] = _conf(check) if decision == "retrain" else None
+    check["conf"] = _conf(cfg, check) if decision == "retrain" else None
     artifacts.write_json(Path(state["out_dir"]) / CHECK, check)
     if check["champion_version"] is not None:
         _log_mlflow(cfg, check)
@@ -451,12 +451,17 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
-def _conf(check: dict) -> dict[str, Any]:
-    """The retrain trigger's ``conf`` (recorded as ``trigger.<key>`` tags on the training run)."""
+def _conf(cfg: PipelineConfig, check: dict) -> dict[str, Any]:
+    """The retrain trigger's ``conf`` (recorded as ``trigger.<key>`` tags on the training run).
+
+    ``config_path``, ``data_path`` and ``as_of`` are ``lstm_training`` params: the retrain
+    uses this use case and exactly the data that existed at ``T``.
+    """
     return {
         "reason": f"monitoring {check['trigger']}: " + check["reasons"][0], "as_of": check["as_of"],
         "rolling_rmse": check["rolling_rmse"], "threshold": check["threshold"], "drift_share": check["drift_share"],
         "check_id": check["check_id"], "champion_version": check["champion_version"],
+        "config_path": str(cfg.source) if cfg.source else None, "data_path": str(cfg.data.path) if cfg.data.path else None,
     }  # fmt: skip
 
 

@@ -85,8 +85,10 @@ def test_a_firing_rule_triggers_lstm_training_once_with_the_conf(setup):
     conf = runs[run_id]
     assert conf["as_of"] == T.isoformat() and conf["check_id"] == f"{MODEL}@{T.isoformat()}"
     assert conf["reason"].startswith("monitoring rmse: rolling RMSE") and conf["rolling_rmse"] > conf["threshold"]
+    assert conf["config_path"] == config and conf["data_path"].endswith("scaled.csv")
     again = _monitor(setup, config)  # the same check rerun: no second training run
     assert again["tasks"]["decide"] == "success", again["log"][-5000:]
+    assert again["tasks"]["trigger_retrain"] in ("success", "skipped"), again["tasks"]  # found the run, did not fail
     assert list(_training_runs(setup["home"])) == [run_id]
 
 

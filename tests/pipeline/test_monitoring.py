@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 
 import numpy as np
@@ -13,8 +14,9 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.errors import RegistryError
+from pipeline.errors import MonitoringError, RegistryError
 from pipeline.monitoring import run_check
+from pipeline.registry import track_and_register
 from pipeline.runner import run_training_pipeline
 from pipeline.store import store_for
 from tests.conftest import _free_port, sine_frame, write_sine_case
@@ -164,6 +166,24 @@ def test_unreachable_tracking_server_fails_clearly_without_a_check_row(env, monk
     with pytest.raises(RegistryError, match="unreachable after 3 attempts"):
         run_check(cfg, T, since=T0)
     assert store_for(cfg).last_checks(MODEL_NAME, 5) == []
+
+
+def test_a_champion_without_reference_sample_is_a_clear_error(env, capsys):
+    """A version registered before reference samples existed: the check names it and the fix."""
+    old = env["root"] / "artifacts" / "old-version"
+    shutil.copytree(env["root"] / "artifacts" / "train-t0", old)
+    (old / "features" / "reference.parquet").unlink()
+    path = _write(env["root"], env["frame"], "oldref")
+    raw = yaml.safe_load(open(path))
+    raw["mlflow"]["registered_model_name"] = "old-sine"
+    open(path, "w").write(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert track_and_register(cfg, old, {"data_sha256": "x"})["registered_version"] == 1
+    with pytest.raises(MonitoringError, match=r"model 'old-sine' version 1 has no reference sample.*Fix: retrain"):
+        run_check(cfg, T, since=T0)
+    assert store_for(cfg).last_checks("old-sine", 5) == [] and store_for(cfg).published("old-sine").empty
+    assert main(["monitor", "--config", path, "--as-of", T.isoformat()]) == 1
+    assert "MonitoringError" in capsys.readouterr().err
 
 
 def test_a_challenger_is_shadow_scored_and_holds_a_firing_rule(env):

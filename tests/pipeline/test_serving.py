@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from pipeline import schema
 from pipeline.config import load_config
@@ -15,7 +16,7 @@ from pipeline.features import build_features, transform
 from pipeline.serving import ForecastModel
 from pipeline.training import build_model
 from pipeline.validation import validate_frame
-from tests.conftest import FAST_MODEL, sine_frame
+from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 
 
 def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
@@ -27,13 +28,16 @@ def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
     return model
 
 
-@pytest.fixture
-def served(make_case):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
     """``(cfg, raw, model)``: 400 hourly rows with a short gap (filled) and a long one (not)."""
+    root = tmp_path_factory.mktemp("served")
     frame = sine_frame(n=400)
     frame.loc[100:101, "load"] = np.nan  # <= max_gap (2): interpolated for inputs
     frame.loc[200:205, "load"] = np.nan  # > max_gap: no window crosses it
-    config, _ = make_case(frame=frame, features={"lookback": 24, "horizon": 4}, model=FAST_MODEL)
+    frame.to_csv(root / "input.csv", index=False)
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(root / "input.csv", root / "artifacts", features={"lookback": 24, "horizon": 4}, model=FAST_MODEL)))
     cfg = load_config(config)
     raw = read_raw(cfg.data)
     fs = build_features(validate_frame(raw, cfg).frame, cfg)
