@@ -7,7 +7,8 @@ libraries are imported inside the tasks, and nothing is read at parse time: the 
 parses this file in a loop.
 
 Config: DAG param ``config_path`` (default ``$LSTM_PIPELINE_CONFIG`` or
-``configs/beijing_pm25.yaml``) and optional ``data_path``. The first task resolves the
+``configs/beijing_pm25.yaml``), optional ``data_path`` and ``as_of`` (train, validate and
+test on rows with ``ds < as_of`` only: set by a monitoring trigger). The first task resolves the
 config once per run and writes it into the run folder; every later task (and every retry)
 reads that file, so an edit of the YAML mid-run changes nothing. Schedule:
 ``$LSTM_PIPELINE_TRAINING_SCHEDULE`` (default ``@weekly``; ``none`` for triggered runs only).
@@ -47,6 +48,7 @@ def _run(resolved: dict) -> tuple:
     params={
         "config_path": Param(DEFAULT_CONFIG, type="string", description="use-case YAML"),
         "data_path": Param(None, type=["null", "string"], description="CSV to use instead of data.path"),
+        "as_of": Param(None, type=["null", "string"], description="train on rows with ds < as_of only (ISO timestamp; set by a monitoring trigger)"),
     },
     default_args={"retries": 0},  # data errors are deterministic: retrying them only delays the alert
     doc_md=__doc__,
@@ -61,14 +63,15 @@ def lstm_training():
         params = ctx["params"]
         cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
         run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
-        return {"config": str(save_resolved(cfg, artifacts.resolved_config_path(run))), "run_dir": str(run)}
+        path = save_resolved(cfg, artifacts.resolved_config_path(run))
+        return {"config": str(path), "run_dir": str(run), "as_of": params.get("as_of")}
 
     @task
     def validate_schema(resolved: dict) -> dict:
         from pipeline.validation import run_validation
 
         cfg, run, _ = _run(resolved)
-        return run_validation(cfg, run)
+        return run_validation(cfg, run, as_of=resolved.get("as_of"))
 
     @task
     def build_features(resolved: dict, validated: dict) -> dict:

@@ -35,7 +35,100 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override training.device")
     train.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     train.add_argument("--no-register", action="store_true", help="skip MLflow tracking and registration")
+    train.add_argument("--as-of", help="train, validate and test on rows with ds < AS_OF only (ISO timestamp)")
+    monitor = sub.add_parser("monitor", help="one monitoring check as of T: forecast, score, drift, decide")
+    monitor.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    monitor.add_argument("--as-of", required=True, help="T: only observations with ds < T are read (ISO timestamp)")
+    monitor.add_argument("--data", type=Path, help="observations CSV instead of data.path")
+    monitor.add_argument("--since", help="first origin to forecast (default: the previous check's T, at most one window back)")
+    monitor.add_argument("--out-dir", type=Path, help="where the check's files go (default <artifact_root>/monitoring/<check id>)")
+    monitor.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    published = sub.add_parser("forecasts", help="print the published (champion) forecasts of a period as CSV")
+    published.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    published.add_argument("--since", help="first origin (inclusive, ISO timestamp)")
+    published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
+    published.add_argument("--alias", default="champion", help="alias the forecasts were issued under (default champion)")
+    _registry_parsers(sub)
+    replay = sub.add_parser("replay", help="replay the monitoring loop over history with an injected fault")
+    common(replay)
+    replay.add_argument("--start", required=True, help="first tick T0; the initial champion is trained on ds < T0")
+    replay.add_argument("--end", required=True, help="last tick T1")
+    replay.add_argument("--scenario", default="none", help="a name under configs/scenarios/ or a scenario YAML file")
+    replay.add_argument("--inject-at", help="when the fault starts (default: --start)")
+    replay.add_argument("--step", help="tick step such as 1D or 6h (default: monitoring.schedule)")
+    replay.add_argument("--history", help="train on this much history before T only, e.g. 180D (default: all)")
+    replay.add_argument("--replay-id", help="folder name under <artifact_root>/replay/ (default: from the parameters)")
+    replay.add_argument("--use-config-stores", action="store_true", help="use the config's MLflow and forecast stores")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _registry_parsers(sub) -> None:
+    """``promote``, ``rollback``, ``registry``: operators' commands on the aliases (pipeline.promotion)."""
+    promote = sub.add_parser("promote", help="make a version champion (previous champion kept as previous-champion)")
+    promote.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    promote.add_argument("--version", required=True, type=int, help="model version to promote")
+    promote.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
+    promote.add_argument("--force", action="store_true", help="promote even a version that failed the baseline gate or was rolled back")
+    promote.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")
+    rollback = sub.add_parser("rollback", help="move champion back to previous-champion")
+    rollback.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    rollback.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
+    rollback.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")
+    registry = sub.add_parser("registry", help="versions, aliases, canary state and the last alias events")
+    registry.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    registry.add_argument("--events", type=int, default=10, help="how many alias events to print (default 10)")
+    for p in (promote, rollback, registry):
+        p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def _registry_command(args) -> int:
+    """``promote`` / ``rollback`` / ``registry``: an operator's time is theirs, so ``--as-of`` defaults to now."""
+    from datetime import datetime, timezone
+
+    from pipeline import promotion
+    from pipeline.config import load_config
+
+    cfg = load_config(args.config)
+    as_of = getattr(args, "as_of", None) or datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    if args.command == "registry":
+        result = promotion.registry_report(cfg, args.events)
+        print(promotion.format_report(result))
+    else:
+        move = (promotion.manual_promote(cfg, args.version, args.reason, as_of, args.force) if args.command == "promote"
+                else promotion.manual_rollback(cfg, args.reason, as_of))  # fmt: skip
+        result = move.as_dict()
+        print(f"{move.action}: {move.model_name} aliases {move.before} -> {move.after}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def _monitor(args) -> int:
+    """``monitor``: exit 0 for every decision (a decision is not an error)."""
+    from pipeline.config import load_config
+    from pipeline.monitoring import RESULT_KEYS, run_check
+
+    cfg = load_config(args.config)
+    check = run_check(cfg, args.as_of, data_path=args.data, out_dir=args.out_dir, since=args.since)
+    print(f"check {check['check_id']}: decision {check['decision']}")
+    for reason in check["reasons"]:
+        print(f"  {reason}")
+    if check.get("report"):
+        print(f"drift report: {check['report']['html']}")
+    if args.json:
+        print(json.dumps({k: check.get(k) for k in RESULT_KEYS}, default=str))
+    return 0
+
+
+def _forecasts(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.store import store_for
+
+    cfg = load_config(args.config)
+    frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
+    frame.to_csv(sys.stdout, index=False)
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,12 +160,18 @@ def _cmd_features(cfg, run_path: Path, args) -> dict[str, Any]:
 def _cmd_train(cfg, run_path: Path, args) -> dict[str, Any]:
     from pipeline.runner import run_training_pipeline, summary_table
 
-    result = run_training_pipeline(cfg, run_path, data_path=args.data, register=not args.no_register)
+    result = run_training_pipeline(cfg, run_path, data_path=args.data, register=not args.no_register, as_of=args.as_of)
     print(summary_table(result))
     return result
 
 
-COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train}
+def _cmd_replay(cfg, run_path: Path, args) -> dict[str, Any]:
+    from pipeline.replay import replay_from_args
+
+    return replay_from_args(cfg, args)
+
+
+COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline import artifacts
     from pipeline.config import load_config
 
+    if args.command in ("monitor", "forecasts", "promote", "rollback", "registry"):
+        try:
+            return {"monitor": _monitor, "forecasts": _forecasts}.get(args.command, _registry_command)(args)
+        except ConfigError as err:
+            print(f"config error: {err}", file=sys.stderr)
+            return 2
+        except PipelineError as err:
+            print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+            return 1
     try:
         cfg = load_config(args.config, _overrides(args))
     except ConfigError as err:

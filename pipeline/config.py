@@ -1,20 +1,37 @@
 """Typed pipeline configuration: one YAML file per use case -> frozen pydantic models.
 
 Every section forbids unknown keys, so a typo is an error naming the key
-(``features.lookbak: Extra inputs are not permitted``). Relative paths in the
+(``features.lookbak: Extra inputs are not permitted``), and numbers and switches are
+strict (``Int``, ``Float``, ``Bool``): ``lookback: "50"`` or ``seed: true`` is an error
+naming the key, not silently converted (an int is accepted where a float is expected, and
+``1e-3``, which YAML 1.1 reads as a string, as the number). Relative paths in the
 YAML file are resolved against the folder that holds the file, so a config works
 from any working directory (CLI, Airflow worker, Kubeflow container).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+
+_SCIENTIFIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+\s*")
+
+
+def _yaml_scientific(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; take that one spelling as the number it means."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value) else value
+
+
+#: strict scalar types: ``lookback: "50"`` or ``seed: true`` is an error naming the key, never coerced
+Int = StrictInt
+Bool = StrictBool
+Float = Annotated[StrictFloat, BeforeValidator(_yaml_scientific)]
 
 
 class _Section(BaseModel):
@@ -24,8 +41,8 @@ class _Section(BaseModel):
 class Range(_Section):
     """Inclusive bounds a numeric column must respect (either may be omitted)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: Float | None = None
+    max: Float | None = None
 
 
 class SyntheticSource(_Section):
@@ -36,11 +53,11 @@ class SyntheticSource(_Section):
     """
 
     kind: Literal["sine_trend"] = "sine_trend"
-    n: int = Field(1000, ge=10)
-    t_max: float = 100.0
-    trend: float = 0.02
-    noise_std: float = Field(0.1, ge=0)
-    seed: int = 42
+    n: Int = Field(1000, ge=10)
+    t_max: Float = 100.0
+    trend: Float = 0.02
+    noise_std: Float = Field(0.1, ge=0)
+    seed: Int = 42
     start: str = "2000-01-01 00:00:00"
 
 
@@ -61,8 +78,8 @@ class DataConfig(_Section):
     #: strftime format of the timestamp column; ``None`` lets pandas infer it
     timestamp_format: str | None = None
     #: longest run of missing values (in steps) that is interpolated for model input
-    max_gap: int = Field(6, ge=0)
-    max_missing_fraction: float = Field(0.2, ge=0, le=1)
+    max_gap: Int = Field(6, ge=0)
+    max_missing_fraction: Float = Field(0.2, ge=0, le=1)
     #: optional inclusive ranges per numeric column (target or covariate)
     ranges: dict[str, Range] = Field(default_factory=dict)
 
@@ -93,10 +110,10 @@ class DataConfig(_Section):
 class FeaturesConfig(_Section):
     """Windowing, split and scaling."""
 
-    lookback: int = Field(..., ge=1, description="input steps per window")
-    horizon: int = Field(..., ge=1, description="forecast steps h")
-    validation_fraction: float = Field(0.1, ge=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    lookback: Int = Field(..., ge=1, description="input steps per window")
+    horizon: Int = Field(..., ge=1, description="forecast steps h")
+    validation_fraction: Float = Field(0.1, ge=0, lt=1)
+    test_fraction: Float = Field(0.2, gt=0, lt=1)
     scaler: Literal["minmax", "standard", "robust"] = "standard"
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
     target_transform: Literal["none", "log1p"] = "none"
@@ -117,33 +134,33 @@ class ModelConfig(_Section):
     """The recurrent forecaster (see :class:`pipeline.model.RecurrentForecaster`)."""
 
     cell: Literal["lstm", "gru"] = "lstm"
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    hidden_size: Int = Field(64, ge=1)
+    num_layers: Int = Field(2, ge=1)
+    dropout: Float = Field(0.1, ge=0, lt=1)
     #: predict the change from the last observed (scaled) target instead of its level
-    predict_delta: bool = True
+    predict_delta: Bool = True
     #: feed the target minus its window mean, add the mean back (implies predict_delta)
-    relative_inputs: bool = False
+    relative_inputs: Bool = False
 
 
 class TrainingConfig(_Section):
     """Optimisation: Adam, gradient clipping, ReduceLROnPlateau, early stopping."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_epochs: int = Field(100, ge=1)
-    min_epochs: int = Field(10, ge=0)
-    patience: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip_norm: float = Field(1.0, gt=0)
-    lr_patience: int = Field(4, ge=0)
-    lr_factor: float = Field(0.5, gt=0, lt=1)
+    max_epochs: Int = Field(100, ge=1)
+    min_epochs: Int = Field(10, ge=0)
+    patience: Int = Field(10, ge=1)
+    batch_size: Int = Field(256, ge=1)
+    learning_rate: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    grad_clip_norm: Float = Field(1.0, gt=0)
+    lr_patience: Int = Field(4, ge=0)
+    lr_factor: Float = Field(0.5, gt=0, lt=1)
     #: number of seeds trained and averaged (a small ensemble)
-    n_seeds: int = Field(1, ge=1)
+    n_seeds: Int = Field(1, ge=1)
     #: torch intra-op threads on CPU; 0 keeps torch's default
-    num_threads: int = Field(0, ge=0)
-    progress: bool = True
+    num_threads: Int = Field(0, ge=0)
+    progress: Bool = True
 
 
 class BaselinesConfig(_Section):
@@ -155,23 +172,50 @@ class BaselinesConfig(_Section):
         "AutoETS",
         "AutoARIMA",
     )
-    season_length: int = Field(1, ge=1)
+    season_length: Int = Field(1, ge=1)
     #: AutoETS/AutoARIMA are fitted on at most this many most recent training steps
-    fit_window: int = Field(672, ge=10)
+    fit_window: Int = Field(672, ge=10)
     #: AutoARIMA filters at most this many steps before each origin (the others filter
     #: from the start of their fit window)
-    context_window: int = Field(672, ge=10)
+    context_window: Int = Field(672, ge=10)
     #: fit a seasonal AutoARIMA (season ``season_length``); seasonal ARIMA with a long
     #: season (e.g. 63) is very slow, so such use cases set this to false
-    arima_seasonal: bool = True
+    arima_seasonal: Bool = True
     #: AutoARIMA is skipped (with a logged reason) for test parts longer than this
-    arima_max_origins: int = Field(20000, ge=1)
+    arima_max_origins: Int = Field(20000, ge=1)
 
 
 class GateConfig(_Section):
     """Comparison gate: lower RMSE is better."""
 
-    min_relative_improvement: float = Field(0.05, ge=0, lt=1)
+    min_relative_improvement: Float = Field(0.05, ge=0, lt=1)
+
+
+class CanaryConfig(_Section):
+    """Champion vs challenger on paired live origins (see :mod:`pipeline.canary`).
+
+    Lower RMSE is better. Origins are forecast origins scored by both versions, one per
+    step of ``data.freq``; the Diebold-Mariano test needs more than ``2 * features.horizon``
+    of them, so a canary waits at least that long whatever ``min_origins`` says.
+    """
+
+    #: paired origins needed before a promotion or a rejection for being worse
+    min_origins: int = Field(72, ge=3)
+    #: the challenger's RMSE must be at most ``(1 - min_improvement) x`` the champion's
+    min_improvement: float = Field(0.02, ge=0, lt=1)
+    #: one-sided significance level of the Diebold-Mariano test
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    #: paired origins after which a challenger without a significant win is rejected
+    max_origins: int = Field(336, ge=3)
+    #: origins after a promotion during which the previous champion is shadow-scored and
+    #: a significantly worse new champion is rolled back
+    rollback_origins: int = Field(72, ge=3)
+
+    @model_validator(mode="after")
+    def _order(self) -> "CanaryConfig":
+        if self.max_origins < self.min_origins:
+            raise ValueError(f"max_origins ({self.max_origins}) must be >= min_origins ({self.min_origins})")
+        return self
 
 
 class MlflowConfig(_Section):
@@ -186,7 +230,56 @@ class MlflowConfig(_Section):
 
 class RunConfig(_Section):
     artifact_root: Path = Path("artifacts")
-    seed: int = 42
+    seed: Int = 42
+
+
+def _timedelta(value: str, key: str) -> str:
+    import pandas as pd
+
+    try:
+        if pd.Timedelta(value) <= pd.Timedelta(0):
+            raise ValueError
+    except ValueError as exc:
+        raise ValueError(f"{key}: expected a positive duration such as '7D', '12h' or '90min', got {value!r}") from exc
+    return value
+
+
+class MonitoringConfig(_Section):
+    """The monitoring check and the retrain rule (see ``pipeline/monitoring.py``, LOOP.md sections 1-4)."""
+
+    #: rolling RMSE is computed over the champion's forecasts with origins in ``[T - window, T)``
+    window: str = "7D"
+    #: retrain when rolling RMSE > rmse_ratio x the version's training RMSE
+    rmse_ratio: float = Field(2.0, gt=0)
+    #: fully scored origins needed in the window before the rule may fire
+    min_origins: int = Field(24, ge=1)
+    #: no new retrain trigger within this long after one
+    cooldown: str = "3D"
+    #: ``stale_data`` when the last observation is older than this at ``T``
+    max_staleness: str = "2D"
+    #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/drift.py``)
+    num_drift_method: str = "wasserstein"
+    num_drift_threshold: float = Field(0.2, gt=0)
+    cat_drift_method: str = "psi"
+    cat_drift_threshold: float = Field(0.2, gt=0)
+    #: the dataset counts as drifted when at least this share of its columns drifted
+    drift_share: float = Field(0.5, gt=0, le=1)
+    #: make ``drift_checks`` consecutive drifted checks a retrain trigger too
+    retrain_on_drift: bool = False
+    drift_checks: int = Field(3, ge=1)
+    #: at most this many reference rows (the last ones of the training part) go into a drift report
+    reference_max_rows: int = Field(20000, ge=100)
+    #: Airflow schedule of the monitoring DAG
+    schedule: str | None = "@daily"
+    #: SQLAlchemy URL of the forecast store; default ``sqlite:///<artifact_root>/../mlflow/store/forecasts.db``
+    store_url: str | None = None
+    #: MLflow experiment of the monitoring runs (metrics over time, drift reports)
+    experiment_name: str = "lstm-monitoring"
+
+    @field_validator("window", "cooldown", "max_staleness")
+    @classmethod
+    def _durations(cls, value: str, info) -> str:
+        return _timedelta(value, f"monitoring.{info.field_name}")
 
 
 class PipelineConfig(_Section):
@@ -199,8 +292,10 @@ class PipelineConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     gate: GateConfig = GateConfig()
+    canary: CanaryConfig = CanaryConfig()
     mlflow: MlflowConfig = MlflowConfig()
     run: RunConfig = RunConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     #: the file this config was read from (set by load_config)
     source: Path | None = None
 
@@ -224,6 +319,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     uri = ml.get("tracking_uri")
     if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         ml["tracking_uri"] = "sqlite:///" + str((base / uri[len("sqlite:///") :]).resolve())
+    mon = raw.get("monitoring") or {}
+    store = mon.get("store_url")
+    if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
+        mon["store_url"] = "sqlite:///" + str((base / store[len("sqlite:///") :]).resolve())
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -22,6 +22,7 @@ def run_training_pipeline(
     data_path: Path | None = None,
     register: bool = True,
     tags: dict[str, str] | None = None,
+    as_of=None,
 ) -> dict[str, Any]:
     """Run every stage into ``run_path``; returns the summary printed by ``lstm-pipeline train --json``.
 
@@ -34,7 +35,7 @@ def run_training_pipeline(
     from pipeline.training import run_training
     from pipeline.validation import run_validation
 
-    validated = run_validation(cfg, run_path, data_path)
+    validated = run_validation(cfg, run_path, data_path, as_of=as_of)
     feats = run_features(cfg, run_path, Path(validated["data"]))
     trained = run_training(cfg, run_path, Path(feats["features"]))
     base = run_baselines(cfg, run_path, Path(feats["features"]))
@@ -46,6 +47,7 @@ def run_training_pipeline(
         "windows": feats["windows"],
         "skipped_baselines": base["skipped"],
         "run_dir": str(run_path),
+        "as_of": validated.get("as_of"),
     }
     if register:
         from pipeline.registry import track_and_register

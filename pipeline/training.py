@@ -121,15 +121,40 @@ def build_model(n_features: int, horizon: int, mc: ModelConfig) -> RecurrentFore
     return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs)
 
 
+#: the modules whose code decides what a checkpoint holds (their source is part of the fingerprint)
+_CODE_FILES = ("model.py", "training.py", "features.py")
+
+
+def _code_version() -> str:
+    """``<package version>+<sha256 of the model, training and features source>``; a code change starts over."""
+    from pipeline import __version__
+
+    digest = hashlib.sha256()
+    for name in _CODE_FILES:
+        digest.update((Path(__file__).resolve().parent / name).read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def _data_hash(fs: FeatureSet) -> str:
+    """sha256 of the feature matrix, target and window starts (what training reads)."""
+    digest = hashlib.sha256()
+    for arr in (fs.values, fs.target, *(fs.starts[k] for k in sorted(fs.starts))):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
 def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:
+    """What a checkpoint must match to be resumed: config, data, code version, fitted preprocessing, seed."""
     payload = {
         "model": cfg.model.model_dump(mode="json"),
         "training": cfg.training.model_dump(mode="json", exclude={"device", "progress", "num_threads"}),
-        "shape": list(fs.values.shape),
-        "train": int(len(fs.starts["train"])),
+        "features": cfg.features.model_dump(mode="json"),
+        "data": _data_hash(fs),
+        "prep": fs.prep.to_dict(),
+        "code": _code_version(),
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _autocast(device: torch.device):
@@ -177,9 +202,38 @@ def _val_loss(model, tensors, starts) -> float:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``path`` atomically, keeping the previous checkpoint as ``<name>.prev`` (a fallback if it is corrupt)."""
+    from pipeline import faults
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
+    faults.point("checkpoint_written_before_rename")
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
     os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """The checkpoint at ``path``, else its ``.prev`` copy; a corrupt file is renamed ``*.corrupt`` and logged.
+
+    Returns ``None`` when neither is there or readable (training starts from epoch 0).
+    """
+    import pickle
+    import zipfile
+
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if not candidate.exists():
+            continue
+        try:
+            ckpt = torch.load(candidate, map_location=device, weights_only=False)
+            if not isinstance(ckpt, dict) or "state" not in ckpt:
+                raise ValueError("not a training checkpoint (no 'state')")
+            return ckpt
+        except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            bad = candidate.with_name(candidate.name + ".corrupt")
+            os.replace(candidate, bad)
+            log.warning("checkpoint %s is corrupt or truncated (%s); moved to %s, trying the previous one", candidate, exc, bad.name)
+    return None
 
 
 def _check_finite(epoch: int, train_loss: float, tc: TrainingConfig) -> None:
@@ -217,11 +271,11 @@ class _Session:
 
     def resume(self, path: Path, fingerprint: str, device: torch.device) -> None:
         """Load ``path`` if it is a checkpoint of this very training (same fingerprint)."""
-        if not path.exists():
+        ckpt = _load_checkpoint(path, device)
+        if ckpt is None:
             return
-        ckpt = torch.load(path, map_location=device, weights_only=False)
         if ckpt.get("fingerprint") != fingerprint:
-            log.warning("ignoring checkpoint %s: it belongs to another config or data", path)
+            log.warning("ignoring checkpoint %s: it belongs to another config, data, code version or preprocessing; training from epoch 0", path)
             return
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -266,9 +320,11 @@ def train_member(
 ) -> tuple[RecurrentForecaster, TrainResult]:
     """Train one model on ``fs``'s train windows; early-stop on its val windows.
 
-    Writes ``folder/checkpoint.pt`` after every epoch; if a checkpoint with the same
-    fingerprint (model/training config, data shape, seed) exists, training resumes
-    after its last epoch (a finished run returns at once).
+    Writes ``folder/checkpoint.pt`` after every epoch (atomically; the one before is kept as
+    ``checkpoint.pt.prev``); if a checkpoint with the same fingerprint (config, data, code
+    version, fitted preprocessing, seed) exists, training resumes after its last epoch (a
+    finished run returns at once). A corrupt or truncated checkpoint is set aside
+    (``*.corrupt``, logged) and training resumes from the previous one or from epoch 0.
 
     Raises:
         DataQualityError: no training windows. TrainingError: a non-finite loss.

@@ -194,6 +194,39 @@ def _typed(raw: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     return typed
 
 
+_OFFSET = r"(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
+def _offset_check(raw: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """One UTC offset (or none) for the whole timestamp column; pandas cannot type a mixed column."""
+    ts = raw[cfg.data.timestamp_column].astype(str)
+    offsets = ts.str.extract(_OFFSET, expand=False).fillna("none")
+    firsts = offsets.drop_duplicates()
+    examples = [f"line {int(i) + 2}: {ts[i]!r} (offset {offsets[i]})" for i in firsts.index[:MAX_EXAMPLES]]
+    if len(firsts) > 1:
+        examples.append("convert the column to one offset (e.g. UTC) before validation; the first row of each offset is shown")
+    count = int((offsets != offsets.iat[0]).sum()) if len(firsts) > 1 else 0
+    return _check("expect_one_utc_offset", cfg.data.timestamp_column, examples if count else [], count, offsets=sorted(firsts.tolist()))
+
+
+def _finite_check(typed: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """Numbers that parse but overflow float64 (``1e999`` -> ``inf``) are not values."""
+    d, examples, count = cfg.data, [], 0
+    for col in (d.target_column, *d.covariates):
+        bad = typed.index[np.isinf(typed[col].to_numpy())]
+        count += len(bad)
+        examples += [f"line {int(i) + 2}: {col}={typed.at[i, col]} (outside float64's range of about +-1.8e308)" for i in bad[:MAX_EXAMPLES]]
+    return _check("expect_column_values_to_be_finite", [d.target_column, *d.covariates], examples, count)
+
+
+def _empty_column_check(typed: pd.DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """A covariate with no value at all cannot feed the model (every window would be dropped)."""
+    d = cfg.data
+    empty = [c for c in (*d.covariates, *d.categorical_covariates) if typed[c].isna().all()]
+    examples = [f"column {c!r} has no values in any of the {len(typed)} rows; fill it or remove it from the config's covariates" for c in empty]
+    return _check("expect_covariates_to_have_values", empty or [*d.covariates, *d.categorical_covariates], examples, len(empty))
+
+
 def _series_keys(frame: pd.DataFrame, cfg: PipelineConfig) -> pd.Series:
     col = cfg.data.series_id_column
     if col is None:
@@ -226,26 +259,12 @@ def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     """Typed raw frame -> long ``unique_id, ds, y, <covariates>`` frame on the full grid.
 
     Missing grid timestamps become rows with ``NaN`` values (gaps). Rows are sorted
-    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``.
+    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``. The one raw ->
+    long conversion (:func:`pipeline.data.raw_to_long`), shared with serving and monitoring.
     """
-    d = cfg.data
-    long = pd.DataFrame(
-        {
-            schema.UNIQUE_ID: _series_keys(typed, cfg).to_numpy(),
-            schema.DS: typed[d.timestamp_column].to_numpy(),
-            schema.Y: typed[d.target_column].to_numpy(dtype="float64"),
-        }
-    )
-    for col in (*d.covariates, *d.categorical_covariates):
-        long[col] = typed[col].to_numpy()
-    parts = []
-    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
-        grid = pd.date_range(part[schema.DS].min(), part[schema.DS].max(), freq=d.freq, name=schema.DS)
-        part = part.set_index(schema.DS).reindex(grid).reset_index()
-        part[schema.UNIQUE_ID] = uid
-        parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    return out[[schema.UNIQUE_ID, schema.DS, schema.Y, *d.covariates, *d.categorical_covariates]]
+    from pipeline.data import raw_to_long
+
+    return raw_to_long(typed, cfg.data)
 
 
 def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -315,7 +334,11 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     if checks[0]["success"]:
         checks += _run_suite(raw, raw_expectations(cfg), "raw")
     if all(c["success"] for c in checks):
+        checks.append(_offset_check(raw, cfg))
+    if all(c["success"] for c in checks):
         typed = _typed(raw, cfg)
+        checks += [_finite_check(typed, cfg), _empty_column_check(typed, cfg)]
+    if all(c["success"] for c in checks):
         keys = _series_keys(typed, cfg)
         checks += _run_suite(typed, typed_expectations(cfg), "typed")
         checks += [_order_check(typed, keys, cfg), _grid_check(typed, keys, cfg)]
@@ -331,8 +354,11 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     return report
 
 
-def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None) -> dict[str, Any]:
+def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None, as_of=None) -> dict[str, Any]:
     """Stage entry point: read, validate, write ``<run>/validation/{report.json,data.parquet}``.
+
+    With ``as_of`` (a timestamp ``T``) only rows with ``ds < T`` are read: a retrain
+    triggered at ``T`` sees exactly the data that existed then.
 
     The report is written on failure too (inside this run's folder only), then the
     :class:`SchemaValidationError` is re-raised.
@@ -342,13 +368,19 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         "data_sha256": str | None}``, small enough for an XCom.
     """
     from pipeline import artifacts
-    from pipeline.data import file_sha256, read_raw
+    from pipeline.data import as_of_timestamp, file_sha256, read_raw, rows_before
+    from pipeline.tracking import bind_run_folder
 
     source_path = Path(data_path) if data_path else cfg.data.path
     source = str(source_path) if source_path else f"synthetic:{cfg.data.synthetic.kind}"  # type: ignore[union-attr]
     raw = read_raw(cfg.data, source_path)
+    if as_of is not None:
+        as_of = as_of_timestamp(as_of).isoformat()
+        raw = rows_before(raw, cfg.data, as_of)
+        source = f"{source} (rows with ds < {as_of})"
     target = artifacts.step_dir(run_path, artifacts.VALIDATION)
     sha = file_sha256(source_path)
+    bind_run_folder(cfg, run_path, sha, record=False)  # a reused run id must mean the same config and data
     try:
         report = validate_frame(raw, cfg, source)
     except SchemaValidationError as err:
@@ -358,6 +390,7 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
     with artifacts.atomic_dir(target) as tmp:
         artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **report.to_dict()})
         report.frame.to_parquet(tmp / "data.parquet", index=False)
+    bind_run_folder(cfg, run_path, sha)
     log.info("validated %d rows from %s: %d gaps", report.rows, source, report.gaps.get("runs", 0))
     return {
         "report": str(target / "report.json"),
@@ -366,4 +399,5 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         "series": int(report.frame[schema.UNIQUE_ID].nunique()),
         "gaps": int(report.gaps.get("runs", 0)),
         "data_sha256": sha,
+        **({"as_of": as_of} if as_of is not None else {}),
     }

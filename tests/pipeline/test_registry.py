@@ -121,6 +121,7 @@ def _copy_run(registered, name):
     src = Path(registered["result"]["run_dir"])
     dst = src.parent / name
     shutil.copytree(src, dst, dirs_exist_ok=True)
+    (dst / "run.json").unlink(missing_ok=True)  # a copy is a new run, bound to its own config
     return dst
 
 
@@ -142,7 +143,7 @@ def test_unreachable_server_fails_clearly_and_leaves_the_registry_untouched(regi
     n_versions = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
     dead = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
-    with pytest.raises(RegistryError, match="unreachable after 3 attempts"):
+    with pytest.raises(RegistryError, match="cannot reach MLflow at http://127.0.0.1"):
         track_and_register(registered["cfg"], _copy_run(registered, "run-dead"), _validated(registered))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     assert {a: client.get_model_version_by_alias(MODEL_NAME, a).version for a in before} == before

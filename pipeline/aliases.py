@@ -1,0 +1,182 @@
+"""Registry aliases: every move vetted by its caller, recorded with its reason, made under one lock.
+
+The serving aliases are ``champion`` (what serves), ``challenger`` (the newest version
+that passed the comparison gate) and ``previous-champion`` (where a rollback returns).
+Aliases, never the deprecated stages (MLflow >= 2.9).
+
+Every move writes its record on the model version *before* the alias moves, so an alias
+never points at a version without the reason it got there:
+
+- ``alias.<alias>.reason``: why the alias was set on this version (free text);
+- ``alias.<alias>.evidence``: the numbers behind the decision, JSON (optional);
+- ``alias.<alias>.removed``: why the alias was taken off this version.
+
+The lock belongs to the registered model: a file named after the sha256 of
+``<tracking URI>\\n<model name>`` in a lock folder every process on the machine shares
+(``$LSTM_PIPELINE_LOCK_DIR``, else ``~/.cache/lstm-pipeline/locks``), so two runs with
+different artifact roots still serialise their alias moves. It serialises processes of
+one machine (an Airflow worker, CI); a registry written by several machines needs a lock
+service instead. Decisions that depend on the current aliases ("the first version becomes
+champion") must be read *inside* the lock.
+
+"Not found" is only an ``MlflowException`` whose ``error_code`` is
+``RESOURCE_DOES_NOT_EXIST`` (:func:`is_not_found`); any other error (a 5xx, a timeout) is a
+:class:`~pipeline.errors.RegistryError` and never moves an alias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline import faults
+from pipeline.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+
+LOCK_DIR_ENV = "LSTM_PIPELINE_LOCK_DIR"
+#: seconds a registration waits for another one to finish its alias moves
+LOCK_TIMEOUT_S = 300
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """True only for MLflow's ``RESOURCE_DOES_NOT_EXIST`` (a missing model, version or alias)."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def lock_dir() -> Path:
+    """``$LSTM_PIPELINE_LOCK_DIR``, else ``~/.cache/lstm-pipeline/locks`` (created)."""
+    path = Path(os.environ.get(LOCK_DIR_ENV) or Path.home() / ".cache" / "lstm-pipeline" / "locks")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lock_path(tracking_uri: str, model_name: str) -> Path:
+    """The lock file of one registered model: ``<lock_dir>/registry-<sha256(uri, name)[:24]>.lock``."""
+    key = hashlib.sha256(f"{tracking_uri.rstrip('/')}\n{model_name}".encode()).hexdigest()[:24]
+    return lock_dir() / f"registry-{key}.lock"
+
+
+@contextmanager
+def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
+    """Hold the registered model's file lock (``filelock.FileLock``) for a block of alias moves.
+
+    Raises:
+        RegistryError: the lock was not acquired within ``timeout_s`` seconds (another
+            registration of the same model is stuck); nothing was changed.
+    """
+    from filelock import FileLock, Timeout
+
+    path = lock_path(tracking_uri, model_name)
+    try:
+        with FileLock(str(path), timeout=timeout_s):
+            yield path
+    except Timeout as exc:
+        raise RegistryError(
+            f"could not lock registered model {model_name!r} at {tracking_uri} within {timeout_s:.0f} s "
+            f"(lock file {path}); another registration of this model is running or stuck. Nothing was changed."
+        ) from exc
+
+
+def _call(what: str, fn, *args):
+    import mlflow
+
+    try:
+        return fn(*args)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"MLflow failed to {what}: {exc}") from exc
+
+
+def alias_version(client, model_name: str, alias: str) -> int | None:
+    """The version ``alias`` points at, or ``None`` when the model or the alias does not exist.
+
+    Read from the registered model's alias map (``get_registered_model(name).aliases``), not
+    ``get_model_version_by_alias``: MLflow's SQL and file stores answer a missing alias with
+    ``INVALID_PARAMETER_VALUE``, the same code as a malformed request, so that answer cannot
+    tell "absent" from "refused". A missing *model* is ``RESOURCE_DOES_NOT_EXIST``.
+
+    Raises:
+        RegistryError: any other MLflow error (server error, timeout): "unknown" is never "absent".
+    """
+    import mlflow
+
+    try:
+        found = client.get_registered_model(model_name).aliases
+    except mlflow.exceptions.MlflowException as exc:
+        if is_not_found(exc):
+            return None
+        raise RegistryError(f"could not read alias {alias!r} of {model_name!r} (not a 'not found' answer): {exc}") from exc
+    return int(found[alias]) if alias in found else None
+
+
+def ensure_registered_model(client, model_name: str, description: str = "") -> None:
+    """Create the registered model unless it exists.
+
+    Raises:
+        RegistryError: MLflow answered with anything but "does not exist" / "created".
+    """
+    import mlflow
+
+    try:
+        client.get_registered_model(model_name)
+        return
+    except mlflow.exceptions.MlflowException as exc:
+        if not is_not_found(exc):
+            raise RegistryError(f"could not read registered model {model_name!r} (not a 'not found' answer): {exc}") from exc
+    try:
+        client.create_registered_model(model_name, description=description)
+    except mlflow.exceptions.MlflowException as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by another run
+            raise RegistryError(f"could not create registered model {model_name!r}: {exc}") from exc
+
+
+def set_alias(client, model_name: str, alias: str, version: int | str, reason: str, evidence: dict[str, Any] | None = None) -> None:
+    """Point ``alias`` at ``version``, recording ``reason`` (and ``evidence``) on the version first.
+
+    The caller vets the move and holds :func:`registry_lock`. Idempotent: setting an alias
+    where it already points rewrites the record only.
+
+    Raises:
+        RegistryError: MLflow failed; the alias is where it was, or at ``version`` with its record.
+    """
+    version = str(version)
+    _call(f"record alias {alias!r} on {model_name} v{version}", client.set_model_version_tag, model_name, version, f"alias.{alias}.reason", reason)
+    if evidence is not None:
+        payload = json.dumps(evidence, sort_keys=True, default=str)[:5000]
+        _call(f"record alias {alias!r} evidence", client.set_model_version_tag, model_name, version, f"alias.{alias}.evidence", payload)
+    faults.point(f"before_set_alias_{alias}")
+    _call(f"set alias {alias!r} of {model_name} to v{version}", client.set_registered_model_alias, model_name, alias, version)
+    log.info("alias %s of %s -> v%s: %s", alias, model_name, version, reason)
+
+
+def delete_alias(client, model_name: str, alias: str, reason: str) -> int | None:
+    """Remove ``alias`` (no-op when absent), recording ``reason`` on the version it left.
+
+    Returns:
+        The version the alias pointed at, or ``None`` when it was not set.
+
+    Raises:
+        RegistryError: MLflow failed.
+    """
+    version = alias_version(client, model_name, alias)
+    if version is None:
+        return None
+    _call(f"record removal of alias {alias!r}", client.set_model_version_tag, model_name, str(version), f"alias.{alias}.removed", reason)
+    _call(f"delete alias {alias!r} of {model_name}", client.delete_registered_model_alias, model_name, alias)
+    log.info("alias %s of %s removed from v%s: %s", alias, model_name, version, reason)
+    return version
+
+
+def version_aliases(client, model_name: str, version: int | str) -> list[str]:
+    """Sorted aliases of one version (search results carry none, so this reads the version)."""
+    return sorted(_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).aliases)

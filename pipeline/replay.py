@@ -1,0 +1,598 @@
+"""Replay: the closed loop stepped over a stretch of history, as a measured experiment.
+
+A replay injects a fault (:mod:`pipeline.scenarios`) into a copy of the observations,
+trains the initial champion as of ``start`` (data ``ds < start``) when its registry has
+none, then steps the clock ``T`` from ``start`` to ``end`` at ``monitoring.schedule`` and
+runs, in-process, the stage functions the Airflow DAGs run at ``T``:
+
+1. the monitoring check (:func:`pipeline.monitoring.run_check`): forecast, score, drift,
+   the retrain rule;
+2. when its decision is ``retrain``: the training pipeline on the data before ``T``
+   (:func:`pipeline.runner.run_training_pipeline`), which registers the new version as
+   ``challenger`` through the normal registration (the gate still applies);
+3. the canary stage (:func:`pipeline.promotion.run_canary`): promote, reject or roll back.
+
+Everything lives under ``<artifact_root>/replay/<replay_id>/``: the drifted data copy,
+its own MLflow store (``mlflow.db``, ``mlflow-artifacts/``), its own forecast store
+(``store.db``), training runs (``runs/``), one record per tick (``ticks/``), and the
+results ``timeline.csv``, ``timeline.png`` and ``summary.json``. The user's registry and
+champion are never touched unless the caller points the replay at them.
+
+Idempotent: the replay id defaults to a name derived from its parameters, every training
+run id is ``<replay_id>--<T>``, and a tick whose record exists is not run again, so a rerun
+(after a crash or to redraw the plot) reuses everything already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from pipeline import artifacts
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.scenarios import Scenario
+
+log = logging.getLogger(__name__)
+
+REPLAY = "replay"
+#: Airflow schedule presets a replay can step at (a cron expression has no fixed step)
+PRESETS = {"@hourly": "1h", "@daily": "1D", "@weekly": "7D"}
+#: window after a promotion over which recovery is measured (issue 14: "two weeks")
+RECOVERY_WINDOW = pd.Timedelta(days=14)
+
+
+class ReplayError(PipelineError):
+    """A replay cannot start or go on (no champion after the initial training, bad clock)."""
+
+
+Check = Callable[..., dict]
+Train = Callable[..., dict]
+Canary = Callable[..., dict]
+
+
+def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, out_dir: Path) -> dict:
+    from pipeline.monitoring import run_check
+
+    return run_check(cfg, as_of, data_path=data_path, out_dir=out_dir)
+
+
+def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, target: Path, since: pd.Timestamp | None = None) -> Path:
+    """Write the raw rows with timestamp ``< as_of`` (and ``>= since``) of ``data_path`` to ``target``.
+
+    Without ``since`` this is what ``train --as-of`` sees. Byte-identical for identical
+    inputs, so two replays whose data agree before ``as_of`` share one training run (same
+    data sha256, same run fingerprint).
+    """
+    from pipeline.data import read_raw
+    from pipeline.scenarios import write_scenario_data
+
+    raw = read_raw(cfg.data, data_path)
+    ds = pd.to_datetime(raw[cfg.data.timestamp_column], format=cfg.data.timestamp_format, errors="coerce")
+    keep = (ds < as_of) & (ds >= since) if since is not None else ds < as_of
+    return write_scenario_data(raw[keep.to_numpy()], target)
+
+
+def _default_train(
+    cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, run_path: Path, tags: dict[str, str], history: pd.Timedelta | None = None
+) -> dict:
+    """The training pipeline (validate ... register) on the rows before ``as_of`` (the last ``history`` of them), in ``run_path``."""
+    from pipeline.runner import run_training_pipeline
+
+    since = as_of - history if history is not None else None
+    before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz", since)
+    return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags, as_of=as_of)
+
+
+def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -> dict:
+    """:func:`pipeline.promotion.run_canary` on the replay's store, flattened to one action.
+
+    ``action``: ``rollback`` when the watch rolled back, else the challenger's verdict
+    (``promote`` / ``reject`` / ``wait`` / ``none``); ``alias_move``: the ``champion`` move, if any.
+    """
+    from pipeline.promotion import run_canary
+    from pipeline.store import store_for
+
+    out = run_canary(cfg, as_of.isoformat(), store_for(cfg))
+    watch, chal = out.get("rollback") or {}, out.get("challenger") or {}
+    first = watch if watch.get("action") == "rollback" else chal
+    event = (out.get("outlet") or {}).get("extra") or {}
+    move = f"champion v{event.get('from_version')} -> v{event.get('to_version')} ({event.get('action')})" if event else None
+    settled = "; ".join(f"{m.get('action')} v{m.get('version')}" for m in out.get("settled") or [])
+    return {
+        "action": first.get("action"),
+        "reason": first.get("reason"),
+        "alias_move": "; ".join(x for x in (move, settled and f"settled: {settled}") if x) or None,
+        "watch": watch.get("action"),
+    }
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The stage functions a tick calls; the defaults are the ones the DAGs call.
+
+    ``check(cfg, as_of, data_path, out_dir) -> dict`` (keys of ``run_check``),
+    ``train(cfg, as_of, data_path, run_path, tags) -> dict`` (keys of ``train --json``),
+    ``canary(cfg, as_of, data_path) -> dict`` (``action`` and ``reason`` at least),
+    ``champion(cfg) -> int | None`` (the version ``champion`` points at).
+    """
+
+    check: Check = _default_check
+    train: Train = _default_train
+    canary: Canary | None = _default_canary
+    champion: Callable[[PipelineConfig], int | None] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.champion is None:
+            object.__setattr__(self, "champion", _champion_version)
+
+
+@dataclass
+class ReplaySpec:
+    """What to replay. Timestamps are on the data's clock (naive, like ``ds``)."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    scenario: Scenario
+    inject_at: pd.Timestamp | None = None
+    step: pd.Timedelta | None = None
+    replay_id: str | None = None
+    #: train on the rows in ``[T - history, T)`` only (default: all rows before ``T``)
+    history: pd.Timedelta | None = None
+    #: keep the config's MLflow/store settings instead of the replay's own (expert use)
+    use_config_stores: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ clock and config
+
+
+def schedule_step(schedule: str | None) -> pd.Timedelta:
+    """``monitoring.schedule`` as a fixed step: a preset (``@daily``) or a pandas duration (``6h``).
+
+    Raises:
+        ConfigError: a cron expression or anything else without a fixed period.
+    """
+    text = (schedule or "@daily").strip()
+    try:
+        step = pd.Timedelta(PRESETS.get(text, text))
+    except ValueError:
+        step = None
+    if step is None or step <= pd.Timedelta(0):
+        raise ConfigError(
+            f"replay: monitoring.schedule {schedule!r} has no fixed step; expected one of {sorted(PRESETS)} "
+            "or a duration such as '6h' (give --step to replay a cron schedule)"
+        )
+    return step
+
+
+def ticks(start: pd.Timestamp, end: pd.Timestamp, step: pd.Timedelta) -> list[pd.Timestamp]:
+    """``start, start + step, ...`` up to and including ``end``.
+
+    Raises:
+        ReplayError: ``end`` is not after ``start``.
+    """
+    if end <= start:
+        raise ReplayError(f"replay: expected end after start, found start {start} and end {end}")
+    return list(pd.date_range(start, end, freq=step))
+
+
+def default_replay_id(cfg: PipelineConfig, spec: ReplaySpec) -> str:
+    """``<config name>-<scenario>-<start>-<end>[-at<inject>]``: the same replay gets the same id."""
+    fmt = "%Y%m%dT%H%M"
+    parts = [cfg.name, spec.scenario.name, spec.start.strftime(fmt), spec.end.strftime(fmt)]
+    if spec.inject_at is not None and spec.scenario.kind != "none":
+        parts.append("at" + spec.inject_at.strftime(fmt))
+    if spec.history is not None:
+        parts.append(f"h{spec.history.days}d")
+    return artifacts.safe_run_id("-".join(parts))
+
+
+def isolated_config(cfg: PipelineConfig, folder: Path) -> PipelineConfig:
+    """``cfg`` with its MLflow store, forecast store and artifact root inside ``folder``.
+
+    The replay's registry is ``sqlite:///<folder>/mlflow.db`` (artifacts in
+    ``<folder>/mlflow-artifacts``), its forecast store ``sqlite:///<folder>/store.db``, its
+    training runs under ``<folder>/runs``.
+    """
+    folder = Path(folder).resolve()
+    update: dict[str, Any] = {
+        "mlflow": cfg.mlflow.model_copy(
+            update={"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "artifact_location": folder / "mlflow-artifacts"}
+        ),
+        "run": cfg.run.model_copy(update={"artifact_root": folder / "runs"}),
+    }
+    monitoring = getattr(cfg, "monitoring", None)
+    if monitoring is not None and "store_url" in type(monitoring).model_fields:
+        update["monitoring"] = monitoring.model_copy(update={"store_url": f"sqlite:///{folder / 'store.db'}"})
+    return cfg.model_copy(update=update)
+
+
+@contextmanager
+def tracking_env(uri: str) -> Iterator[None]:
+    """Point ``MLFLOW_TRACKING_URI`` (which overrides the config) at ``uri`` for the block, then restore it."""
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+# ------------------------------------------------------------------ data
+
+
+def prepare_data(cfg: PipelineConfig, spec: ReplaySpec, folder: Path) -> Path:
+    """Write ``<folder>/data.csv.gz``: the config's data with the scenario applied from ``inject_at``.
+
+    The shipped file is only read. The same inputs give the same bytes (so training run
+    fingerprints match on a rerun).
+    """
+    from pipeline.data import read_raw
+    from pipeline.scenarios import apply_scenario, write_scenario_data
+
+    raw = read_raw(cfg.data)
+    inject = spec.inject_at if spec.inject_at is not None else spec.start
+    drifted = apply_scenario(
+        raw, spec.scenario, inject, cfg.data.timestamp_column, cfg.data.target_column, cfg.data.timestamp_format
+    )
+    return write_scenario_data(drifted, Path(folder) / "data.csv.gz")
+
+
+def _bind_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    path = folder / "replay.json"
+    if path.exists():
+        old = artifacts.read_json(path)
+        if old != manifest:
+            changed = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise ConfigError(
+                f"replay id {folder.name!r} ({folder}) was started with other parameters ({changed}); "
+                "give another --replay-id or the same parameters"
+            )
+        return
+    artifacts.write_json(path, manifest)
+
+
+# ------------------------------------------------------------------ one tick
+
+
+def _stamp(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y%m%dT%H%M")
+
+
+def train_as_of(
+    cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, tags: dict, run_path: Path | None = None
+) -> dict:
+    """Train on data ``ds < as_of`` in run ``<replay_id>--<as_of>`` (a rerun resumes it)."""
+    run_path = run_path or artifacts.run_dir(cfg.run.artifact_root, f"{replay_id}--{_stamp(as_of)}")
+    tags = {"replay_id": replay_id, "as_of": as_of.isoformat(), **tags}
+    return stages.train(cfg, as_of, data_path, run_path, tags)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, folder: Path, inject_at) -> dict:
+    """One clock tick: check, retrain when the rule says so, canary. Returns the timeline row."""
+    check = stages.check(cfg, as_of, data_path, folder / "checks" / _stamp(as_of))
+    row: dict[str, Any] = {
+        "as_of": as_of.isoformat(),
+        "injected": inject_at is not None and as_of >= inject_at,
+        "decision": check["decision"],
+        "reasons": "; ".join(check.get("reasons") or []),
+        "champion_version": check.get("champion_version"),
+        "n_origins_scored": check.get("n_origins_scored"),
+        "rolling_rmse": _number(check.get("rolling_rmse")),
+        "training_rmse": _number(check.get("training_rmse")),
+        "threshold": _number(check.get("threshold")),
+        "drift_share": _number(check.get("drift_share")),
+        "check_id": check.get("check_id"),
+        "trained_run": None,
+        "registered_version": None,
+        "registration": None,
+        "canary_action": None,
+        "canary_reason": None,
+        "alias_move": None,
+        "canary_watch": None,
+    }
+    if check["decision"] == "retrain":
+        conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
+        tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
+        out = train_as_of(cfg, stages, replay_id, as_of, data_path, tags)
+        row.update(
+            trained_run=Path(out.get("run_dir", "")).name or None,
+            registered_version=out.get("registered_version"),
+            registration=out.get("registration") or f"v{out.get('registered_version')} {out.get('aliases')}",
+        )
+    if stages.canary is not None:
+        can = stages.canary(cfg, as_of, data_path)
+        row.update(canary_action=can.get("action"), canary_reason=can.get("reason"), alias_move=can.get("alias_move"),
+                   canary_watch=can.get("watch"))  # fmt: skip
+    return row
+
+
+# ------------------------------------------------------------------ the replay
+
+
+def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a replay; returns its summary (also written to ``summary.json``).
+
+    Args:
+        cfg: the use case; its stores are replaced by the replay's own (see
+            :func:`isolated_config`) unless ``spec.use_config_stores``.
+        spec: clock, scenario and injection time (default: ``start``).
+        stages: the stage functions (default: the DAGs' ones).
+        progress: a tqdm bar with one step per tick.
+
+    Returns:
+        The summary dict (see :func:`summarize`) plus ``replay_dir``, ``timeline``, ``plot``.
+
+    Raises:
+        ReplayError: the initial training registered no champion, or the clock is bad.
+        ConfigError: the replay id exists with other parameters; the schedule has no fixed step.
+        PipelineError subclasses from the stages (the ticks done so far are kept).
+    """
+    from tqdm.auto import tqdm
+
+    stages = stages or Stages()
+    if spec.history is not None and stages.train is _default_train:
+        stages = replace(stages, train=partial(_default_train, history=spec.history))
+    step = spec.step or schedule_step(getattr(getattr(cfg, "monitoring", None), "schedule", None))
+    clock = ticks(spec.start, spec.end, step)
+    replay_id = spec.replay_id or default_replay_id(cfg, spec)
+    folder = Path(cfg.run.artifact_root).resolve() / REPLAY / artifacts.safe_run_id(replay_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    inject = spec.inject_at if spec.inject_at is not None else spec.start
+    if inject < spec.start:
+        raise ReplayError(f"replay: the fault must start at or after --start ({spec.start}), found --inject-at {inject}")
+    _bind_manifest(folder, {
+        "config": str(cfg.source or ""), "scenario": spec.scenario.model_dump(), "start": spec.start.isoformat(),
+        "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step),
+        "history": str(spec.history) if spec.history is not None else None, **spec.extra,
+    })  # fmt: skip
+    rcfg = cfg if spec.use_config_stores else isolated_config(cfg, folder)
+    data_path = prepare_data(cfg, spec, folder)
+    from pipeline.tracking import tracking_uri
+
+    uri = rcfg.mlflow.tracking_uri if not spec.use_config_stores else tracking_uri(rcfg)
+    rows: list[dict] = []
+    with tracking_env(uri):
+        shared = Path(cfg.run.artifact_root).resolve() / REPLAY / "_initial"
+        initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared, spec.history)
+        bar = tqdm(clock, desc=f"replay {spec.scenario.name}", unit="tick", disable=not progress)
+        for as_of in bar:
+            record = folder / "ticks" / f"{_stamp(as_of)}.json"
+            if record.exists():
+                row = artifacts.read_json(record)
+            else:
+                row = run_tick(rcfg, stages, replay_id, as_of, data_path, folder, inject)
+                artifacts.write_json(record, row)
+            rows.append(row)
+            bar.set_postfix_str(f"{as_of:%Y-%m-%d %H:%M} {row['decision']}")
+    timeline = pd.DataFrame(rows)
+    for col in ("champion_version", "registered_version", "n_origins_scored"):
+        timeline[col] = pd.to_numeric(timeline[col]).astype("Int64")  # versions stay integers next to gaps
+    timeline.to_csv(folder / "timeline.csv", index=False)
+    summary = summarize(timeline, inject, spec.scenario.kind != "none", initial)
+    summary.update(replay_id=replay_id, scenario=spec.scenario.name, replay_dir=str(folder),
+                   timeline=str(folder / "timeline.csv"), tracking_uri=uri)  # fmt: skip
+    summary["plot"] = str(plot_timeline(timeline, inject if spec.scenario.kind != "none" else None, folder / "timeline.png"))
+    artifacts.write_json(folder / "summary.json", summary)
+    return summary
+
+
+def _ensure_champion(
+    cfg: PipelineConfig, stages: Stages, replay_id: str, start, data_path: Path, folder: Path, shared: Path, history=None
+) -> dict:
+    """Train and register the initial champion as of ``start`` when the registry has none.
+
+    The training run lives in ``shared/<config name>--<start>--<config fingerprint>``: replays
+    of one config from one start see the same data before ``start`` (a fault is injected at
+    or after it), so they share that run (trained once, registered in each replay's registry).
+    """
+    record = folder / "initial.json"
+    if record.exists():
+        return artifacts.read_json(record)
+    version = stages.champion(cfg)
+    if version is not None:
+        out = {"champion_version": version, "trained": False}
+    else:
+        from pipeline.tracking import run_fingerprint
+
+        window = f"--h{history.days}d" if history is not None else ""
+        run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}{window}--{run_fingerprint(cfg, None)[:8]}")
+        res = train_as_of(cfg, stages, replay_id, start, data_path, {"trigger.reason": "initial champion of the replay"}, run_path)
+        version = stages.champion(cfg)
+        if version is None:
+            raise ReplayError(
+                f"replay {replay_id}: the initial training as of {start} registered no champion "
+                f"({res.get('registration', 'no registered version')}); see {res.get('run_dir')}"
+            )
+        out = {"champion_version": version, "trained": True, "training_rmse": res.get("training_rmse"), "run_dir": res.get("run_dir")}
+    artifacts.write_json(record, out)
+    return out
+
+
+def _champion_version(cfg: PipelineConfig) -> int | None:
+    import mlflow
+
+    from pipeline.aliases import CHAMPION, alias_version
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri)
+    return alias_version(client, cfg.mlflow.registered_model_name, CHAMPION)
+
+
+# ------------------------------------------------------------------ results
+
+
+def _hours(a: pd.Timestamp, b: pd.Timestamp) -> float:
+    return float((a - b) / pd.Timedelta(hours=1))
+
+
+def _recovery(timeline: pd.DataFrame, ts: pd.Series) -> dict[str, Any]:
+    """Rolling RMSE over the two weeks after the last promotion / the new champion's training RMSE."""
+    promoted = timeline.index[timeline["canary_action"].fillna("").eq("promote")]
+    if len(promoted) == 0:
+        return {"promoted_at": None, "recovery_ratio": None, "recovery_ratio_max": None}
+    at = ts[promoted[-1]]
+    after = timeline[(ts > at) & (ts <= at + RECOVERY_WINDOW)].dropna(subset=["rolling_rmse", "training_rmse"])
+    if after.empty:
+        return {"promoted_at": at.isoformat(), "recovery_ratio": None, "recovery_ratio_max": None}
+    ratio = after["rolling_rmse"] / after["training_rmse"]
+    return {
+        "promoted_at": at.isoformat(),
+        "recovery_ratio": float(ratio.iloc[-1]),
+        "recovery_ratio_max": float(ratio.max()),
+        "recovery_window_end": pd.Timestamp(ts[after.index[-1]]).isoformat(),
+    }
+
+
+def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, initial: dict | None = None) -> dict[str, Any]:
+    """The replay's measured outcome.
+
+    - ``detection_delay_h``: hours from ``inject_at`` to the first ``retrain`` decision at or
+      after it (``None``: the rule missed the fault within the replay);
+    - ``false_triggers``: ``retrain`` decisions before ``inject_at`` (every one on a clean
+      scenario, ``faulty`` False);
+    - ``triggers``, ``registrations``, ``promotions``, ``rejections``, ``rollbacks``: counts;
+    - ``canary_decisions``: count per canary action;
+    - ``recovery_ratio``: the last rolling RMSE within 14 days after the last promotion over
+      the new champion's training RMSE (``recovery_ratio_max``: the worst in that window).
+    """
+    ts = pd.to_datetime(timeline["as_of"])
+    trig = timeline["decision"].eq("retrain")
+    after = trig & (ts >= inject_at) if faulty else trig & False
+    before = trig & ~(ts >= inject_at) if faulty else trig
+    actions = timeline["canary_action"].dropna()
+    actions = actions[actions.ne("none")]
+    detected = ts[after].min() if after.any() else None
+    out: dict[str, Any] = {
+        "ticks": int(len(timeline)),
+        "start": ts.min().isoformat(),
+        "end": ts.max().isoformat(),
+        "inject_at": inject_at.isoformat() if faulty else None,
+        "initial_champion": (initial or {}).get("champion_version"),
+        "detected_at": detected.isoformat() if detected is not None else None,
+        "detection_delay_h": _hours(detected, inject_at) if detected is not None else None,
+        "false_triggers": int(before.sum()),
+        "triggers": int(trig.sum()),
+        "registrations": int(timeline["registered_version"].notna().sum()),
+        "canary_decisions": {str(k): int(v) for k, v in actions.value_counts().items()},
+        "promotions": int(actions.eq("promote").sum()),
+        "rejections": int(actions.eq("reject").sum()),
+        "rollbacks": int(actions.eq("rollback").sum()),
+        "decisions": {str(k): int(v) for k, v in timeline["decision"].value_counts().items()},
+    }
+    out.update(_recovery(timeline, ts))
+    return out
+
+
+def plot_timeline(timeline: pd.DataFrame, inject_at: pd.Timestamp | None, path: Path) -> Path:
+    """Two panels: rolling RMSE with its threshold and the events; drift share. PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = pd.to_datetime(timeline["as_of"])
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(ts, timeline["rolling_rmse"], "-o", ms=3, label="rolling RMSE (champion)")
+    ax.plot(ts, timeline["threshold"], "--", color="tab:red", label="retrain threshold")
+    ax.plot(ts, timeline["training_rmse"], ":", color="grey", label="champion's training RMSE")
+    _events(ax, ts, timeline, inject_at)
+    ax.set_ylabel("RMSE (target units)")
+    ax.legend(loc="upper left", fontsize=8)
+    bx.plot(ts, timeline["drift_share"], "-", color="tab:purple")
+    bx.set_ylabel("drift share")
+    bx.set_ylim(-0.02, 1.02)
+    if inject_at is not None:
+        bx.axvline(inject_at, color="black", lw=1.5)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _events(ax, ts: pd.Series, timeline: pd.DataFrame, inject_at) -> None:
+    if inject_at is not None:
+        ax.axvline(inject_at, color="black", lw=1.5, label="fault injected")
+    marks = [
+        (timeline["decision"].eq("retrain"), "tab:orange", "retrain triggered"),
+        (timeline["registered_version"].notna(), "tab:green", "challenger registered"),
+        (timeline["canary_action"].eq("promote"), "tab:blue", "promoted"),
+        (timeline["canary_action"].eq("reject"), "tab:brown", "rejected"),
+        (timeline["canary_action"].eq("rollback"), "tab:red", "rolled back"),
+    ]
+    for mask, colour, label in marks:
+        mask = mask.fillna(False).astype(bool)
+        for i, t in enumerate(ts[mask]):
+            ax.axvline(t, color=colour, ls="-.", lw=1, label=label if i == 0 else None)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _timestamp(text: str | None, what: str) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError as exc:
+        raise ReplayError(f"replay {what}: expected a timestamp such as '2014-07-01 00:00', found {text!r}") from exc
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The replay's outcome in a few lines (what ``make loop-demo`` prints)."""
+    delay = summary["detection_delay_h"]
+    lines = [
+        f"replay {summary['replay_id']}: {summary['ticks']} ticks {summary['start']} .. {summary['end']}, "
+        f"scenario {summary['scenario']}" + (f" injected at {summary['inject_at']}" if summary["inject_at"] else ""),
+        f"initial champion: v{summary['initial_champion']}",
+        "detection: " + (f"retrain triggered at {summary['detected_at']}, {delay:.0f} h after the injection"
+                         if delay is not None else ("no fault injected" if not summary["inject_at"] else "MISSED (no retrain after the injection)")),
+        f"false triggers (before the injection): {summary['false_triggers']}; triggers in all: {summary['triggers']}",
+        f"registrations: {summary['registrations']}; canary: {summary['canary_decisions'] or 'no decision'}",
+        f"promotions {summary['promotions']}, rejections {summary['rejections']}, rollbacks {summary['rollbacks']}",
+    ]
+    if summary.get("recovery_ratio") is not None:
+        lines.append(
+            f"recovery: rolling RMSE / new champion's training RMSE = {summary['recovery_ratio']:.2f} "
+            f"(worst {summary['recovery_ratio_max']:.2f}) in the 14 days after the promotion at {summary['promoted_at']}"
+        )
+    lines += [f"timeline: {summary['timeline']}", f"plot: {summary['plot']}"]
+    return "\n".join(lines)
+
+
+def replay_from_args(cfg: PipelineConfig, args) -> dict[str, Any]:
+    """``lstm-pipeline replay``: parse the options, run the replay, print its summary."""
+    from pipeline.scenarios import load_scenario
+
+    spec = ReplaySpec(
+        start=_timestamp(args.start, "--start"),
+        end=_timestamp(args.end, "--end"),
+        scenario=load_scenario(args.scenario),
+        inject_at=_timestamp(args.inject_at, "--inject-at"),
+        step=schedule_step(args.step) if args.step else None,
+        replay_id=args.replay_id,
+        history=pd.Timedelta(args.history) if args.history else None,
+        use_config_stores=args.use_config_stores,
+    )
+    summary = run_replay(cfg, spec, progress=not args.no_progress)
+    print(summary_text(summary))
+    return summary

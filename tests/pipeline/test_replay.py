@@ -1,0 +1,219 @@
+"""The replay's tick loop, its records and its summary.
+
+The fast tests drive :func:`pipeline.replay.run_replay` with small stage functions that
+compute a real rolling naive-forecast RMSE on the replay's drifted data copy and keep a
+registry in a dict, so the loop's logic (clock, data copy, trigger -> training run ->
+canary, idempotent reruns, summary, plot) is checked in a second. The slow test runs the
+real stages end to end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load_config
+from pipeline.data import read_raw
+from pipeline.errors import ConfigError
+from pipeline.replay import ReplayError, ReplaySpec, Stages, rows_before_copy, run_replay, schedule_step, summarize
+from pipeline.scenarios import Scenario
+from tests.conftest import tiny_frame
+
+START, END, INJECT = pd.Timestamp("2024-01-05"), pd.Timestamp("2024-01-09"), pd.Timestamp("2024-01-07")
+WINDOW = pd.Timedelta(hours=24)
+
+
+class LoopStages:
+    """Stage functions over a dict registry; ``calls`` counts every stage call."""
+
+    def __init__(self, canary_after: int = 2):
+        self.versions: dict[int, dict] = {}
+        self.aliases: dict[str, int] = {}
+        self.calls: list[tuple] = []
+        self.canary_after = canary_after
+        self.pending_ticks = 0
+
+    def stages(self) -> Stages:
+        return Stages(check=self.check, train=self.train, canary=self.canary, champion=lambda cfg: self.aliases.get("champion"))
+
+    def _rmse(self, data_path, cfg, lo, hi) -> float:
+        raw = read_raw(cfg.data, data_path)
+        y = pd.to_numeric(raw[cfg.data.target_column]).to_numpy()
+        ds = pd.to_datetime(raw[cfg.data.timestamp_column])
+        keep = ((ds >= lo) & (ds < hi)).to_numpy()[1:]
+        err = (y[1:] - y[:-1])[keep]
+        return float(np.sqrt(np.mean(err**2)))
+
+    def train(self, cfg, as_of, data_path, run_path, tags):
+        self.calls.append(("train", as_of, run_path.name))
+        version = len(self.versions) + 1
+        self.versions[version] = {"training_rmse": self._rmse(data_path, cfg, as_of - 2 * WINDOW, as_of), "tags": tags}
+        self.aliases.setdefault("champion", version)
+        if self.aliases["champion"] != version:
+            self.aliases["challenger"] = version
+            self.pending_ticks = 0
+        return {"run_dir": str(run_path), "registered_version": version, "aliases": ["challenger"], "training_rmse": 1.0}
+
+    def check(self, cfg, as_of, data_path, out_dir):
+        self.calls.append(("check", as_of))
+        champ = self.aliases["champion"]
+        train_rmse = self.versions[champ]["training_rmse"]
+        rolling = self._rmse(data_path, cfg, as_of - WINDOW, as_of)
+        retrain = rolling > 2 * train_rmse and "challenger" not in self.aliases
+        return {"as_of": as_of, "champion_version": champ, "n_origins_scored": 24, "rolling_rmse": rolling,
+                "training_rmse": train_rmse, "threshold": 2 * train_rmse, "drift_share": 0.0,
+                "decision": "retrain" if retrain else "ok", "reasons": ["rule"], "check_id": f"c{as_of:%d%H}"}  # fmt: skip
+
+    def canary(self, cfg, as_of, data_path):
+        self.calls.append(("canary", as_of))
+        if "challenger" not in self.aliases:
+            return {"action": None}
+        self.pending_ticks += 1
+        if self.pending_ticks < self.canary_after:
+            return {"action": "wait", "reason": "too few paired origins"}
+        self.aliases["champion"] = self.aliases.pop("challenger")
+        return {"action": "promote", "reason": "significantly better", "alias_move": f"champion -> v{self.aliases['champion']}"}
+
+
+@pytest.fixture
+def cfg(make_case):
+    frame = tiny_frame(n=10 * 24)
+    config, _ = make_case(frame=frame)
+    return load_config(config)
+
+
+def _spec(kind="scale", inject_at=INJECT, **kw) -> ReplaySpec:
+    scenario = Scenario(name=f"t_{kind}", kind=kind, factor=3.0)
+    return ReplaySpec(start=START, end=END, scenario=scenario, inject_at=inject_at, step=pd.Timedelta(hours=12), **kw)
+
+
+def test_loop_detects_retrains_promotes_and_records(cfg):
+    loop = LoopStages()
+    shipped = hashlib.sha256(cfg.data.path.read_bytes()).hexdigest()
+    summary = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
+    assert hashlib.sha256(cfg.data.path.read_bytes()).hexdigest() == shipped
+    # initial champion trained as of START, in the replay's deterministic run id
+    assert loop.calls[0][:2] == ("train", START) and loop.calls[0][2].startswith("tiny--20240105T0000--")
+    checks = [c[1] for c in loop.calls if c[0] == "check"]
+    assert checks == list(pd.date_range(START, END, freq="12h"))
+    # the x3 fault triggers once its window holds scaled data, never before the injection
+    trains = [c for c in loop.calls if c[0] == "train"][1:]
+    assert len(trains) == 1 and trains[0][1] >= INJECT and trains[0][2] == f"{summary['replay_id']}--{trains[0][1]:%Y%m%dT%H%M}"
+    assert summary["false_triggers"] == 0
+    assert summary["detected_at"] == trains[0][1].isoformat()
+    assert summary["detection_delay_h"] == (trains[0][1] - INJECT) / pd.Timedelta(hours=1)
+    assert summary["registrations"] == 1 and summary["promotions"] == 1 and loop.aliases["champion"] == 2
+    assert loop.versions[2]["tags"]["trigger.reason"] == "rule"  # no conf: the reasons
+    timeline = pd.read_csv(summary["timeline"])
+    assert len(timeline) == 9 and timeline["decision"].eq("retrain").sum() == 1
+    assert set(timeline.loc[timeline["canary_action"].eq("promote"), "alias_move"]) == {"champion -> v2"}
+    assert json.loads((cfg.run.artifact_root / "replay" / summary["replay_id"] / "summary.json").read_text())["promotions"] == 1
+    with open(summary["plot"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_reuses_every_tick_and_other_parameters_are_refused(cfg):
+    loop = LoopStages()
+    first = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
+    n_calls = len(loop.calls)
+    again = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
+    assert len(loop.calls) == n_calls  # nothing ran twice
+    assert again == first
+    with pytest.raises(ConfigError, match="other parameters"):
+        run_replay(cfg, _spec(replay_id=first["replay_id"], extra={"note": "changed"}), stages=loop.stages(), progress=False)
+
+
+def test_clean_scenario_counts_every_trigger_as_false(cfg):
+    rows = pd.DataFrame({
+        "as_of": pd.date_range("2024-01-01", periods=4, freq="D").astype(str),
+        "decision": ["ok", "retrain", "ok", "retrain"], "registered_version": [None, 2, None, None],
+        "canary_action": [None, None, "reject", None], "rolling_rmse": 1.0, "training_rmse": 1.0,
+    })  # fmt: skip
+    clean = summarize(rows, pd.Timestamp("2024-01-01"), faulty=False)
+    assert clean["false_triggers"] == 2 and clean["detection_delay_h"] is None and clean["rejections"] == 1
+    faulty = summarize(rows, pd.Timestamp("2024-01-02"), faulty=True)
+    assert faulty["false_triggers"] == 0 and faulty["detection_delay_h"] == 0.0 and faulty["triggers"] == 2
+
+
+def test_no_champion_after_initial_training_is_an_error(cfg):
+    loop = LoopStages()
+    stages = Stages(check=loop.check, train=lambda *a: {"registration": "skipped: gate failed"}, canary=None,
+                    champion=lambda cfg: None)  # fmt: skip
+    with pytest.raises(ReplayError, match="registered no champion.*gate failed"):
+        run_replay(cfg, _spec(), stages=stages, progress=False)
+
+
+def test_schedule_step_and_clock_errors(cfg):
+    assert schedule_step("@daily") == pd.Timedelta(days=1) and schedule_step("6h") == pd.Timedelta(hours=6)
+    with pytest.raises(ConfigError, match="no fixed step"):
+        schedule_step("0 3 * * *")
+    with pytest.raises(ReplayError, match="end after start"):
+        run_replay(cfg, ReplaySpec(start=END, end=START, scenario=Scenario(name="n", kind="none"), step=pd.Timedelta("1D")),
+                   stages=LoopStages().stages(), progress=False)  # fmt: skip
+    with pytest.raises(ReplayError, match="at or after --start"):
+        run_replay(cfg, _spec(inject_at=START - pd.Timedelta("1h")), stages=LoopStages().stages(), progress=False)
+
+
+def test_rows_before_copy_is_what_training_as_of_sees(cfg, tmp_path):
+    out = rows_before_copy(cfg, cfg.data.path, INJECT, tmp_path / "before.csv.gz")
+    raw, before = read_raw(cfg.data), read_raw(cfg.data, out)
+    assert pd.to_datetime(before["time"]).max() == INJECT - pd.Timedelta("1h")
+    pd.testing.assert_frame_equal(before, raw.iloc[: len(before)])
+
+
+@pytest.mark.slow
+def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
+    """Real stages: the x3 target fault fires the rule after the injection and a challenger is registered."""
+    pytest.importorskip("pipeline.monitoring")
+    import mlflow
+    import sqlalchemy as sa
+    import yaml
+
+    from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
+
+    csv = tmp_path / "input.csv"
+    sine_frame(n=20 * 24).to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL)
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
+    raw["monitoring"] = {"window": "1D", "min_origins": 12, "cooldown": "2D", "schedule": "12h"}
+    raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
+    raw["mlflow"] = {"experiment_name": "replay-e2e", "registered_model_name": "replay-e2e"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "config.yaml")
+    start, inject = pd.Timestamp("2024-01-13"), pd.Timestamp("2024-01-15")
+    spec = ReplaySpec(start=start, end=pd.Timestamp("2024-01-18"), scenario=Scenario(name="x3", kind="scale", factor=3.0), inject_at=inject)
+    summary = run_replay(cfg, spec, progress=False)
+
+    folder = cfg.run.artifact_root / "replay" / summary["replay_id"]
+    assert summary["false_triggers"] == 0 and summary["detected_at"] is not None
+    assert pd.Timestamp(summary["detected_at"]) >= inject
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    versions = {int(v.version): v for v in client.search_model_versions("name='replay-e2e'")}
+    assert len(versions) >= 2  # initial champion + the retrain's challenger
+    retrained = versions[max(versions)]
+    run = client.get_run(retrained.run_id)
+    assert run.data.tags.get("trigger.as_of") == summary["detected_at"]
+    # the store under the replay folder holds the checks the timeline shows
+    engine = sa.create_engine(f"sqlite:///{folder / 'store.db'}")
+    with engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+    assert tables, "the replay's forecast store was not created"
+    timeline = pd.read_csv(summary["timeline"])
+    assert timeline["decision"].eq("retrain").sum() == summary["triggers"] >= 1
+    assert summary["canary_decisions"].get("wait", 0) >= 1  # the challenger was shadow-scored and judged
+    # the user's own registry (the config's) was never created
+    assert not (tmp_path / "mlflow").exists()
+
+
+def test_cli_replay_bad_options_exit_1_with_the_reason(cfg, capsys):
+    from pipeline.cli import main
+
+    base = ["replay", "--config", str(cfg.source), "--end", "2024-01-09"]
+    assert main([*base, "--start", "last tuesday"]) == 1
+    assert "expected a timestamp" in capsys.readouterr().err
+    assert main([*base, "--start", "2024-01-05", "--scenario", "no_such"]) == 1
+    assert "shipped scenarios" in capsys.readouterr().err
