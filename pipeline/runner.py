@@ -8,12 +8,23 @@ validate -> features -> train (LSTM) -> baselines -> compare -> track/register.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+
+
+def _stage(name: str, fn: Callable[..., dict[str, Any]], *args, **kwargs) -> dict[str, Any]:
+    """Call one stage; a :class:`PipelineError` leaving it carries ``stage=name``."""
+    try:
+        return fn(*args, **kwargs)
+    except PipelineError as err:
+        err.stage = err.stage or name
+        raise
 
 
 def run_training_pipeline(
@@ -34,11 +45,15 @@ def run_training_pipeline(
     from pipeline.training import run_training
     from pipeline.validation import run_validation
 
-    validated = run_validation(cfg, run_path, data_path)
-    feats = run_features(cfg, run_path, Path(validated["data"]))
-    trained = run_training(cfg, run_path, Path(feats["features"]))
-    base = run_baselines(cfg, run_path, Path(feats["features"]))
-    compared = run_comparison(cfg, run_path, Path(feats["features"]), Path(trained["training"]), Path(base["baselines"]))
+    if register:  # a dead tracking server costs seconds here, not a training run
+        from pipeline.tracking import check_server, tracking_uri
+
+        _stage("register", check_server, tracking_uri(cfg))
+    validated = _stage("validate", run_validation, cfg, run_path, data_path)
+    feats = _stage("features", run_features, cfg, run_path, Path(validated["data"]))
+    trained = _stage("train", run_training, cfg, run_path, Path(feats["features"]))
+    base = _stage("baselines", run_baselines, cfg, run_path, Path(feats["features"]))
+    compared = _stage("compare", run_comparison, cfg, run_path, Path(feats["features"]), Path(trained["training"]), Path(base["baselines"]))
     result: dict[str, Any] = {
         **compared,
         "device": trained["device"],
@@ -50,7 +65,7 @@ def run_training_pipeline(
     if register:
         from pipeline.registry import track_and_register
 
-        result.update(track_and_register(cfg, run_path, validated, tags=tags))
+        result.update(_stage("register", track_and_register, cfg, run_path, validated, tags=tags))
     return result
 
 

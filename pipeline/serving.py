@@ -4,7 +4,8 @@
 weights; ``predict`` takes raw recent history - the columns of the input CSV, at
 least ``lookback`` rows on the ``freq`` grid - and returns the next ``horizon``
 forecasts in original units as a frame ``ds, step, y_hat`` (plus ``unique_id``
-when the data has a series-id column). The same :func:`pipeline.features.design_matrix`
+when the data has a series-id column, and a ``warning`` column, logged too, when an input
+lies far outside the training range: :func:`range_warnings`). The same :func:`pipeline.features.design_matrix`
 as training builds the inputs, so serving cannot skip the training preprocessing.
 Pattern: MLflow "Custom Python models" (``mlflow.pyfunc.PythonModel``,
 https://mlflow.org/docs/latest/ml/model/python_model/).
@@ -12,6 +13,7 @@ https://mlflow.org/docs/latest/ml/model/python_model/).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,8 @@ import pandas as pd
 from pipeline import schema
 from pipeline.errors import DataQualityError
 from pipeline.features import Preprocessor, design_matrix, fill_short_gaps
+
+log = logging.getLogger(__name__)
 
 try:  # mlflow is always installed with the package; the guard keeps this module importable without it
     from mlflow.pyfunc import PythonModel
@@ -40,11 +44,14 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> list[pd.DataFr
     missing = [c for c in required if c not in history.columns]
     if missing:
         raise DataQualityError(f"history is missing column(s) {missing}; expected {required}, found {list(history.columns)}")
+    if history.empty:
+        raise DataQualityError(f"history is empty: expected at least lookback={prep.lookback} rows of columns {required}")
     try:
         ds = pd.to_datetime(history[prep.timestamp_column])
         numeric = {c: pd.to_numeric(history[c]).astype("float64") for c in (prep.target_column, *prep.covariates)}
     except (ValueError, TypeError) as exc:
         raise DataQualityError(f"history has a value that does not parse: {exc}") from exc
+    _check_finite(numeric, ds)
     long = pd.DataFrame({
         schema.UNIQUE_ID: history[prep.series_id_column].astype(str).to_numpy() if prep.series_id_column else schema.DEFAULT_SERIES_ID,
         schema.DS: ds.to_numpy(), schema.Y: numeric[prep.target_column].to_numpy(),
@@ -64,6 +71,40 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> list[pd.DataFr
         part[schema.UNIQUE_ID] = uid
         parts.append(part)
     return parts
+
+
+def _check_finite(numeric: dict[str, pd.Series], ds: pd.Series) -> None:
+    """``inf`` / ``-inf`` (or a number beyond float64) is never a valid history value; ``NaN`` is a gap."""
+    for col, values in numeric.items():
+        bad = np.flatnonzero(np.isinf(values.to_numpy()))
+        if len(bad):
+            stamps = ds.iloc[bad[:5]].astype(str).tolist()
+            raise DataQualityError(f"history column {col!r} has {len(bad)} infinite value(s) at {stamps}; expected finite numbers (leave a gap empty instead)")
+
+
+#: a scaled input beyond this many scaler units (standard deviations, ranges or IQRs) is
+#: "far outside the training range" and makes the forecast carry a warning
+OUT_OF_RANGE_SCALED = 20.0
+
+
+def range_warnings(x: np.ndarray, prep: Preprocessor, ids: list[str]) -> list[str]:
+    """Warnings for inputs far outside what the scaler saw in training.
+
+    Args:
+        x: ``(n_series, lookback, n_features)`` scaled inputs, as :func:`model_inputs` returns.
+
+    Returns:
+        One message per series and feature with ``|x| > OUT_OF_RANGE_SCALED`` (empty when none).
+    """
+    far = np.abs(x) > OUT_OF_RANGE_SCALED
+    out = []
+    for i, j in zip(*np.nonzero(far.any(axis=1)), strict=True):
+        worst = float(np.abs(x[i, :, j]).max())
+        out.append(
+            f"series {ids[i]!r}: input {prep.feature_names[j]!r} is {worst:.0f} scaler units from the training data "
+            f"(more than {OUT_OF_RANGE_SCALED:.0f}); the forecast extrapolates far outside what the model was trained on"
+        )
+    return out
 
 
 def model_inputs(history: pd.DataFrame, prep: Preprocessor) -> tuple[np.ndarray, list[str], list[pd.Timestamp]]:
@@ -127,4 +168,9 @@ class ForecastModel(PythonModel):
         x, ids, last = model_inputs(pd.DataFrame(model_input), self.prep)
         with torch.no_grad():
             scaled = np.mean([m(torch.from_numpy(x)).numpy() for m in self.members], axis=0)
-        return forecast_frame(self.prep, self.prep.inverse_target(scaled), ids, last)
+        frame = forecast_frame(self.prep, self.prep.inverse_target(scaled), ids, last)
+        warnings = range_warnings(x, self.prep, ids)
+        if warnings:  # the result says so too: a ``warning`` column appears only then
+            log.warning("forecast inputs out of the training range: %s", "; ".join(warnings))
+            frame["warning"] = "; ".join(warnings)
+        return frame
