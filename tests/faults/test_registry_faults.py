@@ -140,14 +140,19 @@ def test_two_processes_with_different_artifact_roots_make_only_one_first_champio
 
 
 class _FaultyProxy(http.server.BaseHTTPRequestHandler):
-    """Forwards every request to the real server, except that ``fail`` paths answer 503."""
+    """Forwards every request to the real server, except that GETs of ``fail`` paths answer 503
+    once ``skip`` of them have gone through."""
 
     upstream = ""
     fail: tuple[str, ...] = ()
+    skip = 0
+    seen = 0
 
     def _forward(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
         if self.command == "GET" and self.path.split("?")[0].endswith(self.fail):
+            type(self).seen += 1
+        if self.command == "GET" and self.path.split("?")[0].endswith(self.fail) and type(self).seen > self.skip:
             self.send_response(503)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
@@ -176,8 +181,8 @@ class _FaultyProxy(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def faulty_proxy(mlflow_server):
-    def start(*fail: str) -> str:
-        handler = type("Proxy", (_FaultyProxy,), {"upstream": mlflow_server, "fail": fail})
+    def start(*fail: str, skip: int = 0) -> str:
+        handler = type("Proxy", (_FaultyProxy,), {"upstream": mlflow_server, "fail": fail, "skip": skip, "seen": 0})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -189,15 +194,21 @@ def faulty_proxy(mlflow_server):
         server.shutdown()
 
 
-@pytest.mark.parametrize("endpoint", ["/registered-models/alias", "/registered-models/get"])
-def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained, env, faulty_proxy, monkeypatch, endpoint):
+@pytest.mark.parametrize(
+    ("endpoint", "skip"),
+    [("/registered-models/alias", 0), ("/registered-models/get", 0), ("/registered-models/get", 1)],
+    ids=["get-by-alias", "get-model", "get-model-under-the-lock"],
+)
+def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained, env, faulty_proxy, monkeypatch, endpoint, skip):
+    """``skip=1`` lets the registered-model check through, so the 503 hits the alias reads under the lock."""
     cfg, _ = _cfg(trained, env)
-    first = track_and_register(cfg, _copy(trained, f"5xx-first-{endpoint[-5:]}"), {"data_sha256": trained["sha"]})
+    tag = f"{endpoint[-5:]}-{skip}"
+    first = track_and_register(cfg, _copy(trained, f"5xx-first-{tag}"), {"data_sha256": trained["sha"]})
     assert first["aliases"] == ["challenger", "champion"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", faulty_proxy(endpoint))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", faulty_proxy(endpoint, skip=skip))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     try:
-        out = track_and_register(cfg, _copy(trained, f"5xx-second-{endpoint[-5:]}"), {"data_sha256": trained["sha"]})
+        out = track_and_register(cfg, _copy(trained, f"5xx-second-{tag}"), {"data_sha256": trained["sha"]})
     except RegistryError as err:
         assert "503" in str(err) or "Service Unavailable" in str(err) or "INTERNAL_ERROR" in str(err) or "TEMPORARILY_UNAVAILABLE" in str(err), str(err)
         out = None
