@@ -106,7 +106,8 @@ def _resume_hint(args, run_id: str) -> str:
 
 def _fail(args, code: int, kind: str, message: str, stage: str | None, run_id: str | None, run_path: Path | None) -> int:
     """Print an error (stderr; and, with ``--json``, the error object as stdout's last line)."""
-    resume = _resume_hint(args, run_id) if run_id and code in (1, 130) and args.command == "train" else None
+    resumable = code in (1, 130) and kind != "ConfigError" and args.command == "train"  # a refused run id cannot be resumed
+    resume = _resume_hint(args, run_id) if run_id and resumable else None
     print(f"error ({kind}{f', stage {stage}' if stage else ''}): {message}", file=sys.stderr)
     if resume:
         print(f"finished stages are kept; resume this run with: {resume}", file=sys.stderr)

@@ -185,3 +185,19 @@ def test_pyfunc_warns_when_inputs_are_far_outside_the_training_range(served, cap
     with caplog.at_level(logging.WARNING, logger="pipeline.serving"):
         out = model.predict(None, history)
     assert out["warning"].str.contains("input 'load' is").all() and "out of the training range" in caplog.text
+
+
+@pytest.mark.parametrize(("raised", "code", "kind"), [(KeyboardInterrupt(), 130, "Interrupted"), (KeyError("boom"), 3, "InternalError")])
+def test_an_interrupt_or_a_bug_still_ends_in_one_json_object(make_case, capsys, monkeypatch, raised, code, kind):
+    from pipeline import cli
+
+    def fail(*args):
+        raise raised
+
+    monkeypatch.setitem(cli.COMMANDS, "train", fail)
+    config, _ = make_case()
+    assert main(["train", "--config", str(config), "--run-id", "r3", "--json"]) == code
+    captured = capsys.readouterr()
+    err = _last_json(captured.out)
+    assert err["kind"] == kind and err["exit_code"] == code and "Traceback" not in captured.err
+    assert ("--run-id r3" in (err["resume"] or "")) == (code == 130)

@@ -140,19 +140,14 @@ def test_two_processes_with_different_artifact_roots_make_only_one_first_champio
 
 
 class _FaultyProxy(http.server.BaseHTTPRequestHandler):
-    """Forwards every request to the real server, except that GETs of ``fail`` paths answer 503
-    once ``skip`` of them have gone through."""
+    """Forwards every request to the real server, except that GETs of ``fail`` paths answer 503."""
 
     upstream = ""
     fail: tuple[str, ...] = ()
-    skip = 0
-    seen = 0
 
     def _forward(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
         if self.command == "GET" and self.path.split("?")[0].endswith(self.fail):
-            type(self).seen += 1
-        if self.command == "GET" and self.path.split("?")[0].endswith(self.fail) and type(self).seen > self.skip:
             self.send_response(503)
             self.send_header("Content-Type", "text/html")
             self.end_headers()
@@ -181,8 +176,8 @@ class _FaultyProxy(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def faulty_proxy(mlflow_server):
-    def start(*fail: str, skip: int = 0) -> str:
-        handler = type("Proxy", (_FaultyProxy,), {"upstream": mlflow_server, "fail": fail, "skip": skip, "seen": 0})
+    def start(*fail: str) -> str:
+        handler = type("Proxy", (_FaultyProxy,), {"upstream": mlflow_server, "fail": fail})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -194,18 +189,13 @@ def faulty_proxy(mlflow_server):
         server.shutdown()
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "skip"),
-    [("/registered-models/alias", 0), ("/registered-models/get", 0), ("/registered-models/get", 1)],
-    ids=["get-by-alias", "get-model", "get-model-under-the-lock"],
-)
-def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained, env, faulty_proxy, monkeypatch, endpoint, skip):
-    """``skip=1`` lets the registered-model check through, so the 503 hits the alias reads under the lock."""
+@pytest.mark.parametrize("endpoint", ["/registered-models/alias", "/registered-models/get"])
+def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained, env, faulty_proxy, monkeypatch, endpoint):
     cfg, _ = _cfg(trained, env)
-    tag = f"{endpoint[-5:]}-{skip}"
+    tag = endpoint.rsplit("/", 1)[-1]
     first = track_and_register(cfg, _copy(trained, f"5xx-first-{tag}"), {"data_sha256": trained["sha"]})
     assert first["aliases"] == ["challenger", "champion"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", faulty_proxy(endpoint, skip=skip))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", faulty_proxy(endpoint))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     try:
         out = track_and_register(cfg, _copy(trained, f"5xx-second-{tag}"), {"data_sha256": trained["sha"]})
@@ -215,6 +205,23 @@ def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained
     champion = env["client"].get_model_version_by_alias(env["model"], "champion").version
     assert champion == "1", f"a 5xx answer moved champion to v{champion} (result {out})"
     _assert_invariants(env)
+
+
+def test_a_server_error_under_the_lock_moves_no_alias(trained, env, faulty_proxy, monkeypatch):
+    """The alias decisions themselves, with every read of the registered model answered 503."""
+    import mlflow
+
+    from pipeline.registry import assign_aliases
+
+    cfg, _ = _cfg(trained, env)
+    first = track_and_register(cfg, _copy(trained, "5xx-lock"), {"data_sha256": trained["sha"]})
+    v1 = env["client"].get_model_version(env["model"], str(first["registered_version"]))
+    v2 = env["client"].create_model_version(env["model"], source=v1.source, run_id=v1.run_id, tags={"gate": "passed"})
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    proxy = faulty_proxy("/registered-models/get")
+    with pytest.raises(RegistryError, match="not a 'not found' answer"):
+        assign_aliases(mlflow.tracking.MlflowClient(tracking_uri=proxy), proxy, env["model"], int(v2.version), {"lstm_rmse": 1.0})
+    assert _state(env)[int(v2.version)]["aliases"] == [] and _state(env)[1]["aliases"] == ["challenger", "champion"]
 
 
 def test_not_found_is_only_resource_does_not_exist(env, faulty_proxy, monkeypatch):
