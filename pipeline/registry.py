@@ -224,6 +224,7 @@ def track_and_register(cfg: PipelineConfig, run_path: Path, validated: dict[str,
         with tracking.bounded_http_retries():
             return _track_and_register(mlflow, cfg, uri, run_path, validated, tags or {}, fingerprint)
     except mlflow.exceptions.MlflowException as exc:
+        tracking.check_server(uri, attempts=1)  # a server gone mid-way gets its own message: "cannot reach MLflow at URL"
         raise RegistryError(f"MLflow at {uri} failed a request: {exc}. Rerun the same run id to resume: finished steps are kept.") from exc
 
 
