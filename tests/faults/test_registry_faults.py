@@ -216,7 +216,7 @@ def test_a_server_error_under_the_lock_moves_no_alias(trained, env, faulty_proxy
     cfg, _ = _cfg(trained, env)
     first = track_and_register(cfg, _copy(trained, "5xx-lock"), {"data_sha256": trained["sha"]})
     v1 = env["client"].get_model_version(env["model"], str(first["registered_version"]))
-    v2 = env["client"].create_model_version(env["model"], source=v1.source, run_id=v1.run_id, tags={"gate": "passed"}, model_id=v1.model_id)
+    v2 = env["client"].create_model_version(env["model"], source=v1.source, run_id=v1.run_id, tags={"gate": "passed"}, model_id=v1.source.removeprefix("models:/"))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     proxy = faulty_proxy("/registered-models/get")
     with pytest.raises(RegistryError, match="not a 'not found' answer"):
