@@ -100,8 +100,9 @@ def range_warnings(x: np.ndarray, prep: Preprocessor, ids: list[str]) -> list[st
     out = []
     for i, j in zip(*np.nonzero(far.any(axis=1)), strict=True):
         worst = float(np.abs(x[i, :, j]).max())
+        name = prep.target_column if prep.feature_names[j] == schema.Y else prep.feature_names[j]  # the user's column name
         out.append(
-            f"series {ids[i]!r}: input {prep.feature_names[j]!r} is {worst:.0f} scaler units from the training data "
+            f"series {ids[i]!r}: input {name!r} is {worst:.0f} scaler units from the training data "
             f"(more than {OUT_OF_RANGE_SCALED:.0f}); the forecast extrapolates far outside what the model was trained on"
         )
     return out
