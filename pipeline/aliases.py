@@ -144,18 +144,22 @@ def set_alias(client, model_name: str, alias: str, version: int | str, reason: s
     """Point ``alias`` at ``version``, recording ``reason`` (and ``evidence``) on the version first.
 
     The caller vets the move and holds :func:`registry_lock`. Idempotent: setting an alias
-    where it already points rewrites the record only.
+    where it already points rewrites the record only. The version the alias leaves gets
+    ``alias.<alias>.removed`` ("moved to v<N>: <reason>").
 
     Raises:
         RegistryError: MLflow failed; the alias is where it was, or at ``version`` with its record.
     """
     version = str(version)
+    previous = alias_version(client, model_name, alias)
     _call(f"record alias {alias!r} on {model_name} v{version}", client.set_model_version_tag, model_name, version, f"alias.{alias}.reason", reason)
     if evidence is not None:
         payload = json.dumps(evidence, sort_keys=True, default=str)[:5000]
         _call(f"record alias {alias!r} evidence", client.set_model_version_tag, model_name, version, f"alias.{alias}.evidence", payload)
     faults.point(f"before_set_alias_{alias}")
     _call(f"set alias {alias!r} of {model_name} to v{version}", client.set_registered_model_alias, model_name, alias, version)
+    if previous is not None and str(previous) != version:
+        _call(f"record alias {alias!r} leaving v{previous}", client.set_model_version_tag, model_name, str(previous), f"alias.{alias}.removed", f"moved to v{version}: {reason}")
     log.info("alias %s of %s -> v%s: %s", alias, model_name, version, reason)
 
 

@@ -1,7 +1,10 @@
 """``lstm-pipeline``: the pipeline's command line.
 
 Exit codes: 0 success; 1 a data, training or registry error (message on stderr, no
-traceback); 2 a usage or config error.
+traceback); 2 a usage or config error; 3 an internal error (a bug: rerun with ``-v`` for
+the traceback); 130 interrupted (Ctrl-C). With ``--json`` the last line of stdout is always
+one JSON object: the result, or ``{"error", "kind", "stage", "message", "run_id",
+"run_dir", "resume"}`` on failure.
 """
 
 from __future__ import annotations
@@ -9,11 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline.errors import ConfigError, PipelineError
+
+#: a run id given on the command line is a plain folder name: no path separators, no ``..``
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,8 +182,54 @@ def _cmd_replay(cfg, run_path: Path, args) -> dict[str, Any]:
 COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a plain folder name (letters, digits, ``_ . -``, at most 200, no ``..``).
+
+    Raises:
+        ConfigError: anything else (``..``, ``a/b``, an empty or hidden name), naming what is allowed.
+    """
+    if not RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise ConfigError(
+            f"--run-id {run_id!r} is not a plain run name: expected 1-200 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit and without '..' (it names a folder under run.artifact_root)"
+        )
+    return run_id
+
+
+def _resume_hint(args, run_id: str) -> str:
+    cmd = ["lstm-pipeline", args.command, "--config", str(args.config), "--run-id", run_id]
+    cmd += [f"--{k.replace('_', '-')}={v}" for k, v in (("data", args.data), ("artifact_root", args.artifact_root)) if v]
+    cmd += [f"--{k.replace('_', '-')}={v}" for k in ("device", "max_epochs") if (v := getattr(args, k, None)) is not None]
+    return " ".join(cmd + (["--no-register"] if getattr(args, "no_register", False) else []))
+
+
+def _fail(args, code: int, kind: str, message: str, stage: str | None, run_id: str | None, run_path: Path | None) -> int:
+    """Print an error (stderr; and, with ``--json``, the error object as stdout's last line)."""
+    resumable = code in (1, 130) and kind != "ConfigError" and args.command == "train"  # a refused run id cannot be resumed
+    resume = _resume_hint(args, run_id) if run_id and resumable else None
+    print(f"error ({kind}{f', stage {stage}' if stage else ''}): {message}", file=sys.stderr)
+    if resume:
+        print(f"finished stages are kept; resume this run with: {resume}", file=sys.stderr)
+    if getattr(args, "json", False):
+        payload = {"error": message.splitlines()[0] if message else kind, "kind": kind, "stage": stage, "message": message,
+                   "exit_code": code, "run_id": run_id, "run_dir": str(run_path) if run_path else None, "resume": resume}  # fmt: skip
+        print(json.dumps(payload, default=str))
+    return code
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """argparse's own usage errors exit 2; with ``--json`` they still end in one JSON object."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None) and "--json" in argv:
+            print(json.dumps({"error": "usage error (see stderr)", "kind": "UsageError", "stage": None, "exit_code": exc.code}))
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pipeline import artifacts
     from pipeline.config import load_config
@@ -184,28 +238,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return {"monitor": _monitor, "forecasts": _forecasts}.get(args.command, _registry_command)(args)
         except ConfigError as err:
-            print(f"config error: {err}", file=sys.stderr)
-            return 2
+            return _fail(args, 2, type(err).__name__, str(err), "config", None, None)
         except PipelineError as err:
-            print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
-            if getattr(args, "json", False):
-                print(json.dumps({"error": type(err).__name__, "message": str(err)}))
-            return 1
+            return _fail(args, 1, type(err).__name__, str(err), getattr(err, "stage", None) or args.command, None, None)
+    run_id, run_path = None, None
     try:
         cfg = load_config(args.config, _overrides(args))
+        run_id = check_run_id(args.run_id) if args.run_id is not None else artifacts.new_run_id()
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    run_path = artifacts.run_dir(cfg.run.artifact_root, args.run_id or artifacts.new_run_id())
+        return _fail(args, 2, type(err).__name__, str(err), "config", None, None)
+    run_path = artifacts.run_dir(cfg.run.artifact_root, run_id)
+    if args.command == "train":
+        print(f"run id {run_id} ({run_path}); resume an interrupted run with --run-id {run_id}", file=sys.stderr)
     try:
         result = COMMANDS[args.command](cfg, run_path, args)
     except PipelineError as err:
-        print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"error": type(err).__name__, "message": str(err), "run_dir": str(run_path)}))
-        return 1
+        return _fail(args, 1, type(err).__name__, str(err), err.stage or args.command, run_id, run_path)
+    except KeyboardInterrupt:
+        return _fail(args, 130, "Interrupted", "interrupted", None, run_id, run_path)
+    except Exception as err:  # last resort: a bug must still end in one message (and JSON), not a traceback
+        if args.verbose:
+            traceback.print_exc()
+        return _fail(args, 3, "InternalError", f"{type(err).__name__}: {err} (a bug; rerun with -v for the traceback)", None, run_id, run_path)
     if args.json:
-        print(json.dumps(result, default=str))
+        print(json.dumps({**result, "run_id": run_id}, default=str))
     return 0
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 
 class PipelineError(Exception):
-    """Base class of every error the pipeline raises on purpose."""
+    """Base class of every error the pipeline raises on purpose.
+
+    Attributes:
+        stage: the stage that raised it (``validate``, ``features``, ``train``, ``baselines``,
+            ``compare``, ``register``), set by the runner; ``None`` outside a pipeline run.
+    """
+
+    stage: str | None = None
 
 
 class ConfigError(PipelineError):

@@ -76,7 +76,7 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     example = _input_example(cfg, run_path, prep.lookback)
     model = ForecastModel()
     model.prep, model.members = prep, load_members(run_path / artifacts.TRAINING / "model.pt")
-    signature = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
+    signature = _optional_inputs(infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS))  # also proves the example is usable
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=ForecastModel(),
@@ -86,6 +86,20 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
         input_example=example,
         pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
     )
+
+
+def _optional_inputs(signature):
+    """The signature with every input column optional, so a missing column reaches the model's own check.
+
+    MLflow enforces required input columns before ``predict`` runs and answers with a long
+    schema error; the pipeline's :func:`pipeline.serving.history_to_long` names the column
+    and lists what it expects instead. The columns and types stay documented.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
 def _version(module: str) -> str:
@@ -215,6 +229,7 @@ def track_and_register(cfg: PipelineConfig, run_path: Path, validated: dict[str,
         with tracking.bounded_http_retries():
             return _track_and_register(mlflow, cfg, uri, run_path, validated, tags or {}, fingerprint)
     except mlflow.exceptions.MlflowException as exc:
+        tracking.check_server(uri, attempts=1)  # a server gone mid-way gets its own message: "cannot reach MLflow at URL"
         raise RegistryError(f"MLflow at {uri} failed a request: {exc}. Rerun the same run id to resume: finished steps are kept.") from exc
 
 

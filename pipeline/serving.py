@@ -24,6 +24,8 @@ https://mlflow.org/docs/latest/ml/model/python_model/).
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ import pandas as pd
 from pipeline import schema
 from pipeline.errors import DataQualityError
 from pipeline.features import FeatureSet, Preprocessor, transform
+
+log = logging.getLogger(__name__)
 
 try:  # mlflow is always installed with the package; the guard keeps this module importable without it
     from mlflow.pyfunc import PythonModel
@@ -54,7 +58,48 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
     """
     from pipeline.data import raw_to_long
 
-    return raw_to_long(pd.DataFrame(history), prep, where="history")
+    history = pd.DataFrame(history)
+    if history.empty:
+        required = [prep.timestamp_column, prep.target_column, *prep.covariates, *prep.categorical_levels]
+        raise DataQualityError(f"history is empty: expected at least lookback={prep.lookback} rows of columns {required}")
+    long = raw_to_long(history, prep, where="history")
+    _check_finite(long, prep)
+    return long
+
+
+def _check_finite(long: pd.DataFrame, prep: Preprocessor) -> None:
+    """``inf`` / ``-inf`` (or a number beyond float64) is never a valid history value; ``NaN`` is a gap."""
+    for col, name in ((schema.Y, prep.target_column), *((c, c) for c in prep.covariates)):
+        bad = np.flatnonzero(np.isinf(long[col].to_numpy(dtype=np.float64)))
+        if len(bad):
+            stamps = long[schema.DS].iloc[bad[:5]].astype(str).tolist()
+            raise DataQualityError(f"history column {name!r} has {len(bad)} infinite value(s) at {stamps}; expected finite numbers (leave a gap empty instead)")
+
+
+#: a scaled input beyond this many scaler units (standard deviations, ranges or IQRs) is
+#: "far outside the training range" and makes the forecast carry a warning
+OUT_OF_RANGE_SCALED = 20.0
+
+
+def range_warnings(x: np.ndarray, prep: Preprocessor, ids: list[str]) -> list[str]:
+    """Warnings for inputs far outside what the scaler saw in training.
+
+    Args:
+        x: ``(n_windows, lookback, n_features)`` scaled inputs; ids: the series of each window.
+
+    Returns:
+        One message per series and feature with ``|x| > OUT_OF_RANGE_SCALED`` (empty when none).
+    """
+    far = np.abs(x) > OUT_OF_RANGE_SCALED
+    out = []
+    for i, j in zip(*np.nonzero(far.any(axis=1)), strict=True):
+        worst = float(np.abs(x[i, :, j]).max())
+        name = prep.target_column if prep.feature_names[j] == schema.Y else prep.feature_names[j]  # the user's column name
+        out.append(
+            f"series {ids[i]!r}: input {name!r} is {worst:.0f} scaler units from the training data "
+            f"(more than {OUT_OF_RANGE_SCALED:.0f}); the forecast extrapolates far outside what the model was trained on"
+        )
+    return list(dict.fromkeys(out))
 
 
 def _last_origin_starts(fs: FeatureSet) -> np.ndarray:
@@ -157,6 +202,10 @@ class ForecastModel(PythonModel):
         starts = select_origins(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
         frame = forecast_frame(fs, starts, self.predict_windows(x))
+        warnings = range_warnings(x, self.prep, [fs.series_ids[k] for k in fs.series[starts]])
+        if warnings:  # the result says so too: a ``warning`` column appears only then
+            log.warning("forecast inputs out of the training range: %s", "; ".join(warnings))
+            frame["warning"] = "; ".join(warnings)
         if (params or {}).get("origins", "last") == "last":
             frame = frame.drop(columns=[ORIGIN])
             return frame if self.prep.series_id_column else frame.drop(columns=[schema.UNIQUE_ID])

@@ -96,7 +96,10 @@ def stop_process_group(proc, timeout: float = 30) -> None:
             break
         time.sleep(0.5)
     else:
-        os.killpg(pgid, signal.SIGKILL)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:  # the group ended between the last check and the deadline
+            pass
     proc.wait(timeout=10)
 
 
