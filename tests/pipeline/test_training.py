@@ -114,6 +114,11 @@ def test_train_cli_json_summary(make_case, capsys, tmp_path):
     for rel in ("training/model.pt", "training/metrics.json", "training/loss_curve.png", "evaluation/forecast.png", "evaluation/gate.json", "evaluation/comparison.csv"):
         assert (run / rel).is_file(), rel
     assert "gate:" in "\n".join(out)
+    evaluated = json.loads((run / "evaluation" / "metrics.json").read_text())
+    for key in ("lstm_rmse", "training_rmse", "rmse_per_step", "device", "train_seconds", "n_origins", "origin_step"):
+        assert key in evaluated, key
+    assert evaluated["lstm_rmse"] == summary["lstm_rmse"] and summary["n_origins"] == evaluated["n_origins"] > 0
+    assert "lstm_rmse" not in json.loads((run / "training" / "metrics.json").read_text())  # one source: evaluation
 
 
 @pytest.mark.gpu
