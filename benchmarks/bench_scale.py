@@ -57,7 +57,7 @@ def make_config(csv: Path, root: Path, n_series: int, models: list[str] | None, 
                                   "freq": "h", "series_id_column": "site" if n_series > 1 else None},
         "features": {"lookback": 48, "horizon": 24},
         "model": {"hidden_size": 32, "num_layers": 1, "dropout": 0.0},
-        "training": {"max_epochs": 1, "min_epochs": 1, "batch_size": 512, "progress": False, "device": "cpu"},
+        "training": {"max_epochs": 1, "min_epochs": 1, "batch_size": 512, "progress": False, "device": "cpu", "num_threads": 1},
         "baselines": {"models": models, "n_jobs": n_jobs, "progress": False},
         "run": {"artifact_root": str(root)},
     })  # fmt: skip
