@@ -7,9 +7,9 @@ Two sweeps on generated hourly data (daily + weekly cycle, noise, one covariate)
 * series: 1, 100 and 1,000 series of 1,000 steps (``--series``), with Naive, SeasonalNaive and
   AutoETS only (AutoARIMA and MSTL cost a fit per series and refit; see docs/BENCHMARKS.md).
 
-Per stage (validate, features, train one epoch, baselines, compare): wall seconds, the peak
-of Python/numpy allocations during the stage (``tracemalloc``; torch's allocator is not
-included) and the process' peak RSS after it. The growth exponent of a stage is the slope of
+Per stage (validate, features, train one epoch, baselines, compare): wall seconds, the process'
+peak RSS after it and, with ``--trace-memory``, the peak of Python/numpy allocations during
+the stage (``tracemalloc``; torch's allocator is not included; it slows the stages several-fold). The growth exponent of a stage is the slope of
 log(seconds) against log(rows) (``numpy.polyfit``). Registration is not measured here (it
 needs an MLflow server and does not depend on the data size beyond the input example).
 Usage::
@@ -63,13 +63,18 @@ def make_config(csv: Path, root: Path, n_series: int, models: list[str] | None, 
     })  # fmt: skip
 
 
+TRACE_MEMORY = False  # tracemalloc slows Python-heavy stages several-fold: off unless --trace-memory
+
+
 def _measure(fn):
-    tracemalloc.start()
+    if TRACE_MEMORY:
+        tracemalloc.start()
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    peak = tracemalloc.get_traced_memory()[1] if TRACE_MEMORY else float("nan")
+    if TRACE_MEMORY:
+        tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     return out, {"seconds": seconds, "peak_alloc_mib": peak / 2**20, "max_rss_mib": rss}
 
@@ -123,8 +128,11 @@ def main() -> None:
     parser.add_argument("--series", type=int, nargs="*", default=[1, 100, 1000])
     parser.add_argument("--series-steps", type=int, default=1000)
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--trace-memory", action="store_true", help="peak Python/numpy allocations per stage (slow)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_scale.json")
     args = parser.parse_args()
+    global TRACE_MEMORY
+    TRACE_MEMORY = args.trace_memory
     from bench_training import machine
 
     result = {"date": date.today().isoformat(), "machine": machine(), "rows": [], "series": []}
