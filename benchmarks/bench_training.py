@@ -59,7 +59,7 @@ def bench(config: Path, device: str | None, root: Path) -> dict:
     base = run_baselines(cfg, run, Path(feats["features"]))
     times["baselines_s"] = time.perf_counter() - t
     compared = run_comparison(cfg, run, Path(feats["features"]), Path(trained["training"]), Path(base["baselines"]))
-    metrics = json.loads((run / "training" / "metrics.json").read_text())
+    metrics = {**json.loads((run / "training" / "metrics.json").read_text()), **json.loads((run / "evaluation" / "metrics.json").read_text())}
     history = json.loads((run / "training" / "history.json").read_text())
     epoch_s = [row["seconds"] for member in history for row in member]
     return {

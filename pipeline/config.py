@@ -164,25 +164,39 @@ class TrainingConfig(_Section):
 
 
 class BaselinesConfig(_Section):
-    """Statistical baselines (statsforecast) scored on the LSTM's test windows."""
+    """Statistical baselines (statsforecast) scored on the LSTM's test origins.
 
-    models: tuple[Literal["Naive", "SeasonalNaive", "AutoETS", "AutoARIMA"], ...] = (
-        "Naive",
-        "SeasonalNaive",
-        "AutoETS",
-        "AutoARIMA",
-    )
-    season_length: Int = Field(1, ge=1)
-    #: AutoETS/AutoARIMA are fitted on at most this many most recent training steps
-    fit_window: Int = Field(672, ge=10)
-    #: AutoARIMA filters at most this many steps before each origin (the others filter
-    #: from the start of their fit window)
-    context_window: Int = Field(672, ge=10)
+    Unset (``None``) values are derived from ``data.freq`` by
+    :func:`pipeline.baselines.resolve_baselines`, which logs what it chose.
+    """
+
+    #: default: Naive, SeasonalNaive, AutoETS, AutoARIMA, plus MSTL for sub-daily data
+    models: tuple[Literal["Naive", "SeasonalNaive", "AutoETS", "AutoARIMA", "MSTL"], ...] | None = None
+    #: season of SeasonalNaive, AutoETS, AutoARIMA and MASE; default: the shortest season of ``data.freq``
+    season_length: Int | None = Field(None, ge=1)
+    #: seasons of MSTL; default: daily and weekly for sub-daily data (hourly: 24, 168)
+    seasons: tuple[Int, ...] | None = None
+    #: each fit uses at most this many steps before its first origin; default: 4 x the longest season, at least 672
+    fit_window: Int | None = Field(None, ge=10)
+    #: steps between refits over the test part (as statsforecast's ``cross_validation(refit=...)``);
+    #: default: one week of steps, widened so that a series has at most ``max_fits`` fits
+    refit_every: Int | None = Field(None, ge=1)
+    max_fits: Int = Field(6, ge=1)
     #: fit a seasonal AutoARIMA (season ``season_length``); seasonal ARIMA with a long
     #: season (e.g. 63) is very slow, so such use cases set this to false
     arima_seasonal: Bool = True
-    #: AutoARIMA is skipped (with a logged reason) for test parts longer than this
-    arima_max_origins: Int = Field(20000, ge=1)
+    #: parallel (model, series, fit) jobs (joblib); -1 uses every core
+    n_jobs: Int = -1
+    progress: Bool = True
+
+
+class EvaluationConfig(_Section):
+    """Which test origins every model is scored on (the LSTM and every baseline alike)."""
+
+    #: score every ``origin_step``-th test window; default: the smallest step leaving at most
+    #: ``max_origins`` windows; 1 keeps every origin
+    origin_step: Int | None = Field(None, ge=1)
+    max_origins: Int = Field(3000, ge=1)
 
 
 class GateConfig(_Section):
@@ -291,6 +305,7 @@ class PipelineConfig(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     gate: GateConfig = GateConfig()
     canary: CanaryConfig = CanaryConfig()
     mlflow: MlflowConfig = MlflowConfig()

@@ -1,9 +1,17 @@
 """Metrics on the original scale, the comparison table, and the comparison gate.
 
+The one place test metrics are computed: the training and baselines stages write
+forecasts only, for the same test origins (:func:`select_origins`), and this stage scores
+them all.
+
+* Origins: every ``evaluation.origin_step``-th test window (default: the smallest step that
+  leaves at most ``evaluation.max_origins``); the count and the step are reported.
 * RMSE and MAE over every (window, step) pair; RMSE per horizon step.
 * MASE (Hyndman & Koehler, 2006, "Another look at measures of forecast accuracy"):
   MAE divided by the in-sample MAE of the seasonal-naive forecast on the training
-  part (season ``baselines.season_length``; 1 gives the naive forecast).
+  part (season: the resolved ``baselines.season_length``; 1 gives the naive forecast).
+* Spread over fit windows: each refitted baseline's RMSE per fit, relative to Naive's on
+  the same origins, so a baseline whose score depends on where its fit window falls shows it.
 * The gate: lower RMSE is better. The LSTM passes when
   ``lstm_rmse <= (1 - gate.min_relative_improvement) * best_baseline_rmse``.
 """
@@ -11,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +28,21 @@ import numpy as np
 import pandas as pd
 
 from pipeline import artifacts, schema
-from pipeline.config import PipelineConfig
-from pipeline.errors import GateFailedError
+from pipeline.config import EvaluationConfig, PipelineConfig
+from pipeline.errors import DataQualityError, GateFailedError
 from pipeline.features import FeatureSet
 
 log = logging.getLogger(__name__)
+
+
+def select_origins(n_windows: int, ec: EvaluationConfig) -> tuple[np.ndarray, int]:
+    """Indices of the test windows every model is scored on, and the step between them.
+
+    ``(index (k,) int64 ascending, step)``: every ``origin_step``-th window from the first;
+    by default the smallest step that leaves at most ``max_origins`` windows.
+    """
+    step = ec.origin_step or max(1, math.ceil(n_windows / ec.max_origins))
+    return np.arange(0, n_windows, step, dtype=np.int64), step
 
 
 def mase_scale(fs: FeatureSet, season_length: int) -> float:
@@ -101,6 +120,35 @@ def comparison_gate(lstm_rmse: float, baseline_rmse: dict[str, float], min_relat
     return GateDecision(passed, lstm_rmse, best, best_rmse, threshold, m, rel, reasons)
 
 
+def fit_spread(truth: np.ndarray, forecasts: dict[str, np.ndarray], fit_of_row: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per refitted model: RMSE of each fit's origins, and relative to Naive's RMSE on those origins.
+
+    ``truth`` and ``forecasts[name]``: ``(n, horizon)``; ``fit_of_row[name]``: ``(n,)`` fit number.
+    Returns ``{name: {"n_fits", "rmse_by_fit", "relative_to_naive_by_fit", "relative_min", "relative_max"}}``.
+    """
+    out = {}
+    naive = forecasts.get(schema.NAIVE)
+    for name, fit in fit_of_row.items():
+        if name not in forecasts or len(np.unique(fit)) < 2:
+            continue
+        rmse, rel = [], []
+        for j in np.unique(fit):
+            rows = fit == j
+            rmse.append(float(np.sqrt(np.mean((forecasts[name][rows] - truth[rows]) ** 2))))
+            if naive is not None:
+                rel.append(rmse[-1] / float(np.sqrt(np.mean((naive[rows] - truth[rows]) ** 2))))
+        out[name] = {"n_fits": len(rmse), "rmse_by_fit": rmse, "relative_to_naive_by_fit": rel,
+                     "relative_min": min(rel) if rel else None, "relative_max": max(rel) if rel else None}  # fmt: skip
+    return out
+
+
+def _spread_reasons(spread: dict[str, dict[str, Any]]) -> list[str]:
+    return [
+        f"{name}: {s['n_fits']} fit windows, RMSE relative to Naive {s['relative_min']:.3f}-{s['relative_max']:.3f} across them"
+        for name, s in spread.items() if s["relative_min"] is not None and name != schema.NAIVE
+    ]  # fmt: skip
+
+
 def comparison_table(metrics: dict[str, dict[str, Any]], timings: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per model: model, rmse, mae, mase, fit_seconds, predict_seconds (sorted by rmse)."""
     rows = [
@@ -111,28 +159,28 @@ def comparison_table(metrics: dict[str, dict[str, Any]], timings: dict[str, dict
     return table.sort_values("rmse", kind="stable").reset_index(drop=True)
 
 
-def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path, n_points: int = 500) -> Path:
-    """Step-1 forecasts vs actuals over the first ``n_points`` test windows, and the full
-    ``h``-step forecast of the last test window, as a PNG."""
+def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path, index: np.ndarray, n_points: int = 500) -> Path:
+    """Step-1 forecasts vs actuals over the first ``n_points`` scored test windows (``index``),
+    and the full ``h``-step forecast of the last one, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    starts = fs.starts["test"][:n_points]
-    ds = fs.ds[starts + fs.prep.lookback]
-    actual = fs.targets("test")
+    starts = fs.starts["test"][index]
+    ds = fs.ds[starts[:n_points] + fs.prep.lookback]
+    actual = fs.targets("test")[index]
     fig, axes = plt.subplots(2, 1, figsize=(11, 7))
-    axes[0].plot(ds, actual[: len(starts), 0], color="black", lw=1.2, label="actual")
+    axes[0].plot(ds, actual[:n_points, 0], color="black", lw=1.2, label="actual")
     for name, pred in forecasts.items():
-        axes[0].plot(ds, pred[: len(starts), 0], lw=0.9, label=name)
-    axes[0].set_title(f"one-step-ahead forecasts, first {len(starts)} test origins")
-    last = fs.starts["test"][-1] + fs.prep.lookback
+        axes[0].plot(ds, pred[:n_points, 0], lw=0.9, label=name)
+    axes[0].set_title(f"one-step-ahead forecasts, first {len(ds)} scored test origins")
+    last = starts[-1] + fs.prep.lookback
     steps = fs.ds[last : last + fs.prep.horizon]
     axes[1].plot(steps, actual[-1], color="black", marker="o", ms=3, label="actual")
     for name, pred in forecasts.items():
         axes[1].plot(steps, pred[-1], marker=".", label=name)
-    axes[1].set_title(f"{fs.prep.horizon}-step forecast from the last test origin")
+    axes[1].set_title(f"{fs.prep.horizon}-step forecast from the last scored test origin")
     for ax in axes:
         ax.set_ylabel(fs.prep.target_column)
         ax.legend(fontsize=8)
@@ -142,40 +190,78 @@ def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path,
     return path
 
 
-def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, training_dir: Path, baselines_dir: Path) -> dict[str, Any]:
-    """Stage entry point: score every model on the same test windows; decide the gate.
+def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, dict]:
+    """LSTM and baseline test forecasts on the same windows, the LSTM's train forecasts and their index.
 
-    Writes ``<run>/evaluation/{comparison.csv, comparison.json, gate.json, forecast.png}``.
-    Returns ``{"gate_passed", "lstm_rmse", "training_rmse", "best_baseline", "best_baseline_rmse",
-    "baselines": {name: rmse}, "evaluation": folder}``.
+    Raises:
+        DataQualityError: the two stages forecast different test windows (config changed between them).
     """
+    with np.load(Path(training_dir) / "forecasts.npz") as z:
+        forecasts, index = {schema.LSTM: z["test"]}, z["test_index"]
+        train = {"forecasts": z["train"], "index": z["train_index"]}
+    with np.load(Path(baselines_dir) / "forecasts.npz") as z:
+        if not np.array_equal(z["index"], index):
+            raise DataQualityError(
+                f"the LSTM was scored on {len(index)} test windows and the baselines on {len(z['index'])} different ones "
+                f"({training_dir} vs {baselines_dir}); run both stages with the same evaluation settings"
+            )
+        fits = {k[: -len("_fit")]: z[k] for k in z.files if k.endswith("_fit")}
+        forecasts.update({k: z[k] for k in z.files if k != "index" and not k.endswith("_fit")})
+    return forecasts, fits, index, train
+
+
+def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, training_dir: Path, baselines_dir: Path) -> dict[str, Any]:
+    """Stage entry point: score every model on the same test origins; decide the gate.
+
+    Writes ``<run>/evaluation/{metrics.json, comparison.csv, comparison.json, gate.json, forecast.png}``;
+    ``metrics.json`` is the LSTM's summary the registry logs (``lstm_rmse``, ``lstm_mae``,
+    ``lstm_mase``, ``training_rmse``, ``rmse_per_step``, ``device``, ``train_seconds``,
+    ``n_origins``, ``origin_step``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
+    "best_baseline", "best_baseline_rmse", "baselines": {name: rmse}, "evaluation": folder, ...}``.
+
+    Raises:
+        DataQualityError: the training and baselines stages forecast different test windows.
+    """
+    from pipeline.baselines import resolve_baselines
     from pipeline.features import load_features
 
     fs = load_features(features_dir)
-    truth = fs.targets("test")
-    scale = mase_scale(fs, cfg.baselines.season_length)
-    train_metrics = artifacts.read_json(Path(training_dir) / "metrics.json")
+    forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)
+    truth = fs.targets("test")[index]
+    scale = mase_scale(fs, resolve_baselines(cfg, quiet=True).season_length)
+    train_info = artifacts.read_json(Path(training_dir) / "metrics.json")
     base_info = artifacts.read_json(Path(baselines_dir) / "timings.json")
-    with np.load(Path(training_dir) / "forecasts.npz") as z:
-        forecasts = {schema.LSTM: z["test"]}
-    with np.load(Path(baselines_dir) / "forecasts.npz") as z:
-        forecasts.update({k: z[k] for k in z.files})
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}
-    timings = {schema.LSTM: {"fit_seconds": train_metrics["train_seconds"], "predict_seconds": train_metrics.get("predict_seconds", float("nan"))}}
-    timings.update(base_info["timings"])
+    in_sample = forecast_metrics(fs.targets("train")[train["index"]], train["forecasts"], scale)
+    timings = {schema.LSTM: {"fit_seconds": train_info["train_seconds"], "predict_seconds": train_info.get("predict_seconds", float("nan"))}}
+    timings.update({k: {"fit_seconds": v["fit_seconds"], "predict_seconds": v["predict_seconds"]} for k, v in base_info["timings"].items()})
     table = comparison_table(metrics, timings)
     baseline_rmse = {k: v["rmse"] for k, v in metrics.items() if k != schema.LSTM}
     gate = comparison_gate(metrics[schema.LSTM]["rmse"], baseline_rmse, cfg.gate.min_relative_improvement)
+    spread = fit_spread(truth, forecasts, fits)
+    gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
+    lstm = metrics[schema.LSTM]
+    summary = {
+        "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
+        "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],
+        "n_origins": int(len(index)), "origin_step": int(base_info["origin_step"]), "n_test_windows": int(len(fs.starts["test"])),
+        "n_train_origins": int(len(train["index"])),
+    }  # fmt: skip
     target = artifacts.step_dir(run_path, artifacts.EVALUATION)
     with artifacts.atomic_dir(target) as tmp:
+        artifacts.write_json(tmp / "metrics.json", summary)
         table.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
-        artifacts.write_json(tmp / "comparison.json", {"metrics": metrics, "mase_scale": scale, "n_windows": len(truth), "skipped": base_info["skipped"]})
+        artifacts.write_json(tmp / "comparison.json", {
+            "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
+            "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
+        })  # fmt: skip
         artifacts.write_json(tmp / "gate.json", gate.to_dict())
-        plot_forecasts(fs, forecasts, tmp / "forecast.png")
+        plot_forecasts(fs, forecasts, tmp / "forecast.png", index)
     for reason in gate.reasons[:1]:
         (log.info if gate.passed else log.warning)("gate: %s", reason)
     return {
-        "gate_passed": gate.passed, "lstm_rmse": gate.lstm_rmse, "training_rmse": train_metrics["training_rmse"],
+        "gate_passed": gate.passed, "lstm_rmse": gate.lstm_rmse, "training_rmse": summary["training_rmse"],
         "best_baseline": gate.best_baseline, "best_baseline_rmse": gate.best_baseline_rmse,
         "baselines": baseline_rmse, "evaluation": str(target), "gate_reasons": gate.reasons,
+        "n_origins": summary["n_origins"], "origin_step": summary["origin_step"],
     }  # fmt: skip

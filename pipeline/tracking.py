@@ -195,7 +195,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dic
     from mlflow.entities import Param, RunTag
 
     client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
-    training = artifacts.read_json(run_path / artifacts.TRAINING / "metrics.json")
+    training = artifacts.read_json(run_path / artifacts.EVALUATION / "metrics.json")  # the LSTM's test metrics, computed by evaluation only
     comparison = artifacts.read_json(run_path / artifacts.EVALUATION / "comparison.json")
     gate = artifacts.read_json(run_path / artifacts.EVALUATION / "gate.json")
     history = artifacts.read_json(run_path / artifacts.TRAINING / "history.json")
@@ -213,7 +213,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dic
     for step, names in {
         artifacts.VALIDATION: ["report.json"],
         artifacts.TRAINING: ["metrics.json", "loss_curve.png"],
-        artifacts.EVALUATION: ["comparison.csv", "comparison.json", "gate.json", "forecast.png"],
+        artifacts.EVALUATION: ["metrics.json", "comparison.csv", "comparison.json", "gate.json", "forecast.png"],
     }.items():
         for name in names:
             mlflow.log_artifact(str(run_path / step / name), artifact_path=step)

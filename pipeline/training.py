@@ -165,13 +165,13 @@ def _autocast(device: torch.device):
 
 @torch.no_grad()
 def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch.Tensor, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Scaled forecasts for windows ``starts`` -> ``(n, horizon)`` float32 numpy."""
+    """Scaled forecasts of one model for windows ``starts`` -> ``(n, horizon)`` float32 numpy.
+
+    Inference runs in float32 on every device (bf16 autocast is for the training step only),
+    so a model trained on CUDA serves on CPU the numbers it was evaluated with.
+    """
     model.eval()
-    outs = []
-    for i in range(0, len(starts), batch):
-        x, _ = tensors.gather(starts[i : i + batch])
-        with _autocast(tensors.device):
-            outs.append(model(x).float())
+    outs = [model(tensors.gather(starts[i : i + batch])[0]).float() for i in range(0, len(starts), batch)]
     if not outs:
         return np.empty((0, tensors.H), dtype=np.float32)
     return torch.cat(outs).cpu().numpy()
@@ -362,46 +362,76 @@ def train_member(
 class LSTMForecaster:
     """The pipeline's forecaster contract, for the recurrent network.
 
-    ``fit(fs) -> self`` trains ``training.n_seeds`` members (seeds ``run.seed + k``)
-    into ``work_dir``; ``predict(fs, split) -> (n_windows, horizon)`` float64 in the
-    target's original units, the members' mean. Fitted state ends in ``_``.
+    Hyper-parameters (``cfg.model``, ``cfg.training``, ``cfg.run.seed``) are given to
+    ``__init__``; ``fit(fs) -> self`` trains ``training.n_seeds`` members (seeds
+    ``run.seed + k``) into ``work_dir`` (checkpoints; a rerun resumes). Forecasts are the
+    members' mean in float32 (:meth:`_ensemble`, the one place), in the target's original units:
+
+    * ``predict_windows(x)``: new history, ``x (n, lookback, n_features)`` float32 scaled
+      (:func:`pipeline.features.design_matrix` rows) -> ``(n, horizon)`` float64;
+    * ``predict(fs, split, index)``: the windows ``index`` of a split of a FeatureSet.
+
+    Fitted state: ``models_`` (members, eval mode), ``results_``, ``prep_``, ``device_``,
+    ``model_config_``. ``save(path)`` / ``LSTMForecaster.load(path, prep)`` round-trip it.
     """
 
     name = "LSTM"
 
-    def __init__(self, cfg: PipelineConfig, work_dir: Path, device: str | None = None):
+    def __init__(self, cfg: PipelineConfig | None = None, work_dir: Path | None = None, device: str | None = None):
         self.cfg = cfg
-        self.work_dir = Path(work_dir)
+        self.work_dir = Path(work_dir) if work_dir is not None else None
         self.device = device
 
     def fit(self, fs: FeatureSet, on_epoch_end: Callable[[int, dict], None] | None = None) -> "LSTMForecaster":
+        if self.cfg is None or self.work_dir is None:
+            raise TrainingError("LSTMForecaster.fit needs a config and a work_dir (a loaded model can only predict)")
         device = resolve_device(self.device or self.cfg.training.device)
         if device.type == "cpu" and self.cfg.training.num_threads:
             torch.set_num_threads(self.cfg.training.num_threads)
         self.models_, self.results_ = [], []
         for k in range(self.cfg.training.n_seeds):
             model, res = train_member(fs, self.cfg, self.work_dir / f"member_{k}", self.cfg.run.seed + k, device, on_epoch_end)
-            self.models_.append(model)
+            self.models_.append(model.eval())
             self.results_.append(res)
-        self.prep_, self.device_ = fs.prep, device
+        self.prep_, self.device_, self.model_config_ = fs.prep, device, self.cfg.model
         return self
 
-    def predict_scaled(self, fs: FeatureSet, split: str) -> np.ndarray:
+    @torch.no_grad()
+    def _ensemble(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (b, lookback, F)`` float32 on ``device_`` -> members' mean ``(b, horizon)`` float32, scaled."""
+        return torch.stack([m(x).float() for m in self.models_]).mean(dim=0)
+
+    def predict_windows(self, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+        """``x (n, lookback, n_features)`` float32, scaled -> ``(n, horizon)`` float64, original units.
+
+        Raises:
+            ValueError: ``x`` is not ``(n, prep_.lookback, prep_.n_features)``.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        expected = (self.prep_.lookback, self.prep_.n_features)
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {x.shape}")
+        outs = [self._ensemble(torch.from_numpy(x[i : i + batch]).to(self.device_)).cpu().numpy() for i in range(0, len(x), batch)]
+        scaled = np.concatenate(outs) if outs else np.empty((0, self.prep_.horizon), np.float32)
+        return self.prep_.inverse_target(scaled)
+
+    def predict(self, fs: FeatureSet, split: str = "test", index: np.ndarray | None = None, batch: int = EVAL_BATCH) -> np.ndarray:
+        """``(n, horizon)`` float64 forecasts in original units for windows ``index`` of ``split`` (all by default)."""
         if getattr(self, "_tensors_for", None) is not fs:  # move the matrix once per FeatureSet
             self._tensors, self._tensors_for = WindowTensors(fs, self.device_), fs
-        tensors = self._tensors
-        starts = tensors.starts(fs, split)
-        return np.mean([predict_scaled(m, tensors, starts) for m in self.models_], axis=0)
-
-    def predict(self, fs: FeatureSet, split: str = "test") -> np.ndarray:
-        return self.prep_.inverse_target(self.predict_scaled(fs, split))
+        starts = self._tensors.starts(fs, split)
+        if index is not None:
+            starts = starts[torch.as_tensor(index, device=starts.device)]
+        outs = [self._ensemble(self._tensors.gather(starts[i : i + batch])[0]).cpu().numpy() for i in range(0, len(starts), batch)]
+        scaled = np.concatenate(outs) if outs else np.empty((0, fs.prep.horizon), np.float32)
+        return self.prep_.inverse_target(scaled)
 
     def save(self, path: Path) -> Path:
         """Weights of every member plus the architecture, as ``torch.save`` of plain tensors."""
         payload = {
             "n_features": self.prep_.n_features,
             "horizon": self.prep_.horizon,
-            "model": self.cfg.model.model_dump(mode="json"),
+            "model": self.model_config_.model_dump(mode="json"),
             "members": [{k: v.cpu() for k, v in m.state_dict().items()} for m in self.models_],
         }
         tmp = Path(path).with_name(f".{Path(path).name}.tmp")
@@ -409,9 +439,38 @@ class LSTMForecaster:
         os.replace(tmp, path)
         return Path(path)
 
+    @classmethod
+    def load(cls, path_or_folder: Path | str, prep, device: str = "cpu") -> "LSTMForecaster":
+        """A fitted forecaster from :meth:`save`'s file (or the folder holding ``model.pt``) and its
+        :class:`pipeline.features.Preprocessor` (``weights_only`` load; no config needed).
+
+        Raises:
+            ValueError: the weights do not match ``prep`` (feature count or horizon).
+        """
+        path = Path(path_or_folder)
+        path = path / "model.pt" if path.is_dir() else path
+        payload = torch.load(path, map_location=device, weights_only=True)
+        if (payload["n_features"], payload["horizon"]) != (prep.n_features, prep.horizon):
+            raise ValueError(
+                f"{path}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
+                f"but the preprocessing has {prep.n_features} features and horizon {prep.horizon}"
+            )
+        self = cls(device=device)
+        self.model_config_ = ModelConfig(**payload["model"])
+        self.models_ = []
+        for state in payload["members"]:
+            model = build_model(payload["n_features"], payload["horizon"], self.model_config_)
+            model.load_state_dict(state)
+            self.models_.append(model.to(device).eval())
+        self.prep_, self.device_, self.results_ = prep, torch.device(device), []
+        return self
+
 
 def load_members(path: Path, device: str = "cpu") -> list[RecurrentForecaster]:
-    """Rebuild the members saved by :meth:`LSTMForecaster.save` (``weights_only`` load)."""
+    """Rebuild the members saved by :meth:`LSTMForecaster.save` (``weights_only`` load).
+
+    Kept for the served model until it calls :meth:`LSTMForecaster.load`/``predict_windows``.
+    """
     payload = torch.load(path, map_location=device, weights_only=True)
     mc = ModelConfig(**payload["model"])
     members = []
@@ -446,42 +505,44 @@ def run_training(
     cfg: PipelineConfig, run_path: Path, features_dir: Path, device: str | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Stage entry point: train on ``features_dir``, write ``<run>/training/``.
+    """Stage entry point: train on ``features_dir``, write ``<run>/training/``. Forecasts only: the
+    evaluation stage computes every test metric.
 
-    Writes ``model.pt`` (weights), ``metrics.json``, ``history.json``, ``loss_curve.png``,
-    ``forecasts.npz`` (``test``: ``(n_windows, horizon)`` original units) and keeps
-    ``checkpoints/`` so a retry resumes. Returns small numbers and paths (XCom-sized).
+    Writes ``model.pt`` (weights), ``metrics.json`` (training facts: ``device``, ``train_seconds``,
+    ``predict_seconds``, epochs, ...), ``history.json``, ``loss_curve.png``, ``forecasts.npz``
+    (``test``: ``(n_origins, horizon)`` original units on the test windows ``test_index`` chosen by
+    :func:`pipeline.evaluation.select_origins`; ``train``/``train_index`` likewise for the
+    in-sample RMSE) and keeps ``checkpoints/`` so a retry resumes. Returns paths and the device.
     """
     from pipeline import artifacts
-    from pipeline.evaluation import forecast_metrics, mase_scale
+    from pipeline.evaluation import select_origins
     from pipeline.features import load_features
 
     fs = load_features(features_dir)
     out = artifacts.step_dir(run_path, artifacts.TRAINING)
     forecaster = LSTMForecaster(cfg, out / "checkpoints", device).fit(fs, on_epoch_end)
-    scale = mase_scale(fs, cfg.baselines.season_length)
+    test_index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
+    train_index, _ = select_origins(len(fs.starts["train"]), cfg.evaluation)
     t0 = time.perf_counter()
-    test_pred = forecaster.predict(fs, "test")
+    test_pred = forecaster.predict(fs, "test", test_index)
     predict_seconds = time.perf_counter() - t0
-    test = forecast_metrics(fs.targets("test"), test_pred, scale)
-    train = forecast_metrics(fs.targets("train"), forecaster.predict(fs, "train"), scale)
+    train_pred = forecaster.predict(fs, "train", train_index)
     results = forecaster.results_
     epochs = sum(len(r.history) for r in results)
     train_seconds = sum(r.seconds for r in results)
     metrics = {
-        "lstm_rmse": test["rmse"], "lstm_mae": test["mae"], "lstm_mase": test["mase"],
-        "rmse_per_step": test["rmse_per_step"], "training_rmse": train["rmse"],
         "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
         "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
+        "n_origins": int(len(test_index)), "origin_step": step,
     }  # fmt: skip
     forecaster.save(out / "model.pt")
-    np.savez(out / "forecasts.tmp.npz", test=test_pred)
+    np.savez(out / "forecasts.tmp.npz", test=test_pred, test_index=test_index, train=train_pred, train_index=train_index)
     os.replace(out / "forecasts.tmp.npz", out / "forecasts.npz")
     artifacts.write_json(out / "history.json", [r.history for r in results])
     plot_loss_curve([r.history for r in results], out / "loss_curve.png")
     artifacts.write_json(out / "metrics.json", metrics)
-    log.info("LSTM test RMSE %.4f (training RMSE %.4f) on %s", test["rmse"], train["rmse"], metrics["device"])
-    return {"training": str(out), "lstm_rmse": test["rmse"], "training_rmse": train["rmse"], "device": metrics["device"]}
+    log.info("LSTM trained on %s in %.1fs; forecasts for %d test origins written", metrics["device"], train_seconds, len(test_index))
+    return {"training": str(out), "device": metrics["device"]}

@@ -41,7 +41,7 @@ def tiny_config_dict(csv: Path, artifact_root: Path, **sections) -> dict:
         },
         "features": {"lookback": 12, "horizon": 3, "validation_fraction": 0.1, "test_fraction": 0.2, "scaler": "standard"},
         "training": {"max_epochs": 3, "min_epochs": 1, "patience": 2, "batch_size": 32, "progress": False},
-        "baselines": {"season_length": 24, "fit_window": 100, "context_window": 60},
+        "baselines": {"season_length": 24, "fit_window": 100, "n_jobs": 1, "progress": False},
         "run": {"artifact_root": str(artifact_root), "seed": 7},
     }
     for section, values in sections.items():
@@ -167,7 +167,7 @@ def write_sine_case(root: Path, experiment: str, model_name: str) -> Path:
     csv = root / "input.csv"
     sine_frame(n=400).to_csv(csv, index=False)
     raw = tiny_config_dict(csv, root / "artifacts", features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL)
-    raw["baselines"] = {"models": ["Naive"], "season_length": 24}
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24, "n_jobs": 1, "progress": False}
     raw["mlflow"] = {"experiment_name": experiment, "registered_model_name": model_name}
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
     return root / "config.yaml"
@@ -186,7 +186,7 @@ def tiny_features(make_case):
         features={"lookback": 24, "horizon": 4},
         training=FAST_TRAINING,
         model=FAST_MODEL,
-        baselines={"season_length": 24, "fit_window": 200, "context_window": 48},
+        baselines={"season_length": 24, "fit_window": 200, "n_jobs": 1, "progress": False},
     )
     cfg = load_config(config)
     return cfg, build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)

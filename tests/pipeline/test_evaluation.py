@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import GateFailedError
+from pipeline.errors import DataQualityError, GateFailedError
 from pipeline.evaluation import comparison_gate, comparison_table, forecast_metrics
 
 
@@ -41,3 +41,39 @@ def test_comparison_table_sorted_by_rmse():
     table = comparison_table(metrics, {"Naive": {"fit_seconds": 0.1, "predict_seconds": 0.2}})
     assert table["model"].tolist() == ["Naive", "LSTM"]
     assert list(table.columns) == ["model", "rmse", "mae", "mase", "fit_seconds", "predict_seconds"]
+
+
+def test_origin_stride_defaults_to_at_most_max_origins_and_one_keeps_all():
+    from pipeline.config import EvaluationConfig
+    from pipeline.evaluation import select_origins
+
+    index, step = select_origins(10_001, EvaluationConfig(max_origins=3000))
+    assert step == 4 and len(index) <= 3000 and index[0] == 0 and np.all(np.diff(index) == 4)
+    index, step = select_origins(10_001, EvaluationConfig(origin_step=1))
+    assert step == 1 and len(index) == 10_001
+    assert select_origins(50, EvaluationConfig())[1] == 1
+
+
+def test_fit_spread_reports_each_fit_relative_to_naive():
+    from pipeline.evaluation import fit_spread
+
+    truth = np.zeros((4, 1))
+    forecasts = {"Naive": np.array([[1.0], [1.0], [2.0], [2.0]]), "AutoETS": np.array([[0.5], [0.5], [3.0], [3.0]])}
+    spread = fit_spread(truth, forecasts, {"AutoETS": np.array([0, 0, 1, 1])})
+    assert spread["AutoETS"]["n_fits"] == 2
+    assert spread["AutoETS"]["relative_to_naive_by_fit"] == pytest.approx([0.5, 1.5])
+    assert spread["AutoETS"]["relative_min"] == pytest.approx(0.5) and spread["AutoETS"]["relative_max"] == pytest.approx(1.5)
+
+
+def test_comparison_refuses_forecasts_of_different_windows(tmp_path):
+    from pipeline.evaluation import _load_forecasts
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "b").mkdir()
+    np.savez(tmp_path / "t" / "forecasts.npz", test=np.zeros((3, 2)), test_index=np.array([0, 2, 4]), train=np.zeros((1, 2)), train_index=np.array([0]))
+    np.savez(tmp_path / "b" / "forecasts.npz", index=np.array([0, 1, 2]), Naive=np.zeros((3, 2)))
+    with pytest.raises(DataQualityError, match="different"):
+        _load_forecasts(tmp_path / "t", tmp_path / "b")
+    np.savez(tmp_path / "b" / "forecasts.npz", index=np.array([0, 2, 4]), Naive=np.ones((3, 2)), Naive_fit=np.zeros(3))
+    forecasts, fits, index, _ = _load_forecasts(tmp_path / "t", tmp_path / "b")
+    assert set(forecasts) == {"LSTM", "Naive"} and set(fits) == {"Naive"} and index.tolist() == [0, 2, 4]

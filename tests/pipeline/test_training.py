@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.baselines import StatsBaseline
+from pipeline.baselines import StatsBaseline, resolve_baselines
 from pipeline.cli import main
 from pipeline.errors import TrainingError
 from pipeline.evaluation import forecast_metrics
@@ -37,7 +37,7 @@ def test_training_lowers_the_loss_and_beats_naive(tiny_features, tmp_path):
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     truth = fs.targets("test")
     lstm_rmse = forecast_metrics(truth, lstm.predict(fs), 1.0)["rmse"]
-    naive_rmse = forecast_metrics(truth, StatsBaseline("Naive", cfg.baselines).fit(fs).predict(fs), 1.0)["rmse"]
+    naive_rmse = forecast_metrics(truth, StatsBaseline("Naive", resolve_baselines(cfg)).fit(fs).predict(fs), 1.0)["rmse"]
     assert lstm_rmse < 0.8 * naive_rmse
 
 
@@ -104,7 +104,7 @@ def test_no_training_windows_is_a_clear_error(make_case, capsys):
 def test_train_cli_json_summary(make_case, capsys, tmp_path):
     config, _ = make_case(
         frame=sine_frame(n=300), features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL,
-        baselines={"season_length": 24, "fit_window": 150, "context_window": 48, "models": ["Naive", "SeasonalNaive", "AutoETS"]},
+        baselines={"season_length": 24, "fit_window": 150, "n_jobs": 1, "models": ["Naive", "SeasonalNaive", "AutoETS"]},
     )  # fmt: skip
     assert main(["train", "--config", str(config), "--no-register", "--json", "--run-id", "cli"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -118,6 +118,11 @@ def test_train_cli_json_summary(make_case, capsys, tmp_path):
     for rel in ("training/model.pt", "training/metrics.json", "training/loss_curve.png", "evaluation/forecast.png", "evaluation/gate.json", "evaluation/comparison.csv"):
         assert (run / rel).is_file(), rel
     assert "gate:" in "\n".join(out)
+    evaluated = json.loads((run / "evaluation" / "metrics.json").read_text())
+    for key in ("lstm_rmse", "training_rmse", "rmse_per_step", "device", "train_seconds", "n_origins", "origin_step"):
+        assert key in evaluated, key
+    assert evaluated["lstm_rmse"] == summary["lstm_rmse"] and summary["n_origins"] == evaluated["n_origins"] > 0
+    assert "lstm_rmse" not in json.loads((run / "training" / "metrics.json").read_text())  # one source: evaluation
 
 
 @pytest.mark.gpu
@@ -126,7 +131,7 @@ def test_training_on_cuda_uses_bf16_autocast_and_matches_cpu_quality(tiny_featur
     gpu = LSTMForecaster(cfg, tmp_path / "gpu", device="cuda").fit(fs)
     assert gpu.results_[0].device.startswith("cuda")
     truth = fs.targets("test")
-    naive = StatsBaseline("Naive", cfg.baselines).fit(fs).predict(fs)
+    naive = StatsBaseline("Naive", resolve_baselines(cfg)).fit(fs).predict(fs)
     assert forecast_metrics(truth, gpu.predict(fs), 1.0)["rmse"] < 0.8 * forecast_metrics(truth, naive, 1.0)["rmse"]
 
 
