@@ -1,13 +1,15 @@
 """The training pipeline as one call, for the CLI and benchmarks.
 
-The Airflow DAG (and, once built, the Kubeflow components) calls the same stage functions one by
-one; this module only chains them in-process:
+The Airflow DAG and the Kubeflow pipeline call the same stage functions one by one; this
+module chains them in-process, in the order of :data:`pipeline.stages.STAGES`:
 validate -> features -> train (LSTM) -> baselines -> compare -> track/register.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +24,37 @@ def run_training_pipeline(
     data_path: Path | None = None,
     register: bool = True,
     tags: dict[str, str] | None = None,
+    on_stage_end: Callable[[str, float, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``run_path``; returns the summary printed by ``lstm-pipeline train --json``.
+
+    Args:
+        on_stage_end: called after each stage with its name, wall seconds and result dict
+            (the benchmark times stages with it).
 
     Raises:
         PipelineError subclasses from the stage that failed; earlier stages' artifacts stay.
     """
-    from pipeline.baselines import run_baselines
-    from pipeline.evaluation import run_comparison
-    from pipeline.features import run_features
-    from pipeline.training import run_training
-    from pipeline.validation import run_validation
+    from pipeline.stages import STAGES
 
-    validated = run_validation(cfg, run_path, data_path)
-    feats = run_features(cfg, run_path, Path(validated["data"]))
-    trained = run_training(cfg, run_path, Path(feats["features"]))
-    base = run_baselines(cfg, run_path, Path(feats["features"]))
-    compared = run_comparison(cfg, run_path, Path(feats["features"]), Path(trained["training"]), Path(base["baselines"]))
+    options: dict[str, dict[str, Any]] = {"validate": {"data_path": data_path}, "register": {"tags": tags}}
+    results: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        if stage.name == "register" and not register:
+            break
+        t0 = time.perf_counter()
+        results[stage.name] = stage.load()(cfg, run_path, *stage.inputs(results), **options.get(stage.name, {}))
+        if on_stage_end is not None:
+            on_stage_end(stage.name, time.perf_counter() - t0, results[stage.name])
     result: dict[str, Any] = {
-        **compared,
-        "device": trained["device"],
-        "rows": validated["rows"],
-        "windows": feats["windows"],
-        "skipped_baselines": base["skipped"],
+        **results["compare"],
+        "device": results["train"]["device"],
+        "rows": results["validate"]["rows"],
+        "windows": results["features"]["windows"],
+        "skipped_baselines": results["baselines"]["skipped"],
         "run_dir": str(run_path),
     }
-    if register:
-        from pipeline.registry import track_and_register
-
-        result.update(track_and_register(cfg, run_path, validated, tags=tags))
+    result.update(results.get("register", {}))
     return result
 
 
