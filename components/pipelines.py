@@ -54,6 +54,11 @@ class Pipelines:
 
 def make_components(base_image: str) -> dict[str, Any]:
     """Each function of :mod:`components.steps` as a ``@dsl.component`` on ``base_image``."""
+    from pipeline.stages import STAGES
+
+    missing = [s.name for s in STAGES if s.name not in COMPONENT_STAGE.values()]
+    if missing:
+        raise RuntimeError(f"no KFP component for the stages {missing} of pipeline.stages.STAGES")
     names = [*COMPONENT_STAGE, "check_model"]
     return {n: dsl.component(getattr(steps, n), base_image=base_image, install_kfp_package=False) for n in names}
 
