@@ -70,7 +70,7 @@ def build(base_image: str | None = None) -> Pipelines:
     def training(name: str, cache: bool):
         @dsl.pipeline(name=name, description="validate -> features -> LSTM | baselines -> gate -> MLflow registry")
         def lstm_training_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = ""):
-            validate = c["validate_data"](config=config, data_path=data_path).set_caching_options(False)  # reads outside data
+            validate = c["validate_data"](config=config, data_path=data_path, as_of=as_of).set_caching_options(False)  # reads outside data
             features = c["build_features"](config=config, validated=validate.outputs["validated"])
             train = (
                 c["train_lstm"](config=config, features=features.outputs["features"])
@@ -100,7 +100,8 @@ def build(base_image: str | None = None) -> Pipelines:
     @dsl.pipeline(name="lstm-monitoring", description="check the champion as of T; retrain under dsl.If")
     def lstm_monitoring_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = ""):
         check = c["check_model"](
-            config=config, data_path=data_path, as_of=as_of, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER
+            config=config, data_path=data_path, as_of=as_of, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            mlflow_tracking_uri=mlflow_tracking_uri,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):
             retraining(

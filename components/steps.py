@@ -15,14 +15,14 @@ shared disk. Inputs are the upstream artifact folders, passed by ``.path``.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
 
 
-def validate_data(config: str, data_path: str, validated: Output[Dataset], summary: Output[Markdown]) -> int:
-    """``run_validation``: raw data -> ``validated`` (``data.parquet``, ``report.json``); returns the row count."""
+def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dataset], summary: Output[Markdown]) -> int:
+    """``run_validation``: raw rows with ``ds < as_of`` (all when empty) -> ``validated``; returns the row count."""
     from pipeline import artifacts, stages
     from pipeline.config import load_config
     from pipeline.validation import run_validation
 
     with stages.scratch_run() as run:
-        result = run_validation(load_config(config), run, data_path or None)
+        result = run_validation(load_config(config), run, data_path or None, as_of=as_of or None)
         stages.publish(artifacts.step_dir(run, artifacts.VALIDATION), validated.path)
     with open(summary.path, "w") as fh:
         fh.write(f"Validated **{result['rows']}** rows, {result['series']} series, {result['gaps']} gaps.\n")
@@ -119,15 +119,16 @@ def register_model(
 
     from pipeline import stages
     from pipeline.config import load_config
+    from pipeline.data import as_of_timestamp
     from pipeline.registry import track_and_register
 
     cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
     parts = {"validation": validated.path, "features": features.path, "training": model.path, "evaluation": evaluation.path}
-    with open(os.path.join(validated.path, "report.json")) as fh:
-        report = json.load(fh)  # carries data_sha256, as run_validation's result does
-    tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key, **({"trigger.as_of": as_of} if as_of else {})}
+    with open(os.path.join(validated.path, "report.json")) as fh:  # what run_validation returned: data_sha256, as_of
+        info = {"data_sha256": json.load(fh).get("data_sha256"), **({"as_of": as_of_timestamp(as_of).isoformat()} if as_of else {})}
+    tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key}
     with stages.scratch_run() as scratch:
-        result = track_and_register(cfg, stages.assemble_run_folder(scratch.with_name(run_key), parts), report, tags=tags)
+        result = track_and_register(cfg, stages.assemble_run_folder(scratch.with_name(run_key), parts), info, tags=tags)
     with open(summary.path, "w") as fh:
         fh.write(f"{result.get('registered_model')} v{result.get('registered_version')} aliases {result.get('aliases')}; "
                  f"MLflow run {result['mlflow_run_id']}\n")  # fmt: skip
@@ -135,7 +136,7 @@ def register_model(
 
 
 def check_model(
-    config: str, data_path: str, as_of: str, scheduled_time: str,
+    config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str,
     report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str),
 ) -> str:  # fmt: skip
     """``pipeline.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
@@ -145,7 +146,6 @@ def check_model(
     """
     import json
     import os
-    from datetime import datetime
 
     from pipeline.config import load_config
     from pipeline.monitoring import run_check
@@ -154,7 +154,8 @@ def check_model(
     if not when:
         raise ValueError("check_model needs as_of (ISO timestamp) or a scheduled run's time; found neither")
     os.makedirs(report.path, exist_ok=True)
-    result = run_check(load_config(config), datetime.fromisoformat(when.replace("Z", "+00:00")), data_path or None, report.path)
+    cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
+    result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
     with open(summary.path, "w") as fh:
         fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")
     with open(cutoff, "w") as fh:

@@ -61,6 +61,7 @@ def _setup() -> tuple:
     params={
         "config_path": Param(DEFAULT_CONFIG, type="string", description="use-case YAML"),
         "data_path": Param(None, type=["null", "string"], description="CSV to use instead of data.path"),
+        "as_of": Param(None, type=["null", "string"], description="train on rows with ds < as_of only (ISO timestamp; set by a monitoring trigger)"),
     },
     default_args={"retries": 0},  # data errors are deterministic: retrying them only delays the alert
     doc_md=__doc__,
@@ -71,7 +72,7 @@ def lstm_training():
         from pipeline.validation import run_validation
 
         cfg, run, ctx = _setup()
-        return run_validation(cfg, run, ctx["params"].get("data_path"))
+        return run_validation(cfg, run, ctx["params"].get("data_path"), as_of=ctx["params"].get("as_of"))
 
     @task
     def build_features(validated: dict) -> dict:

@@ -35,7 +35,47 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override training.device")
     train.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     train.add_argument("--no-register", action="store_true", help="skip MLflow tracking and registration")
+    train.add_argument("--as-of", help="train, validate and test on rows with ds < AS_OF only (ISO timestamp)")
+    monitor = sub.add_parser("monitor", help="one monitoring check as of T: forecast, score, drift, decide")
+    monitor.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    monitor.add_argument("--as-of", required=True, help="T: only observations with ds < T are read (ISO timestamp)")
+    monitor.add_argument("--data", type=Path, help="observations CSV instead of data.path")
+    monitor.add_argument("--since", help="first origin to forecast (default: the previous check's T, at most one window back)")
+    monitor.add_argument("--out-dir", type=Path, help="where the check's files go (default <artifact_root>/monitoring/<check id>)")
+    monitor.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    published = sub.add_parser("forecasts", help="print the published (champion) forecasts of a period as CSV")
+    published.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    published.add_argument("--since", help="first origin (inclusive, ISO timestamp)")
+    published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
+    published.add_argument("--alias", default="champion", help="alias the forecasts were issued under (default champion)")
     return parser
+
+
+def _monitor(args) -> int:
+    """``monitor``: exit 0 for every decision (a decision is not an error)."""
+    from pipeline.config import load_config
+    from pipeline.monitoring import RESULT_KEYS, run_check
+
+    cfg = load_config(args.config)
+    check = run_check(cfg, args.as_of, data_path=args.data, out_dir=args.out_dir, since=args.since)
+    print(f"check {check['check_id']}: decision {check['decision']}")
+    for reason in check["reasons"]:
+        print(f"  {reason}")
+    if check.get("report"):
+        print(f"drift report: {check['report']['html']}")
+    if args.json:
+        print(json.dumps({k: check.get(k) for k in RESULT_KEYS}, default=str))
+    return 0
+
+
+def _forecasts(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.store import store_for
+
+    cfg = load_config(args.config)
+    frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
+    frame.to_csv(sys.stdout, index=False)
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +107,7 @@ def _cmd_features(cfg, run_path: Path, args) -> dict[str, Any]:
 def _cmd_train(cfg, run_path: Path, args) -> dict[str, Any]:
     from pipeline.runner import run_training_pipeline, summary_table
 
-    result = run_training_pipeline(cfg, run_path, data_path=args.data, register=not args.no_register)
+    result = run_training_pipeline(cfg, run_path, data_path=args.data, register=not args.no_register, as_of=args.as_of)
     print(summary_table(result))
     return result
 
@@ -81,6 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline import artifacts
     from pipeline.config import load_config
 
+    if args.command in ("monitor", "forecasts"):
+        try:
+            return (_monitor if args.command == "monitor" else _forecasts)(args)
+        except ConfigError as err:
+            print(f"config error: {err}", file=sys.stderr)
+            return 2
+        except PipelineError as err:
+            print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+            if getattr(args, "json", False):
+                print(json.dumps({"error": type(err).__name__, "message": str(err)}))
+            return 1
     try:
         cfg = load_config(args.config, _overrides(args))
     except ConfigError as err:

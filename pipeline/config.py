@@ -191,6 +191,55 @@ class RunConfig(_Section):
     schedule: str | None = "@weekly"
 
 
+def _timedelta(value: str, key: str) -> str:
+    import pandas as pd
+
+    try:
+        if pd.Timedelta(value) <= pd.Timedelta(0):
+            raise ValueError
+    except ValueError as exc:
+        raise ValueError(f"{key}: expected a positive duration such as '7D', '12h' or '90min', got {value!r}") from exc
+    return value
+
+
+class MonitoringConfig(_Section):
+    """The monitoring check and the retrain rule (see ``pipeline/monitoring.py``, LOOP.md sections 1-4)."""
+
+    #: rolling RMSE is computed over the champion's forecasts with origins in ``[T - window, T)``
+    window: str = "7D"
+    #: retrain when rolling RMSE > rmse_ratio x the version's training RMSE
+    rmse_ratio: float = Field(2.0, gt=0)
+    #: fully scored origins needed in the window before the rule may fire
+    min_origins: int = Field(24, ge=1)
+    #: no new retrain trigger within this long after one
+    cooldown: str = "3D"
+    #: ``stale_data`` when the last observation is older than this at ``T``
+    max_staleness: str = "2D"
+    #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/drift.py``)
+    num_drift_method: str = "wasserstein"
+    num_drift_threshold: float = Field(0.1, gt=0)
+    cat_drift_method: str = "psi"
+    cat_drift_threshold: float = Field(0.2, gt=0)
+    #: the dataset counts as drifted when at least this share of its columns drifted
+    drift_share: float = Field(0.5, gt=0, le=1)
+    #: make ``drift_checks`` consecutive drifted checks a retrain trigger too
+    retrain_on_drift: bool = False
+    drift_checks: int = Field(3, ge=1)
+    #: at most this many reference rows (the last ones of the training part) go into a drift report
+    reference_max_rows: int = Field(20000, ge=100)
+    #: Airflow schedule of the monitoring DAG
+    schedule: str | None = "@daily"
+    #: SQLAlchemy URL of the forecast store; default ``sqlite:///<artifact_root>/../mlflow/store/forecasts.db``
+    store_url: str | None = None
+    #: MLflow experiment of the monitoring runs (metrics over time, drift reports)
+    experiment_name: str = "lstm-monitoring"
+
+    @field_validator("window", "cooldown", "max_staleness")
+    @classmethod
+    def _durations(cls, value: str, info) -> str:
+        return _timedelta(value, f"monitoring.{info.field_name}")
+
+
 class PipelineConfig(_Section):
     """The whole use case. Build it with :func:`load_config`."""
 
@@ -203,6 +252,7 @@ class PipelineConfig(_Section):
     gate: GateConfig = GateConfig()
     mlflow: MlflowConfig = MlflowConfig()
     run: RunConfig = RunConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     #: the file this config was read from (set by load_config)
     source: Path | None = None
 
@@ -226,6 +276,10 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     uri = ml.get("tracking_uri")
     if isinstance(uri, str) and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         ml["tracking_uri"] = "sqlite:///" + str((base / uri[len("sqlite:///") :]).resolve())
+    mon = raw.get("monitoring") or {}
+    store = mon.get("store_url")
+    if isinstance(store, str) and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
+        mon["store_url"] = "sqlite:///" + str((base / store[len("sqlite:///") :]).resolve())
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import schema
 from pipeline.config import DataConfig, SyntheticSource
-from pipeline.errors import DataLoadError
+from pipeline.errors import DataLoadError, DataQualityError
 
 
 def generate_synthetic(source: SyntheticSource, freq: str, timestamp_column: str, target_column: str) -> pd.DataFrame:
@@ -95,3 +96,98 @@ def file_sha256(path: Path | None) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- raw -> long (one copy)
+
+
+def as_of_timestamp(as_of) -> pd.Timestamp:
+    """A cut-off ``T`` (str, datetime, Timestamp; tz-aware is converted to UTC) as a naive UTC Timestamp.
+
+    Raises:
+        DataLoadError: ``as_of`` does not parse as a timestamp.
+    """
+    try:
+        ts = pd.Timestamp(as_of)
+    except (ValueError, TypeError) as exc:
+        raise DataLoadError(f"as_of: expected a timestamp such as '2014-06-01T00:00:00', found {as_of!r}") from exc
+    if ts is pd.NaT:
+        raise DataLoadError(f"as_of: expected a timestamp, found {as_of!r}")
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def rows_before(raw: pd.DataFrame, spec, as_of) -> pd.DataFrame:
+    """The raw rows observed before ``as_of`` (``ds < T``), as of ``T``.
+
+    Rows whose timestamp does not parse are kept, so validation can name them.
+    ``spec`` has ``timestamp_column`` (and optionally ``timestamp_format``).
+    """
+    col = spec.timestamp_column
+    if col not in raw.columns:
+        return raw
+    ts = pd.to_datetime(raw[col], format=getattr(spec, "timestamp_format", None), errors="coerce")
+    return raw[ts.isna() | (ts < as_of_timestamp(as_of))]
+
+
+def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
+    required = [spec.timestamp_column, spec.target_column, *spec.covariates, *spec.categorical_covariates]
+    required += [spec.series_id_column] if spec.series_id_column else []
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise DataQualityError(f"{where} is missing column(s) {missing}; expected {required}, found {list(raw.columns)}")
+    out = {}
+    for col in (spec.timestamp_column, spec.target_column, *spec.covariates):
+        try:
+            if col == spec.timestamp_column:
+                out[col] = pd.to_datetime(raw[col], format=getattr(spec, "timestamp_format", None))
+            else:
+                out[col] = pd.to_numeric(raw[col]).astype("float64")
+        except (ValueError, TypeError) as exc:
+            raise DataQualityError(f"{where}: column {col!r} has a value that does not parse: {exc}") from exc
+    return out
+
+
+def raw_to_long(raw: pd.DataFrame, spec, where: str = "data") -> pd.DataFrame:
+    """Raw (or typed) frame -> long ``unique_id, ds, y, <covariates>, <categoricals>`` on the full grid.
+
+    The one raw -> long conversion, shared by validation, the served model and
+    monitoring. Missing grid timestamps become rows of ``NaN`` (gaps). Rows are
+    sorted by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``.
+
+    Args:
+        raw: the file's columns (strings or already typed).
+        spec: anything with ``timestamp_column``, ``target_column``, ``covariates``,
+            ``categorical_covariates``, ``series_id_column``, ``freq`` (and optionally
+            ``timestamp_format``): a :class:`~pipeline.config.DataConfig` or a fitted
+            :class:`~pipeline.features.Preprocessor`.
+        where: names the data in error messages.
+
+    Raises:
+        DataQualityError: a column is missing, a value does not parse, a timestamp is
+            duplicated within a series or off the ``freq`` grid (message names it).
+    """
+    typed = _typed_columns(raw, spec, where)
+    sid = spec.series_id_column
+    long = pd.DataFrame({
+        schema.UNIQUE_ID: raw[sid].astype(str).to_numpy() if sid else schema.DEFAULT_SERIES_ID,
+        schema.DS: typed[spec.timestamp_column].to_numpy(), schema.Y: typed[spec.target_column].to_numpy(),
+        **{c: typed[c].to_numpy() for c in spec.covariates},
+        **{c: raw[c].to_numpy() for c in spec.categorical_covariates},
+    })  # fmt: skip
+    parts = [_on_grid(part, str(uid), spec.freq, where) for uid, part in long.groupby(schema.UNIQUE_ID, sort=True)]
+    columns = [schema.UNIQUE_ID, schema.DS, schema.Y, *spec.covariates, *spec.categorical_covariates]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else long[columns]
+
+
+def _on_grid(part: pd.DataFrame, uid: str, freq: str, where: str) -> pd.DataFrame:
+    part = part.sort_values(schema.DS, kind="stable")
+    dup = part[schema.DS].duplicated()
+    if dup.any():
+        raise DataQualityError(f"{where}, series {uid!r}: duplicate timestamp {part[schema.DS][dup].iat[0]}")
+    grid = pd.date_range(part[schema.DS].iat[0], part[schema.DS].iat[-1], freq=freq, name=schema.DS)
+    off = part[schema.DS][~part[schema.DS].isin(grid)]
+    if len(off):
+        raise DataQualityError(f"{where}, series {uid!r}: timestamp {off.iat[0]} is not on the {freq!r} grid")
+    part = part.set_index(schema.DS).reindex(grid).reset_index()
+    part[schema.UNIQUE_ID] = uid
+    return part

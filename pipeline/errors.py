@@ -49,3 +49,11 @@ class GateFailedError(PipelineError):
 
 class RegistryError(PipelineError):
     """The MLflow tracking server or model registry could not be used."""
+
+
+class StoreError(PipelineError):
+    """The forecast store (SQL database at ``monitoring.store_url``) could not be used."""
+
+
+class MonitoringError(PipelineError):
+    """A monitoring check cannot run (e.g. the champion version lacks its reference sample)."""

@@ -44,6 +44,8 @@ _SCALER_STATE = {
 }
 _CALENDAR_PERIOD = {"hour": 24.0, "dayofweek": 7.0, "dayofyear": 365.25}
 SPLITS = ("train", "val", "test")
+#: the training part's long rows (``unique_id, ds, y, <covariates>``), the drift reference of a version
+REFERENCE = "reference.parquet"
 
 
 # ------------------------------------------------------------------ preprocessor
@@ -76,6 +78,11 @@ class Preprocessor:
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def categorical_covariates(self) -> list[str]:
+        """The categorical input columns (what :func:`pipeline.data.raw_to_long` reads)."""
+        return list(self.categorical_levels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -362,30 +369,98 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
     )  # fmt: skip
 
 
-def _series_windows(part: pd.DataFrame, prep: Preprocessor, cfg: PipelineConfig, offset: int) -> tuple[np.ndarray, dict, dict]:
-    """Design matrix, split starts (global rows) and drop counts of one series."""
+def _series_matrix(part: pd.DataFrame, prep: Preprocessor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One series -> design matrix ``(n, F)`` float32, ``input_ok (n,)`` and ``target_ok (n,)`` bool."""
     filled = fill_short_gaps(part, [schema.Y, *prep.covariates], list(prep.categorical_levels), prep.max_gap)
     values = design_matrix(filled, prep, where=f"series {part[schema.UNIQUE_ID].iat[0]!r}")
-    input_ok = np.isfinite(values).all(axis=1)
-    target_ok = part[schema.Y].notna().to_numpy()
+    return values, np.isfinite(values).all(axis=1), part[schema.Y].notna().to_numpy()
+
+
+def origin_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int) -> np.ndarray:
+    """Starts of every window that can be *forecast* (targets may lie beyond the data).
+
+    A window is usable when its ``lookback`` inputs are all usable and its origin (last
+    input) is observed: exactly what :func:`window_starts` asks of the inputs.
+
+    Returns:
+        ``(k,)`` int64 starts in ``[0, n - lookback]``, ascending.
+    """
+    n_starts = len(input_ok) - lookback + 1
+    if n_starts <= 0:
+        return np.empty(0, dtype=np.int64)
+    good_in = _window_counts(input_ok, lookback)[:n_starts] == lookback
+    return np.flatnonzero(good_in & target_ok[lookback - 1 :]).astype(np.int64)
+
+
+def transform(long: pd.DataFrame, prep: Preprocessor) -> FeatureSet:
+    """Apply a fitted :class:`Preprocessor` to a long frame; never refits anything.
+
+    Args:
+        long: ``unique_id, ds, y, <covariates>`` on the full ``freq`` grid per series
+            (gaps as NaN rows), e.g. from :func:`pipeline.data.raw_to_long`.
+        prep: the preprocessing fitted on the training part (:func:`fit_preprocessor`).
+
+    Returns:
+        A :class:`FeatureSet` whose ``starts`` has one key, ``"forecast"``: every window
+        whose inputs are usable and whose origin is observed, targets observed or not
+        (``(k,)`` int64, global rows). Window ``i``'s origin is row ``starts[i] + lookback - 1``.
+
+    Raises:
+        DataQualityError: an unseen categorical level, or a negative target under ``log1p``.
+    """
+    parts = [p for _, p in long.groupby(schema.UNIQUE_ID, sort=True)]
+    blocks, starts, offset = [], [], 0
+    for part in parts:
+        values, input_ok, target_ok = _series_matrix(part, prep)
+        blocks.append(values)
+        starts.append(origin_starts(input_ok, target_ok, prep.lookback) + offset)
+        offset += len(part)
+    values = np.concatenate(blocks) if blocks else np.empty((0, prep.n_features), np.float32)
+    fs = FeatureSet(
+        prep=prep, values=values, target=values[:, 0].copy(),
+        y=np.concatenate([p[schema.Y].to_numpy(np.float64) for p in parts]) if parts else np.empty(0),
+        ds=np.concatenate([p[schema.DS].to_numpy() for p in parts]) if parts else np.empty(0, "datetime64[ns]"),
+        series=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]) if parts else np.empty(0, np.int32),
+        series_ids=[str(p[schema.UNIQUE_ID].iat[0]) for p in parts],
+        starts={"forecast": np.concatenate(starts).astype(np.int64) if starts else np.empty(0, np.int64)}, report={},
+    )  # fmt: skip
+    fs.target[~np.isfinite(fs.y)] = np.nan
+    return fs
+
+
+def _split_starts(fs: FeatureSet, series_len: dict[int, int], prep: Preprocessor) -> tuple[dict[str, np.ndarray], dict]:
+    """Assign the training windows (all targets observed) to train / val / test by the split boundaries."""
     L, H = prep.lookback, prep.horizon
-    n_all = max(len(part) - L - H + 1, 0)
-    starts = window_starts(input_ok, target_ok, L, H)
-    val_row, test_row = _split_rows(len(part), cfg)
-    first, last = starts + L, starts + L + H  # target rows [first, last)
+    target_ok = np.isfinite(fs.y)
+    # windows of :func:`transform` whose h targets are inside the series and observed
+    s = fs.starts["forecast"]
+    first, last = s + L, s + L + H  # target rows [first, last)
+    ends = np.cumsum([series_len[k] for k in range(len(series_len))])
+    inside = last <= ends[fs.series[s]]
+    s, first, last = s[inside], first[inside], last[inside]
+    counts = _window_counts(target_ok, H)
+    s = s[counts[first] == H] if len(s) else s
+    first, last = s + L, s + L + H
+    ds = fs.ds
+    val_start = np.array([np.datetime64(pd.Timestamp(prep.split_boundaries[u]["val_start"])) for u in fs.series_ids])
+    test_start = np.array([np.datetime64(pd.Timestamp(prep.split_boundaries[u]["test_start"])) for u in fs.series_ids])
+    k = fs.series[s]
     split_of = {
-        "train": last <= val_row,
-        "val": (first >= val_row) & (last <= test_row),
-        "test": first >= test_row,
+        "train": ds[last - 1] < val_start[k],
+        "val": (ds[first] >= val_start[k]) & (ds[last - 1] < test_start[k]),
+        "test": ds[first] >= test_start[k],
     }
-    out = {k: starts[m] + offset for k, m in split_of.items()}
+    out = {name: s[m] for name, m in split_of.items()}
+    n_all = sum(max(n - L - H + 1, 0) for n in series_len.values())
     kept = sum(len(v) for v in out.values())
-    counts = {"candidates": n_all, "dropped_for_gaps": n_all - len(starts), "dropped_at_split_boundaries": len(starts) - kept}
-    return values, out, counts
+    return out, {"candidates": n_all, "dropped_for_gaps": n_all - len(s), "dropped_at_split_boundaries": len(s) - kept}
 
 
 def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
     """Long frame on the full grid (from validation) -> :class:`FeatureSet`.
+
+    :func:`fit_preprocessor` on the training part, then :func:`transform`, then the
+    windows whose targets are all observed are split into ``train``/``val``/``test``.
 
     Raises:
         DataQualityError: ``lookback + horizon`` longer than a series; no training or
@@ -393,26 +468,10 @@ def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
     """
     _check_length(long, cfg)
     prep = fit_preprocessor(long, cfg)
-    blocks, starts, counts, offset = [], {s: [] for s in SPLITS}, [], 0
-    parts = [p for _, p in long.groupby(schema.UNIQUE_ID, sort=True)]
-    for part in parts:
-        values, split_starts, c = _series_windows(part, prep, cfg, offset)
-        blocks.append(values)
-        counts.append(c)
-        for k, v in split_starts.items():
-            starts[k].append(v)
-        offset += len(part)
-    values = np.concatenate(blocks)
-    fs = FeatureSet(
-        prep=prep, values=values, target=values[:, 0].copy(),
-        y=np.concatenate([p[schema.Y].to_numpy(np.float64) for p in parts]),
-        ds=np.concatenate([p[schema.DS].to_numpy() for p in parts]),
-        series=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]),
-        series_ids=[str(p[schema.UNIQUE_ID].iat[0]) for p in parts],
-        starts={k: np.concatenate(v).astype(np.int64) for k, v in starts.items()}, report={},
-    )  # fmt: skip
-    fs.target[~np.isfinite(fs.y)] = np.nan
-    fs.report = _report(fs, counts)
+    fs = transform(long, prep)
+    lengths = long.groupby(schema.UNIQUE_ID, sort=True).size().to_numpy()
+    fs.starts, counts = _split_starts(fs, dict(enumerate(lengths.tolist())), prep)
+    fs.report = _report(fs, [counts])
     for split in ("train", "test"):
         if len(fs.starts[split]) == 0:
             raise DataQualityError(
@@ -438,9 +497,17 @@ def _report(fs: FeatureSet, counts: list[dict]) -> dict[str, Any]:
 # ------------------------------------------------------------------ persistence
 
 
-def save_features(fs: FeatureSet, target: Path) -> Path:
-    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` into ``target`` atomically."""
+def training_part(long: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
+    """The rows before each series' validation start: the drift reference (long format, original units)."""
+    val_start = long[schema.UNIQUE_ID].astype(str).map({u: pd.Timestamp(b["val_start"]) for u, b in prep.split_boundaries.items()})
+    return long[long[schema.DS] < val_start].reset_index(drop=True)
+
+
+def save_features(fs: FeatureSet, target: Path, reference: pd.DataFrame | None = None) -> Path:
+    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` (and ``reference.parquet``) into ``target`` atomically."""
     with artifacts.atomic_dir(target) as tmp:
+        if reference is not None:
+            reference.to_parquet(tmp / REFERENCE, index=False)
         artifacts.write_json(tmp / "preprocessing.json", fs.prep.to_dict())
         artifacts.write_json(tmp / "report.json", fs.report)
         np.savez(
@@ -474,6 +541,6 @@ def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dic
     """
     long = pd.read_parquet(data_parquet)
     fs = build_features(long, cfg)
-    target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES))
+    target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES), reference=training_part(long, fs.prep))
     log.info("built windows %s with %d features", fs.report["windows"], fs.prep.n_features)
     return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features}

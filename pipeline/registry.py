@@ -128,7 +128,7 @@ def _log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: di
     run_tags = {
         "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": _git_commit(),
         "package_version": __version__, "device": training["device"], "gate": "passed" if gate["passed"] else "failed",
-        **tags,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **tags,
     }  # fmt: skip
     for i in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=[])
@@ -162,20 +162,23 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     from mlflow.models import infer_signature
 
     from pipeline.features import load_preprocessor
-    from pipeline.serving import ForecastModel
+    from pipeline.features import REFERENCE
+    from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
     from pipeline.training import load_members
 
     prep = load_preprocessor(run_path / artifacts.FEATURES)
     example = _input_example(cfg, run_path, prep.lookback)
     model = ForecastModel()
     model.prep, model.members = prep, load_members(run_path / artifacts.TRAINING / "model.pt")
-    signature = infer_signature(example, model.predict(None, example))  # also proves the example is usable
+    signature = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
+    reference = run_path / artifacts.FEATURES / REFERENCE  # drift reference for monitoring
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=ForecastModel(),
         artifacts={
             "preprocessing": str(run_path / artifacts.FEATURES / "preprocessing.json"),
             "weights": str(run_path / artifacts.TRAINING / "model.pt"),
+            **({"reference": str(reference)} if reference.exists() else {}),
         },
         code_paths=[str(PACKAGE_ROOT)],
         signature=signature,
@@ -214,6 +217,7 @@ def _register(mlflow, cfg: PipelineConfig, model_info, run_id: str, info: dict, 
         "lstm_rmse": f"{gate['lstm_rmse']:.6g}", "training_rmse": f"{training['training_rmse']:.6g}",
         "best_baseline": gate["best_baseline"], "best_baseline_rmse": f"{gate['best_baseline_rmse']:.6g}",
         "gate": "passed", "data_sha256": validated.get("data_sha256") or "synthetic", "mlflow_run_id": run_id,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}),
     }  # fmt: skip
     lock_path = Path(cfg.run.artifact_root) / f".registry-{artifacts.safe_run_id(name)}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)

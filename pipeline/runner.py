@@ -24,11 +24,13 @@ def run_training_pipeline(
     data_path: Path | None = None,
     register: bool = True,
     tags: dict[str, str] | None = None,
+    as_of=None,
     on_stage_end: Callable[[str, float, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``run_path``; returns the summary printed by ``lstm-pipeline train --json``.
 
     Args:
+        as_of: train on rows with ``ds < as_of`` only (see :func:`pipeline.validation.run_validation`).
         on_stage_end: called after each stage with its name, wall seconds and result dict
             (the benchmark times stages with it).
 
@@ -37,7 +39,7 @@ def run_training_pipeline(
     """
     from pipeline.stages import STAGES
 
-    options: dict[str, dict[str, Any]] = {"validate": {"data_path": data_path}, "register": {"tags": tags}}
+    options: dict[str, dict[str, Any]] = {"validate": {"data_path": data_path, "as_of": as_of}, "register": {"tags": tags}}
     results: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
         if stage.name == "register" and not register:
@@ -53,6 +55,7 @@ def run_training_pipeline(
         "windows": results["features"]["windows"],
         "skipped_baselines": results["baselines"]["skipped"],
         "run_dir": str(run_path),
+        "as_of": results["validate"].get("as_of"),
     }
     result.update(results.get("register", {}))
     return result

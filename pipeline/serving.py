@@ -1,11 +1,23 @@
 """The self-contained MLflow pyfunc forecaster.
 
 ``ForecastModel.load_context`` reads the saved preprocessing (plain JSON) and the
-weights; ``predict`` takes raw recent history - the columns of the input CSV, at
-least ``lookback`` rows on the ``freq`` grid - and returns the next ``horizon``
-forecasts in original units as a frame ``ds, step, y_hat`` (plus ``unique_id``
-when the data has a series-id column). The same :func:`pipeline.features.design_matrix`
-as training builds the inputs, so serving cannot skip the training preprocessing.
+weights; ``predict`` takes raw recent history - the columns of the input CSV on the
+``freq`` grid - and returns forecasts in original units. The path is the training
+path: :func:`pipeline.data.raw_to_long` (the one raw -> long conversion) then
+:func:`pipeline.features.transform` (the fitted preprocessing, never refitted), so
+serving cannot skip or re-implement the training preprocessing.
+
+Two modes (``params``; the signature declares them, so ``pyfunc.predict(df, params=...)``
+passes them through):
+
+* ``origins="last"`` (default): one forecast per series from its last row,
+  frame ``[unique_id,] ds, step, y_hat`` (``unique_id`` when the data has a series-id column);
+* ``origins="all"``: a forecast from every usable origin (inputs complete, origin
+  observed), optionally only origins with ``origin_start <= origin < origin_end``
+  (ISO timestamps, empty = unbounded), frame ``unique_id, origin, ds, step, y_hat``.
+  At each origin it equals the ``"last"`` forecast of the history cut at that origin
+  (``tests/pipeline/test_serving.py``).
+
 Pattern: MLflow "Custom Python models" (``mlflow.pyfunc.PythonModel``,
 https://mlflow.org/docs/latest/ml/model/python_model/).
 """
@@ -19,97 +31,103 @@ import pandas as pd
 
 from pipeline import schema
 from pipeline.errors import DataQualityError
-from pipeline.features import Preprocessor, design_matrix, fill_short_gaps
+from pipeline.features import FeatureSet, Preprocessor, transform
 
 try:  # mlflow is always installed with the package; the guard keeps this module importable without it
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover
     PythonModel = object  # type: ignore[misc,assignment]
 
-
-def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> list[pd.DataFrame]:
-    """Raw history -> one long frame per series on the full grid (gaps as NaN rows).
-
-    Raises:
-        DataQualityError: a required column is missing, a timestamp does not parse, is
-            duplicated or off the ``freq`` grid, or a numeric value is not a number.
-    """
-    required = [prep.timestamp_column, prep.target_column, *prep.covariates, *prep.categorical_levels]
-    if prep.series_id_column:
-        required.append(prep.series_id_column)
-    missing = [c for c in required if c not in history.columns]
-    if missing:
-        raise DataQualityError(f"history is missing column(s) {missing}; expected {required}, found {list(history.columns)}")
-    try:
-        ds = pd.to_datetime(history[prep.timestamp_column])
-        numeric = {c: pd.to_numeric(history[c]).astype("float64") for c in (prep.target_column, *prep.covariates)}
-    except (ValueError, TypeError) as exc:
-        raise DataQualityError(f"history has a value that does not parse: {exc}") from exc
-    long = pd.DataFrame({
-        schema.UNIQUE_ID: history[prep.series_id_column].astype(str).to_numpy() if prep.series_id_column else schema.DEFAULT_SERIES_ID,
-        schema.DS: ds.to_numpy(), schema.Y: numeric[prep.target_column].to_numpy(),
-        **{c: numeric[c].to_numpy() for c in prep.covariates},
-        **{c: history[c].to_numpy() for c in prep.categorical_levels},
-    })  # fmt: skip
-    parts = []
-    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
-        part = part.sort_values(schema.DS)
-        if part[schema.DS].duplicated().any():
-            raise DataQualityError(f"series {uid!r}: duplicate timestamps in history, e.g. {part[schema.DS][part[schema.DS].duplicated()].iloc[0]}")
-        grid = pd.date_range(part[schema.DS].iat[0], part[schema.DS].iat[-1], freq=prep.freq, name=schema.DS)
-        off = part[schema.DS][~part[schema.DS].isin(grid)]
-        if len(off):
-            raise DataQualityError(f"series {uid!r}: timestamp {off.iat[0]} is not on the {prep.freq!r} grid")
-        part = part.set_index(schema.DS).reindex(grid).reset_index()
-        part[schema.UNIQUE_ID] = uid
-        parts.append(part)
-    return parts
+#: inference parameters of the pyfunc (all strings), declared in the model signature
+SIGNATURE_PARAMS = {"origins": "last", "origin_start": "", "origin_end": ""}
+#: windows per forward pass
+BATCH = 4096
+ORIGIN = "origin"
 
 
-def model_inputs(history: pd.DataFrame, prep: Preprocessor) -> tuple[np.ndarray, list[str], list[pd.Timestamp]]:
-    """Raw history -> ``X (n_series, lookback, n_features)`` float32, series ids, last timestamps.
+def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
+    """Raw history -> long frame on the full grid (:func:`pipeline.data.raw_to_long`).
 
     Raises:
-        DataQualityError: fewer than ``lookback`` rows, or a gap longer than ``max_gap`` or
-            an unseen categorical level inside the last ``lookback`` steps.
+        DataQualityError: a required column is missing, a value does not parse, a
+            timestamp is duplicated or off the ``freq`` grid.
     """
-    xs, ids, last = [], [], []
-    for part in history_to_long(history, prep):
-        uid = part[schema.UNIQUE_ID].iat[0]
-        if len(part) < prep.lookback:
-            raise DataQualityError(f"series {uid!r}: history has {len(part)} steps, at least lookback={prep.lookback} are needed")
-        filled = fill_short_gaps(part, [schema.Y, *prep.covariates], list(prep.categorical_levels), prep.max_gap)
-        x = design_matrix(filled, prep, where=f"history of series {uid!r}")[-prep.lookback :]
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if len(bad):
-            stamps = part[schema.DS].iloc[len(part) - prep.lookback + bad[:5]].astype(str).tolist()
+    from pipeline.data import raw_to_long
+
+    return raw_to_long(pd.DataFrame(history), prep, where="history")
+
+
+def _last_origin_starts(fs: FeatureSet) -> np.ndarray:
+    """Start of the window ending at each series' last row; a clear error when it is unusable."""
+    prep, usable, out = fs.prep, set(fs.starts["forecast"].tolist()), []
+    ends = np.flatnonzero(np.diff(np.append(fs.series, -1)))  # last row of each series
+    for k, end in enumerate(ends):
+        uid, first = fs.series_ids[k], int(np.searchsorted(fs.series, k))
+        if end - first + 1 < prep.lookback:
+            raise DataQualityError(f"series {uid!r}: history has {end - first + 1} steps, at least lookback={prep.lookback} are needed")
+        start = int(end) - prep.lookback + 1
+        if start not in usable:
+            bad = np.flatnonzero(~np.isfinite(fs.values[start : end + 1]).all(axis=1))
+            stamps = [str(pd.Timestamp(t)) for t in fs.ds[start + bad[:5]]]
             raise DataQualityError(
                 f"series {uid!r}: the last {prep.lookback} steps have missing values that cannot be filled "
                 f"(gaps longer than max_gap={prep.max_gap} or at the edge), at {stamps}"
             )
-        xs.append(x)
-        ids.append(uid)
-        last.append(part[schema.DS].iat[-1])
-    return np.stack(xs), ids, last
+        out.append(start)
+    return np.asarray(out, dtype=np.int64)
 
 
-def forecast_frame(prep: Preprocessor, y_hat: np.ndarray, ids: list[str], last: list[pd.Timestamp]) -> pd.DataFrame:
-    """``y_hat (n_series, horizon)`` original units -> long ``[unique_id,] ds, step, y_hat`` frame."""
+def _in_range(fs: FeatureSet, starts: np.ndarray, start: str, end: str) -> np.ndarray:
+    origin_ds = fs.ds[starts + fs.prep.lookback - 1]
+    keep = np.ones(len(starts), dtype=bool)
+    try:
+        if start:
+            keep &= origin_ds >= np.datetime64(pd.Timestamp(start))
+        if end:
+            keep &= origin_ds < np.datetime64(pd.Timestamp(end))
+    except ValueError as exc:
+        raise DataQualityError(f"params origin_start/origin_end: expected ISO timestamps, found {start!r}/{end!r}") from exc
+    return starts[keep]
+
+
+def select_origins(fs: FeatureSet, params: dict[str, Any] | None) -> np.ndarray:
+    """Window starts to forecast from, per ``params`` (see the module docstring).
+
+    Raises:
+        DataQualityError: an unknown ``origins`` value or bad range; in ``"last"`` mode a
+            series shorter than ``lookback`` or with unfillable gaps in its last ``lookback`` steps.
+    """
+    p = {**SIGNATURE_PARAMS, **(params or {})}
+    if p["origins"] == "last":
+        return _last_origin_starts(fs)
+    if p["origins"] != "all":
+        raise DataQualityError(f"params origins: expected 'last' or 'all', found {p['origins']!r}")
+    return _in_range(fs, fs.starts["forecast"], p["origin_start"] or "", p["origin_end"] or "")
+
+
+def forecast_frame(fs: FeatureSet, starts: np.ndarray, y_hat: np.ndarray) -> pd.DataFrame:
+    """``y_hat (n_windows, horizon)`` original units -> long ``unique_id, origin, ds, step, y_hat`` frame."""
+    prep, h = fs.prep, fs.prep.horizon
     offset = pd.tseries.frequencies.to_offset(prep.freq)
-    rows = [
-        {schema.UNIQUE_ID: uid, schema.DS: last_ds + step * offset, "step": step, "y_hat": float(y_hat[i, step - 1])}
-        for i, (uid, last_ds) in enumerate(zip(ids, last, strict=True))
-        for step in range(1, prep.horizon + 1)
-    ]
-    frame = pd.DataFrame(rows)
-    return frame if prep.series_id_column else frame.drop(columns=[schema.UNIQUE_ID])
+    origins = pd.DatetimeIndex(fs.ds[starts + prep.lookback - 1]).repeat(h)
+    steps = np.tile(np.arange(1, h + 1), len(starts))
+    if isinstance(offset, pd.offsets.Tick):  # fixed-length step: vectorised
+        ds = origins + pd.to_timedelta(steps * offset.nanos, unit="ns")
+    else:  # calendar offsets (month ends, business days)
+        ds = pd.DatetimeIndex([o + int(s) * offset for o, s in zip(origins, steps, strict=True)])
+    return pd.DataFrame({
+        schema.UNIQUE_ID: np.asarray(fs.series_ids, dtype=object)[fs.series[starts]].repeat(h),
+        ORIGIN: origins, schema.DS: ds, "step": steps, "y_hat": np.asarray(y_hat, dtype=np.float64).reshape(-1),
+    })  # fmt: skip
 
 
 class ForecastModel(PythonModel):
-    """MLflow pyfunc: raw history DataFrame -> ``ds, step, y_hat`` forecasts (original units).
+    """MLflow pyfunc: raw history DataFrame -> forecasts in original units (see the module docstring).
 
-    Artifacts: ``preprocessing`` (JSON written by the features stage) and ``weights``
-    (``model.pt`` written by the training stage).
+    Artifacts: ``preprocessing`` (JSON written by the features stage), ``weights``
+    (``model.pt`` written by the training stage) and, since monitoring, ``reference``
+    (the training part's raw columns, for drift; ``reference_path`` is ``None`` for an
+    older version).
     """
 
     def load_context(self, context) -> None:
@@ -120,11 +138,26 @@ class ForecastModel(PythonModel):
         with open(context.artifacts["preprocessing"]) as fh:
             self.prep = Preprocessor.from_dict(json.load(fh))
         self.members = load_members(context.artifacts["weights"], "cpu")
+        self.reference_path = context.artifacts.get("reference")
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict_windows(self, x: np.ndarray) -> np.ndarray:
+        """``x (n, lookback, n_features)`` float32 scaled -> ``(n, horizon)`` float64 original units."""
         import torch
 
-        x, ids, last = model_inputs(pd.DataFrame(model_input), self.prep)
+        outs = []
         with torch.no_grad():
-            scaled = np.mean([m(torch.from_numpy(x)).numpy() for m in self.members], axis=0)
-        return forecast_frame(self.prep, self.prep.inverse_target(scaled), ids, last)
+            for i in range(0, len(x), BATCH):
+                xb = torch.from_numpy(np.ascontiguousarray(x[i : i + BATCH]))
+                outs.append(np.mean([m(xb).numpy() for m in self.members], axis=0))
+        scaled = np.concatenate(outs) if outs else np.empty((0, self.prep.horizon), np.float32)
+        return self.prep.inverse_target(scaled)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        fs = transform(history_to_long(model_input, self.prep), self.prep)
+        starts = select_origins(fs, params)
+        x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
+        frame = forecast_frame(fs, starts, self.predict_windows(x))
+        if (params or {}).get("origins", "last") == "last":
+            frame = frame.drop(columns=[ORIGIN])
+            return frame if self.prep.series_id_column else frame.drop(columns=[schema.UNIQUE_ID])
+        return frame

@@ -226,26 +226,12 @@ def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
     """Typed raw frame -> long ``unique_id, ds, y, <covariates>`` frame on the full grid.
 
     Missing grid timestamps become rows with ``NaN`` values (gaps). Rows are sorted
-    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``.
+    by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``. The one raw ->
+    long conversion (:func:`pipeline.data.raw_to_long`), shared with serving and monitoring.
     """
-    d = cfg.data
-    long = pd.DataFrame(
-        {
-            schema.UNIQUE_ID: _series_keys(typed, cfg).to_numpy(),
-            schema.DS: typed[d.timestamp_column].to_numpy(),
-            schema.Y: typed[d.target_column].to_numpy(dtype="float64"),
-        }
-    )
-    for col in (*d.covariates, *d.categorical_covariates):
-        long[col] = typed[col].to_numpy()
-    parts = []
-    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
-        grid = pd.date_range(part[schema.DS].min(), part[schema.DS].max(), freq=d.freq, name=schema.DS)
-        part = part.set_index(schema.DS).reindex(grid).reset_index()
-        part[schema.UNIQUE_ID] = uid
-        parts.append(part)
-    out = pd.concat(parts, ignore_index=True)
-    return out[[schema.UNIQUE_ID, schema.DS, schema.Y, *d.covariates, *d.categorical_covariates]]
+    from pipeline.data import raw_to_long
+
+    return raw_to_long(typed, cfg.data)
 
 
 def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -331,8 +317,11 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     return report
 
 
-def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None) -> dict[str, Any]:
+def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None, as_of=None) -> dict[str, Any]:
     """Stage entry point: read, validate, write ``<run>/validation/{report.json,data.parquet}``.
+
+    With ``as_of`` (a timestamp ``T``) only rows with ``ds < T`` are read: a retrain
+    triggered at ``T`` sees exactly the data that existed then.
 
     The report is written on failure too (inside this run's folder only), then the
     :class:`SchemaValidationError` is re-raised.
@@ -342,11 +331,15 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         "data_sha256": str | None}``, small enough for an XCom.
     """
     from pipeline import artifacts
-    from pipeline.data import file_sha256, read_raw
+    from pipeline.data import as_of_timestamp, file_sha256, read_raw, rows_before
 
     source_path = Path(data_path) if data_path else cfg.data.path
     source = str(source_path) if source_path else f"synthetic:{cfg.data.synthetic.kind}"  # type: ignore[union-attr]
     raw = read_raw(cfg.data, source_path)
+    if as_of is not None:
+        as_of = as_of_timestamp(as_of).isoformat()
+        raw = rows_before(raw, cfg.data, as_of)
+        source = f"{source} (rows with ds < {as_of})"
     target = artifacts.step_dir(run_path, artifacts.VALIDATION)
     sha = file_sha256(source_path)
     try:
@@ -366,4 +359,5 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         "series": int(report.frame[schema.UNIQUE_ID].nunique()),
         "gaps": int(report.gaps.get("runs", 0)),
         "data_sha256": sha,
+        **({"as_of": as_of} if as_of is not None else {}),
     }

@@ -41,6 +41,6 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     assert len(versions) == 1, "the gate passed on the sine case, so exactly one version is registered"
     mlflow_run = client.get_run(versions[0].run_id)
     assert mlflow_run.data.tags["orchestrator"] == "kubeflow"
-    assert mlflow_run.data.tags["trigger.as_of"] == "2024-01-17T00:00:00"
+    assert mlflow_run.data.tags["as_of"] == "2024-01-17T00:00:00"  # trained on rows with ds < as_of
     assert mlflow_run.data.tags["gate"] == "passed"
     assert sorted(client.get_model_version("kfp-local-lstm", versions[0].version).aliases) == ["challenger", "champion"]

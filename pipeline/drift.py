@@ -1,0 +1,144 @@
+"""Data drift of the target and covariates: Evidently 0.7, distance methods with thresholds.
+
+The reference is the champion version's training part (its ``reference.parquet``
+artifact, original units); the current data is the observations of the monitoring
+window ``[T - monitoring.window, T)``. One Evidently ``Report([DataDriftPreset(...)])``
+computes a drift score per column; a column drifted when its score reaches its
+threshold, and the dataset drifted when at least ``monitoring.drift_share`` of its
+columns did.
+
+Why distances, not p-values: a statistical test answers "are these two samples from
+exactly the same distribution?", and with a 30,000-row reference and a week of hourly
+rows it answers "no" for differences far too small to matter (the KS test's power
+grows with sample size, so its p-value goes to 0 for any fixed, trivial shift).
+Evidently itself switches to distances above 1,000 rows for that reason. We fix them:
+
+* numeric columns: the **normed Wasserstein distance** (earth mover's distance divided
+  by the reference's standard deviation; drift at >= 0.1 by default, i.e. a tenth of a
+  standard deviation of mass moved), which is stable in the sample size and reads in
+  the column's own units;
+* categorical columns: the **population stability index** (PSI; drift at >= 0.2 by
+  default, the credit-scoring convention: < 0.1 no change, 0.1-0.2 moderate,
+  >= 0.2 significant; Siddiqi, "Credit Risk Scorecards", 2006).
+
+Source of the API: https://docs.evidentlyai.com/metrics/preset_data_drift and
+``evidently.presets.DataDriftPreset`` (0.7), methods ``wasserstein`` and ``psi``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import schema
+from pipeline.errors import DataQualityError
+
+log = logging.getLogger(__name__)
+
+HTML, JSON = "drift_report.html", "drift_report.json"
+
+
+def _import_evidently():
+    """Import Evidently 0.7 (under pandas 3 too).
+
+    Evidently 0.7.23 imports ``pandas.core.dtypes.common.infer_dtype_from_object`` at
+    module load for a legacy column-type test this module never runs; pandas 3 removed
+    it. Providing an identity stand-in lets the package import; the drift metrics do not
+    call it.
+    """
+    import pandas.core.dtypes.common as common
+
+    if not hasattr(common, "infer_dtype_from_object"):
+        common.infer_dtype_from_object = lambda dtype: dtype
+    import evidently
+    from evidently.presets import DataDriftPreset
+
+    return evidently, DataDriftPreset
+
+
+@dataclass
+class DriftResult:
+    """Per-column drift scores and the dataset verdict.
+
+    ``scores``: ``{column: score}`` (normed Wasserstein distance or PSI, unitless);
+    ``drift_share``: drifted columns / columns; ``drifted``: ``drift_share >= threshold share``.
+    """
+
+    scores: dict[str, float]
+    thresholds: dict[str, float]
+    methods: dict[str, str]
+    drifted_columns: list[str]
+    drift_share: float
+    drifted: bool
+    n_reference: int
+    n_current: int
+    snapshot: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "snapshot"}
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the Evidently report as HTML and JSON into ``folder``; returns both paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.snapshot.save_html(str(folder / HTML))
+        self.snapshot.save_json(str(folder / JSON))
+        return {"html": str(folder / HTML), "json": str(folder / JSON)}
+
+
+def drift_columns(numeric: list[str], categorical: list[str]) -> tuple[list[str], list[str]]:
+    """The monitored columns of a long frame: the target ``y`` and the numeric covariates; the categoricals."""
+    return [schema.Y, *numeric], list(categorical)
+
+
+def detect(
+    reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], mc,
+) -> DriftResult:  # fmt: skip
+    """Drift of ``current`` against ``reference`` (both long frames in original units).
+
+    Args:
+        reference, current: at least the columns ``numeric + categorical``; rows with a
+            missing value are ignored column by column (Evidently drops NaNs).
+        numeric, categorical: column names (e.g. from :func:`drift_columns`).
+        mc: the ``monitoring`` config (methods, thresholds, ``drift_share``, ``reference_max_rows``).
+
+    Raises:
+        DataQualityError: ``current`` or ``reference`` has no rows.
+    """
+    from evidently import DataDefinition, Dataset, Report
+
+    _, DataDriftPreset = _import_evidently()
+    cols = [*numeric, *categorical]
+    if current.empty or reference.empty:
+        raise DataQualityError(f"drift needs rows in both samples; found {len(reference)} reference and {len(current)} current rows")
+    reference = reference[cols].tail(mc.reference_max_rows)  # the most recent training rows
+    current = current[cols]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    preset = DataDriftPreset(
+        columns=cols, num_method=mc.num_drift_method, num_threshold=mc.num_drift_threshold,
+        cat_method=mc.cat_drift_method, cat_threshold=mc.cat_drift_threshold, drift_share=mc.drift_share,
+    )  # fmt: skip
+    snapshot = Report([preset]).run(Dataset.from_pandas(current, data_definition=definition), Dataset.from_pandas(reference, data_definition=definition))
+    scores = _column_scores(snapshot.dict(), cols)
+    thresholds = {c: (mc.num_drift_threshold if c in numeric else mc.cat_drift_threshold) for c in cols}
+    methods = {c: (mc.num_drift_method if c in numeric else mc.cat_drift_method) for c in cols}
+    drifted = [c for c in cols if scores[c] >= thresholds[c]]
+    share = len(drifted) / len(cols)
+    return DriftResult(scores, thresholds, methods, drifted, share, share >= mc.drift_share, len(reference), len(current), snapshot)
+
+
+def _column_scores(payload: dict, cols: list[str]) -> dict[str, float]:
+    """``{column: score}`` from a snapshot's ``ValueDrift`` metrics."""
+    scores = {}
+    for metric in payload.get("metrics", []):
+        config = metric.get("config", {})
+        if config.get("type", "").endswith("ValueDrift") and config.get("column") in cols:
+            scores[config["column"]] = float(metric["value"])
+    missing = [c for c in cols if c not in scores]
+    if missing:
+        raise DataQualityError(f"the Evidently report has no drift score for column(s) {missing} (all values missing in a sample?)")
+    return scores

@@ -1,0 +1,504 @@
+"""The monitoring check, as of ``T``: forecast, score, drift, decide (LOOP.md sections 1-4).
+
+Stages (the Airflow DAG runs one per task; :func:`run_check` chains them in-process):
+
+1. :func:`forecast`: resolve the ``champion`` (and ``challenger`` / ``previous_champion``)
+   versions once, read the observations with ``ds < T`` (never the wall clock) and
+   validate them with the training suite, then forecast every origin in
+   ``[since, T)`` with each version's registered pyfunc (multi-origin mode) and upsert
+   the forecasts into the store with the alias each version held. The champion's
+   forecasts are the published ones; the others are shadow forecasts for the canary.
+2. :func:`score`: join every stored forecast whose target is now observed with its
+   ``y``; compute the champion's rolling RMSE.
+3. :func:`detect_drift`: Evidently report of the window against the version's reference
+   sample (``pipeline/drift.py``).
+4. :func:`decide`: the rule and its guards, then the check row (every number used),
+   the MLflow monitoring run and the log line.
+
+The rule: ``rolling_rmse`` is the RMSE over every step of the champion's forecasts
+whose origin lies in ``[T - monitoring.window, T)`` and whose ``h`` targets are all
+observed (complete origins, so every step weighs as in ``training_rmse``, which is the
+RMSE over all steps of the training windows in original units: like for like).
+``retrain`` when ``rolling_rmse > monitoring.rmse_ratio x training_rmse`` with at least
+``monitoring.min_origins`` complete origins; with ``monitoring.retrain_on_drift``, also
+when the last ``monitoring.drift_checks`` checks (this one included) all drifted.
+
+Decisions, first match wins: ``no_champion`` (nothing registered under ``champion``);
+``invalid_data`` (the observations fail validation: nothing is forecast or scored, the
+check lists the failed rows); ``stale_data`` (the last observation is older than
+``monitoring.max_staleness`` at ``T``); ``insufficient_data`` (fewer than ``min_origins``
+complete origins); ``cooldown`` (the rule fires but a retrain was triggered less than
+``monitoring.cooldown`` before ``T``, or a challenger is still in its canary); ``retrain``;
+``ok``. Each check has a deterministic id (``<model>@<T>``) and trigger run id, so a
+rerun of the same interval rewrites the same rows and cannot trigger twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import artifacts, schema
+from pipeline.config import PipelineConfig
+from pipeline.errors import MonitoringError, RegistryError, SchemaValidationError
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
+OBSERVED, REFERENCE, CHECK = "observed.parquet", "reference.parquet", "check.json"
+RESULT_KEYS = (
+    "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
+    "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------ ids and time
+
+
+def as_of_iso(as_of) -> str:
+    from pipeline.data import as_of_timestamp
+
+    return as_of_timestamp(as_of).isoformat()
+
+
+def check_id(model_name: str, as_of) -> str:
+    """``<model>@<T ISO>``: one check per model and ``T``; a rerun overwrites it."""
+    return f"{model_name}@{as_of_iso(as_of)}"
+
+
+def trigger_run_id(check: str) -> str:
+    """The ``lstm_training`` run id a retrain of check ``check`` gets (deterministic, path-safe)."""
+    return "retrain__" + artifacts.safe_run_id(check)
+
+
+def default_out_dir(cfg: PipelineConfig, as_of) -> Path:
+    return Path(cfg.run.artifact_root) / "monitoring" / artifacts.safe_run_id(check_id(cfg.mlflow.registered_model_name, as_of))
+
+
+def _step(cfg: PipelineConfig) -> pd.Timedelta:
+    return pd.Timedelta(pd.tseries.frequencies.to_offset(cfg.data.freq))
+
+
+# ------------------------------------------------------------------ registry
+
+
+def _client(cfg: PipelineConfig):
+    """An MLflow client on the configured tracking URI, after a bounded health check."""
+    import mlflow
+
+    from pipeline.registry import check_server, tracking_uri
+
+    uri = tracking_uri(cfg)
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.tracking.MlflowClient()
+
+
+def resolve_aliases(client, name: str) -> dict[str, dict[str, Any]]:
+    """``{alias: {"version": int, "tags": dict}}`` for champion, challenger, previous_champion.
+
+    An alias (or the model) that does not exist is left out; any other MLflow error is raised.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = {}
+    for alias in (CHAMPION, *SHADOW_ALIASES):
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
+            raise RegistryError(f"MLflow could not resolve alias {name}@{alias}: {exc}") from exc
+        found[alias] = {"version": int(mv.version), "tags": dict(mv.tags)}
+    return found
+
+
+def load_version(name: str, version: int):
+    """The registered pyfunc of ``name`` v``version`` (``models:/<name>/<version>``), unwrapped to :class:`ForecastModel`.
+
+    Loaded by the version the alias pointed to when the check resolved it, so the
+    forecasts, the scores and the check row all name the model that made them.
+    """
+    import mlflow
+
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+
+
+def reference_of(model, name: str, version: int) -> Path:
+    """The version's drift reference sample (artifact ``reference``).
+
+    Raises:
+        MonitoringError: the version was registered before reference samples existed.
+    """
+    path = getattr(model, "reference_path", None)
+    if not path or not Path(path).exists():
+        raise MonitoringError(
+            f"model {name!r} version {version} has no reference sample for drift (artifact 'reference', the "
+            "training part's raw columns): it was registered before monitoring existed. Fix: retrain and "
+            "register a new version (`lstm-pipeline train --config ...`), then point 'champion' at it."
+        )
+    return Path(path)
+
+
+# ------------------------------------------------------------------ observations
+
+
+def _relabel_lines(text: str, index: pd.Index) -> str:
+    """Validation names lines of the slice it saw; map them back to lines of the file."""
+    return re.sub(r"line (\d+)", lambda m: f"line {int(index[int(m.group(1)) - 2]) + 2}" if int(m.group(1)) - 2 < len(index) else m.group(0), text)
+
+
+def read_observations(cfg: PipelineConfig, as_of, start, data_path: Path | None = None) -> tuple[pd.DataFrame | None, dict]:
+    """Validated long frame of the rows with ``start <= ds < T``, and facts about the data.
+
+    Returns:
+        ``(long or None, info)``; ``info``: ``last_observed`` (latest ``ds < T`` with a target
+        value, ISO or ``None``), ``rows``, and on a failed validation ``failures`` (each with
+        file line numbers); then ``long`` is ``None``.
+    """
+    from pipeline.data import as_of_timestamp, read_raw, rows_before
+    from pipeline.validation import validate_frame
+
+    d, T = cfg.data, as_of_timestamp(as_of)
+    raw = rows_before(read_raw(d, data_path), d, T)
+    ts = pd.to_datetime(raw[d.timestamp_column], format=d.timestamp_format, errors="coerce") if d.timestamp_column in raw else None
+    has_y = pd.to_numeric(raw[d.target_column], errors="coerce").notna() if d.target_column in raw else None
+    last = ts[has_y].max() if ts is not None and has_y is not None else None
+    info: dict[str, Any] = {"last_observed": None if last is None or pd.isna(last) else last.isoformat()}
+    part = raw[ts.isna() | (ts >= as_of_timestamp(start))] if ts is not None else raw
+    info["rows"] = int(len(part))
+    if part.empty:
+        return None, info
+    try:
+        long = validate_frame(part, cfg, source=f"observations {start} <= ds < {T}").frame
+    except SchemaValidationError as err:
+        info["failures"] = [{**f, "examples": [_relabel_lines(e, part.index) for e in f["examples"]]} for f in err.failures]
+        return None, info
+    return long, info
+
+
+# ------------------------------------------------------------------ stage 1: forecast
+
+
+def _since(cfg: PipelineConfig, store, T: pd.Timestamp, since) -> pd.Timestamp:
+    """First origin this check is responsible for: ``since``, else the previous check's ``T``; at most one window back."""
+    from pipeline.data import as_of_timestamp
+
+    floor = T - pd.Timedelta(cfg.monitoring.window)
+    if since is None:
+        previous = store.last_checks(cfg.mlflow.registered_model_name, 1, before=T)
+        since = previous[0]["as_of"] if previous else floor
+    return max(as_of_timestamp(since), floor)
+
+
+def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name: str, since, T) -> pd.DataFrame:
+    frame = model.predict(None, history, params={"origins": "all", "origin_start": since.isoformat(), "origin_end": T.isoformat()})
+    return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
+
+
+def _history(long: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
+    """Validated long frame -> the raw columns the pyfunc takes (what a user would send)."""
+    d = cfg.data
+    frame = pd.DataFrame({d.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S"), d.target_column: long[schema.Y]})
+    for col in (*d.covariates, *d.categorical_covariates):
+        frame[col] = long[col]
+    if d.series_id_column:
+        frame[d.series_id_column] = long[schema.UNIQUE_ID]
+    return frame.dropna(subset=[d.timestamp_column])
+
+
+def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Stage 1: forecast the origins in ``[since, T)`` with every aliased version; store them.
+
+    Returns (XCom-sized): ``as_of, since, model_name, check_id, out_dir, status`` (``ready`` |
+    ``no_champion`` | ``invalid_data``), ``versions`` ``{alias: version}``, ``training_rmse``,
+    ``last_observed``, ``n_forecasts`` ``{alias: rows}``, ``failures``.
+
+    Raises:
+        RegistryError: the tracking server is unreachable (bounded retries). StoreError:
+            the store is unreachable. MonitoringError: the champion lacks its reference sample.
+    """
+    from pipeline.data import as_of_timestamp
+    from pipeline.store import store_for
+
+    T, name, store = as_of_timestamp(as_of), cfg.mlflow.registered_model_name, store_for(cfg)
+    out = Path(out_dir) if out_dir else default_out_dir(cfg, T)
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"as_of": T.isoformat(), "model_name": name, "check_id": check_id(name, T), "out_dir": str(out),
+                             "versions": {}, "n_forecasts": {}, "failures": [], "status": "ready"}  # fmt: skip
+    aliases = resolve_aliases(_client(cfg), name)
+    state["versions"] = {a: v["version"] for a, v in aliases.items()}
+    start = _since(cfg, store, T, since)
+    state["since"] = start.isoformat()
+    if CHAMPION not in aliases:
+        state["status"] = "no_champion"
+        return state
+    state["training_rmse"] = _training_rmse(aliases[CHAMPION], name)
+    span = (cfg.features.lookback + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
+    long, info = read_observations(cfg, T, min(start, T - pd.Timedelta(cfg.monitoring.window)) - span, data_path)
+    state.update(last_observed=info["last_observed"], failures=info.get("failures", []))
+    if info.get("failures"):
+        state["status"] = "invalid_data"
+        return state
+    models = {}
+    for alias, v in aliases.items():
+        if alias != CHAMPION and v["version"] == aliases[CHAMPION]["version"]:
+            continue
+        models[alias] = load_version(name, v["version"])
+    shutil.copyfile(reference_of(models[CHAMPION], name, aliases[CHAMPION]["version"]), out / REFERENCE)
+    if long is None:
+        return state
+    long.to_parquet(out / OBSERVED, index=False)
+    history = _history(long, cfg)
+    for alias, model in models.items():
+        frame = _forecast_version(model, history, aliases[alias], alias, name, start, T)
+        state["n_forecasts"][alias] = store.upsert_forecasts(frame)
+    log.info("check %s: forecast origins [%s, %s) with %s", state["check_id"], start, T, state["versions"])
+    return state
+
+
+def _training_rmse(info: dict, name: str) -> float:
+    try:
+        return float(info["tags"]["training_rmse"])
+    except (KeyError, ValueError) as exc:
+        raise MonitoringError(
+            f"model {name!r} version {info['version']} has no numeric 'training_rmse' tag (found "
+            f"{info['tags'].get('training_rmse')!r}); the retrain rule compares against it. Fix: register the version with this pipeline."
+        ) from exc
+
+
+# ------------------------------------------------------------------ stage 2: score
+
+
+def rolling_rmse(scored: pd.DataFrame, horizon: int) -> tuple[float, int]:
+    """RMSE over every step of the complete origins (all ``horizon`` targets scored), and their count.
+
+    Args:
+        scored: ``unique_id, origin, step, y_hat, y`` (from ``ForecastStore.scored``).
+
+    Returns:
+        ``(rmse in original units or NaN when there is none, n_complete_origins)``.
+    """
+    if scored.empty:
+        return float("nan"), 0
+    n_steps = scored.groupby([schema.UNIQUE_ID, "origin"])["step"].transform("size")
+    complete = scored[n_steps == horizon]
+    if complete.empty:
+        return float("nan"), 0
+    err = complete["y_hat"].to_numpy() - complete["y"].to_numpy()
+    return float(np.sqrt(np.mean(err**2))), int(len(complete) // horizon)
+
+
+def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Stage 2: score every stored forecast whose target is observed; the champion's rolling RMSE.
+
+    Adds ``n_scored, rolling_rmse, n_origins_scored, threshold`` to ``state`` (a new dict).
+    """
+    from pipeline.store import store_for
+
+    state = dict(state)
+    observed = Path(state["out_dir"]) / OBSERVED
+    if state["status"] != "ready" or not observed.exists():
+        return {**state, "n_scored": 0, "rolling_rmse": None, "n_origins_scored": 0, "threshold": _threshold(cfg, state)}
+    store, T = store_for(cfg), pd.Timestamp(state["as_of"])
+    state["n_scored"] = store.score(pd.read_parquet(observed), as_of=T)
+    scored = store.scored(state["model_name"], state["versions"][CHAMPION], since=T - pd.Timedelta(cfg.monitoring.window), until=T)
+    rmse, n = rolling_rmse(scored, cfg.features.horizon)
+    state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, threshold=_threshold(cfg, state))
+    return state
+
+
+def _threshold(cfg: PipelineConfig, state: dict) -> float | None:
+    rmse = state.get("training_rmse")
+    return None if rmse is None else cfg.monitoring.rmse_ratio * rmse
+
+
+# ------------------------------------------------------------------ stage 3: drift
+
+
+def detect_drift(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Stage 3: Evidently drift of the window ``[T - window, T)`` against the champion's reference.
+
+    Adds ``drift_share, drifted_columns, drift_scores, drifted, report`` (``{"html", "json"}``
+    paths or ``None`` when there was nothing to compare).
+    """
+    from pipeline import drift
+
+    state = {**state, "drift_share": None, "drifted_columns": [], "drift_scores": {}, "drifted": False, "report": None}
+    out = Path(state["out_dir"])
+    if state["status"] != "ready" or not (out / OBSERVED).exists():
+        return state
+    T = pd.Timestamp(state["as_of"])
+    current = pd.read_parquet(out / OBSERVED)
+    current = current[current[schema.DS] >= T - pd.Timedelta(cfg.monitoring.window)]
+    numeric, categorical = drift.drift_columns(list(cfg.data.covariates), list(cfg.data.categorical_covariates))
+    if current[schema.Y].notna().sum() == 0:
+        return state
+    result = drift.detect(pd.read_parquet(out / REFERENCE), current, numeric, categorical, cfg.monitoring)
+    report = result.save(out)
+    return {**state, "drift_share": result.drift_share, "drifted_columns": result.drifted_columns,
+            "drift_scores": result.scores, "drifted": result.drifted, "report": report}  # fmt: skip
+
+
+# ------------------------------------------------------------------ stage 4: decide
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str | None, list[str]]:
+    """The triggers that fire (``rmse`` / ``drift``), or ``None``, with the reasons."""
+    mc, reasons, fired = cfg.monitoring, [], []
+    rmse, threshold = state.get("rolling_rmse"), state.get("threshold")
+    if rmse is not None and threshold is not None and rmse > threshold:
+        fired.append("rmse")
+        reasons.append(f"rolling RMSE {rmse:.4g} > {mc.rmse_ratio:g} x training RMSE {state['training_rmse']:.4g} = {threshold:.4g} over {state['n_origins_scored']} origins")
+    else:
+        reasons.append(f"rolling RMSE {_fmt(rmse)} <= threshold {_fmt(threshold)} ({mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))})")
+    if state.get("drifted"):
+        streak = 1 + sum(1 for _ in _takewhile_drifted(previous[: mc.drift_checks - 1]))
+        reasons.append(f"drift: {len(state['drifted_columns'])} column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f}); {streak} consecutive drifted check(s)")
+        if mc.retrain_on_drift and streak >= mc.drift_checks:
+            fired.append("drift")
+    return ("+".join(fired) or None), reasons
+
+
+def _takewhile_drifted(previous: list[dict]):
+    for check in previous:
+        if not check.get("drifted"):
+            return
+        yield check
+
+
+def _guards(cfg: PipelineConfig, state: dict, previous: list[dict]) -> str | None:
+    """Why a firing rule must hold this time (cooldown / challenger in canary), else ``None``."""
+    T = pd.Timestamp(state["as_of"])
+    if CHALLENGER in state["versions"] and state["versions"][CHALLENGER] != state["versions"].get(CHAMPION):
+        return f"challenger v{state['versions'][CHALLENGER]} is still in its canary: no new retrain until it is promoted or rejected"
+    for check in previous:
+        if check.get("decision") == "retrain" and T - pd.Timestamp(check["as_of"]) < pd.Timedelta(cfg.monitoring.cooldown):
+            return f"a retrain was triggered at {check['as_of']} (check {check['check_id']}), within the cooldown {cfg.monitoring.cooldown}"
+    return None
+
+
+def _decision(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str, list[str], str | None]:
+    """``(decision, reasons, trigger)``: first match wins (see the module docstring)."""
+    mc, T = cfg.monitoring, pd.Timestamp(state["as_of"])
+    if state["status"] == "no_champion":
+        return "no_champion", [f"model {state['model_name']!r} has no version with alias 'champion': nothing to monitor"], None
+    if state["status"] == "invalid_data":
+        rows = "; ".join(f"{f['expectation']} on {f['column']!r}: {f['unexpected_count']} row(s), e.g. {f['examples'][:3]}" for f in state["failures"])
+        return "invalid_data", [f"the observations failed validation, nothing was forecast or scored: {rows}"], None
+    last = state.get("last_observed")
+    age = None if last is None else T - pd.Timestamp(last)
+    if age is None or age > pd.Timedelta(mc.max_staleness):
+        return "stale_data", [f"no new observation for {age or 'ever'} before {T} (last at {last}; max_staleness {mc.max_staleness})"], None
+    trigger, reasons = _rule(cfg, state, previous)
+    if state["n_origins_scored"] < mc.min_origins:
+        return "insufficient_data", [f"{state['n_origins_scored']} complete origins scored in the window, {mc.min_origins} needed", *reasons], None
+    if trigger is None:
+        return "ok", reasons, None
+    held = _guards(cfg, state, previous)
+    if held:
+        return "cooldown", [*reasons, held], trigger
+    return "retrain", reasons, trigger
+
+
+def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """Stage 4: decision, check row (store), ``check.json``, MLflow monitoring run, log line.
+
+    Returns:
+        The check: ``as_of, champion_version, n_origins_scored, rolling_rmse, training_rmse,
+        threshold, drift_share, drifted_columns, decision, reasons, report, check_id`` plus
+        ``trigger`` (``rmse`` / ``drift`` / ``rmse+drift`` / ``None``), ``trigger_run_id``,
+        ``conf`` (what a retrain's ``lstm_training`` run gets), ``versions`` and the details.
+    """
+    from pipeline.store import store_for
+
+    store = store_for(cfg)
+    previous = store.last_checks(state["model_name"], max(cfg.monitoring.drift_checks, 10), before=state["as_of"])
+    decision, reasons, trigger = _decision(cfg, state, previous)
+    check = {
+        **{k: state.get(k) for k in RESULT_KEYS}, "champion_version": state["versions"].get(CHAMPION),
+        "decision": decision, "reasons": reasons, "trigger": trigger if decision == "retrain" else None,
+        "held_trigger": trigger if decision == "cooldown" else None,
+        "trigger_run_id": trigger_run_id(state["check_id"]) if decision == "retrain" else None,
+        **{k: state.get(k) for k in ("model_name", "since", "versions", "last_observed", "failures", "n_forecasts",
+                                     "n_scored", "drift_scores", "drifted", "out_dir")},
+    }  # fmt: skip
+    check["conf"] = _conf(check) if decision == "retrain" else None
+    artifacts.write_json(Path(state["out_dir"]) / CHECK, check)
+    if check["champion_version"] is not None:
+        _log_mlflow(cfg, check)
+    store.record_check(check)  # last: a check that failed earlier leaves no row
+    (log.warning if decision in ("retrain", "stale_data", "invalid_data") else log.info)(
+        "check %s: decision %s; %s", check["check_id"], decision, " | ".join(reasons)
+    )
+    return check
+
+
+def _conf(check: dict) -> dict[str, Any]:
+    """The retrain trigger's ``conf`` (recorded as ``trigger.<key>`` tags on the training run)."""
+    return {
+        "reason": f"monitoring {check['trigger']}: " + check["reasons"][0], "as_of": check["as_of"],
+        "rolling_rmse": check["rolling_rmse"], "threshold": check["threshold"], "drift_share": check["drift_share"],
+        "check_id": check["check_id"], "champion_version": check["champion_version"],
+    }  # fmt: skip
+
+
+def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
+    """Metrics over time in one MLflow run per champion version, the reports as artifacts of the check."""
+    from mlflow.entities import Metric
+
+    from pipeline.registry import artifact_location, tracking_uri
+
+    client = _client(cfg)
+    name, version = check["model_name"], check["champion_version"]
+    exp = client.get_experiment_by_name(cfg.monitoring.experiment_name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.monitoring.experiment_name, artifact_location=artifact_location(cfg, tracking_uri(cfg)))
+    key = f"{name}-v{version}"
+    found = client.search_runs([exp_id], filter_string=f"tags.monitored_model_version = '{key}'", max_results=1)
+    run_id = found[0].info.run_id if found else client.create_run(exp_id, run_name=f"monitor {key}", tags={"monitored_model_version": key, "monitored_model": name, "monitored_version": str(version)}).info.run_id
+    T = pd.Timestamp(check["as_of"])
+    ms, step = int(T.timestamp() * 1000), int(T.timestamp() // 3600)  # step: hours since the epoch, so reruns overwrite the point's x
+    values = {k: check.get(k) for k in ("rolling_rmse", "threshold", "training_rmse", "drift_share", "n_origins_scored")}
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ms, step) for k, v in values.items() if v is not None])
+    folder = Path(check["out_dir"])
+    for path in (folder / CHECK, *(Path(p) for p in (check.get("report") or {}).values())):
+        client.log_artifact(run_id, str(path), artifact_path=f"checks/{artifacts.safe_run_id(check['check_id'])}")
+    client.set_tag(run_id, "last_decision", f"{check['decision']} @ {check['as_of']}")
+
+
+# ------------------------------------------------------------------ the whole check
+
+
+def run_check(cfg: PipelineConfig, as_of, data_path: Path | None = None, out_dir: Path | None = None, since=None) -> dict[str, Any]:
+    """One monitoring check as of ``T`` (``as_of``): forecast -> score -> drift -> decide.
+
+    Args:
+        as_of: ``T``; only observations with ``ds < T`` are read.
+        data_path: observations CSV instead of ``data.path``.
+        out_dir: where ``observed.parquet``, ``reference.parquet``, the drift report
+            (HTML + JSON) and ``check.json`` go (default ``<artifact_root>/monitoring/<check id>/``).
+        since: first origin to forecast (default: the previous check's ``T``, at most one window back).
+
+    Returns:
+        The check dict of :func:`decide` (``decision`` is one of ok, retrain,
+        insufficient_data, cooldown, no_champion, stale_data, invalid_data).
+
+    Raises:
+        RegistryError, StoreError: the tracking server or the store is unreachable after
+            bounded retries (no check row is written). MonitoringError: the champion lacks
+            its reference sample or its ``training_rmse`` tag.
+    """
+    state = forecast(cfg, as_of, since=since, data_path=data_path, out_dir=out_dir)
+    return decide(cfg, detect_drift(cfg, score(cfg, state)))

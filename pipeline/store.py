@@ -1,0 +1,351 @@
+"""The forecast store: forecasts, scores, monitoring checks and alias events in SQL.
+
+One SQLAlchemy database at ``monitoring.store_url`` (default: an SQLite file beside the
+local MLflow store, ``<artifact_root>/../mlflow/store/forecasts.db``; a Postgres URL in
+production). Tables are created on first use; ``schema_version`` holds the version the
+database is at, and a newer code version upgrades it with the migrations in
+``MIGRATIONS`` (never by dropping tables).
+
+Rows are keyed so that a rerun of the same interval overwrites, never duplicates:
+
+* ``forecasts`` and ``scores``: ``(model_name, version, unique_id, origin, step)``;
+  a forecast keeps the alias its version held when it was issued and the check's
+  ``as_of``; a score is a forecast joined with the observed ``y`` of its target ``ds``;
+* ``checks``: ``check_id`` (one row per monitoring check, every number it used);
+* ``alias_events``: one row per alias move (append-only audit log).
+
+The champion's rows of ``forecasts`` are the product's published batch forecasts
+(:meth:`ForecastStore.published`, ``lstm-pipeline forecasts``).
+
+Times are naive UTC ``datetime``; versions are ints. Every call retries a failed
+connection a bounded number of times, then raises :class:`~pipeline.errors.StoreError`;
+each write is one transaction (all rows or none).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipeline.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: ``{to_version: migrate(connection)}``: applied in order to a database at a lower version
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+KEY = ["model_name", "version", "unique_id", "origin", "step"]
+CHECK_COLUMNS = (
+    "model_name", "as_of", "champion_version", "decision", "n_origins_scored", "rolling_rmse",
+    "training_rmse", "threshold", "drift_share",
+)  # fmt: skip
+
+metadata = sa.MetaData()
+
+
+def _forecast_columns() -> list[sa.Column]:
+    return [
+        sa.Column("model_name", sa.String(200), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("unique_id", sa.String(200), primary_key=True),
+        sa.Column("origin", sa.DateTime, primary_key=True),
+        sa.Column("step", sa.Integer, primary_key=True),
+        sa.Column("ds", sa.DateTime, nullable=False, index=True),
+        sa.Column("y_hat", sa.Float, nullable=False),
+    ]
+
+
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, primary_key=True))
+forecasts = sa.Table(
+    "forecasts", metadata, *_forecast_columns(),
+    sa.Column("alias", sa.String(50)), sa.Column("as_of", sa.DateTime),
+)  # fmt: skip
+scores = sa.Table("scores", metadata, *_forecast_columns(), sa.Column("y", sa.Float, nullable=False), sa.Column("as_of", sa.DateTime))
+checks = sa.Table(
+    "checks", metadata,
+    sa.Column("check_id", sa.String(300), primary_key=True), sa.Column("model_name", sa.String(200), index=True),
+    sa.Column("as_of", sa.DateTime, index=True), sa.Column("champion_version", sa.Integer), sa.Column("decision", sa.String(40)),
+    sa.Column("n_origins_scored", sa.Integer), sa.Column("rolling_rmse", sa.Float), sa.Column("training_rmse", sa.Float),
+    sa.Column("threshold", sa.Float), sa.Column("drift_share", sa.Float), sa.Column("payload", sa.Text),
+)  # fmt: skip
+alias_events = sa.Table(
+    "alias_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("model_name", sa.String(200), index=True),
+    sa.Column("alias", sa.String(50)), sa.Column("from_version", sa.Integer), sa.Column("to_version", sa.Integer),
+    sa.Column("action", sa.String(40)), sa.Column("reason", sa.Text), sa.Column("evidence", sa.Text), sa.Column("as_of", sa.DateTime),
+)  # fmt: skip
+
+
+def default_store_url(artifact_root: Path) -> str:
+    """SQLite file beside the local MLflow store: ``<artifact_root>/../mlflow/store/forecasts.db``."""
+    path = Path(artifact_root).resolve().parent / "mlflow" / "store" / "forecasts.db"
+    return f"sqlite:///{path}"
+
+
+def _ts(value) -> Any:
+    """Anything timestamp-like -> naive UTC ``datetime`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def _json(value: Any) -> str:
+    from pipeline.artifacts import _json_default
+
+    return json.dumps(value, default=_json_default, allow_nan=True, sort_keys=True)
+
+
+class ForecastStore:
+    """The store at ``url`` (any SQLAlchemy URL), created on first use.
+
+    Args:
+        url: e.g. ``sqlite:////abs/path/forecasts.db`` or ``postgresql+psycopg://...``.
+        attempts, backoff_s: bounded retries of a call whose connection fails
+            (``backoff_s * 2**k`` seconds between tries).
+
+    Raises:
+        StoreError: (from any method) the database is unreachable after ``attempts``
+            tries, or is at a newer schema version than this code knows.
+    """
+
+    def __init__(self, url: str, attempts: int = 3, backoff_s: float = 0.5):
+        self.url = url
+        self.attempts, self.backoff_s = attempts, backoff_s
+        if url.startswith("sqlite:///"):
+            try:
+                Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # reported as unreachable by the first call, after its retries
+                pass
+        self.engine = sa.create_engine(url)
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"ForecastStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------ plumbing
+
+    def _run(self, fn: Callable[[sa.Connection], Any], write: bool = False) -> Any:
+        """``fn(connection)`` in one transaction, with bounded retries on connection errors."""
+        last: Exception | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                if not self._ready:
+                    self._create()
+                with self.engine.begin() if write else self.engine.connect() as conn:
+                    return fn(conn)
+            except sa.exc.OperationalError as exc:
+                last = exc
+                log.warning("forecast store %r: attempt %d/%d failed: %s", self, attempt, self.attempts, exc.orig)
+                if attempt < self.attempts:
+                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise StoreError(
+            f"forecast store {self.engine.url.render_as_string(hide_password=True)} is unreachable after "
+            f"{self.attempts} attempts ({getattr(last, 'orig', last)}); nothing was written by this call. "
+            "Check monitoring.store_url and that the database is up."
+        )
+
+    def _create(self) -> None:
+        with self.engine.begin() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+            if found is None:
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            elif found > SCHEMA_VERSION:
+                raise StoreError(f"forecast store {self!r} is at schema version {found}; this code knows up to {SCHEMA_VERSION}: upgrade the package")
+            else:
+                for target in range(found + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[target](conn)
+                    conn.execute(schema_version.insert().values(version=target))
+        self._ready = True
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict], key: list[str]) -> None:
+        if not rows:
+            return
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = insert(table)
+            update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+            conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=update), rows)
+            return
+        for row in rows:  # other databases: delete then insert, inside the same transaction
+            conn.execute(table.delete().where(sa.and_(*(table.c[k] == row[k] for k in key))))
+        conn.execute(table.insert(), rows)
+
+    @property
+    def schema_version(self) -> int:
+        return self._run(lambda conn: conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar())
+
+    # ------------------------------------------------------------ forecasts and scores
+
+    @staticmethod
+    def _forecast_rows(frame: pd.DataFrame, extra: tuple[str, ...]) -> list[dict]:
+        missing = [c for c in (*KEY, "ds", "y_hat", *extra) if c not in frame.columns]
+        if missing:
+            raise StoreError(f"expected columns {KEY + ['ds', 'y_hat', *extra]}, the frame lacks {missing}")
+        rows = frame[[*KEY, "ds", "y_hat", *extra]].copy()
+        for col in ("origin", "ds", "as_of"):
+            if col in rows.columns:
+                rows[col] = [_ts(v) for v in rows[col]]
+        rows["version"], rows["step"] = rows["version"].astype(int), rows["step"].astype(int)
+        rows["unique_id"] = rows["unique_id"].astype(str)
+        if "alias" in rows.columns:
+            rows["alias"] = rows["alias"].astype(object).where(rows["alias"].notna(), None)
+        return rows.to_dict("records")
+
+    def upsert_forecasts(self, frame: pd.DataFrame) -> int:
+        """Insert or overwrite forecasts; returns the number of rows.
+
+        Args:
+            frame: ``model_name, version, unique_id, origin, step, ds, y_hat, alias, as_of``
+                (``alias`` the version held when issued; ``as_of`` the check's ``T``).
+        """
+        rows = self._forecast_rows(frame, ("alias", "as_of"))
+        self._run(lambda conn: self._upsert(conn, forecasts, rows, KEY), write=True)
+        return len(rows)
+
+    def record_scores(self, frame: pd.DataFrame) -> int:
+        """Insert or overwrite scores: ``KEY + ds, y_hat, y, as_of`` (``y`` observed, original units)."""
+        rows = self._forecast_rows(frame.dropna(subset=["y"]), ("y", "as_of"))
+        self._run(lambda conn: self._upsert(conn, scores, rows, KEY), write=True)
+        return len(rows)
+
+    def score(self, observed: pd.DataFrame, as_of=None) -> int:
+        """Score every stored forecast whose target ``ds`` is observed in ``observed``.
+
+        Args:
+            observed: long ``unique_id, ds, y`` (``y`` NaN where not observed).
+            as_of: recorded on the score rows.
+
+        Returns:
+            The number of (forecast, observation) pairs written (a rerun rewrites the same rows).
+        """
+        obs = observed.loc[observed["y"].notna(), ["unique_id", "ds", "y"]]
+        if obs.empty:
+            return 0
+        lo, hi = _ts(obs["ds"].min()), _ts(obs["ds"].max())
+        query = sa.select(forecasts).where(forecasts.c.ds >= lo, forecasts.c.ds <= hi)
+        issued = self._run(lambda conn: pd.read_sql(query, conn))
+        if issued.empty:
+            return 0
+        issued["ds"] = pd.to_datetime(issued["ds"])
+        obs = obs.assign(ds=pd.to_datetime(obs["ds"]), unique_id=obs["unique_id"].astype(str))
+        joined = issued.merge(obs, on=["unique_id", "ds"], how="inner")
+        return self.record_scores(joined.assign(as_of=_ts(as_of)))
+
+    def _window(self, table: sa.Table, since, until) -> list:
+        conds = []
+        if since is not None:
+            conds.append(table.c.origin >= _ts(since))
+        if until is not None:
+            conds.append(table.c.origin < _ts(until))
+        return conds
+
+    def scored(self, model_name: str, version: int, since=None, until=None) -> pd.DataFrame:
+        """Scores of one version with ``since <= origin < until``.
+
+        Returns:
+            ``unique_id, origin, step, ds, y_hat, y`` sorted by ``unique_id, origin, step``.
+        """
+        s = scores.c
+        query = (
+            sa.select(s.unique_id, s.origin, s.step, s.ds, s.y_hat, s.y)
+            .where(s.model_name == model_name, s.version == int(version), *self._window(scores, since, until))
+            .order_by(s.unique_id, s.origin, s.step)
+        )
+        return self._read(query, ("origin", "ds"))
+
+    def paired_scores(self, model_name: str, version_a: int, version_b: int, since=None, until=None) -> pd.DataFrame:
+        """Scores of two versions on the same ``(unique_id, origin, step)`` (both scored).
+
+        Returns:
+            ``unique_id, origin, step, ds, y, y_hat_a, y_hat_b`` sorted by ``unique_id, origin, step``.
+        """
+        a, b = scores.alias("a"), scores.alias("b")
+        query = (
+            sa.select(a.c.unique_id, a.c.origin, a.c.step, a.c.ds, a.c.y, a.c.y_hat.label("y_hat_a"), b.c.y_hat.label("y_hat_b"))
+            .join(b, sa.and_(a.c.model_name == b.c.model_name, a.c.unique_id == b.c.unique_id, a.c.origin == b.c.origin, a.c.step == b.c.step))
+            .where(a.c.model_name == model_name, a.c.version == int(version_a), b.c.version == int(version_b), *self._window(a, since, until))
+            .order_by(a.c.unique_id, a.c.origin, a.c.step)
+        )  # fmt: skip
+        return self._read(query, ("origin", "ds"))
+
+    def published(self, model_name: str, since=None, until=None, alias: str = "champion") -> pd.DataFrame:
+        """The forecasts issued under ``alias`` (default: the published champion ones), ``since <= origin < until``.
+
+        Returns:
+            ``unique_id, origin, step, ds, y_hat, version, alias, as_of`` sorted by ``unique_id, origin, step``.
+        """
+        f = forecasts.c
+        query = (
+            sa.select(f.unique_id, f.origin, f.step, f.ds, f.y_hat, f.version, f.alias, f.as_of)
+            .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
+            .order_by(f.unique_id, f.origin, f.step)
+        )
+        return self._read(query, ("origin", "ds", "as_of"))
+
+    def _read(self, query, dates: tuple[str, ...]) -> pd.DataFrame:
+        frame = self._run(lambda conn: pd.read_sql(query, conn))
+        for col in dates:
+            frame[col] = pd.to_datetime(frame[col])
+        return frame
+
+    # ------------------------------------------------------------ checks and alias events
+
+    def record_check(self, row: dict[str, Any]) -> str:
+        """Insert or overwrite one monitoring check (keyed by ``row["check_id"]``); returns the id.
+
+        ``row`` needs ``check_id, model_name, as_of``; the numbers of :data:`CHECK_COLUMNS`
+        get their own columns, and the whole row is kept as JSON (``payload``).
+        """
+        if not row.get("check_id") or not row.get("model_name") or row.get("as_of") is None:
+            raise StoreError(f"a check row needs check_id, model_name and as_of; found keys {sorted(row)}")
+        record = {c: row.get(c) for c in CHECK_COLUMNS}
+        record.update(check_id=row["check_id"], as_of=_ts(row["as_of"]), payload=_json(row))
+        self._run(lambda conn: self._upsert(conn, checks, [record], ["check_id"]), write=True)
+        return row["check_id"]
+
+    def last_checks(self, model_name: str, n: int = 10, before=None) -> list[dict[str, Any]]:
+        """The ``n`` latest checks of ``model_name`` (``as_of < before`` when given), newest first, as the recorded rows."""
+        query = sa.select(checks.c.payload).where(checks.c.model_name == model_name)
+        if before is not None:
+            query = query.where(checks.c.as_of < _ts(before))
+        query = query.order_by(checks.c.as_of.desc()).limit(n)
+        return [json.loads(p) for p in self._run(lambda conn: conn.execute(query).scalars().all())]
+
+    def record_alias_event(
+        self, model_name: str, alias: str, from_version: int | None, to_version: int | None, action: str,
+        reason: str, evidence: dict[str, Any], as_of,
+    ) -> int:  # fmt: skip
+        """Append one alias move (``action`` e.g. set / promote / reject / rollback / remove); returns its id."""
+        values = {
+            "model_name": model_name, "alias": alias, "action": action, "reason": reason, "evidence": _json(evidence),
+            "from_version": None if from_version is None else int(from_version),
+            "to_version": None if to_version is None else int(to_version), "as_of": _ts(as_of),
+        }  # fmt: skip
+        return self._run(lambda conn: conn.execute(alias_events.insert().values(**values)).inserted_primary_key[0], write=True)
+
+    def alias_events(self, model_name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest alias events of ``model_name``, newest first (``evidence`` parsed)."""
+        query = sa.select(alias_events).where(alias_events.c.model_name == model_name).order_by(alias_events.c.id.desc()).limit(limit)
+        rows = self._run(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+        return rows
+
+
+def store_for(cfg) -> ForecastStore:
+    """The store of a :class:`~pipeline.config.PipelineConfig`: ``monitoring.store_url`` or the default."""
+    return ForecastStore(cfg.monitoring.store_url or default_store_url(cfg.run.artifact_root))

@@ -1,0 +1,128 @@
+"""The served model: one raw -> long path, a transform that never refits, multi-origin mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import schema
+from pipeline.config import load_config
+from pipeline.data import raw_to_long, read_raw
+from pipeline.errors import DataQualityError
+from pipeline.features import build_features, transform
+from pipeline.serving import ForecastModel
+from pipeline.training import build_model
+from pipeline.validation import validate_frame
+from tests.conftest import FAST_MODEL, sine_frame
+
+
+def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
+    """A pyfunc with untrained, seeded members: deterministic forecasts without training."""
+    torch.manual_seed(0)
+    model = ForecastModel()
+    model.prep = prep
+    model.members = [build_model(prep.n_features, prep.horizon, cfg.model).eval() for _ in range(n_members)]
+    return model
+
+
+@pytest.fixture
+def served(make_case):
+    """``(cfg, raw, model)``: 400 hourly rows with a short gap (filled) and a long one (not)."""
+    frame = sine_frame(n=400)
+    frame.loc[100:101, "load"] = np.nan  # <= max_gap (2): interpolated for inputs
+    frame.loc[200:205, "load"] = np.nan  # > max_gap: no window crosses it
+    config, _ = make_case(frame=frame, features={"lookback": 24, "horizon": 4}, model=FAST_MODEL)
+    cfg = load_config(config)
+    raw = read_raw(cfg.data)
+    fs = build_features(validate_frame(raw, cfg).frame, cfg)
+    return cfg, raw, _model(cfg, fs.prep)
+
+
+def _single(model, raw, origin) -> np.ndarray:
+    ts = pd.to_datetime(raw["time"])
+    return model.predict(None, raw[ts <= origin])["y_hat"].to_numpy()
+
+
+def test_multi_origin_equals_single_origin_at_every_origin(served):
+    cfg, raw, model = served
+    multi = model.predict(None, raw, params={"origins": "all"})
+    origins = multi["origin"].drop_duplicates()
+    assert multi.groupby("origin").size().eq(cfg.features.horizon).all()
+    # every usable origin: 400 rows - lookback + 1, minus windows holding the long gap, minus the 2 unobserved origins
+    assert len(origins) == 400 - 24 + 1 - (6 + 24 - 1) - 2
+    # the first origins after the short gap (rows 100-101, 04:00-05:00): their inputs are interpolated
+    near_short_gap = origins[(origins >= pd.Timestamp("2024-01-05 04:00")) & (origins <= pd.Timestamp("2024-01-05 09:00"))]
+    picks = pd.concat([origins.iloc[[0, 1, 50, 150, -1]], near_short_gap])
+    assert len(near_short_gap) == 4
+    for origin in picks:
+        expected = _single(model, raw, origin)
+        got = multi.loc[multi["origin"] == origin].sort_values("step")["y_hat"].to_numpy()
+        # same inputs, same weights; only the forward pass's batch size differs
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=str(origin))
+
+
+def test_origin_range_is_half_open_and_steps_follow_the_grid(served):
+    _, raw, model = served
+    out = model.predict(None, raw, params={"origins": "all", "origin_start": "2024-01-12 00:00", "origin_end": "2024-01-13 00:00"})
+    assert out["origin"].min() == pd.Timestamp("2024-01-12 00:00")
+    assert out["origin"].max() == pd.Timestamp("2024-01-12 23:00")
+    assert ((out[schema.DS] - out["origin"]) == pd.to_timedelta(out["step"], unit="h")).all()
+    assert list(out.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "y_hat"]
+
+
+def test_last_mode_keeps_its_frame_and_errors(served):
+    _, raw, model = served
+    out = model.predict(None, raw.tail(30))
+    assert list(out.columns) == [schema.DS, "step", "y_hat"] and len(out) == 4
+    assert out[schema.DS].iloc[0] == pd.Timestamp(raw["time"].iloc[-1]) + pd.Timedelta("1h")
+    with pytest.raises(DataQualityError, match="at least lookback=24"):
+        model.predict(None, raw.tail(10))
+    with pytest.raises(DataQualityError, match="missing values that cannot be filled"):
+        model.predict(None, raw.iloc[:203])  # ends inside the long gap
+    with pytest.raises(DataQualityError, match=r"missing column\(s\) \['temp'\]"):
+        model.predict(None, raw.tail(30).drop(columns=["temp"]))
+    with pytest.raises(DataQualityError, match="expected 'last' or 'all'"):
+        model.predict(None, raw, params={"origins": "every"})
+
+
+def test_transform_never_refits(served):
+    cfg, raw, model = served
+    prep = model.prep
+    shifted = raw.copy()
+    shifted["load"] = (pd.to_numeric(shifted["load"]) * 3).astype(str)
+    fs = transform(raw_to_long(shifted, cfg.data), prep)
+    assert fs.prep is prep
+    y = pd.to_numeric(shifted["load"]).to_numpy()
+    mean, scale = prep.scaler_state["mean_"][0], prep.scaler_state["scale_"][0]
+    ok = np.isfinite(y)
+    np.testing.assert_allclose(fs.values[ok, 0], ((y - mean) / scale)[ok], rtol=1e-5)
+
+
+def test_validation_and_serving_share_one_raw_to_long(served):
+    cfg, raw, model = served
+    from pipeline.serving import history_to_long
+
+    validated = validate_frame(raw, cfg).frame
+    served_long = history_to_long(raw, model.prep)
+    pd.testing.assert_frame_equal(validated, served_long)
+
+
+def test_two_series_of_different_lengths(make_case):
+    a, b = sine_frame(n=200, seed=1), sine_frame(n=150, seed=2)
+    a["site"], b["site"] = "a", "b"
+    b = b.drop(index=range(60, 62))  # a short gap in series b
+    config, _ = make_case(frame=pd.concat([a, b]), features={"lookback": 24, "horizon": 4}, model=FAST_MODEL,
+                          data={"series_id_column": "site", "max_missing_fraction": 0.3})  # fmt: skip
+    cfg = load_config(config)
+    raw = read_raw(cfg.data)
+    model = _model(cfg, build_features(validate_frame(raw, cfg).frame, cfg).prep)
+    multi = model.predict(None, raw, params={"origins": "all"})
+    assert set(multi[schema.UNIQUE_ID]) == {"a", "b"}
+    last = model.predict(None, raw)
+    assert list(last.columns) == [schema.UNIQUE_ID, schema.DS, "step", "y_hat"] and len(last) == 8
+    for uid in ("a", "b"):
+        tail = multi[multi[schema.UNIQUE_ID] == uid]
+        tail = tail[tail["origin"] == tail["origin"].max()]["y_hat"].to_numpy()
+        np.testing.assert_allclose(tail, last[last[schema.UNIQUE_ID] == uid]["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,102 @@
+"""The forecast store on a real SQLite file: idempotent keys, scoring, checks, alias events."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import StoreError
+from pipeline.store import SCHEMA_VERSION, ForecastStore
+
+
+def _forecasts(version: int, origins: pd.DatetimeIndex, h: int = 3, bias: float = 0.0, alias: str = "champion") -> pd.DataFrame:
+    rows = [
+        {"model_name": "m", "version": version, "unique_id": "s", "origin": o, "step": k, "ds": o + pd.Timedelta(hours=k),
+         "y_hat": float(o.hour + k) + bias, "alias": alias, "as_of": origins[-1] + pd.Timedelta(hours=1)}
+        for o in origins for k in range(1, h + 1)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _observed(start: str, n: int) -> pd.DataFrame:
+    ds = pd.date_range(start, periods=n, freq="h")
+    return pd.DataFrame({"unique_id": "s", "ds": ds, "y": ds.hour.astype(float)})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ForecastStore(f"sqlite:///{tmp_path / 'sub' / 'forecasts.db'}")
+
+
+def test_created_on_first_use_with_a_schema_version(store, tmp_path):
+    assert not (tmp_path / "sub" / "forecasts.db").exists()
+    assert store.schema_version == SCHEMA_VERSION
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "sub" / "forecasts.db").execute("select name from sqlite_master where type='table'")}
+    assert {"forecasts", "scores", "checks", "alias_events", "schema_version"} <= tables
+
+
+def test_rerun_overwrites_never_duplicates(store):
+    origins = pd.date_range("2024-01-01 00:00", periods=5, freq="h")
+    assert store.upsert_forecasts(_forecasts(1, origins)) == 15
+    store.upsert_forecasts(_forecasts(1, origins, bias=1.0))  # the same interval again, new numbers
+    published = store.published("m")
+    assert len(published) == 15
+    assert np.allclose(published["y_hat"], _forecasts(1, origins, bias=1.0)["y_hat"])
+    obs = _observed("2024-01-01 00:00", 10)
+    assert store.score(obs) == 15
+    assert store.score(obs) == 15
+    assert len(store.scored("m", 1)) == 15
+
+
+def test_score_joins_only_observed_targets(store):
+    origins = pd.date_range("2024-01-01 00:00", periods=5, freq="h")
+    store.upsert_forecasts(_forecasts(1, origins))
+    obs = _observed("2024-01-01 00:00", 6)  # observed up to 05:00: the last origins' later steps are not
+    obs.loc[obs["ds"] == pd.Timestamp("2024-01-01 02:00"), "y"] = np.nan
+    store.score(obs)
+    got = store.scored("m", 1)
+    assert list(got.columns) == ["unique_id", "origin", "step", "ds", "y_hat", "y"]
+    assert got["ds"].max() == pd.Timestamp("2024-01-01 05:00")
+    assert pd.Timestamp("2024-01-01 02:00") not in set(got["ds"])
+    assert np.allclose(got["y_hat"], got["y"])  # y_hat = origin hour + step = target hour = y
+
+
+def test_scored_window_is_half_open_and_pairs_need_both(store):
+    origins = pd.date_range("2024-01-01 00:00", periods=6, freq="h")
+    store.upsert_forecasts(_forecasts(1, origins))
+    store.upsert_forecasts(_forecasts(2, origins[2:], bias=0.5, alias="challenger"))
+    store.score(_observed("2024-01-01 00:00", 12))
+    window = store.scored("m", 1, since="2024-01-01 01:00", until="2024-01-01 03:00")
+    assert sorted(window["origin"].unique()) == [pd.Timestamp("2024-01-01 01:00"), pd.Timestamp("2024-01-01 02:00")]
+    pairs = store.paired_scores("m", 1, 2)
+    assert list(pairs.columns) == ["unique_id", "origin", "step", "ds", "y", "y_hat_a", "y_hat_b"]
+    assert pairs["origin"].min() == origins[2] and len(pairs) == 4 * 3
+    assert np.allclose(pairs["y_hat_b"] - pairs["y_hat_a"], 0.5)
+    assert store.published("m", alias="challenger")["version"].eq(2).all()
+
+
+def test_checks_are_keyed_by_id_and_alias_events_append(store):
+    for day in (1, 2, 3):
+        store.record_check({"check_id": f"m@2024-01-0{day}", "model_name": "m", "as_of": f"2024-01-0{day}",
+                            "decision": "ok", "rolling_rmse": 1.0 * day, "reasons": ["fine"]})  # fmt: skip
+    store.record_check({"check_id": "m@2024-01-02", "model_name": "m", "as_of": "2024-01-02", "decision": "retrain", "rolling_rmse": 9.0})
+    last = store.last_checks("m", 5)
+    assert [c["check_id"] for c in last] == ["m@2024-01-03", "m@2024-01-02", "m@2024-01-01"]
+    assert last[1]["decision"] == "retrain" and last[1]["rolling_rmse"] == 9.0
+    assert [c["check_id"] for c in store.last_checks("m", 5, before="2024-01-03")] == ["m@2024-01-02", "m@2024-01-01"]
+    store.record_alias_event("m", "champion", 1, 2, "promote", "better", {"dm_p": 0.01}, "2024-01-03")
+    store.record_alias_event("m", "champion", 2, 1, "rollback", "worse", {}, "2024-01-04")
+    events = store.alias_events("m")
+    assert [e["action"] for e in events] == ["rollback", "promote"]
+    assert events[1]["evidence"] == {"dm_p": 0.01} and events[1]["from_version"] == 1
+
+
+def test_unreachable_store_fails_clearly_after_bounded_retries(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = ForecastStore(f"sqlite:///{blocker}/x.db", attempts=2, backoff_s=0.01)  # a path under a file
+    with pytest.raises(StoreError, match="unreachable after 2 attempts"):
+        store.last_checks("m")
