@@ -7,6 +7,7 @@ the ``dsl.If`` gate included, with artifacts passed as folders under ``pipeline_
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -44,3 +45,12 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     assert mlflow_run.data.tags["as_of"] == "2024-01-17T00:00:00"  # trained on rows with ds < as_of
     assert mlflow_run.data.tags["gate"] == "passed"
     assert sorted(client.get_model_version("kfp-local-lstm", versions[0].version).aliases) == ["challenger", "champion"]
+
+    # the monitoring pipeline: the check runs as of the end of the data; a good champion is not retrained
+    build().monitoring(config=str(config), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T16:00:00")
+    (check_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/check-model")
+    outputs = json.loads((check_dir / "executor_output.json").read_text())["parameterValues"]
+    assert outputs["cutoff"] == "2024-01-17T16:00:00"
+    assert outputs["Output"] in {"ok", "insufficient_data", "cooldown", "stale_data"}, outputs
+    assert "**" in (check_dir / "summary").read_text()
+    assert len(client.search_model_versions("name='kfp-local-lstm'")) == 1, "no retrain ran"
