@@ -63,9 +63,17 @@ def make_components(base_image: str) -> dict[str, Any]:
     return {n: dsl.component(getattr(steps, n), base_image=base_image, install_kfp_package=False) for n in names}
 
 
-def build(base_image: str | None = None) -> Pipelines:
-    """Build the training and monitoring pipelines for ``base_image`` (default :func:`image`)."""
+def build(base_image: str | None = None, schedule_time: bool = True) -> Pipelines:
+    """Build the training and monitoring pipelines for ``base_image`` (default :func:`image`).
+
+    Args:
+        schedule_time: pass the recurring run's scheduled time to the monitoring check (its
+            cut-off when ``as_of`` is empty). ``kfp.local`` 2.17 cannot resolve that
+            placeholder (IndexError in ``placeholder_utils``): build with False to run the
+            monitoring pipeline locally, with an explicit ``as_of``.
+    """
     c = make_components(base_image or image())
+    scheduled = dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER if schedule_time else ""
 
     def training(name: str, cache: bool):
         @dsl.pipeline(name=name, description="validate -> features -> LSTM | baselines -> gate -> MLflow registry")
@@ -100,7 +108,7 @@ def build(base_image: str | None = None) -> Pipelines:
     @dsl.pipeline(name="lstm-monitoring", description="check the champion as of T; retrain under dsl.If")
     def lstm_monitoring_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = ""):
         check = c["check_model"](
-            config=config, data_path=data_path, as_of=as_of, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
+            config=config, data_path=data_path, as_of=as_of, scheduled_time=scheduled,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):

@@ -70,6 +70,8 @@ def test_monitoring_checks_then_retrains_a_nested_pipeline_without_caching(specs
     assert set(root) == {"check-model", "condition-1"} and root["condition-1"]["taskInfo"]["name"] == "retrain"
     assert root["condition-1"]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-model-Output'] == 'retrain'"
     assert root["check-model"]["retryPolicy"]["maxRetryCount"] >= 2
+    scheduled = root["check-model"]["inputs"]["parameters"]["scheduled_time"]["runtimeValue"]["constant"]
+    assert scheduled == "{{$.pipeline_job_schedule_time_utc}}", "the check's default cut-off is the run's scheduled time"
     inner = spec["components"][root["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["lstm-retraining"]
     nested = spec["components"][inner["lstm-retraining"]["componentRef"]["name"]]["dag"]["tasks"]

@@ -47,7 +47,7 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     assert sorted(client.get_model_version("kfp-local-lstm", versions[0].version).aliases) == ["challenger", "champion"]
 
     # the monitoring pipeline: the check runs as of the end of the data; a good champion is not retrained
-    build().monitoring(config=str(config), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T16:00:00")
+    build(schedule_time=False).monitoring(config=str(config), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T16:00:00")
     (check_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/check-model")
     outputs = json.loads((check_dir / "executor_output.json").read_text())["parameterValues"]
     assert outputs["cutoff"] == "2024-01-17T16:00:00"
