@@ -148,11 +148,12 @@ def check_model(
     import os
 
     from pipeline.config import load_config
+    from pipeline.errors import ConfigError
     from pipeline.monitoring import run_check
 
     when = as_of or ("" if scheduled_time.startswith("{{") else scheduled_time)
     if not when:
-        raise ValueError("check_model needs as_of (ISO timestamp) or a scheduled run's time; found neither")
+        raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
     os.makedirs(report.path, exist_ok=True)
     cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
     result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
