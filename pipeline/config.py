@@ -217,7 +217,7 @@ class MonitoringConfig(_Section):
     max_staleness: str = "2D"
     #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/drift.py``)
     num_drift_method: str = "wasserstein"
-    num_drift_threshold: float = Field(0.1, gt=0)
+    num_drift_threshold: float = Field(0.2, gt=0)
     cat_drift_method: str = "psi"
     cat_drift_threshold: float = Field(0.2, gt=0)
     #: the dataset counts as drifted when at least this share of its columns drifted

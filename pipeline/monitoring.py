@@ -105,20 +105,22 @@ def _client(cfg: PipelineConfig):
 def resolve_aliases(client, name: str) -> dict[str, dict[str, Any]]:
     """``{alias: {"version": int, "tags": dict}}`` for champion, challenger, previous_champion.
 
-    An alias (or the model) that does not exist is left out; any other MLflow error is raised.
+    One read of the registered model's alias map (an alias that is not set is left out;
+    a model that does not exist gives ``{}``); any other MLflow error is raised.
+
+    Raises:
+        RegistryError: MLflow answered with an error other than ``RESOURCE_DOES_NOT_EXIST``.
     """
     from mlflow.exceptions import MlflowException
 
-    found = {}
-    for alias in (CHAMPION, *SHADOW_ALIASES):
-        try:
-            mv = client.get_model_version_by_alias(name, alias)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                continue
-            raise RegistryError(f"MLflow could not resolve alias {name}@{alias}: {exc}") from exc
-        found[alias] = {"version": int(mv.version), "tags": dict(mv.tags)}
-    return found
+    try:
+        aliases = client.get_registered_model(name).aliases or {}
+        wanted = {a: int(aliases[a]) for a in (CHAMPION, *SHADOW_ALIASES) if a in aliases}
+        return {a: {"version": v, "tags": dict(client.get_model_version(name, str(v)).tags)} for a, v in wanted.items()}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise RegistryError(f"MLflow could not resolve the aliases of {name!r}: {exc}") from exc
 
 
 def load_version(name: str, version: int):
@@ -366,9 +368,11 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
         reasons.append(f"rolling RMSE {_fmt(rmse)} <= threshold {_fmt(threshold)} ({mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))})")
     if state.get("drifted"):
         streak = 1 + sum(1 for _ in _takewhile_drifted(previous[: mc.drift_checks - 1]))
-        reasons.append(f"drift: {len(state['drifted_columns'])} column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f}); {streak} consecutive drifted check(s)")
+        reasons.append(f"drift: {len(state['drifted_columns'])} column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f} >= {mc.drift_share:g}); {streak} consecutive drifted check(s)")
         if mc.retrain_on_drift and streak >= mc.drift_checks:
             fired.append("drift")
+    elif state.get("drift_share") is not None:
+        reasons.append(f"no dataset drift: column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f} < {mc.drift_share:g})")
     return ("+".join(fired) or None), reasons
 
 

@@ -1,0 +1,180 @@
+"""The monitoring check end to end against a real MLflow server: train as of T0, check at T0 + 3 days."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.errors import RegistryError
+from pipeline.monitoring import run_check
+from pipeline.runner import run_training_pipeline
+from pipeline.store import store_for
+from tests.conftest import _free_port, sine_frame, write_sine_case
+
+pytestmark = pytest.mark.slow
+MODEL_NAME = "monitored-sine"
+T0 = pd.Timestamp("2024-01-17 16:00")  # row 400 of the hourly series
+T = T0 + pd.Timedelta("3D")
+MONITORING = {"window": "2D", "min_origins": 24, "cooldown": "1D", "max_staleness": "1D"}
+
+
+def _write(root, frame, name: str, **monitoring) -> str:
+    """A config over ``frame`` (as CSV) with its own forecast store."""
+    raw = yaml.safe_load((root / "config.yaml").read_text())
+    frame.to_csv(root / f"{name}.csv", index=False)
+    raw["data"]["path"] = str(root / f"{name}.csv")
+    raw["monitoring"] = {**MONITORING, "store_url": f"sqlite:///{root / name}.db", **monitoring}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _scaled(frame: pd.DataFrame, factor: float = 3.0) -> pd.DataFrame:
+    out = frame.copy()
+    after = pd.to_datetime(out["time"]) >= T0
+    out.loc[after, "load"] = out.loc[after, "load"] * factor
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory):
+    """One version trained and registered as of T0 on 600 hourly rows (it sees the first 400)."""
+    root = tmp_path_factory.mktemp("monitoring")
+    write_sine_case(root, "monitored-sine", MODEL_NAME)
+    frame = sine_frame(n=600)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        cfg = load_config(_write(root, frame, "clean"))
+        result = run_training_pipeline(cfg, root / "artifacts" / "train-t0", as_of=T0.isoformat())
+        assert result["registered_version"] == 1, result
+        yield {"root": root, "frame": frame, "uri": mlflow_server, "result": result}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+
+
+@pytest.fixture
+def env(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    return trained
+
+
+def test_as_of_is_recorded_on_the_run_and_the_version(env):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(env["uri"])
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert version.tags["as_of"] == T0.isoformat()
+    assert client.get_run(version.run_id).data.tags["as_of"] == T0.isoformat()
+    validated = pd.read_parquet(env["root"] / "artifacts" / "train-t0" / "validation" / "data.parquet")
+    assert validated["ds"].max() == T0 - pd.Timedelta("1h")
+
+
+def test_clean_data_is_ok_and_a_target_scaled_x3_triggers_retrain(env):
+    clean = run_check(load_config(_write(env["root"], env["frame"], "clean")), T, since=T0)
+    assert clean["decision"] == "ok", clean["reasons"]
+    assert clean["n_origins_scored"] == 44  # origins T-48h .. T-5h have all 4 targets observed
+    assert clean["rolling_rmse"] < clean["threshold"] == pytest.approx(2 * clean["training_rmse"])
+    assert clean["drift_share"] is not None and "y" not in clean["drifted_columns"]
+    scaled = run_check(load_config(_write(env["root"], _scaled(env["frame"]), "scaled")), T, since=T0)
+    assert scaled["decision"] == "retrain", scaled["reasons"]
+    assert scaled["rolling_rmse"] > scaled["threshold"]
+    assert "y" in scaled["drifted_columns"]
+    assert scaled["trigger_run_id"] == "retrain__monitored-sine_2024-01-20T16_00_00"
+    assert scaled["conf"]["as_of"] == T.isoformat() and scaled["conf"]["check_id"] == scaled["check_id"]
+    for name in ("drift_report.html", "drift_report.json", "check.json"):
+        assert (env["root"] / "artifacts" / "monitoring" / "monitored-sine_2024-01-20T16_00_00" / name).exists()
+
+
+def test_the_same_interval_twice_gives_the_same_rows_and_no_second_trigger(env):
+    cfg = load_config(_write(env["root"], _scaled(env["frame"]), "twice"))
+    first = run_check(cfg, T, since=T0)
+    db = sqlite3.connect(env["root"] / "twice.db")
+    counts = [db.execute(f"select count(*) from {t}").fetchone()[0] for t in ("forecasts", "scores", "checks")]
+    again = run_check(cfg, T, since=T0)
+    assert [db.execute(f"select count(*) from {t}").fetchone()[0] for t in ("forecasts", "scores", "checks")] == counts
+    assert counts[2] == 1 and first["decision"] == again["decision"] == "retrain"
+    assert first["trigger_run_id"] == again["trigger_run_id"]
+    later = run_check(cfg, T + pd.Timedelta("2h"))  # the rule still fires, within the cooldown
+    assert later["decision"] == "cooldown" and "cooldown" in later["reasons"][-1]
+    assert later["trigger_run_id"] is None
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(env["uri"])
+    run = client.search_runs([client.get_experiment_by_name("lstm-monitoring").experiment_id], "tags.monitored_model_version = 'monitored-sine-v1'")[0]
+    history = client.get_metric_history(run.info.run_id, "rolling_rmse")
+    assert {m.timestamp for m in history} == {int(T.timestamp() * 1000), int((T + pd.Timedelta("2h")).timestamp() * 1000)}
+
+
+def test_observations_that_stopped_are_stale_with_their_age(env):
+    cfg = load_config(_write(env["root"], env["frame"], "stale"))
+    check = run_check(cfg, pd.Timestamp("2024-01-27 00:00"))
+    assert check["decision"] == "stale_data"
+    assert "last at 2024-01-25T23:00:00" in check["reasons"][0] and "1 days 01:00:00" in check["reasons"][0]
+
+
+def test_new_rows_failing_validation_score_nothing_and_are_named(env):
+    frame = env["frame"].copy()
+    frame["load"] = frame["load"].astype(str)
+    cfg = load_config(_write(env["root"], frame, "invalid"))
+    run_check(cfg, T - pd.Timedelta("1D"), since=T0)
+    store = store_for(cfg)
+    before = (len(store.published(MODEL_NAME)), len(store.scored(MODEL_NAME, 1)))
+    frame.loc[470, "load"] = "n/a?"  # file line 472, after the last check
+    _write(env["root"], frame, "invalid")
+    check = run_check(cfg, T)
+    assert check["decision"] == "invalid_data"
+    assert "line 472" in check["reasons"][0] and "load" in check["reasons"][0]
+    assert (len(store.published(MODEL_NAME)), len(store.scored(MODEL_NAME, 1))) == before
+
+
+def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
+    path = _write(env["root"], env["frame"], "nochamp")
+    raw = yaml.safe_load(open(path))
+    raw["mlflow"]["registered_model_name"] = "never-registered"
+    open(path, "w").write(yaml.safe_dump(raw))
+    assert main(["monitor", "--config", path, "--as-of", T.isoformat(), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
+    assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
+                        "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id"}  # fmt: skip
+
+
+def test_published_forecasts_cli_prints_csv(env, capsys):
+    path = _write(env["root"], env["frame"], "published")
+    run_check(load_config(path), T, since=T0)
+    capsys.readouterr()
+    assert main(["forecasts", "--config", path, "--since", (T - pd.Timedelta("1h")).isoformat()]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "unique_id,origin,step,ds,y_hat,version,alias,as_of" and len(lines) == 1 + 4
+    assert all(",champion," in line for line in lines[1:])
+
+
+def test_unreachable_tracking_server_fails_clearly_without_a_check_row(env, monkeypatch):
+    cfg = load_config(_write(env["root"], env["frame"], "down"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(RegistryError, match="unreachable after 3 attempts"):
+        run_check(cfg, T, since=T0)
+    assert store_for(cfg).last_checks(MODEL_NAME, 5) == []
+
+
+def test_a_challenger_is_shadow_scored_and_holds_a_firing_rule(env):
+    """Last in this module: it registers version 2 (alias challenger)."""
+    cfg = load_config(_write(env["root"], env["frame"], "clean"))
+    result = run_training_pipeline(cfg, env["root"] / "artifacts" / "train-t0-b", as_of=(T0 - pd.Timedelta("1h")).isoformat())
+    assert result["registered_version"] == 2 and result["aliases"] == ["challenger"]
+    scaled_cfg = load_config(_write(env["root"], _scaled(env["frame"]), "shadow"))
+    check = run_check(scaled_cfg, T, since=T0)
+    assert check["versions"] == {"champion": 1, "challenger": 2}
+    assert check["decision"] == "cooldown" and "challenger v2 is still in its canary" in check["reasons"][-1]
+    pairs = store_for(scaled_cfg).paired_scores(MODEL_NAME, 1, 2)
+    assert len(pairs) > 0 and not np.allclose(pairs["y_hat_a"], pairs["y_hat_b"])
+    assert set(store_for(scaled_cfg).published(MODEL_NAME, alias="challenger")["version"]) == {2}
