@@ -49,8 +49,7 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     # the monitoring pipeline: the check runs as of the end of the data; a good champion is not retrained
     build(schedule_time=False).monitoring(config=str(config), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T16:00:00")
     (check_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/check-model")
-    outputs = json.loads((check_dir / "executor_output.json").read_text())["parameterValues"]
-    assert outputs["cutoff"] == "2024-01-17T16:00:00"
-    assert outputs["Output"] in {"ok", "insufficient_data", "cooldown", "stale_data"}, outputs
-    assert "**" in (check_dir / "summary").read_text()
+    decision = json.loads((check_dir / "executor_output.json").read_text())["parameterValues"]["Output"]
+    assert decision in {"ok", "insufficient_data", "cooldown", "stale_data"}, decision
+    assert (check_dir / "summary").read_text().startswith(f"as of 2024-01-17T16:00:00: **{decision}**")
     assert len(client.search_model_versions("name='kfp-local-lstm'")) == 1, "no retrain ran"
