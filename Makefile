@@ -4,13 +4,14 @@ VENV       ?= .venv
 BIN        := $(VENV)/bin
 # CPU wheel by default; a CUDA user sets e.g. TORCH_SPEC="torch==2.13.0 --index-url <their CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= airflow,monitoring,dev
+EXTRAS     ?= airflow,monitoring,kubeflow,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
+LSTM_PIPELINE_IMAGE ?= lstm-forecast-pipeline:latest
 
-.PHONY: setup test test-fast lint demo loop-demo mlflow-ui airflow bench bench-loop clean
+.PHONY: setup test test-fast lint demo loop-demo mlflow-ui airflow bench bench-loop kfp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,7 @@ test-fast: setup
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check pipeline dags tests benchmarks tools
+	$(BIN)/ruff check pipeline dags tests benchmarks tools components
 	$(BIN)/hadolint docker/Dockerfile
 
 demo: setup
@@ -53,6 +54,10 @@ bench: setup
 
 bench-loop: setup
 	$(BIN)/python benchmarks/bench_loop.py
+
+# compiled Kubeflow pipeline specs (KFP IR YAML) for the image $(LSTM_PIPELINE_IMAGE)
+kfp: setup
+	LSTM_PIPELINE_IMAGE=$(LSTM_PIPELINE_IMAGE) $(BIN)/python -m components.compile --out components/build
 
 clean:
 	rm -rf artifacts mlruns .airflow .pytest_cache

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines (KFP v2) wiring over ``pipeline/``: components, pipelines, compile."""

@@ -1,0 +1,164 @@
+"""The KFP v2 component functions: one per stage, each a thin call into ``pipeline/``.
+
+Plain functions, made into components by :func:`components.pipelines.make_components` (which
+sets the base image). KFP embeds each function's *source* in the compiled YAML and runs it in
+the image, so a body may use only its own imports: ``pipeline`` (installed in the image) and
+the standard library. No ``from __future__ import annotations`` here: KFP reads the
+annotations as types.
+
+Every stage function writes into a run folder; a component runs it in a scratch run folder
+(:func:`pipeline.stages.scratch_run`) and moves the step's folder to its ``Output[...].path``
+(:func:`pipeline.stages.publish`), so artifacts travel through KFP's artifact store, never a
+shared disk. Inputs are the upstream artifact folders, passed by ``.path``.
+"""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
+
+
+def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dataset], summary: Output[Markdown]) -> int:
+    """``run_validation``: raw rows with ``ds < as_of`` (all when empty) -> ``validated``; returns the row count."""
+    from pipeline import artifacts, stages
+    from pipeline.config import load_config
+    from pipeline.validation import run_validation
+
+    with stages.scratch_run() as run:
+        result = run_validation(load_config(config), run, data_path or None, as_of=as_of or None)
+        stages.publish(artifacts.step_dir(run, artifacts.VALIDATION), validated.path)
+    with open(summary.path, "w") as fh:
+        fh.write(f"Validated **{result['rows']}** rows, {result['series']} series, {result['gaps']} gaps.\n")
+    return result["rows"]
+
+
+def build_features(config: str, validated: Input[Dataset], features: Output[Dataset]) -> int:
+    """``run_features``: validated long frame -> windows and fitted preprocessing; returns the feature count."""
+    import os
+
+    from pipeline import stages
+    from pipeline.config import load_config
+    from pipeline.features import run_features
+
+    with stages.scratch_run() as run:
+        result = run_features(load_config(config), run, os.path.join(validated.path, "data.parquet"))
+        stages.publish(result["features"], features.path)
+    return result["n_features"]
+
+
+def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metrics: Output[Metrics], loss_curve: Output[HTML]):
+    """``run_training``: windows -> ``model`` (weights, metrics, history, test forecasts; no checkpoints)."""
+    import base64
+    import os
+
+    from pipeline import stages
+    from pipeline.config import load_config
+    from pipeline.training import run_training
+
+    with stages.scratch_run() as run:
+        result = run_training(load_config(config), run, features.path)
+        stages.publish(result["training"], model.path, drop=("checkpoints",))
+    model.metadata.update(framework="pytorch", device=result["device"])
+    metrics.log_metric("lstm_rmse", result["lstm_rmse"])
+    metrics.log_metric("training_rmse", result["training_rmse"])
+    with open(os.path.join(model.path, "loss_curve.png"), "rb") as png, open(loss_curve.path, "w") as fh:
+        fh.write(f'<img alt="loss curve" src="data:image/png;base64,{base64.b64encode(png.read()).decode()}">')
+
+
+def fit_baselines(config: str, features: Input[Dataset], baselines: Output[Dataset]):
+    """``run_baselines``: windows -> every baseline's test forecasts and timings."""
+    from pipeline import stages
+    from pipeline.config import load_config
+    from pipeline.baselines import run_baselines
+
+    with stages.scratch_run() as run:
+        result = run_baselines(load_config(config), run, features.path)
+        stages.publish(result["baselines"], baselines.path)
+
+
+def compare_to_baselines(
+    config: str, features: Input[Dataset], model: Input[Model], baselines: Input[Dataset],
+    evaluation: Output[Artifact], metrics: Output[Metrics], comparison: Output[Markdown], forecast_plot: Output[HTML],
+) -> bool:  # fmt: skip
+    """``run_comparison``: every model on the same test windows -> ``evaluation``; returns whether the gate passed.
+
+    One unnamed return value (KFP names it ``Output``): ``kfp.local`` 2.17 resolves a ``dsl.If``
+    on ``<task>-Output`` but not on a named output of a NamedTuple.
+    """
+    import base64
+    import os
+
+    from pipeline import stages
+    from pipeline.config import load_config
+    from pipeline.evaluation import run_comparison
+
+    with stages.scratch_run() as run:
+        result = run_comparison(load_config(config), run, features.path, model.path, baselines.path)
+        stages.publish(result["evaluation"], evaluation.path)
+    rmse = {"LSTM": result["lstm_rmse"], **result["baselines"]}
+    for name, value in rmse.items():
+        metrics.log_metric(f"{name}_rmse", value)
+    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(rmse.items(), key=lambda kv: kv[1]))
+    with open(comparison.path, "w") as fh:
+        fh.write(f"| model | test RMSE |\n| --- | --- |\n{rows}\n\n**gate {'passed' if result['gate_passed'] else 'failed'}**: "
+                 f"{'; '.join(result['gate_reasons'][:1])}\n")  # fmt: skip
+    with open(os.path.join(evaluation.path, "forecast.png"), "rb") as png, open(forecast_plot.path, "w") as fh:
+        fh.write(f'<img alt="forecasts" src="data:image/png;base64,{base64.b64encode(png.read()).decode()}">')
+    return bool(result["gate_passed"])
+
+
+def register_model(
+    config: str, mlflow_tracking_uri: str, run_key: str, as_of: str,
+    validated: Input[Dataset], features: Input[Dataset], model: Input[Model], evaluation: Input[Artifact],
+    summary: Output[Markdown],
+) -> str:  # fmt: skip
+    """``track_and_register``: log the run to MLflow, register the version (tag ``orchestrator=kubeflow``).
+
+    ``run_key`` (the KFP run id) names the MLflow run, so a retry reuses it and registers nothing
+    twice. Returns the registered version ("" when none).
+    """
+    import json
+    import os
+
+    from pipeline import stages
+    from pipeline.config import load_config
+    from pipeline.data import as_of_timestamp
+    from pipeline.registry import track_and_register
+
+    cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
+    parts = {"validation": validated.path, "features": features.path, "training": model.path, "evaluation": evaluation.path}
+    with open(os.path.join(validated.path, "report.json")) as fh:  # what run_validation returned: data_sha256, as_of
+        info = {"data_sha256": json.load(fh).get("data_sha256"), **({"as_of": as_of_timestamp(as_of).isoformat()} if as_of else {})}
+    tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key}
+    with stages.scratch_run() as scratch:
+        result = track_and_register(cfg, stages.assemble_run_folder(scratch.with_name(run_key), parts), info, tags=tags)
+    with open(summary.path, "w") as fh:
+        fh.write(f"{result.get('registered_model')} v{result.get('registered_version')} aliases {result.get('aliases')}; "
+                 f"MLflow run {result['mlflow_run_id']}\n")  # fmt: skip
+    return str(result.get("registered_version", ""))
+
+
+def check_model(
+    config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str,
+    report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str),
+) -> str:  # fmt: skip
+    """``pipeline.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
+
+    Returns the check's ``decision`` (``retrain`` triggers the retraining; unnamed, as in
+    :func:`compare_to_baselines`) and writes the cut-off used to ``cutoff``.
+    """
+    import json
+    import os
+
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    from pipeline.monitoring import run_check
+
+    when = as_of or ("" if scheduled_time.startswith("{{") else scheduled_time)
+    if not when:
+        raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
+    os.makedirs(report.path, exist_ok=True)
+    cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
+    result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
+    with open(summary.path, "w") as fh:
+        fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")
+    with open(cutoff, "w") as fh:
+        fh.write(when)
+    return str(result["decision"])
