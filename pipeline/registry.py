@@ -70,12 +70,12 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
 
     from pipeline.features import load_preprocessor
     from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
-    from pipeline.training import load_members
+    from pipeline.training import LSTMForecaster
 
     prep = load_preprocessor(run_path / artifacts.FEATURES)
     example = _input_example(cfg, run_path, prep.lookback)
     model = ForecastModel()
-    model.prep, model.members = prep, load_members(run_path / artifacts.TRAINING / "model.pt")
+    model.use(LSTMForecaster.load(run_path / artifacts.TRAINING / "model.pt", prep))
     signature = _optional_inputs(infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS))  # also proves the example is usable
     return mlflow.pyfunc.log_model(
         name="model",

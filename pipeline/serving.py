@@ -44,8 +44,6 @@ except ImportError:  # pragma: no cover
 
 #: inference parameters of the pyfunc (all strings), declared in the model signature
 SIGNATURE_PARAMS = {"origins": "last", "origin_start": "", "origin_end": ""}
-#: windows per forward pass
-BATCH = 4096
 ORIGIN = "origin"
 
 
@@ -178,24 +176,24 @@ class ForecastModel(PythonModel):
     def load_context(self, context) -> None:
         import json
 
-        from pipeline.training import load_members
+        from pipeline.training import LSTMForecaster
 
         with open(context.artifacts["preprocessing"]) as fh:
-            self.prep = Preprocessor.from_dict(json.load(fh))
-        self.members = load_members(context.artifacts["weights"], "cpu")
-        self.reference_path = context.artifacts.get("reference")
+            prep = Preprocessor.from_dict(json.load(fh))
+        self.use(LSTMForecaster.load(context.artifacts["weights"], prep, "cpu"), context.artifacts.get("reference"))
+
+    def use(self, forecaster, reference_path: str | None = None) -> "ForecastModel":
+        """Serve a fitted :class:`pipeline.training.LSTMForecaster` (its ``prep_`` is the preprocessing)."""
+        self.forecaster, self.prep, self.reference_path = forecaster, forecaster.prep_, reference_path
+        return self
 
     def predict_windows(self, x: np.ndarray) -> np.ndarray:
-        """``x (n, lookback, n_features)`` float32 scaled -> ``(n, horizon)`` float64 original units."""
-        import torch
+        """``x (n, lookback, n_features)`` float32 scaled -> ``(n, horizon)`` float64 original units.
 
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(x), BATCH):
-                xb = torch.from_numpy(np.ascontiguousarray(x[i : i + BATCH]))
-                outs.append(np.mean([m(xb).numpy() for m in self.members], axis=0))
-        scaled = np.concatenate(outs) if outs else np.empty((0, self.prep.horizon), np.float32)
-        return self.prep.inverse_target(scaled)
+        The forecaster's own :meth:`~pipeline.training.LSTMForecaster.predict_windows`: the members'
+        mean in float32, as the test forecasts were evaluated (one place for both).
+        """
+        return self.forecaster.predict_windows(x)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         fs = transform(history_to_long(model_input, self.prep), self.prep)

@@ -455,30 +455,21 @@ class LSTMForecaster:
                 f"{path}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
                 f"but the preprocessing has {prep.n_features} features and horizon {prep.horizon}"
             )
-        self = cls(device=device)
-        self.model_config_ = ModelConfig(**payload["model"])
-        self.models_ = []
+        mc = ModelConfig(**payload["model"])
+        members = []
         for state in payload["members"]:
-            model = build_model(payload["n_features"], payload["horizon"], self.model_config_)
+            model = build_model(payload["n_features"], payload["horizon"], mc)
             model.load_state_dict(state)
-            self.models_.append(model.to(device).eval())
-        self.prep_, self.device_, self.results_ = prep, torch.device(device), []
+            members.append(model)
+        return cls.from_members(members, prep, device, mc)
+
+    @classmethod
+    def from_members(cls, members: list[RecurrentForecaster], prep, device: str = "cpu", model_config: ModelConfig | None = None) -> "LSTMForecaster":
+        """A fitted forecaster around trained networks (e.g. built in a test) and their preprocessing."""
+        self = cls(device=device)
+        self.models_ = [m.to(device).eval() for m in members]
+        self.prep_, self.device_, self.results_, self.model_config_ = prep, torch.device(device), [], model_config
         return self
-
-
-def load_members(path: Path, device: str = "cpu") -> list[RecurrentForecaster]:
-    """Rebuild the members saved by :meth:`LSTMForecaster.save` (``weights_only`` load).
-
-    Kept for the served model until it calls :meth:`LSTMForecaster.load`/``predict_windows``.
-    """
-    payload = torch.load(path, map_location=device, weights_only=True)
-    mc = ModelConfig(**payload["model"])
-    members = []
-    for state in payload["members"]:
-        model = build_model(payload["n_features"], payload["horizon"], mc)
-        model.load_state_dict(state)
-        members.append(model.eval())
-    return members
 
 
 def plot_loss_curve(history: list[list[dict]], path: Path) -> Path:

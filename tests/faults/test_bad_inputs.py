@@ -148,11 +148,10 @@ def test_a_usage_error_with_json_still_ends_in_one_json_object(capsys):
 @pytest.fixture
 def served(tiny_features):
     from pipeline.serving import ForecastModel
-    from pipeline.training import build_model
+    from pipeline.training import LSTMForecaster, build_model
 
     cfg, fs = tiny_features
-    model = ForecastModel()
-    model.prep, model.members = fs.prep, [build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).eval()]
+    model = ForecastModel().use(LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model)], fs.prep))
     from tests.conftest import sine_frame
 
     return model, sine_frame().tail(30).reset_index(drop=True)

@@ -219,7 +219,7 @@ def _train(root, frame, name: str, as_of: str, **training):
     from pipeline.config import load_config
     from pipeline.features import load_preprocessor, run_features
     from pipeline.serving import ForecastModel
-    from pipeline.training import load_members, run_training
+    from pipeline.training import LSTMForecaster, run_training
     from pipeline.validation import run_validation
     from tests.conftest import FAST_MODEL, FAST_TRAINING, tiny_config_dict
 
@@ -232,8 +232,7 @@ def _train(root, frame, name: str, as_of: str, **training):
     validated = run_validation(cfg, run, as_of=as_of)
     feats = run_features(cfg, run, Path(validated["data"]))
     trained = run_training(cfg, run, Path(feats["features"]))
-    model = ForecastModel()
-    model.prep, model.members = load_preprocessor(run / "features"), load_members(run / "training" / "model.pt")
+    model = ForecastModel().use(LSTMForecaster.load(run / "training", load_preprocessor(run / "features")))
     assert trained["training"]
     return model
 

@@ -14,7 +14,7 @@ from pipeline.data import raw_to_long, read_raw
 from pipeline.errors import DataQualityError
 from pipeline.features import build_features, transform
 from pipeline.serving import ForecastModel
-from pipeline.training import build_model
+from pipeline.training import LSTMForecaster, build_model
 from pipeline.validation import validate_frame
 from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 
@@ -22,10 +22,8 @@ from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
     """A pyfunc with untrained, seeded members: deterministic forecasts without training."""
     torch.manual_seed(0)
-    model = ForecastModel()
-    model.prep = prep
-    model.members = [build_model(prep.n_features, prep.horizon, cfg.model).eval() for _ in range(n_members)]
-    return model
+    members = [build_model(prep.n_features, prep.horizon, cfg.model) for _ in range(n_members)]
+    return ForecastModel().use(LSTMForecaster.from_members(members, prep))
 
 
 @pytest.fixture(scope="module")
