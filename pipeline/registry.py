@@ -65,7 +65,22 @@ def model_artifacts(run_path: Path) -> dict[str, str]:
     }
 
 
+def _inference_package(folder: Path) -> Path:
+    """``<folder>/pipeline/`` holding only :data:`pipeline.serving.INFERENCE_MODULES`: what a logged model ships."""
+    import shutil
+
+    from pipeline.serving import INFERENCE_MODULES
+
+    package = Path(folder) / "pipeline"
+    package.mkdir(parents=True)
+    for name in INFERENCE_MODULES:
+        shutil.copy2(PACKAGE_ROOT / f"{name}.py", package / f"{name}.py")
+    return package
+
+
 def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
+    import tempfile
+
     from mlflow.models import infer_signature
 
     from pipeline.features import load_preprocessor
@@ -77,15 +92,16 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     model = ForecastModel()
     model.use(LSTMForecaster.load(run_path / artifacts.TRAINING / "model.pt", prep))
     signature = _optional_inputs(infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS))  # also proves the example is usable
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ForecastModel(),
-        artifacts=model_artifacts(run_path),
-        code_paths=[str(PACKAGE_ROOT)],
-        signature=signature,
-        input_example=example,
-        pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ForecastModel(),
+            artifacts=model_artifacts(run_path),
+            code_paths=[str(_inference_package(tmp))],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
+        )
 
 
 def _optional_inputs(signature):

@@ -42,6 +42,11 @@ try:  # mlflow is always installed with the package; the guard keeps this module
 except ImportError:  # pragma: no cover
     PythonModel = object  # type: ignore[misc,assignment]
 
+#: the modules of ``pipeline`` a logged model ships (``code_paths``): the served model's import
+#: closure, nothing of the orchestration, monitoring or development code
+#: (``tests/pipeline/test_serving.py`` checks it is the closure of this module)
+INFERENCE_MODULES = ("__init__", "artifacts", "config", "data", "errors", "features", "model", "schema", "serving", "training")
+
 #: inference parameters of the pyfunc (all strings), declared in the model signature
 SIGNATURE_PARAMS = {"origins": "last", "origin_start": "", "origin_end": ""}
 ORIGIN = "origin"

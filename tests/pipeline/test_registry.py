@@ -76,21 +76,28 @@ def test_first_version_is_champion_and_challenger_with_tags(registered, client):
 
 def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registered, tmp_path):
     run_dir = Path(registered["result"]["run_dir"])
+    with np.load(run_dir / "training" / "forecasts.npz") as z:  # the saved test forecasts, on the scored origins
+        index, expected = z["test_index"][[0, 5, -1]], z["test"][[0, 5, -1]]
     with np.load(run_dir / "features" / "arrays.npz") as z:
-        origins = (z["starts_test"] + 24 - 1)[[0, 5, -1]].tolist()
+        origins = (z["starts_test"][index] + 24 - 1).tolist()
     script = textwrap.dedent(f"""
         import json, mlflow, pandas as pd
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         raw = pd.read_csv({str(registered['csv'])!r})
         out = [model.predict(raw.iloc[: o + 1])["y_hat"].tolist() for o in {origins}]
-        print(json.dumps(out))
+        import os, pipeline  # the package the model brought (code_paths), not the installed one
+        files = sorted(f[:-3] for f in os.listdir(os.path.dirname(pipeline.__file__)) if f.endswith(".py"))
+        print(json.dumps({{"out": out, "files": files, "from": pipeline.__file__}}))
     """)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    served = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
-    with np.load(run_dir / "training" / "forecasts.npz") as z:
-        expected = z["test"][[0, 5, -1]]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = np.array(printed["out"])
+    from pipeline.serving import INFERENCE_MODULES
+
+    assert printed["files"] == sorted(INFERENCE_MODULES), printed  # only what inference needs ships with the model
+    assert "/code/pipeline/" in printed["from"], printed["from"]
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=1e-5)
 
 

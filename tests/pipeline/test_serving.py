@@ -128,3 +128,17 @@ def test_two_series_of_different_lengths(make_case):
         tail = multi[multi[schema.UNIQUE_ID] == uid]
         tail = tail[tail["origin"] == tail["origin"].max()]["y_hat"].to_numpy()
         np.testing.assert_allclose(tail, last[last[schema.UNIQUE_ID] == uid]["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_modules_are_the_served_models_import_closure():
+    """A logged model ships only these modules (``code_paths``); they must be all it imports."""
+    import subprocess
+    import sys
+
+    from pipeline.serving import INFERENCE_MODULES
+
+    probe = "import sys, pipeline.serving, pipeline.training; print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    loaded = {m.split(".", 1)[1] if "." in m else "__init__" for m in eval(out)}  # noqa: S307 - our own printout
+    assert loaded <= set(INFERENCE_MODULES), f"the served model imports {sorted(loaded - set(INFERENCE_MODULES))} too"
+    assert {"monitoring", "replay", "registry", "promotion"}.isdisjoint(INFERENCE_MODULES)
