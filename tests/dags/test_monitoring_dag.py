@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.airflow_local import airflow_env, init_airflow, run_dag_test
+from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 from tests.conftest import sine_frame, write_sine_case
 
 pytestmark = pytest.mark.slow
