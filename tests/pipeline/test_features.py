@@ -120,7 +120,7 @@ def test_preprocessing_saved_as_plain_artifacts_and_reloads(make_case, tmp_path)
     assert res["windows"]["test"] == len(fs.starts["test"])
     # a rerun of the same run replaces its partition and leaves no temporary folders
     run_features(cfg, run, out["data"])
-    assert sorted(p.name for p in run.iterdir()) == ["features", "validation"]
+    assert sorted(p.name for p in run.iterdir()) == ["features", "run.json", "validation"]  # run.json: the run id's config+data fingerprint
 
 
 @pytest.mark.parametrize("scaler", ["minmax", "standard", "robust"])
