@@ -33,7 +33,7 @@ SCENARIOS = ["none", "recalibration_x2", "scale_x3", "temp_c_to_f", "level_shift
 DEFAULT_CASES = [f"{season}:{sc}" for season in ("autumn", "summer") for sc in SCENARIOS] + ["clean_h2:none"]
 
 
-def run_case(case: str) -> dict:
+def run_case(case: str, config: Path = CONFIG) -> dict:
     import pandas as pd
 
     from pipeline.config import load_config
@@ -42,12 +42,13 @@ def run_case(case: str) -> dict:
 
     season, scenario = case.split(":")
     start, inject, end = (pd.Timestamp(t) for t in SEASONS[season])
-    cfg = load_config(CONFIG)
+    cfg = load_config(config)
     # default replay ids: `make loop-demo` is the case autumn:recalibration_x2, reused here
     spec = ReplaySpec(start=start, end=end, scenario=load_scenario(scenario), inject_at=inject, history=pd.Timedelta(HISTORY))
     t0 = time.perf_counter()
     summary = run_replay(cfg, spec, progress=True)
-    return {"case": case, "season": season, "seconds": round(time.perf_counter() - t0, 1), **summary}
+    label = case if config == CONFIG else f"{case} [{cfg.name}]"
+    return {"case": label, "season": season, "seconds": round(time.perf_counter() - t0, 1), **summary}
 
 
 def _fmt(value, spec: str = "") -> str:
@@ -72,14 +73,16 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=DEFAULT_CASES, help="season:scenario pairs")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="replay config (default: beijing_pm25_replay.yaml)")
     parser.add_argument("--list", action="store_true", help="print the table of the recorded results only")
     args = parser.parse_args(argv)
     done = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if not args.list:
         for case in args.cases:
-            if any(r["case"] == case for r in done):
+            name = "" if args.config == CONFIG else f" [{args.config.stem}]"
+            if any(r["case"] == case + name for r in done):
                 continue
-            done.append(run_case(case))
+            done.append(run_case(case, args.config))
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(done, indent=2))
     print(table(done))
