@@ -41,3 +41,12 @@ def test_compose_file_builds_the_project_image_and_binds_loopback():
     copied = [line.split()[1] for line in (ROOT / "docker" / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
     for src in copied:
         assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """A shipped config that no longer matches the typed config (a removed key) fails here, not at a user's first run."""
+    from pipeline.config import load_config
+
+    cfg = load_config(path)
+    assert cfg.name and cfg.features.horizon >= 1
