@@ -110,8 +110,11 @@ def test_preprocessing_saved_as_plain_artifacts_and_reloads(make_case, tmp_path)
     out = run_validation(cfg, run)
     res = run_features(cfg, run, out["data"])
     folder = run / "features"
-    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "preprocessing.json", "report.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "preprocessing.json", "reference.parquet", "report.json"]
     prep = json.loads((folder / "preprocessing.json").read_text())
+    reference = pd.read_parquet(folder / "reference.parquet")  # the drift reference: the training part, original units
+    val_start = pd.Timestamp(prep["split_boundaries"][schema.DEFAULT_SERIES_ID]["val_start"])
+    assert reference[schema.DS].max() == val_start - pd.Timedelta("1h") and list(reference.columns[:3]) == [schema.UNIQUE_ID, schema.DS, schema.Y]
     assert prep["lookback"] == 12 and prep["horizon"] == 3 and prep["freq"] == "h"
     assert prep["scaler_kind"] == "standard" and "mean_" in prep["scaler_state"]
     with np.load(folder / "arrays.npz", allow_pickle=False) as z:  # no pickled objects inside
