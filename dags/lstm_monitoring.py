@@ -20,6 +20,11 @@ promotion against ``previous-champion``; ``publish_champion`` emits the ``champi
 event (extra: action, from/to version, reason, as_of) when ``champion`` moved, and is
 skipped otherwise.
 
+Nothing is read at parse time: the schedule is ``$LSTM_PIPELINE_MONITORING_SCHEDULE`` (default
+``@daily``; ``none`` for triggered runs only), the first task resolves the config once per run
+(``<run>/config/resolved.json``, read by every later task), and the ``champion`` Asset of the
+model that config names is emitted through the asset alias ``lstm_champion``.
+
 Params: ``config_path``, ``data_path`` (observations CSV instead of ``data.path``), ``as_of``
 and ``since`` (override ``T`` and the first origin, for manual runs and tests).
 """
@@ -32,40 +37,23 @@ from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = os.environ.get("LSTM_PIPELINE_CONFIG", str(ROOT / "configs" / "beijing_pm25.yaml"))
 
 
-def _schedule(path: str) -> str | None:
-    """``monitoring.schedule`` of the default config (the same parse-time read as ``lstm_training``)."""
-    import yaml
-
-    try:
-        return (yaml.safe_load(Path(path).read_text()).get("monitoring") or {}).get("schedule", "@daily")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "@daily"
-
-
-def _model_name(path: str) -> str:
-    """``mlflow.registered_model_name`` of the default config (names the ``champion`` Asset at parse time)."""
-    import yaml
-
-    try:
-        return (yaml.safe_load(Path(path).read_text()).get("mlflow") or {}).get("registered_model_name", "lstm-forecaster")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "lstm-forecaster"
-
-
-#: updated when the canary moves ``champion`` (promotion or rollback); the same naming as the training DAG's ``@challenger``
-CHAMPION_ASSET = Asset(f"mlflow://models/{_model_name(DEFAULT_CONFIG)}@champion")
+_SCHEDULE = os.environ.get("LSTM_PIPELINE_MONITORING_SCHEDULE", "@daily")
+SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
+#: the ``champion`` Asset of the model the run's config names (``mlflow://models/<name>@champion``),
+#: emitted through this alias when the canary moved ``champion``
+CHAMPION_ALIAS = AssetAlias("lstm_champion")
 
 
 def _setup() -> tuple:
-    """Config, ``T``, first origin and output folder of the current run (the same on every retry)."""
+    """Resolve the run's config once (first task): config, ``T``, first origin, output folder, resolved file."""
     from pipeline import artifacts
-    from pipeline.config import load_config
+    from pipeline.config import load_config, save_resolved
 
     ctx = get_current_context()
     params = ctx["params"]
@@ -73,13 +61,21 @@ def _setup() -> tuple:
     end, start = ctx.get("data_interval_end"), ctx.get("data_interval_start")
     as_of = params.get("as_of") or end or ctx["dag_run"].run_after
     since = params.get("since") or (start if start is not None and end is not None and start < end else None)
-    out = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"]) / "monitoring"
-    return cfg, as_of, since, out
+    run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+    resolved = save_resolved(cfg, artifacts.resolved_config_path(run))
+    return cfg, as_of, since, run / "monitoring", str(resolved)
+
+
+def _cfg(state: dict):
+    """The config the run's first task resolved (every later task and retry reads that one file)."""
+    from pipeline.config import load_resolved
+
+    return load_resolved(state["resolved_config"])
 
 
 @dag(
     dag_id="lstm_monitoring",
-    schedule=_schedule(DEFAULT_CONFIG),
+    schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -100,8 +96,8 @@ def lstm_monitoring():
 
         from pipeline import monitoring
 
-        cfg, as_of, since, out = _setup()
-        state = monitoring.forecast(cfg, as_of, since=since, out_dir=out)
+        cfg, as_of, since, out, resolved = _setup()
+        state = {**monitoring.forecast(cfg, as_of, since=since, out_dir=out), "resolved_config": resolved}
         if state["status"] == "no_champion":
             check = monitoring.decide(cfg, state)  # records the check row, then the run skips
             raise AirflowSkipException(check["reasons"][0])
@@ -111,8 +107,7 @@ def lstm_monitoring():
     def score(state: dict) -> dict:
         from pipeline import monitoring
 
-        cfg, *_ = _setup()
-        return monitoring.score(cfg, state)
+        return monitoring.score(_cfg(state), state)
 
     @task(retries=1, retry_delay=timedelta(seconds=30))
     def canary(state: dict) -> dict:
@@ -120,32 +115,31 @@ def lstm_monitoring():
         from pipeline.promotion import run_canary
         from pipeline.store import store_for
 
-        cfg, *_ = _setup()
+        cfg = _cfg(state)
         return run_canary(cfg, state["as_of"], store_for(cfg))
 
-    @task(outlets=[CHAMPION_ASSET])
+    @task(outlets=[CHAMPION_ALIAS])
     def publish_champion(result: dict) -> dict:
         """Emits the ``champion`` Asset event only when the canary moved ``champion`` (skipped otherwise)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         if not result.get("outlet"):
             raise AirflowSkipException("champion did not move")
-        get_current_context()["outlet_events"][CHAMPION_ASSET].extra = result["outlet"]["extra"]
+        event = get_current_context()["outlet_events"][CHAMPION_ALIAS]
+        event.add(Asset(result["outlet"]["uri"]), extra=result["outlet"]["extra"])
         return result["outlet"]
 
     @task
     def detect_drift(state: dict) -> dict:
         from pipeline import monitoring
 
-        cfg, *_ = _setup()
-        return monitoring.detect_drift(cfg, state)
+        return monitoring.detect_drift(_cfg(state), state)
 
     @task(multiple_outputs=True, retries=2, retry_delay=timedelta(seconds=30))
     def decide(state: dict) -> dict:
         from pipeline import monitoring
 
-        cfg, *_ = _setup()
-        return monitoring.decide(cfg, state)
+        return monitoring.decide(_cfg(state), state)
 
     @task.branch
     def branch(decision: str) -> str:
