@@ -16,7 +16,7 @@ does not trigger a second one. With no ``champion`` registered, the tasks are sk
 (not failed) and the check row says why.
 
 ``canary`` (``pipeline/promotion.py``) decides on the challenger and watches a fresh
-promotion against ``previous-champion``; ``publish_champion`` emits the ``champion`` Asset
+promotion against ``previous_champion``; ``publish_champion`` emits the ``champion`` Asset
 event (extra: action, from/to version, reason, as_of) when ``champion`` moved, and is
 skipped otherwise.
 

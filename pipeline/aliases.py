@@ -1,7 +1,7 @@
 """Registry aliases: every move vetted by its caller, recorded with its reason, made under one lock.
 
 The serving aliases are ``champion`` (what serves), ``challenger`` (the newest version
-that passed the comparison gate) and ``previous-champion`` (where a rollback returns).
+that passed the comparison gate) and ``previous_champion`` (where a rollback returns).
 Aliases, never the deprecated stages (MLflow >= 2.9).
 
 Every move writes its record on the model version *before* the alias moves, so an alias
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
+PREVIOUS_CHAMPION = "previous_champion"
 
 LOCK_DIR_ENV = "LSTM_PIPELINE_LOCK_DIR"
 #: seconds a registration waits for another one to finish its alias moves

@@ -73,13 +73,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _registry_parsers(sub) -> None:
     """``promote``, ``rollback``, ``registry``: operators' commands on the aliases (pipeline.promotion)."""
-    promote = sub.add_parser("promote", help="make a version champion (previous champion kept as previous-champion)")
+    promote = sub.add_parser("promote", help="make a version champion (previous champion kept as previous_champion)")
     promote.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
     promote.add_argument("--version", required=True, type=int, help="model version to promote")
     promote.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
     promote.add_argument("--force", action="store_true", help="promote even a version that failed the baseline gate or was rolled back")
     promote.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")
-    rollback = sub.add_parser("rollback", help="move champion back to previous-champion")
+    rollback = sub.add_parser("rollback", help="move champion back to previous_champion")
     rollback.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
     rollback.add_argument("--reason", required=True, help="why (recorded on the version and in the alias events)")
     rollback.add_argument("--as-of", help="time recorded for the move (ISO; default: now, UTC)")

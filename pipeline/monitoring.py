@@ -46,13 +46,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import artifacts, schema
+from pipeline.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from pipeline.config import PipelineConfig
 from pipeline.errors import MonitoringError, RegistryError, SchemaValidationError
 
 log = logging.getLogger(__name__)
 
-# the alias names of pipeline.aliases (MLflow aliases: "previous-champion", hyphenated)
-CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-champion"
 SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
 OBSERVED, REFERENCE, CHECK = "observed.parquet", "reference.parquet", "check.json"
 RESULT_KEYS = (

@@ -2,7 +2,7 @@
 
 Each move, under the registered model's lock (:func:`pipeline.aliases.registry_lock`):
 
-1. reads the aliases ``champion``, ``challenger``, ``previous-champion`` and checks that
+1. reads the aliases ``champion``, ``challenger``, ``previous_champion`` and checks that
    they are what the caller decided on (a decision made on stale aliases is refused);
 2. writes a journal (the aliases and the tags of every version it touches, as they were)
    next to the lock file;
@@ -20,10 +20,10 @@ journal stays, and the next move or :func:`recover` on that model restores the s
 records before doing anything else: aliases are never left half moved.
 
 Life cycle (README "Canary"): registration sets ``challenger`` (``canary=pending``);
-:func:`run_canary` promotes it (``previous-champion`` <- old champion, ``champion`` <-
+:func:`run_canary` promotes it (``previous_champion`` <- old champion, ``champion`` <-
 challenger, ``challenger`` removed) or rejects it (``challenger`` removed); after a
-promotion, a champion significantly worse than ``previous-champion`` on the origins since
-is rolled back (``champion`` <- previous champion, ``previous-champion`` removed,
+promotion, a champion significantly worse than ``previous_champion`` on the origins since
+is rolled back (``champion`` <- previous champion, ``previous_champion`` removed,
 ``canary=rolled_back``), and a rolled-back version is never promoted automatically again.
 """
 
@@ -101,7 +101,7 @@ class AliasMove:
 
 
 def current_aliases(client, model_name: str) -> dict[str, int | None]:
-    """``{champion, challenger, previous-champion}`` -> version or ``None``, read in one request.
+    """``{champion, challenger, previous_champion}`` -> version or ``None``, read in one request.
 
     One read of the registered model gives a consistent snapshot (and does not depend on
     how a server words "alias not found", which differs between the SQL store and REST).
@@ -269,7 +269,7 @@ def _check_promotable(client, model_name: str, version: int, automatic: bool, fo
 
 def promote(client, uri: str, model_name: str, version: int, *, reason: str, as_of: str, evidence: dict | None = None,
             store=None, expect: dict | None = None, automatic: bool = True, force: bool = False) -> AliasMove:  # fmt: skip
-    """``previous-champion`` <- champion, ``champion`` <- ``version``, ``challenger`` removed if it was ``version``.
+    """``previous_champion`` <- champion, ``champion`` <- ``version``, ``challenger`` removed if it was ``version``.
 
     Args:
         as_of: ISO time of the decision (the check's ``T``; an operator's command time).
@@ -313,15 +313,15 @@ def reject(client, uri: str, model_name: str, version: int, *, reason: str, as_o
 
 def rollback(client, uri: str, model_name: str, *, reason: str, as_of: str, evidence: dict | None = None,
              store=None, expect: dict | None = None) -> AliasMove:  # fmt: skip
-    """``champion`` <- ``previous-champion``, ``previous-champion`` removed; the demoted one ``canary=rolled_back``.
+    """``champion`` <- ``previous_champion``, ``previous_champion`` removed; the demoted one ``canary=rolled_back``.
 
     Raises:
-        RefusedMoveError: there is no ``previous-champion`` or no ``champion``.
+        RefusedMoveError: there is no ``previous_champion`` or no ``champion``.
     """
     evidence = dict(evidence or {})
     before = current_aliases(client, model_name)
     if before[PREVIOUS] is None or before[CHAMPION] is None:
-        raise RefusedMoveError(f"cannot roll back {model_name}: aliases are {before}; a rollback needs champion and previous-champion")
+        raise RefusedMoveError(f"cannot roll back {model_name}: aliases are {before}; a rollback needs champion and previous_champion")
     demoted, restored = before[CHAMPION], before[PREVIOUS]
 
     def plan(now):
@@ -400,7 +400,7 @@ def check_challenger(client, uri: str, cfg, model_name: str, as_of: str, store) 
 
 
 def check_rollback(client, uri: str, cfg, model_name: str, as_of: str, store) -> dict[str, Any]:
-    """Decide whether the promoted champion (``b``) stays, against ``previous-champion`` (``a``)."""
+    """Decide whether the promoted champion (``b``) stays, against ``previous_champion`` (``a``)."""
     from pipeline.canary import decide_rollback
 
     now = current_aliases(client, model_name)
@@ -478,7 +478,7 @@ def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = Fal
 
 
 def manual_rollback(cfg, reason: str, as_of: str) -> AliasMove:
-    """An operator's rollback to ``previous-champion`` (same records as the canary's)."""
+    """An operator's rollback to ``previous_champion`` (same records as the canary's)."""
     client, uri, name, store = _operator_session(cfg)
     with aliases.registry_lock(uri, name):
         recover(client, uri, name)

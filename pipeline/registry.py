@@ -217,7 +217,7 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
         if aliases.alias_version(client, name, aliases.CHAMPION) == version:
             raise RegistryError(
                 f"{name} v{version} is champion, but the latest gate verdict for its run fails it ({reason}); its tags now say "
-                "gate=failed. It keeps serving until someone moves 'champion' back (e.g. to 'previous-champion')."
+                "gate=failed. It keeps serving until someone moves 'champion' back (e.g. to 'previous_champion')."
             )
 
 

@@ -72,13 +72,13 @@ def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflo
     set_aliases(client, name, champion=1, challenger=2)
     move = promotion.promote(client, mlflow_server, name, 2, reason="DM p=0.001", as_of="2025-01-05T00:00:00",
                              evidence={"p_better": 0.001, "n_origins": 80}, store=store, expect={"champion": 1, "challenger": 2})  # fmt: skip
-    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous_champion": 1}
     t = tags(client, name, 2)
     assert t["canary"] == "promoted" and t["canary_reason"] == "DM p=0.001" and t["canary_p_better"] == "0.001"
     assert t["canary_n_origins"] == "80" and t["canary_promoted_as_of"] == "2025-01-05T00:00:00"
     assert t["alias.champion.reason"] == "promoted: DM p=0.001" and "removed" in "".join(k for k in t if k.startswith("alias.challenger"))
-    assert tags(client, name, 1)["alias.previous-champion.reason"].startswith("champion until v2")
-    assert events(store, name) == [("challenger", 2, None, "promote"), ("champion", 1, 2, "promote"), ("previous-champion", None, 1, "promote")]
+    assert tags(client, name, 1)["alias.previous_champion.reason"].startswith("champion until v2")
+    assert events(store, name) == [("challenger", 2, None, "promote"), ("champion", 1, 2, "promote"), ("previous_champion", None, 1, "promote")]
     assert store.alias_events(name, 1)[0]["evidence"]["p_better"] == 0.001
     assert move.outlet() == {"uri": f"mlflow://models/{name}@champion", "extra": {
         "action": "promote", "from_version": 1, "to_version": 2, "reason": "DM p=0.001", "as_of": "2025-01-05T00:00:00"}}  # fmt: skip
@@ -89,7 +89,7 @@ def test_rejection_removes_challenger_only(client, mlflow_server, store):
     name = make_model(client, 2)
     set_aliases(client, name, champion=1, challenger=2)
     move = promotion.reject(client, mlflow_server, name, 2, reason="significantly worse", as_of="2025-01-05", store=store)
-    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous_champion": None}
     assert tags(client, name, 2)["canary"] == "rejected" and tags(client, name, 2)["canary_reason"] == "significantly worse"
     assert events(store, name) == [("challenger", 2, None, "reject")]
     assert move.outlet() is None
@@ -99,10 +99,10 @@ def test_rollback_restores_previous_champion_and_blocks_automatic_repromotion(cl
     name = make_model(client, 2)
     set_aliases(client, name, champion=2, previous_champion=1)
     move = promotion.rollback(client, mlflow_server, name, reason="worse than v1 since promotion", as_of="2025-01-09", store=store)
-    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous_champion": None}
     assert tags(client, name, 2)["canary"] == "rolled_back"
     assert move.outlet()["extra"]["to_version"] == 1
-    assert events(store, name) == [("champion", 2, 1, "rollback"), ("previous-champion", 1, None, "rollback")]
+    assert events(store, name) == [("champion", 2, 1, "rollback"), ("previous_champion", 1, None, "rollback")]
     set_aliases(client, name, challenger=2)
     with pytest.raises(promotion.RefusedMoveError, match="never promoted automatically"):
         promotion.promote(client, mlflow_server, name, 2, reason="again", as_of="2025-01-10")
@@ -125,7 +125,7 @@ def test_a_decision_on_stale_aliases_is_refused(client, mlflow_server):
     set_aliases(client, name, champion=1, challenger=3)
     with pytest.raises(promotion.StaleDecisionError):
         promotion.promote(client, mlflow_server, name, 2, reason="old decision", as_of="2025-01-01", expect={"champion": 1, "challenger": 2})
-    assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous_champion": None}
 
 
 def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server, tmp_path):
@@ -138,12 +138,12 @@ def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server, tm
     before_tags = {v: tags(client, name, v) for v in (1, 2)}
     with pytest.raises(RegistryError, match="undone"):
         promotion.promote(client, mlflow_server, name, 2, reason="x", as_of="2025-01-01", store=broken)
-    assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": 2, "previous_champion": None}
     assert {v: tags(client, name, v) for v in (1, 2)} == before_tags
     assert not promotion.journal_path(mlflow_server, name).exists()
 
 
-@pytest.mark.parametrize("point", ["promotion_after_previous-champion", "promotion_after_champion"])
+@pytest.mark.parametrize("point", ["promotion_after_previous_champion", "promotion_after_champion"])
 def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_server, tmp_path, point):
     """The worker dies between alias moves (SIGKILL: no except, no finally); the journal restores."""
     name = make_model(client, 3)
@@ -157,17 +157,17 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     env = {**os.environ, "LSTM_PIPELINE_FAULT": point, "PYTHONPATH": os.getcwd()}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert state(client, name) != {"champion": 1, "challenger": 2, "previous-champion": None}  # half moved
+    assert state(client, name) != {"champion": 1, "challenger": 2, "previous_champion": None}  # half moved
     journal = json.loads(promotion.journal_path(mlflow_server, name).read_text())
-    assert journal["before"] == {"champion": 1, "challenger": 2, "previous-champion": None}
-    if point.endswith("previous-champion"):  # recover() alone puts everything back, records included
+    assert journal["before"] == {"champion": 1, "challenger": 2, "previous_champion": None}
+    if point.endswith("previous_champion"):  # recover() alone puts everything back, records included
         with aliases.registry_lock(mlflow_server, name):
             assert promotion.recover(client, mlflow_server, name)["action"] == "promote"
-        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous_champion": None}
         assert "canary" not in tags(client, name, 2) and "alias.champion.reason" not in tags(client, name, 2)
     # the next move first restores the state the journal records, then makes its own move whole
     promotion.promote(client, mlflow_server, name, 2, reason="retried", as_of="2025-01-02")
-    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous_champion": 1}
     assert tags(client, name, 2)["canary_reason"] == "retried" and not promotion.journal_path(mlflow_server, name).exists()
 
 
@@ -182,14 +182,14 @@ def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, s
     assert tags(client, name, 2)["canary"] == "rejected" and "replaced in the canary by the newer challenger v3" in tags(client, name, 2)["canary_reason"]
     assert tags(client, name, 3)["canary"] == "pending"
     assert events(store, name) == [("challenger", 2, 3, "reject")]  # the replacement, with its reason
-    assert state(client, name) == {"champion": 1, "challenger": 3, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous_champion": None}
 
 
 def test_the_first_version_leaves_the_canary(client, mlflow_server):
     name = make_model(client, 1)
     set_aliases(client, name, champion=1, challenger=1)
     promotion.settle_challengers(client, mlflow_server, name, "2025-01-01")
-    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous_champion": None}
     assert tags(client, name, 1)["canary"] == "promoted"
 
 
@@ -209,12 +209,12 @@ def test_operator_commands_promote_rollback_and_registry(client, mlflow_server, 
     config = str(tmp_path / "c.yaml")
 
     assert main(["promote", "--config", config, "--version", "2", "--reason", "ops: looks better", "--as-of", "2025-02-01T00:00:00"]) == 0
-    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous_champion": 1}
     assert tags(client, name, 2)["canary_reason"] == "manual: ops: looks better" and tags(client, name, 2)["canary_manual"] == "True"
     assert main(["promote", "--config", config, "--version", "3", "--reason", "try"]) == 1
     assert "did not pass the baseline gate" in capsys.readouterr().err and state(client, name)["champion"] == 2
     assert main(["rollback", "--config", config, "--reason", "ops: complaints", "--as-of", "2025-02-02T00:00:00"]) == 0
-    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous_champion": None}
     capsys.readouterr()
     assert main(["registry", "--config", config, "--json"]) == 0
     out = capsys.readouterr().out
@@ -263,7 +263,7 @@ def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_r
     t = write_scores(store, name, (1, 2), (1.0, 0.5), t, 30, seed=2)
     done = promotion.run_canary(cfg, t, store, client)
     assert done["challenger"]["action"] == "promote", done["challenger"]
-    assert state(client, name) == {"champion": 2, "challenger": None, "previous-champion": 1}
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous_champion": 1}
     assert done["outlet"]["extra"]["to_version"] == 2 and tags(client, name, 2)["canary_promoted_as_of"] == t
     assert float(tags(client, name, 2)["canary_p_better"]) < 0.05
 
@@ -271,7 +271,7 @@ def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_r
     t = write_scores(store, name, (1, 2), (1.0, 2.0), t, 24, seed=3)
     back = promotion.run_canary(cfg, t, store, client)
     assert back["rollback"]["action"] == "rollback", back["rollback"]
-    assert state(client, name) == {"champion": 1, "challenger": None, "previous-champion": None}
+    assert state(client, name) == {"champion": 1, "challenger": None, "previous_champion": None}
     assert tags(client, name, 2)["canary"] == "rolled_back" and back["outlet"]["extra"]["to_version"] == 1
 
     # a bad challenger is rejected; a rolled-back version is never promoted automatically
@@ -280,7 +280,7 @@ def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_r
     bad = promotion.run_canary(cfg, t, store, client)
     assert bad["challenger"]["action"] == "reject" and "significantly worse" in bad["challenger"]["reason"]
     assert state(client, name)["challenger"] is None and tags(client, name, 3)["canary"] == "rejected"
-    assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous-champion
+    assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous_champion
 
 
 def _start_server(root, port: int):
@@ -327,7 +327,7 @@ def test_the_tracking_server_dying_during_a_promotion_never_leaves_aliases_half_
         client = mlflow.tracking.MlflowClient(uri)
         name = make_model(client, 2)
         set_aliases(client, name, champion=1, challenger=2)
-        monkeypatch.setenv("LSTM_PIPELINE_FAULT", "promotion_after_previous-champion:sleep=8")
+        monkeypatch.setenv("LSTM_PIPELINE_FAULT", "promotion_after_previous_champion:sleep=8")
         errors = []
         worker = threading.Thread(target=lambda: _promote_catching(client, uri, name, errors))
         worker.start()
@@ -339,11 +339,11 @@ def test_the_tracking_server_dying_during_a_promotion_never_leaves_aliases_half_
         assert promotion.journal_path(uri, name).exists()
         proc = _start_server(root, port)
         half = state(client, name)
-        assert half == {"champion": 1, "challenger": 2, "previous-champion": 1}  # what the dead server kept
+        assert half == {"champion": 1, "challenger": 2, "previous_champion": 1}  # what the dead server kept
         with aliases.registry_lock(uri, name):
             assert promotion.recover(client, uri, name)["action"] == "promote"
-        assert state(client, name) == {"champion": 1, "challenger": 2, "previous-champion": None}
-        assert "alias.previous-champion.reason" not in tags(client, name, 1)
+        assert state(client, name) == {"champion": 1, "challenger": 2, "previous_champion": None}
+        assert "alias.previous_champion.reason" not in tags(client, name, 1)
     finally:
         stop_process_group(proc)
 
