@@ -463,6 +463,8 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
 
     - ``detection_delay_h``: hours from ``inject_at`` to the first ``retrain`` decision at or
       after it (``None``: the rule missed the fault within the replay);
+    - ``alarm_delay_h``: hours to the first check at or after ``inject_at`` where the rule
+      fired, even if a guard held the retrain (decision ``cooldown``);
     - ``false_triggers``: ``retrain`` decisions before ``inject_at`` (every one on a clean
       scenario, ``faulty`` False);
     - ``triggers``, ``registrations``, ``promotions``, ``rejections``, ``rollbacks``: counts;
@@ -477,6 +479,9 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
     actions = timeline["canary_action"].dropna()
     actions = actions[actions.ne("none")]
     detected = ts[after].min() if after.any() else None
+    # the rule fired: "retrain", or "cooldown" (fired, held by a guard: cooldown or a challenger in its canary)
+    fired = timeline["decision"].isin(["retrain", "cooldown"]) & (ts >= inject_at)
+    alarm = ts[fired].min() if faulty and fired.any() else None
     out: dict[str, Any] = {
         "ticks": int(len(timeline)),
         "start": ts.min().isoformat(),
@@ -485,6 +490,8 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
         "initial_champion": (initial or {}).get("champion_version"),
         "detected_at": detected.isoformat() if detected is not None else None,
         "detection_delay_h": _hours(detected, inject_at) if detected is not None else None,
+        "first_alarm_at": alarm.isoformat() if alarm is not None else None,
+        "alarm_delay_h": _hours(alarm, inject_at) if alarm is not None else None,
         "false_triggers": int(before.sum()),
         "triggers": int(trig.sum()),
         "registrations": int(timeline["registered_version"].notna().sum()),

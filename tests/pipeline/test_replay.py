@@ -135,6 +135,8 @@ def test_clean_scenario_counts_every_trigger_as_false(cfg):
     })  # fmt: skip
     clean = summarize(rows, pd.Timestamp("2024-01-01"), faulty=False)
     assert clean["false_triggers"] == 2 and clean["detection_delay_h"] is None and clean["rejections"] == 1
+    held = summarize(rows.assign(decision=["ok", "cooldown", "ok", "retrain"]), pd.Timestamp("2024-01-02"), faulty=True)
+    assert held["alarm_delay_h"] == 0.0 and held["detection_delay_h"] == 48.0
     faulty = summarize(rows, pd.Timestamp("2024-01-02"), faulty=True)
     assert faulty["false_triggers"] == 0 and faulty["detection_delay_h"] == 0.0 and faulty["triggers"] == 2
 
