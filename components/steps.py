@@ -65,8 +65,8 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
 def fit_baselines(config: str, features: Input[Dataset], baselines: Output[Dataset]):
     """``run_baselines``: windows -> every baseline's test forecasts and timings."""
     from pipeline import stages
-    from pipeline.config import load_config
     from pipeline.baselines import run_baselines
+    from pipeline.config import load_config
 
     with stages.scratch_run() as run:
         result = run_baselines(load_config(config), run, features.path)

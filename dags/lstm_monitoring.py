@@ -148,14 +148,14 @@ def lstm_monitoring():
     scored = score(forecast())
     publish_champion(canary(scored))
     check = decide(detect_drift(scored))
-    trigger = TriggerDagRunOperator(
+    trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id="lstm_training",
         trigger_run_id=check["trigger_run_id"],
         conf=check["conf"],
         skip_when_already_exists=True,  # a rerun of the same check does not trigger twice
     )
-    branch(check["decision"]) >> [trigger, EmptyOperator(task_id="hold")]
+    branch(check["decision"]) >> [trigger_retrain, EmptyOperator(task_id="hold")]
 
 
 monitoring_dag = lstm_monitoring()

@@ -13,10 +13,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ EVALUATION = "evaluation"
 
 def new_run_id() -> str:
     """A sortable, unique run id: ``YYYYmmddTHHMMSS-<6 hex>`` (UTC)."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 def safe_run_id(run_id: str) -> str:

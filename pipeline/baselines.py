@@ -137,8 +137,8 @@ def make_model(name: str, spec: BaselineSpec, n_fit: int):
     AutoARIMA uses R ``auto.arima``'s default ``approximation = n > 150 or season > 12``
     (conditional sums of squares while searching, exact likelihood for the chosen model).
     """
-    from statsforecast.models import AutoARIMA, AutoETS, Naive, SeasonalNaive
     from statsforecast.models import MSTL as StatsMSTL
+    from statsforecast.models import AutoARIMA, AutoETS, Naive, SeasonalNaive
 
     s = spec.season_length
     if name == schema.NAIVE:

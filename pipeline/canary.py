@@ -104,7 +104,7 @@ def dm_test(loss_candidate, loss_incumbent, h: int = 1) -> DMResult:
     return DMResult(float(stat), float(p), float(1.0 - p), n, lag_h - 1, note)
 
 
-def per_origin_losses(paired: "pd.DataFrame") -> "pd.DataFrame":
+def per_origin_losses(paired: pd.DataFrame) -> pd.DataFrame:
     """Mean squared error of each version at each origin.
 
     Args:
@@ -165,13 +165,13 @@ class CanaryDecision:
         return {f"{prefix}{k}": (f"{v:.6g}" if isinstance(v, float) else str(v)) for k, v in self.as_dict().items() if k not in skip}
 
 
-def _horizon(paired: "pd.DataFrame", horizon: int | None) -> int:
+def _horizon(paired: pd.DataFrame, horizon: int | None) -> int:
     if horizon is not None:
         return int(horizon)
     return int(paired["step"].max()) if "step" in paired.columns and len(paired) else 1
 
 
-def _numbers(losses: "pd.DataFrame", h: int) -> tuple[float, float, float, DMResult | None, str]:
+def _numbers(losses: pd.DataFrame, h: int) -> tuple[float, float, float, DMResult | None, str]:
     count = losses["count"].sum()
     rmse_a = math.sqrt(losses["sse_a"].sum() / count) if count else math.nan
     rmse_b = math.sqrt(losses["sse_b"].sum() / count) if count else math.nan
@@ -181,7 +181,7 @@ def _numbers(losses: "pd.DataFrame", h: int) -> tuple[float, float, float, DMRes
     return rmse_a, rmse_b, improvement, dm_test(losses["loss_b"], losses["loss_a"], h), ""
 
 
-def _decision(action: Action, reason: str, losses, h: int, nums, cfg: "CanaryConfig") -> CanaryDecision:
+def _decision(action: Action, reason: str, losses, h: int, nums, cfg: CanaryConfig) -> CanaryDecision:
     rmse_a, rmse_b, improvement, dm, _ = nums
     origins = losses.index
     return CanaryDecision(
@@ -193,7 +193,7 @@ def _decision(action: Action, reason: str, losses, h: int, nums, cfg: "CanaryCon
     )  # fmt: skip
 
 
-def decide(paired: "pd.DataFrame", cfg: "CanaryConfig", horizon: int | None = None) -> CanaryDecision:
+def decide(paired: pd.DataFrame, cfg: CanaryConfig, horizon: int | None = None) -> CanaryDecision:
     """Promote, reject or keep waiting: challenger (``b``) against champion (``a``).
 
     Args:
@@ -230,7 +230,7 @@ def decide(paired: "pd.DataFrame", cfg: "CanaryConfig", horizon: int | None = No
     return _decision("wait", f"wait: not yet significant; {summary}", losses, h, nums, cfg)
 
 
-def decide_rollback(paired: "pd.DataFrame", cfg: "CanaryConfig", horizon: int | None = None) -> CanaryDecision:
+def decide_rollback(paired: pd.DataFrame, cfg: CanaryConfig, horizon: int | None = None) -> CanaryDecision:
     """Roll back, keep, or keep watching: new champion (``b``) against the previous one (``a``).
 
     Args:

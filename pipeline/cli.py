@@ -15,8 +15,10 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pipeline.errors import ConfigError, PipelineError
 
@@ -92,13 +94,13 @@ def _registry_parsers(sub) -> None:
 
 def _registry_command(args) -> int:
     """``promote`` / ``rollback`` / ``registry``: an operator's time is theirs, so ``--as-of`` defaults to now."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipeline import promotion
     from pipeline.config import load_config
 
     cfg = load_config(args.config)
-    as_of = getattr(args, "as_of", None) or datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    as_of = getattr(args, "as_of", None) or datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
     if args.command == "registry":
         result = promotion.registry_report(cfg, args.events)
         print(promotion.format_report(result))

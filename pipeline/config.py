@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
@@ -95,7 +106,7 @@ class DataConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         if (self.path is None) == (self.synthetic is None):
             raise ValueError("give exactly one of 'path' (a CSV file) or 'synthetic' (a generated series)")
         overlap = set(self.covariates) & set(self.categorical_covariates)
@@ -121,7 +132,7 @@ class FeaturesConfig(_Section):
     calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] = ()
 
     @model_validator(mode="after")
-    def _fractions(self) -> "FeaturesConfig":
+    def _fractions(self) -> FeaturesConfig:
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 f"validation_fraction + test_fraction must leave at least 10% for training, "
@@ -226,7 +237,7 @@ class CanaryConfig(_Section):
     rollback_origins: int = Field(72, ge=3)
 
     @model_validator(mode="after")
-    def _order(self) -> "CanaryConfig":
+    def _order(self) -> CanaryConfig:
         if self.max_origins < self.min_origins:
             raise ValueError(f"max_origins ({self.max_origins}) must be >= min_origins ({self.min_origins})")
         return self

@@ -92,7 +92,7 @@ class GateDecision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def raise_if_failed(self) -> "GateDecision":
+    def raise_if_failed(self) -> GateDecision:
         if not self.passed:
             raise GateFailedError("; ".join(self.reasons))
         return self

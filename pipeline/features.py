@@ -88,7 +88,7 @@ class Preprocessor:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "Preprocessor":
+    def from_dict(cls, payload: dict[str, Any]) -> Preprocessor:
         return cls(**payload)
 
     def scaler(self):

@@ -93,7 +93,6 @@ def _step(cfg: PipelineConfig) -> pd.Timedelta:
 def _client(cfg: PipelineConfig):
     """An MLflow client on the configured tracking URI, after a bounded health check."""
     import mlflow
-
     from pipeline.registry import check_server, tracking_uri
 
     uri = tracking_uri(cfg)

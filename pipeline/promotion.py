@@ -430,7 +430,6 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         ``outlet`` is the ``champion`` Asset event of the move that changed ``champion``.
     """
     import mlflow
-
     from pipeline import tracking
 
     uri = tracking.tracking_uri(cfg)
@@ -453,7 +452,6 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
 
 def _operator_session(cfg):
     import mlflow
-
     from pipeline import tracking
     from pipeline.store import store_for
 

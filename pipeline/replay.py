@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -426,7 +427,6 @@ def _ensure_champion(
 
 def _champion_version(cfg: PipelineConfig) -> int | None:
     import mlflow
-
     from pipeline.aliases import CHAMPION, alias_version
 
     client = mlflow.tracking.MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri)

@@ -66,7 +66,7 @@ class Scenario(BaseModel):
     clip_max: float | None = None
     description: str = ""
 
-    def with_defaults(self) -> "Scenario":
+    def with_defaults(self) -> Scenario:
         """``unit_change`` without factor/offset means Celsius -> Fahrenheit (x 1.8 + 32)."""
         if self.kind == "unit_change" and self.factor == 1.0 and self.offset == 0.0:
             return self.model_copy(update={"factor": 1.8, "offset": 32.0})

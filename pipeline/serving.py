@@ -25,7 +25,6 @@ https://mlflow.org/docs/latest/ml/model/python_model/).
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 import numpy as np
@@ -187,7 +186,7 @@ class ForecastModel(PythonModel):
             prep = Preprocessor.from_dict(json.load(fh))
         self.use(LSTMForecaster.load(context.artifacts["weights"], prep, "cpu"), context.artifacts.get("reference"))
 
-    def use(self, forecaster, reference_path: str | None = None) -> "ForecastModel":
+    def use(self, forecaster, reference_path: str | None = None) -> ForecastModel:
         """Serve a fitted :class:`pipeline.training.LSTMForecaster` (its ``prep_`` is the preprocessing)."""
         self.forecaster, self.prep, self.reference_path = forecaster, forecaster.prep_, reference_path
         return self

@@ -20,9 +20,10 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,7 +263,7 @@ class _Session:
     state: dict[str, Any]
 
     @classmethod
-    def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device) -> "_Session":
+    def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device) -> _Session:
         tc = cfg.training
         model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
@@ -382,7 +383,7 @@ class LSTMForecaster:
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.device = device
 
-    def fit(self, fs: FeatureSet, on_epoch_end: Callable[[int, dict], None] | None = None) -> "LSTMForecaster":
+    def fit(self, fs: FeatureSet, on_epoch_end: Callable[[int, dict], None] | None = None) -> LSTMForecaster:
         if self.cfg is None or self.work_dir is None:
             raise TrainingError("LSTMForecaster.fit needs a config and a work_dir (a loaded model can only predict)")
         device = resolve_device(self.device or self.cfg.training.device)
@@ -440,7 +441,7 @@ class LSTMForecaster:
         return Path(path)
 
     @classmethod
-    def load(cls, path_or_folder: Path | str, prep, device: str = "cpu") -> "LSTMForecaster":
+    def load(cls, path_or_folder: Path | str, prep, device: str = "cpu") -> LSTMForecaster:
         """A fitted forecaster from :meth:`save`'s file (or the folder holding ``model.pt``) and its
         :class:`pipeline.features.Preprocessor` (``weights_only`` load; no config needed).
 
@@ -464,7 +465,7 @@ class LSTMForecaster:
         return cls.from_members(members, prep, device, mc)
 
     @classmethod
-    def from_members(cls, members: list[RecurrentForecaster], prep, device: str = "cpu", model_config: ModelConfig | None = None) -> "LSTMForecaster":
+    def from_members(cls, members: list[RecurrentForecaster], prep, device: str = "cpu", model_config: ModelConfig | None = None) -> LSTMForecaster:
         """A fitted forecaster around trained networks (e.g. built in a test) and their preprocessing."""
         self = cls(device=device)
         self.models_ = [m.to(device).eval() for m in members]

@@ -21,7 +21,6 @@ TASKS = ("resolve_config", "validate_schema", "build_features", "train_lstm", "f
 
 def _registry_line(cfg) -> str:
     import mlflow
-
     from pipeline.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(cfg))

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 from tests.conftest import sine_frame, write_sine_case
+from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 
 pytestmark = pytest.mark.slow
 MODEL = "dag-monitored-sine"

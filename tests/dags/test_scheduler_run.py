@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from tools.airflow_local import standalone_command
 from tests.conftest import _free_port, stop_process_group, write_sine_case
+from tools.airflow_local import standalone_command
 
 pytestmark = pytest.mark.slow
 MODEL = "sched-sine-lstm"

@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 from tests.conftest import sine_frame, write_sine_case
+from tools.airflow_local import airflow_env, init_airflow, run_dag_test
 
 pytestmark = pytest.mark.slow
 MODEL = "dag-sine-lstm"

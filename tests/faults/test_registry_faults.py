@@ -210,7 +210,6 @@ def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained
 def test_a_server_error_under_the_lock_moves_no_alias(trained, env, faulty_proxy, monkeypatch):
     """The alias decisions themselves, with every read of the registered model answered 503."""
     import mlflow
-
     from pipeline.registry import assign_aliases
 
     cfg, _ = _cfg(trained, env)

@@ -198,10 +198,10 @@ def test_paired_scores_need_their_columns():
 
 
 def test_canary_config_orders_its_bounds(tmp_path):
+    import yaml
+
     from pipeline.config import load_config
     from tests.conftest import tiny_config_dict
-
-    import yaml
 
     raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "a", canary={"min_origins": 50, "max_origins": 10})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import time
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -312,7 +312,6 @@ def test_the_tracking_server_dying_during_a_promotion_never_leaves_aliases_half_
     import threading
 
     import mlflow
-
     from tests.conftest import _free_port, stop_process_group
 
     port, root = _free_port(), tmp_path / "server"

@@ -171,10 +171,10 @@ def test_rows_before_copy_is_what_training_as_of_sees(cfg, tmp_path):
 def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     """Real stages: the x3 target fault fires the rule after the injection and a challenger is registered."""
     pytest.importorskip("pipeline.monitoring")
-    import mlflow
     import sqlalchemy as sa
     import yaml
 
+    import mlflow
     from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
 
     csv = tmp_path / "input.csv"
