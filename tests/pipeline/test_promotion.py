@@ -45,7 +45,7 @@ def make_model(client, n_versions: int, gate: str = "passed") -> str:
 
 def set_aliases(client, name: str, **by_alias) -> None:
     for alias, version in by_alias.items():
-        client.set_registered_model_alias(name, alias.replace("_", "-"), str(version))
+        client.set_registered_model_alias(name, alias, str(version))
 
 
 def state(client, name: str) -> dict:
