@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import artifacts, schema
-from pipeline.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from pipeline.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, is_not_found
 from pipeline.config import PipelineConfig
 from pipeline.errors import MonitoringError, RegistryError, SchemaValidationError
 
@@ -117,7 +117,7 @@ def resolve_aliases(client, name: str) -> dict[str, dict[str, Any]]:
         wanted = {a: int(aliases[a]) for a in (CHAMPION, *SHADOW_ALIASES) if a in aliases}
         return {a: {"version": v, "tags": dict(client.get_model_version(name, str(v)).tags)} for a, v in wanted.items()}
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if is_not_found(exc):
             return {}
         raise RegistryError(f"MLflow could not resolve the aliases of {name!r}: {exc}") from exc
 
