@@ -88,7 +88,8 @@ def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TI
         ) from exc
 
 
-def _call(what: str, fn, *args):
+def mlflow_call(what: str, fn, *args):
+    """``fn(*args)``; an ``MlflowException`` becomes a :class:`RegistryError` saying what failed."""
     import mlflow
 
     try:
@@ -152,14 +153,14 @@ def set_alias(client, model_name: str, alias: str, version: int | str, reason: s
     """
     version = str(version)
     previous = alias_version(client, model_name, alias)
-    _call(f"record alias {alias!r} on {model_name} v{version}", client.set_model_version_tag, model_name, version, f"alias.{alias}.reason", reason)
+    mlflow_call(f"record alias {alias!r} on {model_name} v{version}", client.set_model_version_tag, model_name, version, f"alias.{alias}.reason", reason)
     if evidence is not None:
         payload = json.dumps(evidence, sort_keys=True, default=str)[:5000]
-        _call(f"record alias {alias!r} evidence", client.set_model_version_tag, model_name, version, f"alias.{alias}.evidence", payload)
+        mlflow_call(f"record alias {alias!r} evidence", client.set_model_version_tag, model_name, version, f"alias.{alias}.evidence", payload)
     faults.point(f"before_set_alias_{alias}")
-    _call(f"set alias {alias!r} of {model_name} to v{version}", client.set_registered_model_alias, model_name, alias, version)
+    mlflow_call(f"set alias {alias!r} of {model_name} to v{version}", client.set_registered_model_alias, model_name, alias, version)
     if previous is not None and str(previous) != version:
-        _call(f"record alias {alias!r} leaving v{previous}", client.set_model_version_tag, model_name, str(previous), f"alias.{alias}.removed", f"moved to v{version}: {reason}")
+        mlflow_call(f"record alias {alias!r} leaving v{previous}", client.set_model_version_tag, model_name, str(previous), f"alias.{alias}.removed", f"moved to v{version}: {reason}")
     log.info("alias %s of %s -> v%s: %s", alias, model_name, version, reason)
 
 
@@ -175,12 +176,12 @@ def delete_alias(client, model_name: str, alias: str, reason: str) -> int | None
     version = alias_version(client, model_name, alias)
     if version is None:
         return None
-    _call(f"record removal of alias {alias!r}", client.set_model_version_tag, model_name, str(version), f"alias.{alias}.removed", reason)
-    _call(f"delete alias {alias!r} of {model_name}", client.delete_registered_model_alias, model_name, alias)
+    mlflow_call(f"record removal of alias {alias!r}", client.set_model_version_tag, model_name, str(version), f"alias.{alias}.removed", reason)
+    mlflow_call(f"delete alias {alias!r} of {model_name}", client.delete_registered_model_alias, model_name, alias)
     log.info("alias %s of %s removed from v%s: %s", alias, model_name, version, reason)
     return version
 
 
 def version_aliases(client, model_name: str, version: int | str) -> list[str]:
     """Sorted aliases of one version (search results carry none, so this reads the version)."""
-    return sorted(_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).aliases)
+    return sorted(mlflow_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).aliases)

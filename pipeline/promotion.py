@@ -109,22 +109,13 @@ def current_aliases(client, model_name: str) -> dict[str, int | None]:
     Raises:
         RegistryError: the model does not exist or MLflow failed.
     """
-    model = _call(f"read registered model {model_name!r}", client.get_registered_model, model_name)
+    model = aliases.mlflow_call(f"read registered model {model_name!r}", client.get_registered_model, model_name)
     found = {alias: int(version) for alias, version in (model.aliases or {}).items()}
     return {alias: found.get(alias) for alias in ALIASES}
 
 
-def _call(what: str, fn, *args):
-    import mlflow
-
-    try:
-        return fn(*args)
-    except mlflow.exceptions.MlflowException as exc:
-        raise RegistryError(f"MLflow failed to {what}: {exc}") from exc
-
-
 def _version_tags(client, model_name: str, version: int) -> dict[str, str]:
-    return dict(_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).tags)
+    return dict(aliases.mlflow_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).tags)
 
 
 def journal_path(tracking_uri: str, model_name: str) -> Path:
@@ -144,17 +135,17 @@ def _restore(client, model_name: str, record: dict) -> None:
     for version, tags in record["tags"].items():
         now = _version_tags(client, model_name, int(version))
         for key in set(now) - set(tags):
-            _call(f"delete tag {key}", client.delete_model_version_tag, model_name, version, key)
+            aliases.mlflow_call(f"delete tag {key}", client.delete_model_version_tag, model_name, version, key)
         for key, value in tags.items():
             if now.get(key) != value:
-                _call(f"restore tag {key}", client.set_model_version_tag, model_name, version, key, value)
+                aliases.mlflow_call(f"restore tag {key}", client.set_model_version_tag, model_name, version, key, value)
     for alias, version in record["before"].items():
         if current_aliases(client, model_name)[alias] == version:
             continue
         if version is None:
-            _call(f"delete alias {alias}", client.delete_registered_model_alias, model_name, alias)
+            aliases.mlflow_call(f"delete alias {alias}", client.delete_registered_model_alias, model_name, alias)
         else:
-            _call(f"restore alias {alias}", client.set_registered_model_alias, model_name, alias, str(version))
+            aliases.mlflow_call(f"restore alias {alias}", client.set_registered_model_alias, model_name, alias, str(version))
 
 
 def recover(client, tracking_uri: str, model_name: str) -> dict | None:
@@ -212,7 +203,7 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
             _apply(client, model_name, plan, evidence)
             for v, tags in tag_updates.items():
                 for key, value in tags.items():
-                    _call(f"tag {model_name} v{v}", client.set_model_version_tag, model_name, str(v), key, value)
+                    aliases.mlflow_call(f"tag {model_name} v{v}", client.set_model_version_tag, model_name, str(v), key, value)
             after = current_aliases(client, model_name)
             faults.point("promotion_before_store")
             move = AliasMove(action, model_name, version, before, after, reason, as_of, evidence)
@@ -337,7 +328,7 @@ def rollback(client, uri: str, model_name: str, *, reason: str, as_of: str, evid
 
 def _set_tags(client, model_name: str, version: int, tags: dict[str, str]) -> None:
     for key, value in tags.items():
-        _call(f"tag {model_name} v{version}", client.set_model_version_tag, model_name, str(version), key, value)
+        aliases.mlflow_call(f"tag {model_name} v{version}", client.set_model_version_tag, model_name, str(version), key, value)
 
 
 def settle_challengers(client, uri: str, model_name: str, as_of: str, store=None) -> list[AliasMove]:
@@ -352,7 +343,7 @@ def settle_challengers(client, uri: str, model_name: str, as_of: str, store=None
     moves: list[AliasMove] = []
     now = current_aliases(client, model_name)
     chal = now[CHALLENGER]
-    found = _call("search versions", client.search_model_versions, f"name='{model_name}'")
+    found = aliases.mlflow_call("search versions", client.search_model_versions, f"name='{model_name}'")
     for mv in sorted(found, key=lambda m: int(m.version)):
         v = int(mv.version)
         if mv.tags.get(CANARY_TAG) == PENDING and v != chal:
@@ -496,7 +487,7 @@ def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
     for alias, v in now.items():
         if v is not None:
             by_version.setdefault(v, []).append(alias)
-    found = _call("search versions", client.search_model_versions, f"name='{name}'")
+    found = aliases.mlflow_call("search versions", client.search_model_versions, f"name='{name}'")
     versions = [
         {"version": int(mv.version), "aliases": sorted(by_version.get(int(mv.version), [])), "gate": mv.tags.get("gate", ""),
          "lstm_rmse": mv.tags.get("lstm_rmse", ""), "canary": mv.tags.get(CANARY_TAG, ""), "canary_reason": mv.tags.get(REASON_TAG, "")}
