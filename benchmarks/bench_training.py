@@ -36,31 +36,24 @@ def machine() -> str:
 
 
 def bench(config: Path, device: str | None, root: Path) -> dict:
-    from pipeline.baselines import run_baselines
+    """Every stage of ``pipeline.stages.STAGES`` but registration, timed one by one."""
+    from pipeline import artifacts
     from pipeline.config import load_config
-    from pipeline.evaluation import run_comparison
-    from pipeline.features import run_features
-    from pipeline.training import run_training
-    from pipeline.validation import run_validation
+    from pipeline.stages import STAGES, run_stage
 
     cfg = load_config(config, {"run.artifact_root": root, "training.device": device, "training.progress": False})
     run = root / cfg.name
-    times = {}
-    t = time.perf_counter()
-    validated = run_validation(cfg, run)
-    times["validate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    feats = run_features(cfg, run, Path(validated["data"]))
-    times["features_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    trained = run_training(cfg, run, Path(feats["features"]))
-    times["train_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    base = run_baselines(cfg, run, Path(feats["features"]))
-    times["baselines_s"] = time.perf_counter() - t
-    compared = run_comparison(cfg, run, Path(feats["features"]), Path(trained["training"]), Path(base["baselines"]))
-    metrics = {**json.loads((run / "training" / "metrics.json").read_text()), **json.loads((run / "evaluation" / "metrics.json").read_text())}
-    history = json.loads((run / "training" / "history.json").read_text())
+    times, results = {}, {}
+    for stage in STAGES:
+        if stage.name == "register":
+            continue
+        t = time.perf_counter()
+        results[stage.name] = run_stage(stage.name, cfg, run, results)
+        times[f"{stage.name}_s"] = time.perf_counter() - t
+    compared = results["compare"]
+    training_dir = Path(results["train"]["training"])
+    metrics = {**artifacts.read_json(artifacts.TRAINING_FACTS.at(training_dir)), **artifacts.read_json(artifacts.EVALUATION_METRICS.at(compared["evaluation"]))}
+    history = artifacts.read_json(artifacts.TRAINING_HISTORY.at(training_dir))
     epoch_s = [row["seconds"] for member in history for row in member]
     return {
         "config": config.name, "device": metrics["device"], "lstm_rmse": compared["lstm_rmse"],

@@ -31,14 +31,12 @@ def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dat
 
 def build_features(config: str, validated: Input[Dataset], features: Output[Dataset]) -> int:
     """``run_features``: validated long frame -> windows and fitted preprocessing; returns the feature count."""
-    import os
-
-    from pipeline import stages
+    from pipeline import artifacts, stages
     from pipeline.config import load_config
     from pipeline.features import run_features
 
     with stages.scratch_run() as run:
-        result = run_features(load_config(config), run, os.path.join(validated.path, "data.parquet"))
+        result = run_features(load_config(config), run, artifacts.VALIDATED_DATA.at(validated.path))
         stages.publish(result["features"], features.path)
     return result["n_features"]
 
@@ -49,22 +47,19 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
     Test metrics are computed by ``compare_to_baselines`` only (one source of test metrics).
     """
     import base64
-    import json
-    import os
 
-    from pipeline import stages
+    from pipeline import artifacts, stages
     from pipeline.config import load_config
     from pipeline.training import run_training
 
     with stages.scratch_run() as run:
         result = run_training(load_config(config), run, features.path)
-        stages.publish(result["training"], model.path, drop=("checkpoints",))
+        stages.publish(result["training"], model.path)  # checkpoints stay in the scratch run
     model.metadata.update(framework="pytorch", device=result["device"])
-    with open(os.path.join(model.path, "metrics.json")) as fh:
-        facts = json.load(fh)
+    facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(model.path))
     metrics.log_metric("train_seconds", facts["train_seconds"])
     metrics.log_metric("epochs_run", sum(facts["epochs_run"]))
-    with open(os.path.join(model.path, "loss_curve.png"), "rb") as png, open(loss_curve.path, "w") as fh:
+    with open(artifacts.LOSS_CURVE.at(model.path), "rb") as png, open(loss_curve.path, "w") as fh:
         fh.write(f'<img alt="loss curve" src="data:image/png;base64,{base64.b64encode(png.read()).decode()}">')
 
 
@@ -89,9 +84,8 @@ def compare_to_baselines(
     on ``<task>-Output`` but not on a named output of a NamedTuple.
     """
     import base64
-    import os
 
-    from pipeline import stages
+    from pipeline import artifacts, stages
     from pipeline.config import load_config
     from pipeline.evaluation import run_comparison
 
@@ -106,7 +100,7 @@ def compare_to_baselines(
     with open(comparison.path, "w") as fh:
         fh.write(f"| model | test RMSE |\n| --- | --- |\n{rows}\n\n**gate {'passed' if result['gate_passed'] else 'failed'}**: "
                  f"{'; '.join(result['gate_reasons'][:1])}\n")  # fmt: skip
-    with open(os.path.join(evaluation.path, "forecast.png"), "rb") as png, open(forecast_plot.path, "w") as fh:
+    with open(artifacts.FORECAST_PLOT.at(evaluation.path), "rb") as png, open(forecast_plot.path, "w") as fh:
         fh.write(f'<img alt="forecasts" src="data:image/png;base64,{base64.b64encode(png.read()).decode()}">')
     return bool(result["gate_passed"])
 
@@ -121,21 +115,19 @@ def register_model(
     ``run_key`` (the KFP run id) names the MLflow run, so a retry reuses it and registers nothing
     twice. Returns the registered version ("" when none).
     """
-    import json
-    import os
-
     from pipeline import stages
     from pipeline.config import load_config
     from pipeline.data import as_of_timestamp
     from pipeline.registry import track_and_register
+    from pipeline.validation import validated_from_folder
 
     cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
-    parts = {"validation": validated.path, "features": features.path, "training": model.path, "evaluation": evaluation.path}
-    with open(os.path.join(validated.path, "report.json")) as fh:  # what run_validation returned: data_sha256, as_of
-        info = {"data_sha256": json.load(fh).get("data_sha256"), **({"as_of": as_of_timestamp(as_of).isoformat()} if as_of else {})}
+    info = validated_from_folder(validated.path)  # what run_validation returned: paths, data_sha256, as_of
+    if as_of:
+        info["as_of"] = as_of_timestamp(as_of).isoformat()
     tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key}
-    with stages.scratch_run() as scratch:
-        result = track_and_register(cfg, stages.assemble_run_folder(scratch.with_name(run_key), parts), info, tags=tags)
+    with stages.scratch_run() as scratch:  # the run folder holds only the run binding; its name is the MLflow run key
+        result = track_and_register(cfg, scratch.with_name(run_key), info, features.path, model.path, evaluation.path, tags=tags)
     with open(summary.path, "w") as fh:
         fh.write(f"{result.get('registered_model')} v{result.get('registered_version')} aliases {result.get('aliases')}; "
                  f"MLflow run {result['mlflow_run_id']}\n")  # fmt: skip

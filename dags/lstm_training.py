@@ -1,8 +1,9 @@
 """Training DAG: resolve_config -> validate_schema -> build_features -> (train_lstm | fit_baselines)
 -> compare_to_baselines -> register_model.
 
-Thin wiring over ``pipeline/`` (the CLI calls the same stage functions). XCom carries
-paths and small numbers; artifacts live under ``<artifact_root>/<run_id>/``. Heavy
+Thin wiring over ``pipeline/``: each task runs one stage of ``pipeline.stages.STAGES`` (the
+list the CLI runner and the Kubeflow pipeline follow) through ``pipeline.stages.run_stage``,
+with its inputs from the upstream tasks' XComs. XCom carries paths and small numbers; artifacts live under ``<artifact_root>/<run_id>/``. Heavy
 libraries are imported inside the tasks, and nothing is read at parse time: the scheduler
 parses this file in a loop.
 
@@ -38,6 +39,14 @@ def _run(resolved: dict) -> tuple:
     return load_resolved(resolved["config"]), Path(resolved["run_dir"]), get_current_context()
 
 
+def _stage(name: str, resolved: dict, results: dict, **options) -> dict:
+    """Run stage ``name`` of ``pipeline.stages.STAGES`` with its inputs from upstream XComs (``results``)."""
+    from pipeline.stages import run_stage
+
+    cfg, run, _ = _run(resolved)
+    return run_stage(name, cfg, run, results, **options)
+
+
 @dag(
     dag_id="lstm_training",
     schedule=SCHEDULE,
@@ -68,49 +77,33 @@ def lstm_training():
 
     @task
     def validate_schema(resolved: dict) -> dict:
-        from pipeline.validation import run_validation
-
-        cfg, run, _ = _run(resolved)
-        return run_validation(cfg, run, as_of=resolved.get("as_of"))
+        return _stage("validate", resolved, {}, as_of=resolved.get("as_of"))
 
     @task
     def build_features(resolved: dict, validated: dict) -> dict:
-        from pipeline.features import run_features
-
-        cfg, run, _ = _run(resolved)
-        return run_features(cfg, run, Path(validated["data"]))
+        return _stage("features", resolved, {"validate": validated})
 
     @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
     def train_lstm(resolved: dict, features: dict) -> dict:
-        from pipeline.training import run_training
-
-        cfg, run, _ = _run(resolved)
-        return run_training(cfg, run, Path(features["features"]))  # resumes from its checkpoint on a retry
+        return _stage("train", resolved, {"features": features})  # resumes from its checkpoint on a retry
 
     @task
     def fit_baselines(resolved: dict, features: dict) -> dict:
-        from pipeline.baselines import run_baselines
-
-        cfg, run, _ = _run(resolved)
-        return run_baselines(cfg, run, Path(features["features"]))
+        return _stage("baselines", resolved, {"features": features})
 
     @task
     def compare_to_baselines(resolved: dict, features: dict, trained: dict, baselines: dict) -> dict:
-        from pipeline.evaluation import run_comparison
-
-        cfg, run, _ = _run(resolved)
-        return run_comparison(cfg, run, Path(features["features"]), Path(trained["training"]), Path(baselines["baselines"]))
+        return _stage("compare", resolved, {"features": features, "train": trained, "baselines": baselines})
 
     @task(outlets=[CHALLENGER_ALIAS], retries=1, retry_delay=timedelta(seconds=30))
-    def register_model(resolved: dict, validated: dict, compared: dict) -> dict:
+    def register_model(resolved: dict, validated: dict, features: dict, trained: dict, compared: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.registry import track_and_register
-
-        cfg, run, ctx = _run(resolved)
+        ctx = get_current_context()
         conf = (ctx["dag_run"].conf or {}) if ctx.get("dag_run") else {}
         tags = {"airflow_dag_id": ctx["dag"].dag_id, "airflow_run_id": ctx["run_id"], **{f"trigger.{k}": str(v) for k, v in conf.items()}}
-        result = track_and_register(cfg, run, validated, tags=tags)
+        results = {"validate": validated, "features": features, "train": trained, "compare": compared}
+        result = _stage("register", resolved, results, tags=tags)
         if "registered_version" not in result:
             raise AirflowSkipException(f"registration {result['registration']} (MLflow run {result['mlflow_run_id']})")
         ctx["outlet_events"][CHALLENGER_ALIAS].add(Asset(f"mlflow://models/{result['registered_model']}@challenger"))
@@ -120,7 +113,7 @@ def lstm_training():
     validated = validate_schema(resolved)
     features = build_features(resolved, validated)
     trained, baselines = train_lstm(resolved, features), fit_baselines(resolved, features)
-    register_model(resolved, validated, compare_to_baselines(resolved, features, trained, baselines))
+    register_model(resolved, validated, features, trained, compare_to_baselines(resolved, features, trained, baselines))
 
 
 training_dag = lstm_training()

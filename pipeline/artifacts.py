@@ -1,8 +1,42 @@
-"""Run-partitioned artifact paths and atomic writes.
+"""The artifact catalog, run-partitioned paths and atomic writes.
+
+Every file a stage writes or reads is an :class:`Artifact` of :data:`CATALOG`: its step
+folder, its file name and its format. Nothing else in the package spells a file name (a
+test greps for literals). A stage takes the folders of earlier steps as explicit inputs
+(``ARTIFACT.at(folder)``), so it runs the same in a shared run folder (CLI, Airflow) and
+with one folder per artifact (Kubeflow).
 
 A stage writes under ``<artifact_root>/<run_id>/<step>/``: first into a temporary
-sibling, then renamed into place, so a reader never sees half a partition and a
-rerun replaces only its own partition. Nothing here reads "latest".
+sibling, then renamed into place (:func:`atomic_dir`), so a reader never sees half a
+partition and a rerun replaces only its own partition. Nothing here reads "latest".
+
+=================  ==============  ========================  ==========================================
+artifact           step folder     file                      content
+=================  ==============  ========================  ==========================================
+RESOLVED_CONFIG    config          resolved.json             the config a run resolved once
+RUN_MANIFEST       (run folder)    run.json                  config/data fingerprint binding the run id
+VALIDATION_REPORT  validation      report.json               GX results, row/gap counts, data sha256
+VALIDATED_DATA     validation      data.parquet              the long frame (unique_id, ds, y, ...)
+PREPROCESSING      features        preprocessing.json        fitted scalers, encoders, lookback, h
+FEATURES_REPORT    features        report.json               window counts per split
+FEATURE_ARRAYS     features        arrays.npz                design matrix, targets, window starts
+DRIFT_REFERENCE    features        reference.parquet         training part, for drift detection
+CHECKPOINT         checkpoints     seed-<k>/checkpoint.pt    resumable training state (not published)
+MODEL_WEIGHTS      training        model.pt                  every member's weights + architecture
+TRAINING_FACTS     training        metrics.json              device, epochs, seconds (no test metrics)
+TRAINING_HISTORY   training        history.json              loss and learning rate per epoch
+LOSS_CURVE         training        loss_curve.png            loss per epoch
+TRAINING_FORECASTS training        forecasts.npz             LSTM forecasts on the scored origins
+BASELINE_FORECASTS baselines       forecasts.npz             every baseline on the same origins
+BASELINE_TIMINGS   baselines       timings.json              fit/predict seconds, skipped models
+EVALUATION_METRICS evaluation      metrics.json              the LSTM's test metrics (one source)
+COMPARISON_TABLE   evaluation      comparison.csv            RMSE/MAE/MASE of every model
+COMPARISON         evaluation      comparison.json           the same, with origins used
+GATE               evaluation      gate.json                 the gate's verdict and reasons
+FORECAST_PLOT      evaluation      forecast.png              forecasts vs actuals
+=================  ==============  ========================  ==========================================
+
+Monitoring checks and replays have their own folders (``CHECK_*``, ``REPLAY_*``, ``DRIFT_*``).
 """
 
 from __future__ import annotations
@@ -15,6 +49,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +58,86 @@ import numpy as np
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
+# step folders under a run folder
 CONFIG = "config"
 VALIDATION = "validation"
 FEATURES = "features"
+CHECKPOINTS = "checkpoints"
 TRAINING = "training"
 BASELINES = "baselines"
 EVALUATION = "evaluation"
+STEPS = (CONFIG, VALIDATION, FEATURES, CHECKPOINTS, TRAINING, BASELINES, EVALUATION)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of the catalog.
+
+    Attributes:
+        step: the folder it lives in under a run (``""``: the run folder itself; for monitoring
+            and replay artifacts, the kind of folder).
+        name: its file name inside that folder.
+        format: ``json``, ``parquet``, ``npz``, ``csv``, ``png``, ``html``, ``pt``, ``csv.gz``
+            or ``sqlite``.
+        content: what it holds (one line).
+    """
+
+    step: str
+    name: str
+    format: str
+    content: str
+
+    def at(self, folder: str | Path) -> Path:
+        """The artifact inside ``folder``, the folder of its step (an explicit input)."""
+        return Path(folder) / self.name
+
+    def in_run(self, run_path: str | Path) -> Path:
+        """The artifact inside run folder ``run_path`` (``<run>/<step>/<name>``)."""
+        return Path(run_path) / self.step / self.name if self.step else Path(run_path) / self.name
+
+
+RESOLVED_CONFIG = Artifact(CONFIG, "resolved.json", "json", "the config a run resolved once; every later task reads it")
+RUN_MANIFEST = Artifact("", "run.json", "json", "config and data fingerprint binding the run id")
+VALIDATION_REPORT = Artifact(VALIDATION, "report.json", "json", "Great Expectations results, row and gap counts, data sha256, as-of")
+VALIDATED_DATA = Artifact(VALIDATION, "data.parquet", "parquet", "the validated long frame (unique_id, ds, y, covariates)")
+PREPROCESSING = Artifact(FEATURES, "preprocessing.json", "json", "fitted scalers and encoders, lookback, horizon")
+FEATURES_REPORT = Artifact(FEATURES, "report.json", "json", "window counts per split, dropped windows")
+FEATURE_ARRAYS = Artifact(FEATURES, "arrays.npz", "npz", "design matrix, targets, timestamps, window starts per split")
+DRIFT_REFERENCE = Artifact(FEATURES, "reference.parquet", "parquet", "the training part, the drift reference a model version ships")
+CHECKPOINT = Artifact(CHECKPOINTS, "checkpoint.pt", "pt", "resumable training state of one member (in seed-<k>/)")
+MODEL_WEIGHTS = Artifact(TRAINING, "model.pt", "pt", "every member's weights and the architecture")
+TRAINING_FACTS = Artifact(TRAINING, "metrics.json", "json", "device, epochs, seconds, origins (no test metrics)")
+TRAINING_HISTORY = Artifact(TRAINING, "history.json", "json", "train/validation loss and learning rate per epoch and member")
+LOSS_CURVE = Artifact(TRAINING, "loss_curve.png", "png", "loss per epoch")
+TRAINING_FORECASTS = Artifact(TRAINING, "forecasts.npz", "npz", "LSTM forecasts (original units) on the scored test and train origins")
+BASELINE_FORECASTS = Artifact(BASELINES, "forecasts.npz", "npz", "every baseline's forecasts on the same origins")
+BASELINE_TIMINGS = Artifact(BASELINES, "timings.json", "json", "fit and predict seconds per baseline, skipped models")
+EVALUATION_METRICS = Artifact(EVALUATION, "metrics.json", "json", "the LSTM's test metrics (their one source) and training RMSE")
+COMPARISON_TABLE = Artifact(EVALUATION, "comparison.csv", "csv", "RMSE, MAE, MASE of every model on the same windows")
+COMPARISON = Artifact(EVALUATION, "comparison.json", "json", "the comparison with the origins used")
+GATE = Artifact(EVALUATION, "gate.json", "json", "the comparison gate's verdict, numbers and reasons")
+FORECAST_PLOT = Artifact(EVALUATION, "forecast.png", "png", "test forecasts against actuals")
+
+# a monitoring check's folder (<artifact_root>/monitoring/<check id>/)
+CHECK_OBSERVED = Artifact("monitoring", "observed.parquet", "parquet", "observations of the check's window (long frame)")
+CHECK_REFERENCE = Artifact("monitoring", "reference.parquet", "parquet", "the champion's drift reference, copied")
+CHECK_RESULT = Artifact("monitoring", "check.json", "json", "the check's result and decision")
+DRIFT_REPORT_HTML = Artifact("monitoring", "drift_report.html", "html", "Evidently drift report")
+DRIFT_REPORT_JSON = Artifact("monitoring", "drift_report.json", "json", "Evidently drift report (snapshot dict)")
+FORECAST_STORE = Artifact("store", "forecasts.db", "sqlite", "the default SQLite forecast store")
+MLFLOW_STORE = Artifact("store", "mlflow.db", "sqlite", "the default local MLflow tracking store (no server configured)")
+AIRFLOW_DB = Artifact("airflow", "airflow.db", "sqlite", "the local Airflow metadata database (make demo / make airflow)")
+# a replay's folder (<artifact_root>/replay/<replay id>/)
+REPLAY_MANIFEST = Artifact("replay", "replay.json", "json", "the replay's parameters; binds its id")
+REPLAY_DATA = Artifact("replay", "data.csv.gz", "csv.gz", "the copy of the observations with the fault applied")
+REPLAY_INITIAL = Artifact("replay", "initial.json", "json", "how the initial champion was obtained")
+REPLAY_STORE = Artifact("replay", "store.db", "sqlite", "the replay's own forecast store (beside its own mlflow.db)")
+REPLAY_TRAINING_INPUT = Artifact("input", "data_before_as_of.csv.gz", "csv.gz", "the rows before as-of a replay's retrain trains on (in its run folder)")
+REPLAY_TIMELINE = Artifact("replay", "timeline.csv", "csv", "one row per tick")
+REPLAY_PLOT = Artifact("replay", "timeline.png", "png", "rolling RMSE, threshold, drift share, events")
+REPLAY_SUMMARY = Artifact("replay", "summary.json", "json", "detection delay, false triggers, canary decisions, recovery")
+
+CATALOG: tuple[Artifact, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Artifact))
 
 
 def new_run_id() -> str:
@@ -55,7 +164,7 @@ def step_dir(run_path: Path, step: str) -> Path:
 
 def resolved_config_path(run_path: Path) -> Path:
     """``<run>/config/resolved.json``: the config an orchestrated run resolved once, read by every later task."""
-    return Path(run_path) / CONFIG / "resolved.json"
+    return RESOLVED_CONFIG.in_run(run_path)
 
 
 @contextmanager

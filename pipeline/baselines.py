@@ -463,8 +463,8 @@ def run_baselines(cfg: PipelineConfig, run_path: Path, features_dir: Path) -> di
         log.info("%s: %d fit(s), %.1fs fitting; models %s", m.name, len(m.fits_), timings[m.name]["fit_seconds"], sorted({f["model"] for f in m.fits_}))
     target = artifacts.step_dir(run_path, artifacts.BASELINES)
     with artifacts.atomic_dir(target) as tmp:
-        np.savez(tmp / "forecasts.npz", index=index, **outputs, **{f"{m.name}_fit": m.segment_ for m in models})
-        artifacts.write_json(tmp / "timings.json", {
+        np.savez(artifacts.BASELINE_FORECASTS.at(tmp), index=index, **outputs, **{f"{m.name}_fit": m.segment_ for m in models})
+        artifacts.write_json(artifacts.BASELINE_TIMINGS.at(tmp), {
             "timings": timings, "skipped": {}, "stage_seconds": seconds, "origin_step": step, "n_origins": len(origins),
             "spec": {k: v for k, v in spec.__dict__.items()},
         })  # fmt: skip

@@ -41,12 +41,12 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import schema
+from pipeline import artifacts, schema
 from pipeline.errors import DataQualityError, MonitoringError
 
 log = logging.getLogger(__name__)
 
-HTML, JSON = "drift_report.html", "drift_report.json"
+HTML, JSON = artifacts.DRIFT_REPORT_HTML.name, artifacts.DRIFT_REPORT_JSON.name
 
 
 def _import_evidently():

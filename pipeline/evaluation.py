@@ -196,10 +196,10 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     Raises:
         DataQualityError: the two stages forecast different test windows (config changed between them).
     """
-    with np.load(Path(training_dir) / "forecasts.npz") as z:
+    with np.load(artifacts.TRAINING_FORECASTS.at(training_dir)) as z:
         forecasts, index = {schema.LSTM: z["test"]}, z["test_index"]
         train = {"forecasts": z["train"], "index": z["train_index"]}
-    with np.load(Path(baselines_dir) / "forecasts.npz") as z:
+    with np.load(artifacts.BASELINE_FORECASTS.at(baselines_dir)) as z:
         if not np.array_equal(z["index"], index):
             raise DataQualityError(
                 f"the LSTM was scored on {len(index)} test windows and the baselines on {len(z['index'])} different ones "
@@ -229,8 +229,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)
     truth = fs.targets("test")[index]
     scale = mase_scale(fs, resolve_baselines(cfg, quiet=True).season_length)
-    train_info = artifacts.read_json(Path(training_dir) / "metrics.json")
-    base_info = artifacts.read_json(Path(baselines_dir) / "timings.json")
+    train_info = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_dir))
+    base_info = artifacts.read_json(artifacts.BASELINE_TIMINGS.at(baselines_dir))
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}
     in_sample = forecast_metrics(fs.targets("train")[train["index"]], train["forecasts"], scale)
     timings = {schema.LSTM: {"fit_seconds": train_info["train_seconds"], "predict_seconds": train_info.get("predict_seconds", float("nan"))}}
@@ -249,14 +249,14 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     }  # fmt: skip
     target = artifacts.step_dir(run_path, artifacts.EVALUATION)
     with artifacts.atomic_dir(target) as tmp:
-        artifacts.write_json(tmp / "metrics.json", summary)
-        table.to_csv(tmp / "comparison.csv", index=False, float_format="%.6g")
-        artifacts.write_json(tmp / "comparison.json", {
+        artifacts.write_json(artifacts.EVALUATION_METRICS.at(tmp), summary)
+        table.to_csv(artifacts.COMPARISON_TABLE.at(tmp), index=False, float_format="%.6g")
+        artifacts.write_json(artifacts.COMPARISON.at(tmp), {
             "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
             "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
         })  # fmt: skip
-        artifacts.write_json(tmp / "gate.json", gate.to_dict())
-        plot_forecasts(fs, forecasts, tmp / "forecast.png", index)
+        artifacts.write_json(artifacts.GATE.at(tmp), gate.to_dict())
+        plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index)
     for reason in gate.reasons[:1]:
         (log.info if gate.passed else log.warning)("gate: %s", reason)
     return {

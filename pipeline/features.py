@@ -44,8 +44,6 @@ _SCALER_STATE = {
 }
 _CALENDAR_PERIOD = {"hour": 24.0, "dayofweek": 7.0, "dayofyear": 365.25}
 SPLITS = ("train", "val", "test")
-#: the training part's long rows (``unique_id, ds, y, <covariates>``), the drift reference of a version
-REFERENCE = "reference.parquet"
 
 
 # ------------------------------------------------------------------ preprocessor
@@ -504,32 +502,33 @@ def training_part(long: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
 
 
 def save_features(fs: FeatureSet, target: Path, reference: pd.DataFrame | None = None) -> Path:
-    """Write ``preprocessing.json``, ``arrays.npz``, ``report.json`` (and ``reference.parquet``) into ``target`` atomically."""
+    """Write the features step (``artifacts.PREPROCESSING``, ``FEATURE_ARRAYS``, ``FEATURES_REPORT``, and
+    ``DRIFT_REFERENCE`` when given: the training part's long rows) into ``target`` atomically."""
     with artifacts.atomic_dir(target) as tmp:
         if reference is not None:
-            reference.to_parquet(tmp / REFERENCE, index=False)
-        artifacts.write_json(tmp / "preprocessing.json", fs.prep.to_dict())
-        artifacts.write_json(tmp / "report.json", fs.report)
+            reference.to_parquet(artifacts.DRIFT_REFERENCE.at(tmp), index=False)
+        artifacts.write_json(artifacts.PREPROCESSING.at(tmp), fs.prep.to_dict())
+        artifacts.write_json(artifacts.FEATURES_REPORT.at(tmp), fs.report)
         np.savez(
-            tmp / "arrays.npz", values=fs.values, target=fs.target, y=fs.y, ds=fs.ds.astype("datetime64[ns]").astype(np.int64),
+            artifacts.FEATURE_ARRAYS.at(tmp), values=fs.values, target=fs.target, y=fs.y, ds=fs.ds.astype("datetime64[ns]").astype(np.int64),
             series=fs.series, series_ids=np.asarray(fs.series_ids), **{f"starts_{k}": v for k, v in fs.starts.items()},
         )  # fmt: skip
     return target
 
 
 def load_preprocessor(folder: Path) -> Preprocessor:
-    return Preprocessor.from_dict(artifacts.read_json(Path(folder) / "preprocessing.json"))
+    return Preprocessor.from_dict(artifacts.read_json(artifacts.PREPROCESSING.at(folder)))
 
 
 def load_features(folder: Path) -> FeatureSet:
     """Read what :func:`save_features` wrote."""
     folder = Path(folder)
-    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+    with np.load(artifacts.FEATURE_ARRAYS.at(folder), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return FeatureSet(
         prep=load_preprocessor(folder), values=arrays["values"], target=arrays["target"], y=arrays["y"],
         ds=arrays["ds"].astype("datetime64[ns]"), series=arrays["series"], series_ids=arrays["series_ids"].tolist(),
-        starts={k: arrays[f"starts_{k}"] for k in SPLITS}, report=artifacts.read_json(folder / "report.json"),
+        starts={k: arrays[f"starts_{k}"] for k in SPLITS}, report=artifacts.read_json(artifacts.FEATURES_REPORT.at(folder)),
     )  # fmt: skip
 
 

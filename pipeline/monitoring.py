@@ -53,7 +53,7 @@ from pipeline.errors import MonitoringError, RegistryError, SchemaValidationErro
 log = logging.getLogger(__name__)
 
 SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
-OBSERVED, REFERENCE, CHECK = "observed.parquet", "reference.parquet", "check.json"
+OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFERENCE.name, artifacts.CHECK_RESULT.name
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
     "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",

@@ -1,6 +1,9 @@
 """Model logging and version registration: resumable step by step, each step idempotent.
 
-:func:`track_and_register` is the stage entry point. After the run is logged
+:func:`track_and_register` is the stage entry point. Its inputs are explicit: the validate
+stage's result and the features, training and evaluation folders (:class:`pipeline.tracking.RunInputs`);
+its own folder (``run_path``) only names the MLflow run and holds the run binding
+(``artifacts.RUN_MANIFEST``). After the run is logged
 (:mod:`pipeline.tracking`), a run whose comparison gate passed is registered in four steps;
 a rerun after a crash at any point finishes what is missing and repeats nothing:
 
@@ -38,11 +41,11 @@ PACKAGE_ROOT = tracking.PACKAGE_ROOT
 tracking_uri, check_server, artifact_location = tracking.tracking_uri, tracking.check_server, tracking.artifact_location
 
 
-def _input_example(cfg: PipelineConfig, run_path: Path, lookback: int) -> pd.DataFrame:
+def _input_example(cfg: PipelineConfig, validated_data: Path, lookback: int) -> pd.DataFrame:
     """The last ``lookback`` raw rows of the validated data, typed like a user's frame."""
     from pipeline import schema
 
-    long = pd.read_parquet(run_path / artifacts.VALIDATION / "data.parquet").tail(lookback)
+    long = pd.read_parquet(validated_data).tail(lookback)
     d = cfg.data
     frame = pd.DataFrame({d.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()})
     frame[d.target_column] = long[schema.Y].to_numpy()
@@ -53,14 +56,12 @@ def _input_example(cfg: PipelineConfig, run_path: Path, lookback: int) -> pd.Dat
     return frame.reset_index(drop=True)
 
 
-def model_artifacts(run_path: Path) -> dict[str, str]:
+def model_artifacts(features_dir: Path, training_dir: Path) -> dict[str, str]:
     """The files the pyfunc model ships, by the name ``load_context`` reads them under."""
-    from pipeline.features import REFERENCE
-
-    reference = run_path / artifacts.FEATURES / REFERENCE  # drift reference for monitoring
+    reference = artifacts.DRIFT_REFERENCE.at(features_dir)  # drift reference for monitoring
     return {
-        "preprocessing": str(run_path / artifacts.FEATURES / "preprocessing.json"),
-        "weights": str(run_path / artifacts.TRAINING / "model.pt"),
+        "preprocessing": str(artifacts.PREPROCESSING.at(features_dir)),
+        "weights": str(artifacts.MODEL_WEIGHTS.at(training_dir)),
         **({"reference": str(reference)} if reference.exists() else {}),
     }
 
@@ -78,7 +79,7 @@ def _inference_package(folder: Path) -> Path:
     return package
 
 
-def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
+def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     import tempfile
 
     from mlflow.models import infer_signature
@@ -87,16 +88,16 @@ def _log_model(mlflow, cfg: PipelineConfig, run_path: Path):
     from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
     from pipeline.training import LSTMForecaster
 
-    prep = load_preprocessor(run_path / artifacts.FEATURES)
-    example = _input_example(cfg, run_path, prep.lookback)
+    prep = load_preprocessor(inputs.features)
+    example = _input_example(cfg, inputs.validated_data, prep.lookback)
     model = ForecastModel()
-    model.use(LSTMForecaster.load(run_path / artifacts.TRAINING / "model.pt", prep))
+    model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep))
     signature = _optional_inputs(infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS))  # also proves the example is usable
     with tempfile.TemporaryDirectory() as tmp:
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=ForecastModel(),
-            artifacts=model_artifacts(run_path),
+            artifacts=model_artifacts(inputs.features, inputs.training),
             code_paths=[str(_inference_package(tmp))],
             signature=signature,
             input_example=example,
@@ -142,8 +143,8 @@ def _run_version(client, name: str, run_id: str) -> int | None:
     return min(int(v.version) for v in found) if found else None
 
 
-def _create_version(mlflow, client, cfg: PipelineConfig, run_path: Path, run_id: str, tags: dict, info: dict) -> int:
-    model_info = _log_model(mlflow, cfg, run_path)
+def _create_version(mlflow, client, cfg: PipelineConfig, inputs: tracking.RunInputs, run_id: str, tags: dict, info: dict) -> int:
+    model_info = _log_model(mlflow, cfg, inputs)
     faults.point("after_log_model")
     name = cfg.mlflow.registered_model_name
     version = client.create_model_version(name, source=model_info.model_uri, run_id=run_id, tags=tags, description=tracking.describe(info), model_id=model_info.model_id)
@@ -184,14 +185,14 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict) -> lis
         return aliases.version_aliases(client, name, version)
 
 
-def register(mlflow, client, cfg: PipelineConfig, uri: str, run_path: Path, run_id: str, info: dict, validated: dict) -> dict[str, Any]:
+def register(mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.RunInputs, run_id: str, info: dict, validated: dict) -> dict[str, Any]:
     """Steps 1-4 for a run whose gate passed; each step is skipped when already done."""
     name = cfg.mlflow.registered_model_name
     tags = version_tags(info, validated, run_id)
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
     if version is None:
-        version = _create_version(mlflow, client, cfg, run_path, run_id, tags, info)
+        version = _create_version(mlflow, client, cfg, inputs, run_id, tags, info)
     else:
         log.info("run %s is already registered as %s v%s; finishing its registration", run_id, name, version)
     _write_tags(client, name, version, tags, tracking.describe(info))
@@ -221,8 +222,20 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
             )
 
 
-def track_and_register(cfg: PipelineConfig, run_path: Path, validated: dict[str, Any], tags: dict[str, str] | None = None) -> dict[str, Any]:
+def track_and_register(
+    cfg: PipelineConfig, run_path: Path, validated: dict[str, Any], features_dir: Path, training_dir: Path, evaluation_dir: Path,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Stage entry point: log the run to MLflow and register the model if the gate passed.
+
+    Args:
+        run_path: the pipeline run's folder; its name is the MLflow run key (a rerun with the
+            same name resumes that MLflow run) and it holds ``artifacts.RUN_MANIFEST``.
+        validated: the validate stage's result (``report``, ``data``, ``data_sha256``, ``as_of``;
+            :func:`pipeline.validation.validated_from_folder` rebuilds it from a folder).
+        features_dir, training_dir, evaluation_dir: the folders the features, train and compare
+            stages returned.
+        tags: extra MLflow run tags (orchestrator ids).
 
     Returns:
         ``{"mlflow_run_id", "mlflow_experiment_id", "registered_model", "registered_version",
@@ -232,29 +245,31 @@ def track_and_register(cfg: PipelineConfig, run_path: Path, validated: dict[str,
     Raises:
         RegistryError: the tracking server is unreachable (checked before anything is logged),
             the run id belongs to another config or data, or MLflow failed; a rerun resumes.
-        ConfigError: ``run_path`` was made with another config or other data.
+        ConfigError: ``run_path`` was made with another config or other data, or an input is
+            missing (``validated`` without ``report``/``data``, a folder that does not exist).
     """
     import mlflow
 
     run_path = Path(run_path)
+    inputs = tracking.RunInputs.of(validated, features_dir, training_dir, evaluation_dir)
     uri = tracking.tracking_uri(cfg)
     tracking.check_server(uri)
     fingerprint = tracking.bind_run_folder(cfg, run_path, validated.get("data_sha256"))
     mlflow.set_tracking_uri(uri)
     try:
         with tracking.bounded_http_retries():
-            return _track_and_register(mlflow, cfg, uri, run_path, validated, tags or {}, fingerprint)
+            return _track_and_register(mlflow, cfg, uri, run_path, inputs, validated, tags or {}, fingerprint)
     except mlflow.exceptions.MlflowException as exc:
         tracking.check_server(uri, attempts=1)  # a server gone mid-way gets its own message: "cannot reach MLflow at URL"
         raise RegistryError(f"MLflow at {uri} failed a request: {exc}. Rerun the same run id to resume: finished steps are kept.") from exc
 
 
-def _track_and_register(mlflow, cfg, uri: str, run_path: Path, validated: dict, tags: dict, fingerprint: str) -> dict[str, Any]:
+def _track_and_register(mlflow, cfg, uri: str, run_path: Path, inputs: tracking.RunInputs, validated: dict, tags: dict, fingerprint: str) -> dict[str, Any]:
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name(cfg.mlflow.experiment_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment_name, artifact_location=tracking.artifact_location(cfg, uri))
     with tracking.find_or_start_run(mlflow, client, exp_id, run_path.name, fingerprint) as run:
-        info = tracking.log_run_contents(mlflow, cfg, run_path, validated, tags)
+        info = tracking.log_run_contents(mlflow, cfg, inputs, validated, tags)
         result: dict[str, Any] = {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": exp_id}
         if not info["gate"]["passed"]:
             reason = "; ".join(info["gate"]["reasons"][:1])
@@ -262,6 +277,6 @@ def _track_and_register(mlflow, cfg, uri: str, run_path: Path, validated: dict, 
             log.warning("not registering: the comparison gate failed: %s", reason)
             _withdraw(client, cfg, uri, run.info.run_id, info, validated)
             return {**result, "registration": f"skipped: gate failed: {reason}"}
-        result.update(register(mlflow, client, cfg, uri, run_path, run.info.run_id, info, validated))
+        result.update(register(mlflow, client, cfg, uri, inputs, run.info.run_id, info, validated))
         mlflow.set_tag("registration", f"{result['registered_model']} v{result['registered_version']}")
         return result

@@ -88,7 +88,7 @@ def _default_train(
     from pipeline.runner import run_training_pipeline
 
     since = as_of - history if history is not None else None
-    before = rows_before_copy(cfg, data_path, as_of, Path(run_path) / "input" / "data_before_as_of.csv.gz", since)
+    before = rows_before_copy(cfg, data_path, as_of, artifacts.REPLAY_TRAINING_INPUT.in_run(run_path), since)
     return run_training_pipeline(cfg, run_path, data_path=before, register=True, tags=tags, as_of=as_of)
 
 
@@ -206,13 +206,13 @@ def isolated_config(cfg: PipelineConfig, folder: Path) -> PipelineConfig:
     folder = Path(folder).resolve()
     update: dict[str, Any] = {
         "mlflow": cfg.mlflow.model_copy(
-            update={"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "artifact_location": folder / "mlflow-artifacts"}
+            update={"tracking_uri": f"sqlite:///{artifacts.MLFLOW_STORE.at(folder)}", "artifact_location": folder / "mlflow-artifacts"}
         ),
         "run": cfg.run.model_copy(update={"artifact_root": folder / "runs"}),
     }
     monitoring = getattr(cfg, "monitoring", None)
     if monitoring is not None and "store_url" in type(monitoring).model_fields:
-        update["monitoring"] = monitoring.model_copy(update={"store_url": f"sqlite:///{folder / 'store.db'}"})
+        update["monitoring"] = monitoring.model_copy(update={"store_url": f"sqlite:///{artifacts.REPLAY_STORE.at(folder)}"})
     return cfg.model_copy(update=update)
 
 
@@ -247,11 +247,11 @@ def prepare_data(cfg: PipelineConfig, spec: ReplaySpec, folder: Path) -> Path:
     drifted = apply_scenario(
         raw, spec.scenario, inject, cfg.data.timestamp_column, cfg.data.target_column, cfg.data.timestamp_format
     )
-    return write_scenario_data(drifted, Path(folder) / "data.csv.gz")
+    return write_scenario_data(drifted, artifacts.REPLAY_DATA.at(folder))
 
 
 def _bind_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    path = folder / "replay.json"
+    path = artifacts.REPLAY_MANIFEST.at(folder)
     if path.exists():
         old = artifacts.read_json(path)
         if old != manifest:
@@ -384,12 +384,12 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     timeline = pd.DataFrame(rows)
     for col in ("champion_version", "registered_version", "n_origins_scored"):
         timeline[col] = pd.to_numeric(timeline[col]).astype("Int64")  # versions stay integers next to gaps
-    timeline.to_csv(folder / "timeline.csv", index=False)
+    timeline.to_csv(artifacts.REPLAY_TIMELINE.at(folder), index=False)
     summary = summarize(timeline, inject, spec.scenario.kind != "none", initial)
     summary.update(replay_id=replay_id, scenario=spec.scenario.name, replay_dir=str(folder),
-                   timeline=str(folder / "timeline.csv"), tracking_uri=uri)  # fmt: skip
-    summary["plot"] = str(plot_timeline(timeline, inject if spec.scenario.kind != "none" else None, folder / "timeline.png"))
-    artifacts.write_json(folder / "summary.json", summary)
+                   timeline=str(artifacts.REPLAY_TIMELINE.at(folder)), tracking_uri=uri)  # fmt: skip
+    summary["plot"] = str(plot_timeline(timeline, inject if spec.scenario.kind != "none" else None, artifacts.REPLAY_PLOT.at(folder)))
+    artifacts.write_json(artifacts.REPLAY_SUMMARY.at(folder), summary)
     return summary
 
 
@@ -402,7 +402,7 @@ def _ensure_champion(
     of one config from one start see the same data before ``start`` (a fault is injected at
     or after it), so they share that run (trained once, registered in each replay's registry).
     """
-    record = folder / "initial.json"
+    record = artifacts.REPLAY_INITIAL.at(folder)
     if record.exists():
         return artifacts.read_json(record)
     version = stages.champion(cfg)

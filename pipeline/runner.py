@@ -47,7 +47,7 @@ def run_training_pipeline(
     Raises:
         PipelineError subclasses from the stage that failed; earlier stages' artifacts stay.
     """
-    from pipeline.stages import STAGES
+    from pipeline.stages import STAGES, run_stage
 
     if register:  # a dead tracking server costs seconds here, not a training run
         from pipeline.tracking import check_server, tracking_uri
@@ -59,7 +59,7 @@ def run_training_pipeline(
         if stage.name == "register" and not register:
             break
         t0 = time.perf_counter()
-        results[stage.name] = _stage(stage.name, stage.load(), cfg, run_path, *stage.inputs(results), **options.get(stage.name, {}))
+        results[stage.name] = run_stage(stage.name, cfg, run_path, results, **options.get(stage.name, {}))
         if on_stage_end is not None:
             on_stage_end(stage.name, time.perf_counter() - t0, results[stage.name])
     result: dict[str, Any] = {
@@ -79,7 +79,9 @@ def summary_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_training_pipeline`'s result."""
     import pandas as pd
 
-    table = pd.read_csv(Path(result["evaluation"]) / "comparison.csv")
+    from pipeline import artifacts
+
+    table = pd.read_csv(artifacts.COMPARISON_TABLE.at(result["evaluation"]))
     lines = [
         f"validated rows: {result['rows']}; windows: {result['windows']}",
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),

@@ -14,14 +14,15 @@ train      pipeline.training.run_training        features.features        ``trai
 baselines  pipeline.baselines.run_baselines      features.features        ``baselines/``
 compare    pipeline.evaluation.run_comparison    features, train,         ``evaluation/``
                                                  baselines
-register   pipeline.registry.track_and_register  validate (and the run    MLflow run, model
-                                                 folder's validation,     version, aliases
-                                                 features, training,
-                                                 evaluation by name)
+register   pipeline.registry.track_and_register  validate, features,      MLflow run, model
+                                                 train, compare           version, aliases
 =========  ====================================  =======================  ===================
 
 Every entry point has the shape ``fn(cfg, run_path, *inputs, **options) -> dict`` where each
-input is one value of an earlier stage's returned dict. This module imports nothing heavy
+input is one value of an earlier stage's returned dict (a folder or file path; the validate
+result whole for registration). No stage reads another step's folder by name: file names come
+from :data:`pipeline.artifacts.CATALOG`, folders are inputs, so a shared run folder (CLI,
+Airflow) and one folder per artifact (Kubeflow) run the same code. This module imports nothing heavy
 (the Airflow scheduler may import it while parsing a DAG file): entry points are resolved on
 first call.
 """
@@ -48,15 +49,12 @@ class Stage:
             ``results[stage][key]`` (a path), or the whole result dict when ``key`` is None.
         produces: the folder it writes under the run folder (``pipeline.artifacts`` step
             name), or ``None`` for the registry stage, which writes to MLflow.
-        reads_run_folder: the steps it reads from the run folder by name instead of taking
-            them as inputs (only registration; see :func:`assemble_run_folder`).
     """
 
     name: str
     entry: str
     consumes: tuple[tuple[str, str | None], ...]
     produces: str | None
-    reads_run_folder: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -89,8 +87,8 @@ STAGES: tuple[Stage, ...] = (
         (("features", "features"), ("train", "training"), ("baselines", "baselines")), "evaluation",
     ),  # fmt: skip
     Stage(
-        "register", "pipeline.registry:track_and_register", (("validate", None),), None,
-        reads_run_folder=("validation", "features", "training", "evaluation"),
+        "register", "pipeline.registry:track_and_register",
+        (("validate", None), ("features", "features"), ("train", "training"), ("compare", "evaluation")), None,
     ),  # fmt: skip
 )
 
@@ -107,6 +105,35 @@ def stage(name: str) -> Stage:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; expected one of {[s.name for s in STAGES]}") from None
+
+
+def run_stage(name: str, cfg: Any, run_path: str | Path, results: dict[str, dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """Run stage ``name`` with its inputs taken from ``results``: how the CLI runner, the Airflow
+    DAG and the benchmarks call a stage (the Kubeflow components call the entry points on their
+    own artifact folders).
+
+    Args:
+        cfg: the run's :class:`pipeline.config.PipelineConfig`.
+        run_path: the run folder the stage writes its step into.
+        results: earlier stages' returned dicts by stage name (only those it consumes are read;
+            in Airflow, the upstream tasks' XComs).
+        options: keyword options of the entry point (``as_of``, ``data_path``, ``tags``, ...).
+
+    Raises:
+        KeyError: an input stage is missing from ``results`` (the message names it).
+        PipelineError: from the stage, with ``stage`` set to ``name``.
+    """
+    from pipeline.errors import PipelineError
+
+    s = stage(name)
+    missing = sorted(upstream(name) - set(results))
+    if missing:
+        raise KeyError(f"stage {name!r} needs the results of {missing}; given {sorted(results)}")
+    try:
+        return s.load()(cfg, Path(run_path), *s.inputs(results), **options)
+    except PipelineError as err:
+        err.stage = err.stage or name
+        raise
 
 
 def upstream(name: str) -> set[str]:
@@ -134,50 +161,16 @@ def scratch_run(prefix: str = "lstm-run-") -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def publish(step_folder: str | Path, artifact_path: str | Path, drop: tuple[str, ...] = ()) -> Path:
+def publish(step_folder: str | Path, artifact_path: str | Path) -> Path:
     """Move a stage's output folder to an orchestrator's artifact path (replacing it).
 
     Args:
         step_folder: the folder a stage wrote (e.g. ``<scratch>/run/training``).
         artifact_path: where the orchestrator expects the artifact (KFP's ``Output[...].path``).
-        drop: names inside the folder not to publish (e.g. ``checkpoints``).
     """
     src, dst = Path(step_folder), Path(artifact_path)
-    for name in drop:
-        shutil.rmtree(src / name, ignore_errors=True)
     if dst.exists():
         shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(src), str(dst))
     return dst
-
-
-def assemble_run_folder(run_path: str | Path, parts: dict[str, str | Path]) -> Path:
-    """Lay out the run folder registration reads by name, from folders passed separately.
-
-    ``track_and_register`` reads ``<run>/{validation,features,training,evaluation}/`` (and takes
-    the MLflow run key from the folder's name); Kubeflow hands each step its inputs as separate
-    artifact folders. This links each one into ``run_path`` under its step name.
-
-    Args:
-        run_path: the folder to create; its name becomes the MLflow run key (a rerun with the
-            same name reuses the MLflow run and registers nothing twice).
-        parts: step name -> folder; must cover ``stage("register").reads_run_folder``.
-
-    Raises:
-        ValueError: a step is missing from ``parts``, or a part is not a folder.
-    """
-    needed = stage("register").reads_run_folder
-    missing = [step for step in needed if step not in parts]
-    if missing:
-        raise ValueError(f"registration needs the folders {list(needed)}; missing {missing}")
-    run_path = Path(run_path)
-    run_path.mkdir(parents=True, exist_ok=True)
-    for step, folder in parts.items():
-        if not Path(folder).is_dir():
-            raise ValueError(f"{step}: expected a folder, found {folder!r}")
-        link = run_path / step
-        if link.is_symlink() or link.exists():
-            link.unlink() if link.is_symlink() else shutil.rmtree(link)
-        link.symlink_to(Path(folder).resolve(), target_is_directory=True)
-    return run_path

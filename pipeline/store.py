@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from pipeline import artifacts
 from pipeline.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ alias_events = sa.Table(
 
 def default_store_url(artifact_root: Path) -> str:
     """SQLite file beside the local MLflow store: ``<artifact_root>/../mlflow/store/forecasts.db``."""
-    path = Path(artifact_root).resolve().parent / "mlflow" / "store" / "forecasts.db"
+    path = Path(artifact_root).resolve().parent / "mlflow" / "store" / artifacts.FORECAST_STORE.name
     return f"sqlite:///{path}"
 
 

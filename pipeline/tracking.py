@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from pipeline.errors import ConfigError, RegistryError
 
 RUN_TAG = "pipeline_run_id"
 FINGERPRINT_TAG = "pipeline_fingerprint"
-RUN_MANIFEST = "run.json"
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: config keys that do not change what a run computes (where it runs, how it reports)
 MACHINE_LOCAL_KEYS = ("data.path", "run.artifact_root", "training.device", "training.progress", "training.num_threads", "mlflow.tracking_uri", "mlflow.artifact_location")
@@ -49,7 +49,7 @@ def tracking_uri(cfg: PipelineConfig) -> str:
         return cfg.mlflow.tracking_uri
     store = Path(cfg.run.artifact_root).resolve().parent / "mlflow" / "store"
     store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{artifacts.MLFLOW_STORE.at(store)}"
 
 
 def artifact_location(cfg: PipelineConfig, uri: str) -> str | None:
@@ -137,7 +137,7 @@ def bind_run_folder(cfg: PipelineConfig, run_path: Path, data_sha256: str | None
             was changed. Use a new ``--run-id`` (or none: a new id is made).
     """
     fingerprint = run_fingerprint(cfg, data_sha256)
-    manifest = Path(run_path) / RUN_MANIFEST
+    manifest = artifacts.RUN_MANIFEST.in_run(run_path)
     if manifest.exists():
         old = artifacts.read_json(manifest)
         if old.get("fingerprint") != fingerprint:
@@ -186,8 +186,51 @@ def _metrics(history: list, training: dict, comparison: dict) -> list:
     return metrics + [Metric(k, float(v), now, 0) for k, v in finals.items() if v == v]
 
 
-def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dict, tags: dict[str, str]) -> dict:
-    """Log params (once), metrics, tags and the reports/plots of ``run_path`` to the active run.
+@dataclass(frozen=True)
+class RunInputs:
+    """What registration reads, each an explicit input (no sibling folder found by name).
+
+    Attributes:
+        validation_report: ``artifacts.VALIDATION_REPORT`` (logged to the MLflow run).
+        validated_data: ``artifacts.VALIDATED_DATA`` (the model's input example comes from it).
+        features: the features step folder (``PREPROCESSING``, ``DRIFT_REFERENCE``).
+        training: the training step folder (``MODEL_WEIGHTS``, ``TRAINING_FACTS``, ``TRAINING_HISTORY``, ``LOSS_CURVE``).
+        evaluation: the evaluation step folder (``EVALUATION_METRICS``, ``COMPARISON*``, ``GATE``, ``FORECAST_PLOT``).
+    """
+
+    validation_report: Path
+    validated_data: Path
+    features: Path
+    training: Path
+    evaluation: Path
+
+    @classmethod
+    def of(cls, validated: dict, features_dir: Path | str, training_dir: Path | str, evaluation_dir: Path | str) -> RunInputs:
+        """From the validate stage's result (``report``, ``data``) and the other stages' folders.
+
+        Raises:
+            ConfigError: ``validated`` lacks ``report`` or ``data``, or a folder does not exist.
+        """
+        missing = [k for k in ("report", "data") if not validated.get(k)]
+        if missing:
+            raise ConfigError(f"registration needs the validate stage's result with 'report' and 'data' paths; missing {missing} in {sorted(validated)}")
+        inputs = cls(Path(validated["report"]), Path(validated["data"]), Path(features_dir), Path(training_dir), Path(evaluation_dir))
+        for name in ("features", "training", "evaluation"):
+            if not getattr(inputs, name).is_dir():
+                raise ConfigError(f"registration input {name!r}: expected the {name} step's folder, found nothing at {getattr(inputs, name)}")
+        return inputs
+
+    def logged(self) -> dict[str, list[Path]]:
+        """MLflow artifact folder -> the files logged there."""
+        return {
+            artifacts.VALIDATION: [self.validation_report],
+            artifacts.TRAINING: [artifacts.TRAINING_FACTS.at(self.training), artifacts.LOSS_CURVE.at(self.training)],
+            artifacts.EVALUATION: [a.at(self.evaluation) for a in (artifacts.EVALUATION_METRICS, artifacts.COMPARISON_TABLE, artifacts.COMPARISON, artifacts.GATE, artifacts.FORECAST_PLOT)],
+        }  # fmt: skip
+
+
+def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: dict, tags: dict[str, str]) -> dict:
+    """Log params (once), metrics, tags and the reports/plots of the run's steps to the active run.
 
     Returns:
         ``{"gate", "training", "comparison"}``: the JSON artifacts read on the way.
@@ -195,10 +238,10 @@ def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dic
     from mlflow.entities import Param, RunTag
 
     client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
-    training = artifacts.read_json(run_path / artifacts.EVALUATION / "metrics.json")  # the LSTM's test metrics, computed by evaluation only
-    comparison = artifacts.read_json(run_path / artifacts.EVALUATION / "comparison.json")
-    gate = artifacts.read_json(run_path / artifacts.EVALUATION / "gate.json")
-    history = artifacts.read_json(run_path / artifacts.TRAINING / "history.json")
+    training = artifacts.read_json(artifacts.EVALUATION_METRICS.at(inputs.evaluation))  # the LSTM's test metrics, computed by evaluation only
+    comparison = artifacts.read_json(artifacts.COMPARISON.at(inputs.evaluation))
+    gate = artifacts.read_json(artifacts.GATE.at(inputs.evaluation))
+    history = artifacts.read_json(artifacts.TRAINING_HISTORY.at(inputs.training))
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in flat_params(cfg).items() if k not in existing]
     metrics = _metrics(history, training, comparison)
@@ -210,13 +253,9 @@ def log_run_contents(mlflow, cfg: PipelineConfig, run_path: Path, validated: dic
     for i in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=[])
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
-    for step, names in {
-        artifacts.VALIDATION: ["report.json"],
-        artifacts.TRAINING: ["metrics.json", "loss_curve.png"],
-        artifacts.EVALUATION: ["metrics.json", "comparison.csv", "comparison.json", "gate.json", "forecast.png"],
-    }.items():
-        for name in names:
-            mlflow.log_artifact(str(run_path / step / name), artifact_path=step)
+    for step, paths in inputs.logged().items():
+        for path in paths:
+            mlflow.log_artifact(str(path), artifact_path=step)
     return {"gate": gate, "training": training, "comparison": comparison}
 
 

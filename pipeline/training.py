@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import artifacts
 from pipeline.config import ModelConfig, PipelineConfig, TrainingConfig
 from pipeline.errors import DataQualityError, TrainingError
 from pipeline.features import FeatureSet
@@ -35,7 +36,7 @@ from pipeline.model import RecurrentForecaster
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = artifacts.CHECKPOINT.name
 EVAL_BATCH = 4096
 
 
@@ -449,7 +450,7 @@ class LSTMForecaster:
             ValueError: the weights do not match ``prep`` (feature count or horizon).
         """
         path = Path(path_or_folder)
-        path = path / "model.pt" if path.is_dir() else path
+        path = artifacts.MODEL_WEIGHTS.at(path) if path.is_dir() else path
         payload = torch.load(path, map_location=device, weights_only=True)
         if (payload["n_features"], payload["horizon"]) != (prep.n_features, prep.horizon):
             raise ValueError(
@@ -497,22 +498,24 @@ def run_training(
     cfg: PipelineConfig, run_path: Path, features_dir: Path, device: str | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Stage entry point: train on ``features_dir``, write ``<run>/training/``. Forecasts only: the
-    evaluation stage computes every test metric.
+    """Stage entry point: train on ``features_dir``, write ``<run>/training/`` atomically. Forecasts
+    only: the evaluation stage computes every test metric.
 
-    Writes ``model.pt`` (weights), ``metrics.json`` (training facts: ``device``, ``train_seconds``,
-    ``predict_seconds``, epochs, ...), ``history.json``, ``loss_curve.png``, ``forecasts.npz``
-    (``test``: ``(n_origins, horizon)`` original units on the test windows ``test_index`` chosen by
+    Writes ``artifacts.MODEL_WEIGHTS`` (``model.pt``), ``TRAINING_FACTS`` (``metrics.json``:
+    ``device``, ``train_seconds``, ``predict_seconds``, epochs, ...), ``TRAINING_HISTORY``,
+    ``LOSS_CURVE`` and ``TRAINING_FORECASTS`` (``forecasts.npz``; ``test``: ``(n_origins, horizon)``
+    original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.select_origins`; ``train``/``train_index`` likewise for the
-    in-sample RMSE) and keeps ``checkpoints/`` so a retry resumes. Returns paths and the device.
+    in-sample RMSE). Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
+    resumes; never published as part of the model). Returns the folder and the device.
     """
-    from pipeline import artifacts
+    from pipeline import faults
     from pipeline.evaluation import select_origins
     from pipeline.features import load_features
 
     fs = load_features(features_dir)
     out = artifacts.step_dir(run_path, artifacts.TRAINING)
-    forecaster = LSTMForecaster(cfg, out / "checkpoints", device).fit(fs, on_epoch_end)
+    forecaster = LSTMForecaster(cfg, artifacts.step_dir(run_path, artifacts.CHECKPOINTS), device).fit(fs, on_epoch_end)
     test_index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
     train_index, _ = select_origins(len(fs.starts["train"]), cfg.evaluation)
     t0 = time.perf_counter()
@@ -530,11 +533,12 @@ def run_training(
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
         "n_origins": int(len(test_index)), "origin_step": step,
     }  # fmt: skip
-    forecaster.save(out / "model.pt")
-    np.savez(out / "forecasts.tmp.npz", test=test_pred, test_index=test_index, train=train_pred, train_index=train_index)
-    os.replace(out / "forecasts.tmp.npz", out / "forecasts.npz")
-    artifacts.write_json(out / "history.json", [r.history for r in results])
-    plot_loss_curve([r.history for r in results], out / "loss_curve.png")
-    artifacts.write_json(out / "metrics.json", metrics)
+    with artifacts.atomic_dir(out) as tmp:
+        forecaster.save(artifacts.MODEL_WEIGHTS.at(tmp))
+        np.savez(artifacts.TRAINING_FORECASTS.at(tmp), test=test_pred, test_index=test_index, train=train_pred, train_index=train_index)
+        artifacts.write_json(artifacts.TRAINING_HISTORY.at(tmp), [r.history for r in results])
+        plot_loss_curve([r.history for r in results], artifacts.LOSS_CURVE.at(tmp))
+        artifacts.write_json(artifacts.TRAINING_FACTS.at(tmp), metrics)
+        faults.point("training_written_before_rename")
     log.info("LSTM trained on %s in %.1fs; forecasts for %d test origins written", metrics["device"], train_seconds, len(test_index))
     return {"training": str(out), "device": metrics["device"]}

@@ -354,6 +354,25 @@ def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data")
     return report
 
 
+def validated_from_folder(folder: Path) -> dict[str, Any]:
+    """The validate stage's result, read back from its folder (an orchestrator that passes folders, not XComs).
+
+    Returns:
+        ``{"report": path, "data": path, "data_sha256": str | None}`` and ``"as_of"`` when the
+        run was cut at one: the keys :func:`pipeline.registry.track_and_register` reads.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no validation report (``artifacts.VALIDATION_REPORT``).
+    """
+    from pipeline import artifacts
+
+    report = artifacts.read_json(artifacts.VALIDATION_REPORT.at(folder))
+    return {
+        "report": str(artifacts.VALIDATION_REPORT.at(folder)), "data": str(artifacts.VALIDATED_DATA.at(folder)),
+        "data_sha256": report.get("data_sha256"), **({"as_of": report["as_of"]} if report.get("as_of") else {}),
+    }  # fmt: skip
+
+
 def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None = None, as_of=None) -> dict[str, Any]:
     """Stage entry point: read, validate, write ``<run>/validation/{report.json,data.parquet}``.
 
@@ -385,16 +404,16 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         report = validate_frame(raw, cfg, source)
     except SchemaValidationError as err:
         with artifacts.atomic_dir(target) as tmp:
-            artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **err.report.to_dict()})
+            artifacts.write_json(artifacts.VALIDATION_REPORT.at(tmp), {"source": source, "data_sha256": sha, **err.report.to_dict()})
         raise
     with artifacts.atomic_dir(target) as tmp:
-        artifacts.write_json(tmp / "report.json", {"source": source, "data_sha256": sha, **report.to_dict()})
-        report.frame.to_parquet(tmp / "data.parquet", index=False)
+        artifacts.write_json(artifacts.VALIDATION_REPORT.at(tmp), {"source": source, "data_sha256": sha, "as_of": as_of, **report.to_dict()})
+        report.frame.to_parquet(artifacts.VALIDATED_DATA.at(tmp), index=False)
     bind_run_folder(cfg, run_path, sha)
     log.info("validated %d rows from %s: %d gaps", report.rows, source, report.gaps.get("runs", 0))
     return {
-        "report": str(target / "report.json"),
-        "data": str(target / "data.parquet"),
+        "report": str(artifacts.VALIDATION_REPORT.at(target)),
+        "data": str(artifacts.VALIDATED_DATA.at(target)),
         "rows": report.rows,
         "series": int(report.frame[schema.UNIQUE_ID].nunique()),
         "gaps": int(report.gaps.get("runs", 0)),

@@ -190,3 +190,17 @@ def tiny_features(make_case):
     )
     cfg = load_config(config)
     return cfg, build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+
+
+def register_folder(cfg, run: Path, data_sha256: str | None = None, tags: dict | None = None) -> dict:
+    """``track_and_register`` for a run whose steps share one folder (what the CLI and the DAG write):
+    each input passed explicitly, as the stage list wires it. ``data_sha256`` replaces the validated one."""
+    from pipeline import artifacts
+    from pipeline.registry import track_and_register
+    from pipeline.validation import validated_from_folder
+
+    validated = validated_from_folder(artifacts.step_dir(run, artifacts.VALIDATION))
+    if data_sha256 is not None:
+        validated["data_sha256"] = data_sha256
+    steps = (artifacts.FEATURES, artifacts.TRAINING, artifacts.EVALUATION)
+    return track_and_register(cfg, Path(run), validated, *(artifacts.step_dir(run, s) for s in steps), tags=tags)

@@ -48,18 +48,18 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
         f"DAG run {result['run_id']}: {result['state']} in {seconds:.0f} s",
         "tasks: " + ", ".join(f"{t}={result['tasks'].get(t, '?')}" for t in TASKS),
     ]
-    report_path = run_dir / "validation" / "report.json"
+    report_path = artifacts.VALIDATION_REPORT.in_run(run_dir)
     if report_path.exists():
         report = artifacts.read_json(report_path)
         gaps = report.get("gaps") or {}
         out.append(f"rows validated: {report['rows']} ({gaps.get('runs', 0)} gaps in the target, longest {gaps.get('longest_run', 0)} steps); valid: {report['success']}")
     else:
         out.append("validation did not run to a report: see the task log below")
-    evaluation = run_dir / "evaluation"
-    if (evaluation / "comparison.csv").exists():
-        table = pd.read_csv(evaluation / "comparison.csv")
+    evaluation = artifacts.step_dir(run_dir, artifacts.EVALUATION)
+    if artifacts.COMPARISON_TABLE.at(evaluation).exists():
+        table = pd.read_csv(artifacts.COMPARISON_TABLE.at(evaluation))
         out += ["", "LSTM vs baselines on the same test windows (original units):", table.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
-        gate = artifacts.read_json(evaluation / "gate.json")
+        gate = artifacts.read_json(artifacts.GATE.at(evaluation))
         out += ["", f"gate: {'PASSED' if gate['passed'] else 'FAILED'} - {gate['reasons'][0]}"]
     out += [_registry_line(cfg), "", f"artifacts: {run_dir}", "MLflow UI:  make mlflow-ui   (then http://127.0.0.1:5000)", "Airflow UI: make airflow     (then http://127.0.0.1:8080)"]
     return "\n".join(out)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Path(argv[0] if argv else ROOT / "configs" / "beijing_pm25.yaml").resolve()
     cfg = load_config(config)
     home = Path(os.environ.get("LSTM_PIPELINE_AIRFLOW_HOME", ROOT / ".airflow")).resolve()
-    print(f"[demo] Airflow metadata DB: {home / 'airflow.db'} (airflow db migrate)", flush=True)
+    print(f"[demo] Airflow metadata DB: {artifacts.AIRFLOW_DB.at(home)} (airflow db migrate)", flush=True)
     env = init_airflow(home, airflow_env(home))
     print(f"[demo] running DAG lstm_training once with dag.test() on {cfg.data.path or 'a generated series'} ...", flush=True)
     t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Both are checked against :data:`pipeline.stages.STAGES` (what the CLI runner loops over):
 - which stage entry point each Airflow task / KFP component calls, read from the source (an
-  ``from pipeline.<module> import <entry>`` inside the task, or ``stages.stage("<name>")``);
+  ``from pipeline.<module> import <entry>`` inside the task, ``stages.stage("<name>")``, or a
+  call ``_stage("<name>", ...)`` / ``run_stage("<name>", ...)``);
 - the set of entry points called equals the stage list, no more, no less;
 - each stage's ancestors in the orchestrator's graph (Airflow's task edges, KFP's compiled
   ``dependentTasks``) equal its ancestors in the stage list: same order, same parallel branches.
@@ -45,8 +46,10 @@ def _called_stages(fn: ast.FunctionDef) -> set[str]:
     for node in _own_nodes(fn):
         if isinstance(node, ast.ImportFrom) and node.module:
             found |= {by_entry[(node.module, a.name)] for a in node.names if (node.module, a.name) in by_entry}
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "stage":
-            found |= {a.value for a in node.args if isinstance(a, ast.Constant) and a.value in stages.BY_NAME}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("stage", "_stage", "run_stage"):
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and first.value in stages.BY_NAME:
+                found.add(first.value)
     return found
 
 
@@ -74,10 +77,8 @@ def _ancestors(parents: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def expected_ancestors() -> dict[str, set[str]]:
-    """From the stage list: inputs, plus the producers of the folders registration reads by name."""
-    producer = {s.produces: s.name for s in stages.STAGES if s.produces}
-    needs = {s.name: stages.upstream(s.name) | {producer[f] for f in s.reads_run_folder} for s in stages.STAGES}
-    return _ancestors(needs)
+    """From the stage list: every stage after the stages it consumes."""
+    return _ancestors({s.name: stages.upstream(s.name) for s in stages.STAGES})
 
 
 def _stage_graph(task_parents: dict[str, set[str]], task_stage: dict[str, str]) -> dict[str, set[str]]:

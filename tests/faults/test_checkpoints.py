@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.training import CHECKPOINT, train_member
@@ -90,3 +91,41 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_resumes_from_the_last_comple
     assert list(folder.glob(".checkpoint.pt.tmp-*")), "the kill should leave a half-finished temporary file"
     _, result = train_member(fs, _short(cfg, 4), folder, seed=1, device=CPU)
     assert result.resumed_from_epoch == 1 and [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_training_folder_is_written_leaves_the_previous_one_whole_and_a_rerun_resumes(tiny_features, tmp_path):
+    """``run_training`` writes ``<run>/training/`` atomically; checkpoints live in ``<run>/checkpoints/``."""
+    from pipeline import artifacts
+    from pipeline.features import save_features
+    from pipeline.training import run_training
+
+    cfg, fs = tiny_features
+    cfg = _short(cfg, 2)
+    feats = save_features(fs, tmp_path / "features")
+    run = tmp_path / "run"
+    first = run_training(cfg, run, feats)
+    training = artifacts.step_dir(run, artifacts.TRAINING)
+    assert first["training"] == str(training) and artifacts.MODEL_WEIGHTS.at(training).is_file()
+    assert not (training / artifacts.CHECKPOINTS).exists(), "checkpoints are not part of the published training step"
+    assert list(artifacts.step_dir(run, artifacts.CHECKPOINTS).rglob(artifacts.CHECKPOINT.name))
+    before = {p.name: p.read_bytes() for p in training.iterdir()}
+
+    longer = _short(cfg, 3)
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(longer.model_dump_json())
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from pipeline.config import PipelineConfig
+        from pipeline.training import run_training
+        cfg = PipelineConfig.model_validate_json(Path({str(cfg_path)!r}).read_text())
+        run_training(cfg, Path({str(run)!r}), Path({str(feats)!r}))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LSTM_PIPELINE_FAULT": "training_written_before_rename"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in training.iterdir()} == before, "a kill mid-write must leave the previous training step as it was"
+
+    again = run_training(longer, run, feats)  # resumes from epoch 3's checkpoint, written before the kill
+    facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(again["training"]))
+    assert facts["resumed_from_epoch"] == [3] and facts["epochs_run"] == [3]

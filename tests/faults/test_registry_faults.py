@@ -22,9 +22,8 @@ import pytest
 from pipeline import aliases
 from pipeline.config import load_config
 from pipeline.errors import RegistryError
-from pipeline.registry import track_and_register
 from pipeline.runner import run_training_pipeline
-from tests.conftest import write_sine_case
+from tests.conftest import register_folder, write_sine_case
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +32,10 @@ REGISTER = textwrap.dedent("""
     from pathlib import Path
     from pipeline.config import load_config
     from pipeline.registry import track_and_register
+    from pipeline.validation import validated_from_folder
     config, run, sha, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-    result = track_and_register(load_config(config, overrides), run, {"data_sha256": sha})
+    validated = {**validated_from_folder(run / "validation"), "data_sha256": sha}
+    result = track_and_register(load_config(config, overrides), run, validated, run / "features", run / "training", run / "evaluation")
     print("RESULT " + json.dumps(result))
 """)
 
@@ -111,7 +112,7 @@ def test_a_registration_killed_at_any_point_is_finished_by_the_rerun(trained, en
     assert proc.returncode == -9, err[-3000:]
     _assert_invariants(env)
     cfg, _ = _cfg(trained, env)
-    result = track_and_register(cfg, run, {"data_sha256": trained["sha"]})
+    result = register_folder(cfg, run, trained["sha"])
     assert result["registered_version"] == 1 and result["aliases"] == ["challenger", "champion"]
     state = _state(env)
     assert list(state) == [1], f"one run, one version: {state}"
@@ -193,12 +194,12 @@ def faulty_proxy(mlflow_server):
 def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained, env, faulty_proxy, monkeypatch, endpoint):
     cfg, _ = _cfg(trained, env)
     tag = endpoint.rsplit("/", 1)[-1]
-    first = track_and_register(cfg, _copy(trained, f"5xx-first-{tag}"), {"data_sha256": trained["sha"]})
+    first = register_folder(cfg, _copy(trained, f"5xx-first-{tag}"), trained["sha"])
     assert first["aliases"] == ["challenger", "champion"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", faulty_proxy(endpoint))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     try:
-        out = track_and_register(cfg, _copy(trained, f"5xx-second-{tag}"), {"data_sha256": trained["sha"]})
+        out = register_folder(cfg, _copy(trained, f"5xx-second-{tag}"), trained["sha"])
     except RegistryError as err:
         assert "503" in str(err) or "Service Unavailable" in str(err) or "INTERNAL_ERROR" in str(err) or "TEMPORARILY_UNAVAILABLE" in str(err), str(err)
         out = None
@@ -213,7 +214,7 @@ def test_a_server_error_under_the_lock_moves_no_alias(trained, env, faulty_proxy
     from pipeline.registry import assign_aliases
 
     cfg, _ = _cfg(trained, env)
-    first = track_and_register(cfg, _copy(trained, "5xx-lock"), {"data_sha256": trained["sha"]})
+    first = register_folder(cfg, _copy(trained, "5xx-lock"), trained["sha"])
     v1 = env["client"].get_model_version(env["model"], str(first["registered_version"]))
     v2 = env["client"].create_model_version(env["model"], source=v1.source, run_id=v1.run_id, tags={"gate": "passed"}, model_id=v1.source.removeprefix("models:/"))
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -240,15 +241,15 @@ def test_not_found_is_only_resource_does_not_exist(env, faulty_proxy, monkeypatc
 def test_reusing_a_run_id_with_another_config_is_refused_not_merged(trained, env):
     run = _copy(trained, "reuse")
     cfg, _ = _cfg(trained, env)
-    first = track_and_register(cfg, run, {"data_sha256": trained["sha"]})
+    first = register_folder(cfg, run, trained["sha"])
     params = env["client"].get_run(first["mlflow_run_id"]).data.params
     (run / "run.json").unlink()  # even without the folder's record, the MLflow run knows its fingerprint
     other, _ = _cfg(trained, env, **{"training.learning_rate": 0.02})
     with pytest.raises(RegistryError, match="logged from another config or other data"):
-        track_and_register(other, run, {"data_sha256": trained["sha"]})
+        register_folder(other, run, trained["sha"])
     (run / "run.json").unlink()
     with pytest.raises(RegistryError, match="logged from another config or other data"):
-        track_and_register(cfg, run, {"data_sha256": "0" * 64})
+        register_folder(cfg, run, "0" * 64)
     assert env["client"].get_run(first["mlflow_run_id"]).data.params == params
     assert list(_state(env)) == [1]
 
@@ -257,13 +258,13 @@ def test_a_stricter_gate_rerun_rewrites_the_version_tags_and_withdraws_challenge
     from pipeline.evaluation import run_comparison
 
     cfg, _ = _cfg(trained, env)
-    track_and_register(cfg, _copy(trained, "gate-1"), {"data_sha256": trained["sha"]})
+    register_folder(cfg, _copy(trained, "gate-1"), trained["sha"])
     run = _copy(trained, "gate-2")
-    second = track_and_register(cfg, run, {"data_sha256": trained["sha"]})
+    second = register_folder(cfg, run, trained["sha"])
     assert second["registered_version"] == 2 and second["aliases"] == ["challenger"]
     strict = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"min_relative_improvement": 0.99})})
     run_comparison(strict, run, run / "features", run / "training", run / "baselines")  # the verdict in the folder is now "failed"
-    out = track_and_register(cfg, run, {"data_sha256": trained["sha"]})
+    out = register_folder(cfg, run, trained["sha"])
     assert out["registration"].startswith("skipped: gate failed")
     state = _state(env)
     assert state[2]["gate"] == "failed" and state[2]["aliases"] == [] and "alias.challenger.removed" in state[2]["tags"]

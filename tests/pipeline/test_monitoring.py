@@ -16,10 +16,9 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import MonitoringError, RegistryError
 from pipeline.monitoring import run_check
-from pipeline.registry import track_and_register
 from pipeline.runner import run_training_pipeline
 from pipeline.store import store_for
-from tests.conftest import _free_port, sine_frame, write_sine_case
+from tests.conftest import _free_port, register_folder, sine_frame, write_sine_case
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "monitored-sine"
@@ -179,7 +178,7 @@ def test_a_champion_without_reference_sample_is_a_clear_error(env, capsys):
     raw["mlflow"]["registered_model_name"] = "old-sine"
     open(path, "w").write(yaml.safe_dump(raw))
     cfg = load_config(path)
-    assert track_and_register(cfg, old, {"data_sha256": "x"})["registered_version"] == 1
+    assert register_folder(cfg, old, "x")["registered_version"] == 1
     with pytest.raises(MonitoringError, match=r"model 'old-sine' version 1 has no reference sample.*Fix: retrain"):
         run_check(cfg, T, since=T0)
     assert store_for(cfg).last_checks("old-sine", 5) == [] and store_for(cfg).published("old-sine").empty

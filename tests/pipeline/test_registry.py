@@ -15,9 +15,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import DataQualityError, RegistryError
-from pipeline.registry import track_and_register
 from pipeline.runner import run_training_pipeline
-from tests.conftest import _free_port, write_sine_case
+from tests.conftest import _free_port, register_folder, write_sine_case
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "tiny-sine-lstm"
@@ -132,14 +131,8 @@ def _copy_run(registered, name):
     return dst
 
 
-def _validated(registered):
-    """The validation stage's XCom-sized result, as the DAG passes it to registration."""
-    report = json.loads((Path(registered["result"]["run_dir"]) / "validation" / "report.json").read_text())
-    return {"data_sha256": report["data_sha256"]}
-
-
 def test_registering_the_same_run_twice_makes_no_second_version(registered, client):
-    again = track_and_register(registered["cfg"], Path(registered["result"]["run_dir"]), _validated(registered))
+    again = register_folder(registered["cfg"], Path(registered["result"]["run_dir"]))
     assert again["registered_version"] == 1 and again["mlflow_run_id"] == registered["result"]["mlflow_run_id"]
     assert again["aliases"] == ["challenger", "champion"]
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
@@ -151,7 +144,7 @@ def test_unreachable_server_fails_clearly_and_leaves_the_registry_untouched(regi
     dead = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     with pytest.raises(RegistryError, match="cannot reach MLflow at http://127.0.0.1"):
-        track_and_register(registered["cfg"], _copy_run(registered, "run-dead"), _validated(registered))
+        register_folder(registered["cfg"], _copy_run(registered, "run-dead"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     assert {a: client.get_model_version_by_alias(MODEL_NAME, a).version for a in before} == before
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == n_versions
@@ -164,7 +157,7 @@ def test_failed_gate_registers_nothing_and_the_run_says_why(registered, client):
     strict = registered["cfg"].model_copy(update={"gate": registered["cfg"].gate.model_copy(update={"min_relative_improvement": 0.99})})
     run_comparison(strict, run, run / "features", run / "training", run / "baselines")
     n_versions = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
-    out = track_and_register(strict, run, _validated(registered))
+    out = register_folder(strict, run)
     assert out["registration"].startswith("skipped: gate failed") and "registered_version" not in out
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == n_versions
     assert client.get_run(out["mlflow_run_id"]).data.tags["registration"].startswith("skipped: gate failed")
@@ -177,7 +170,7 @@ def test_concurrent_registrations_leave_a_consistent_state(registered, client):
 
     def register(run):
         try:
-            results.append(track_and_register(registered["cfg"], run, _validated(registered)))
+            results.append(register_folder(registered["cfg"], run))
         except Exception as exc:  # surfaced below
             errors.append(exc)
 

@@ -13,39 +13,33 @@ def test_stages_in_order_with_their_inputs():
     assert stages.upstream("compare") == {"features", "train", "baselines"}
     results = {"features": {"features": "/r/features"}, "train": {"training": "/r/training"}, "baselines": {"baselines": "/r/b"}}
     assert [str(p) for p in stages.stage("compare").inputs(results)] == ["/r/features", "/r/training", "/r/b"]
-    assert stages.stage("register").inputs({"validate": {"rows": 3}}) == [{"rows": 3}]
+    everything = {"validate": {"rows": 3}, "features": {"features": "/r/f"}, "train": {"training": "/r/t"}, "compare": {"evaluation": "/r/e"}}
+    assert [str(v) if not isinstance(v, dict) else v for v in stages.stage("register").inputs(everything)] == [{"rows": 3}, "/r/f", "/r/t", "/r/e"]
 
 
-def test_publish_moves_the_folder_without_dropped_parts_and_replaces_the_target(tmp_path):
+def test_publish_moves_the_folder_and_replaces_the_target(tmp_path):
     step = tmp_path / "run" / "training"
-    (step / "checkpoints").mkdir(parents=True)
+    step.mkdir(parents=True)
     (step / "model.pt").write_text("weights")
     target = tmp_path / "out" / "model"
     target.mkdir(parents=True)
     (target / "stale").write_text("old")
-    stages.publish(step, target, drop=("checkpoints",))
+    stages.publish(step, target)
     assert sorted(p.name for p in target.iterdir()) == ["model.pt"]
     assert not step.exists()
 
 
-def test_assemble_run_folder_links_each_part_under_its_step_name(tmp_path):
-    parts = {}
-    for step in ("validation", "features", "training", "evaluation"):
-        parts[step] = tmp_path / "kfp" / f"{step}-artifact"
-        parts[step].mkdir(parents=True)
-        (parts[step] / "file.txt").write_text(step)
-    run = stages.assemble_run_folder(tmp_path / "run-key", parts)
-    assert run.name == "run-key"
-    assert {p.name: (p / "file.txt").read_text() for p in run.iterdir()} == {s: s for s in parts}
+def test_run_stage_names_a_missing_input_and_labels_errors_with_the_stage(make_case, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import SchemaValidationError
+    from tests.conftest import tiny_frame
 
-
-def test_assemble_run_folder_names_what_is_missing(tmp_path):
-    (tmp_path / "v").mkdir()
-    with pytest.raises(ValueError, match=r"missing \['features', 'training', 'evaluation'\]"):
-        stages.assemble_run_folder(tmp_path / "run", {"validation": tmp_path / "v"})
-    parts = {s: tmp_path / "v" for s in ("validation", "features", "training")} | {"evaluation": tmp_path / "nope"}
-    with pytest.raises(ValueError, match="evaluation: expected a folder"):
-        stages.assemble_run_folder(tmp_path / "run", parts)
+    with pytest.raises(KeyError, match=r"stage 'compare' needs the results of \['baselines', 'train'\]"):
+        stages.run_stage("compare", None, tmp_path, {"features": {"features": str(tmp_path)}})
+    config, _ = make_case(frame=tiny_frame().drop(columns=["load"]))
+    with pytest.raises(SchemaValidationError, match="load") as err:
+        stages.run_stage("validate", load_config(config), tmp_path / "run", {})
+    assert err.value.stage == "validate"
 
 
 @pytest.mark.slow
