@@ -75,8 +75,8 @@ def test_training_dag_tasks_edges_and_settings(tmp_path):
     assert edges == {
         "resolve_config": ["build_features", "compare_to_baselines", "fit_baselines", "register_model", "train_lstm", "validate_schema"],
         "validate_schema": ["build_features", "register_model"],
-        "build_features": ["compare_to_baselines", "fit_baselines", "train_lstm"],
-        "train_lstm": ["compare_to_baselines"],
+        "build_features": ["compare_to_baselines", "fit_baselines", "register_model", "train_lstm"],
+        "train_lstm": ["compare_to_baselines", "register_model"],
         "fit_baselines": ["compare_to_baselines"],
         "compare_to_baselines": ["register_model"],
         "register_model": [],

@@ -54,3 +54,24 @@ def test_runner_calls_the_stages_in_list_order(make_case, tmp_path):
     assert seen == [s.name for s in stages.STAGES if s.name != "register"]
     assert {"gate_passed", "rows", "windows", "device", "run_dir"} <= set(result)
     assert "registered_version" not in result
+
+
+def test_registration_names_a_missing_input_before_touching_mlflow(tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.registry import track_and_register
+
+    with pytest.raises(ConfigError, match=r"missing \['data'\]"):
+        track_and_register(None, tmp_path / "run", {"report": "r.json"}, tmp_path, tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="registration input 'training': expected the training step's folder, found nothing at .*nope"):
+        track_and_register(None, tmp_path / "run", {"report": "r.json", "data": "d.parquet"}, tmp_path, tmp_path / "nope", tmp_path)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validated_from_folder_rebuilds_the_validate_result(tmp_path):
+    from pipeline import artifacts
+    from pipeline.validation import validated_from_folder
+
+    artifacts.write_json(artifacts.VALIDATION_REPORT.at(tmp_path), {"data_sha256": "abc", "as_of": "2024-01-02T00:00:00"})
+    assert validated_from_folder(tmp_path) == {
+        "report": str(tmp_path / "report.json"), "data": str(tmp_path / "data.parquet"), "data_sha256": "abc", "as_of": "2024-01-02T00:00:00",
+    }  # fmt: skip
