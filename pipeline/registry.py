@@ -23,6 +23,7 @@ it, and a version that is ``champion`` makes the stage fail (roll back explicitl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +163,14 @@ def _write_tags(client, name: str, version: int, tags: dict[str, str], descripti
         client.update_model_version(name, str(version), description=description)
 
 
-def assign_aliases(client, uri: str, name: str, version: int, gate: dict) -> list[str]:
+def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record: Callable[..., Any] | None = None) -> list[str]:
     """Step 4: ``challenger`` unless a newer version holds it; ``champion`` when there is none.
 
     Both decisions are read inside :func:`pipeline.aliases.registry_lock`, so two runs
-    registering at once cannot both make their version the first ``champion``.
+    registering at once cannot both make their version the first ``champion``. Each move is
+    passed to ``record(alias, from_version, to_version, reason, evidence)`` right after it
+    (the forecast store's alias-event row, as the canary's moves are); a rerun that finds an
+    alias already in place moves nothing and records nothing.
 
     Returns:
         The version's aliases afterwards, sorted.
@@ -176,12 +180,16 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict) -> lis
         challenger = aliases.alias_version(client, name, aliases.CHALLENGER)
         if challenger is None or challenger < version:
             aliases.set_alias(client, name, aliases.CHALLENGER, version, "passed the comparison gate", evidence)
+            if record is not None:
+                record(aliases.CHALLENGER, challenger, version, "passed the comparison gate", evidence)
         elif challenger > version:
             log.info("%s v%s stays challenger: it is newer than v%s", name, challenger, version)
         faults.point("between_alias_moves")
         if aliases.alias_version(client, name, aliases.CHAMPION) is None:
             faults.point("before_first_champion")
             aliases.set_alias(client, name, aliases.CHAMPION, version, "first version of the model to pass the comparison gate", evidence)
+            if record is not None:
+                record(aliases.CHAMPION, None, version, "first version of the model to pass the comparison gate", evidence)
         return aliases.version_aliases(client, name, version)
 
 
@@ -196,7 +204,14 @@ def register(mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.Run
     else:
         log.info("run %s is already registered as %s v%s; finishing its registration", run_id, name, version)
     _write_tags(client, name, version, tags, tracking.describe(info))
-    found = assign_aliases(client, uri, name, version, info["gate"])
+    from pipeline.store import store_for
+
+    store = store_for(cfg)
+
+    def record(alias: str, old: int | None, new: int, reason: str, evidence: dict) -> None:
+        store.record_alias_event(name, alias, old, new, "register", reason, evidence, validated.get("as_of"))
+
+    found = assign_aliases(client, uri, name, version, info["gate"], record)
     return {"registered_model": name, "registered_version": version, "aliases": found}
 
 

@@ -71,6 +71,14 @@ def test_first_version_is_champion_and_challenger_with_tags(registered, client):
     assert mv.tags["best_baseline"] == "Naive" and mv.tags["gate"] == "passed"
     assert "best baseline Naive" in mv.description and "| model | RMSE |" in mv.description
     assert mv.current_stage in (None, "None")  # aliases only, no deprecated stages
+    assert _alias_events(registered) == [("champion", None, 1, "register"), ("challenger", None, 1, "register")]  # newest first
+
+
+def _alias_events(registered) -> list[tuple]:
+    """The forecast store's alias-event rows of the model: what registration recorded, newest first."""
+    from pipeline.store import store_for
+
+    return [(e["alias"], e["from_version"], e["to_version"], e["action"]) for e in store_for(registered["cfg"]).alias_events(MODEL_NAME)]
 
 
 def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registered, tmp_path):
@@ -136,6 +144,7 @@ def test_registering_the_same_run_twice_makes_no_second_version(registered, clie
     assert again["registered_version"] == 1 and again["mlflow_run_id"] == registered["result"]["mlflow_run_id"]
     assert again["aliases"] == ["challenger", "champion"]
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+    assert len(_alias_events(registered)) == 2  # nothing moved, nothing recorded again
 
 
 def test_unreachable_server_fails_clearly_and_leaves_the_registry_untouched(registered, client, monkeypatch):
