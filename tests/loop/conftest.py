@@ -28,7 +28,9 @@ from tools.airflow_local import standalone_command
 FINISHED = ("success", "failed")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 2.0, on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, every: float = 2.0, on_timeout: Callable[[], str] | None = None
+) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); ``AssertionError`` after ``timeout`` s."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -79,7 +81,12 @@ class AirflowApi:
 
     def trigger(self, dag_id: str, start, end, conf: dict | None = None, run_id: str | None = None) -> str:
         """A run over the data interval ``[start, end)`` (naive UTC), as the scheduler would create; returns its run id."""
-        body = {"logical_date": iso_utc(start), "data_interval_start": iso_utc(start), "data_interval_end": iso_utc(end), "conf": conf or {}}
+        body = {
+            "logical_date": iso_utc(start),
+            "data_interval_start": iso_utc(start),
+            "data_interval_end": iso_utc(end),
+            "conf": conf or {},
+        }
         if run_id:
             body["dag_run_id"] = run_id
         return self.call("POST", f"/dags/{dag_id}/dagRuns", body)["dag_run_id"]
@@ -108,7 +115,9 @@ class AirflowApi:
             run = self.dag_run(dag_id, run_id)
             return run if run and run["state"] in FINISHED else None
 
-        run = wait_for(done, timeout, f"{dag_id} run {run_id} to finish", on_timeout=lambda: str(self.task_states(dag_id, run_id)))
+        run = wait_for(
+            done, timeout, f"{dag_id} run {run_id} to finish", on_timeout=lambda: str(self.task_states(dag_id, run_id))
+        )
         return {**run, "tasks": self.task_states(dag_id, run_id)}
 
 

@@ -51,7 +51,11 @@ def case(tmp_path):
     clean = tmp_path / "clean.csv"
     sine_frame(n=int((T2 - pd.Timestamp("2024-01-01")) / pd.Timedelta("1h"))).to_csv(clean, index=False)
     raw = tiny_config_dict(
-        clean, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL
+        clean,
+        tmp_path / "artifacts",
+        features={"lookback": 24, "horizon": 4},
+        training={**FAST_TRAINING, "num_threads": 1},
+        model=FAST_MODEL,
     )
     raw["baselines"] = {"models": ["Naive"], "season_length": 24, "n_jobs": 1, "progress": False}
     raw["mlflow"] = {"experiment_name": "loop-sched", "registered_model_name": MODEL}
@@ -66,7 +70,12 @@ def case(tmp_path):
     observations = write_scenario_data(drifted, tmp_path / "observations.csv")
     raw["data"]["path"] = str(observations)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    return {"config": tmp_path / "config.yaml", "clean": clean, "observations": observations, "store_url": raw["monitoring"]["store_url"]}
+    return {
+        "config": tmp_path / "config.yaml",
+        "clean": clean,
+        "observations": observations,
+        "store_url": raw["monitoring"]["store_url"],
+    }
 
 
 def _train_champion(case: dict, run_dir) -> dict:
@@ -105,7 +114,9 @@ def test_monitoring_triggers_a_retrain_whose_challenger_the_canary_promotes(case
             assert initial.result()["registered_version"] == 1, initial.result()
 
             # 1. the check as of T1 fires the rule and triggers lstm_training under its deterministic run id
-            first = api.wait_finished("lstm_monitoring", api.trigger("lstm_monitoring", T1 - DAY, T1, run_id=_check_run(T1)), RUN_TIMEOUT)
+            first = api.wait_finished(
+                "lstm_monitoring", api.trigger("lstm_monitoring", T1 - DAY, T1, run_id=_check_run(T1)), RUN_TIMEOUT
+            )
             assert first["state"] == "success", first["tasks"]
             assert first["tasks"]["trigger_retrain"] == "success" and first["tasks"]["hold"] == "skipped", first["tasks"]
             check = _checks(store)[T1.isoformat()]
@@ -124,7 +135,9 @@ def test_monitoring_triggers_a_retrain_whose_challenger_the_canary_promotes(case
             assert tags["trigger.as_of"] == T1.isoformat()
 
             # 3. the next check shadow-scores the challenger; the canary promotes it
-            second = api.wait_finished("lstm_monitoring", api.trigger("lstm_monitoring", T1, T2, run_id=_check_run(T2)), RUN_TIMEOUT)
+            second = api.wait_finished(
+                "lstm_monitoring", api.trigger("lstm_monitoring", T1, T2, run_id=_check_run(T2)), RUN_TIMEOUT
+            )
             assert second["state"] == "success", second["tasks"]
             assert second["tasks"]["canary"] == "success" and second["tasks"]["publish_champion"] == "success", second["tasks"]
             registered = api.asset_events(source_dag_id="lstm_training", source_run_id=check["trigger_run_id"])
