@@ -104,9 +104,34 @@ class AirflowApi:
                 return None
             raise
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        """``{task_id: task instance}`` of one run (``state``, ``try_number``, ...)."""
         tis = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances")["task_instances"]
-        return {t["task_id"]: t["state"] for t in tis}
+        return {t["task_id"]: t for t in tis}
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {task: ti["state"] for task, ti in self.task_instances(dag_id, run_id).items()}
+
+    def rerun_task(self, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict:
+        """Clear one finished task of a run (as an operator does in the UI) and wait for its next try to finish.
+
+        Returns the task instance of that try (``state``, ``try_number``).
+        """
+        before = self.task_instances(dag_id, run_id)[task_id]["try_number"]
+        body = {"dry_run": False, "only_failed": False, "reset_dag_runs": True, "task_ids": [task_id], "dag_run_id": run_id}
+        self.call("POST", f"/dags/{dag_id}/clearTaskInstances", body)
+
+        def done():
+            ti, run = self.task_instances(dag_id, run_id)[task_id], self.dag_run(dag_id, run_id)
+            ended = ti["try_number"] > before and ti["state"] in ("success", "failed", "skipped") and run["state"] in FINISHED
+            return ti if ended else None
+
+        return wait_for(
+            done,
+            timeout,
+            f"{dag_id}.{task_id} of {run_id} to run again",
+            on_timeout=lambda: str(self.task_states(dag_id, run_id)),
+        )
 
     def wait_finished(self, dag_id: str, run_id: str, timeout: float) -> dict:
         """Wait until the run is ``success`` or ``failed``; returns the run with its ``tasks`` states."""

@@ -134,6 +134,11 @@ def test_monitoring_triggers_a_retrain_whose_challenger_the_canary_promotes(case
             assert tags["airflow_run_id"] == check["trigger_run_id"] and tags["trigger.check_id"] == check_id(MODEL, T1)
             assert tags["trigger.as_of"] == T1.isoformat()
 
+            # a rerun of the check's trigger (an operator clears the task) finds that run and triggers nothing
+            again = api.rerun_task("lstm_monitoring", first["dag_run_id"], "trigger_retrain", RUN_TIMEOUT)
+            assert again["state"] in ("success", "skipped"), again
+            assert api.dag_run("lstm_monitoring", first["dag_run_id"])["state"] == "success"
+
             # 3. the next check shadow-scores the challenger; the canary promotes it
             second = api.wait_finished(
                 "lstm_monitoring", api.trigger("lstm_monitoring", T1, T2, run_id=_check_run(T2)), RUN_TIMEOUT
