@@ -28,6 +28,8 @@ def airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
     """Environment for a local Airflow: ``home`` holds ``airflow.db``; project DAGs only."""
     home = Path(home).resolve()
     env = {
+        # MLflow's artifact download bars go to a task's stderr, which Airflow logs at level error
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
