@@ -9,7 +9,14 @@ import pytest
 from pipeline.config import PipelineConfig
 from pipeline.errors import MonitoringError
 from pipeline.monitoring import (
-    _decision, _threshold, check_id, naive_forecasts, naive_rolling_rmse, reference_of, retrain_config, rolling_rmse,
+    _decision,
+    _threshold,
+    check_id,
+    naive_forecasts,
+    naive_rolling_rmse,
+    reference_of,
+    retrain_config,
+    rolling_rmse,
     trigger_run_id,
 )
 
