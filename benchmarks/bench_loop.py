@@ -38,7 +38,7 @@ def run_case(case: str, config: Path = CONFIG) -> dict:
     import pandas as pd
 
     from pipeline.config import load_config
-    from pipeline.replay import ReplaySpec, run_replay
+    from pipeline.replay import ReplayError, ReplaySpec, run_replay
     from pipeline.scenarios import load_scenario
 
     season, scenario = case.split(":")
@@ -47,8 +47,11 @@ def run_case(case: str, config: Path = CONFIG) -> dict:
     # default replay ids: `make loop-demo` is the case autumn:recalibration_x2, reused here
     spec = ReplaySpec(start=start, end=end, scenario=load_scenario(scenario), inject_at=inject, history=pd.Timedelta(HISTORY))
     t0, load0 = time.perf_counter(), os.getloadavg()
-    summary = run_replay(cfg, spec, progress=True)
     label = case if Path(config).resolve() == CONFIG else f"{case} [{cfg.name}]"
+    try:
+        summary = run_replay(cfg, spec, progress=True)
+    except ReplayError as exc:  # e.g. the initial champion failed the gate: a result, recorded as such
+        summary = {"error": str(exc), "inject_at": None if scenario == "none" else inject.isoformat()}
     return {"case": label, "season": season, "seconds": round(time.perf_counter() - t0, 1), "rule": cfg.monitoring.rule,
             "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in os.getloadavg()], **summary}  # fmt: skip
 
@@ -63,6 +66,9 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['case']} | {(r['inject_at'] or '-')[:10]} | **not run**: {r['error'][:160]} |||||||||| {_fmt(r.get('seconds'), '.0f')} |")
+            continue
         missed = r["inject_at"] and r["detection_delay_h"] is None
         lines.append(
             f"| {r['case']} | {(r['inject_at'] or '-')[:10]} | {_fmt(r.get('alarm_delay_h'), '.0f')} "
