@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def run_case(case: str, config: Path = CONFIG) -> dict:
     import pandas as pd
 
     from pipeline.config import load_config
-    from pipeline.replay import ReplaySpec, run_replay
+    from pipeline.replay import ReplayError, ReplaySpec, run_replay
     from pipeline.scenarios import load_scenario
 
     season, scenario = case.split(":")
@@ -45,10 +46,14 @@ def run_case(case: str, config: Path = CONFIG) -> dict:
     cfg = load_config(config)
     # default replay ids: `make loop-demo` is the case autumn:recalibration_x2, reused here
     spec = ReplaySpec(start=start, end=end, scenario=load_scenario(scenario), inject_at=inject, history=pd.Timedelta(HISTORY))
-    t0 = time.perf_counter()
-    summary = run_replay(cfg, spec, progress=True)
-    label = case if config == CONFIG else f"{case} [{cfg.name}]"
-    return {"case": label, "season": season, "seconds": round(time.perf_counter() - t0, 1), **summary}
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    label = case if Path(config).resolve() == CONFIG else f"{case} [{cfg.name}]"
+    try:
+        summary = run_replay(cfg, spec, progress=True)
+    except ReplayError as exc:  # e.g. the initial champion failed the gate: a result, recorded as such
+        summary = {"error": str(exc), "inject_at": None if scenario == "none" else inject.isoformat()}
+    return {"case": label, "season": season, "seconds": round(time.perf_counter() - t0, 1), "rule": cfg.monitoring.rule,
+            "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in os.getloadavg()], **summary}  # fmt: skip
 
 
 def _fmt(value, spec: str = "") -> str:
@@ -57,13 +62,17 @@ def _fmt(value, spec: str = "") -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| case | injected | detection delay (h) | false triggers | triggers | registered | promoted | rejected | rolled back | recovery (x training RMSE) | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | injected | first alarm (h) | detection delay (h) | false triggers | triggers | registered | promoted | rejected | rolled back | recovery (x training RMSE) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['case']} | {(r['inject_at'] or '-')[:10]} | **not run**: {r['error'][:160]} |||||||||| {_fmt(r.get('seconds'), '.0f')} |")
+            continue
         missed = r["inject_at"] and r["detection_delay_h"] is None
         lines.append(
-            f"| {r['case']} | {(r['inject_at'] or '-')[:10]} | {'**missed**' if missed else _fmt(r['detection_delay_h'], '.0f')} "
+            f"| {r['case']} | {(r['inject_at'] or '-')[:10]} | {_fmt(r.get('alarm_delay_h'), '.0f')} "
+            f"| {'**missed**' if missed else _fmt(r['detection_delay_h'], '.0f')} "
             f"| {r['false_triggers']} | {r['triggers']} | {r['registrations']} | {r['promotions']} | {r['rejections']} "
             f"| {r['rollbacks']} | {_fmt(r.get('recovery_ratio'), '.2f')} | {_fmt(r.get('seconds'), '.0f')} |"
         )
@@ -75,16 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=DEFAULT_CASES, help="season:scenario pairs")
     parser.add_argument("--config", type=Path, default=CONFIG, help="replay config (default: beijing_pm25_replay.yaml)")
     parser.add_argument("--list", action="store_true", help="print the table of the recorded results only")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results JSON (default: benchmarks/results/bench_loop.json)")
     args = parser.parse_args(argv)
-    done = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    results = args.results
+    done = json.loads(results.read_text()) if results.exists() else []
     if not args.list:
         for case in args.cases:
-            name = "" if args.config == CONFIG else f" [{args.config.stem}]"
+            name = "" if args.config.resolve() == CONFIG else f" [{args.config.stem}]"
             if any(r["case"] == case + name for r in done):
                 continue
             done.append(run_case(case, args.config))
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(done, indent=2))
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(done, indent=2))
     print(table(done))
     return 0
 

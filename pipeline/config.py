@@ -130,6 +130,10 @@ class FeaturesConfig(_Section):
     target_transform: Literal["none", "log1p"] = "none"
     #: cyclical calendar encodings added as inputs (sin/cos pairs)
     calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] = ()
+    #: the last this many steps of each series go into the training part (validation and
+    #: test are the parts just before them); 0 = the plain chronological split. A retrain
+    #: triggered by monitoring sets it from ``monitoring.retrain_recent_steps``
+    recent_train_steps: Int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _fractions(self) -> FeaturesConfig:
@@ -276,6 +280,18 @@ class MonitoringConfig(_Section):
     window: str = "7D"
     #: retrain when rolling RMSE > rmse_ratio x the version's training RMSE
     rmse_ratio: float = Field(2.0, gt=0)
+    #: ``training_rmse`` (the mission's rule): retrain when rolling RMSE > rmse_ratio x training RMSE;
+    #: ``naive``: when rolling RMSE > naive_ratio x the rolling RMSE of a naive forecast on the
+    #: same origins (a skill score: a hard season raises both); ``both``: when both fire
+    rule: Literal["training_rmse", "naive", "both"] = "training_rmse"
+    #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
+    naive_ratio: float = Field(1.0, gt=0)
+    #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``
+    #: (the value one season earlier, season = ``baselines.season_length``)
+    naive_model: Literal["naive", "seasonal_naive"] = "naive"
+    #: a retrain triggered by monitoring trains with ``features.recent_train_steps`` = this
+    #: (0: the plain split, whose test part holds the most recent days)
+    retrain_recent_steps: int = Field(0, ge=0)
     #: fully scored origins needed in the window before the rule may fire
     min_origins: int = Field(24, ge=1)
     #: no new retrain trigger within this long after one

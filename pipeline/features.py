@@ -326,11 +326,25 @@ class FeatureSet:
         return sliding_window_view(self.y, self.prep.horizon)[s].astype(np.float64)
 
 
-def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int]:
-    """Row where validation starts and row where test starts, for a series of ``n`` rows."""
-    n_test = max(1, int(round(n * cfg.features.test_fraction)))
-    n_val = int(round(n * cfg.features.validation_fraction))
-    return n - n_val - n_test, n - n_test
+def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int, int]:
+    """Rows where validation, test and the recent training part start, for a series of ``n`` rows.
+
+    The fractions apply to the rows before the last ``features.recent_train_steps`` rows
+    (those go back into the training part; ``n`` when there are none).
+
+    Raises:
+        DataQualityError: ``recent_train_steps`` leaves too few rows for the other parts.
+    """
+    recent = cfg.features.recent_train_steps
+    m = n - recent
+    if recent and m < 2 * (cfg.features.lookback + cfg.features.horizon):
+        raise DataQualityError(
+            f"features.recent_train_steps ({recent}) leaves {m} of {n} steps for the chronological split; expected at "
+            f"least 2 x (lookback + horizon) = {2 * (cfg.features.lookback + cfg.features.horizon)}"
+        )
+    n_test = max(1, int(round(m * cfg.features.test_fraction)))
+    n_val = int(round(m * cfg.features.validation_fraction))
+    return m - n_val - n_test, m - n_test, m
 
 
 def _check_length(long: pd.DataFrame, cfg: PipelineConfig) -> None:
@@ -349,9 +363,11 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
     d, f = cfg.data, cfg.features
     train_parts, bounds = [], {}
     for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
-        val_row, test_row = _split_rows(len(part), cfg)
-        train_parts.append(part.iloc[:val_row])
+        val_row, test_row, recent_row = _split_rows(len(part), cfg)
+        train_parts += [part.iloc[:val_row], part.iloc[recent_row:]]
         bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row])}
+        if recent_row < len(part):  # the recent training part (absent: plain chronological split)
+            bounds[str(uid)]["recent_start"] = str(part[schema.DS].iat[recent_row])
     train = pd.concat(train_parts)
     levels = {
         col: list(d.categorical_levels.get(col) or sorted(train[col].dropna().unique().tolist()))
@@ -426,6 +442,15 @@ def transform(long: pd.DataFrame, prep: Preprocessor) -> FeatureSet:
     return fs
 
 
+def _recent_starts(prep: Preprocessor, series_ids) -> np.ndarray:
+    """Per series, where the recent training part starts (``datetime64`` max when there is none)."""
+    never = np.datetime64("9999-12-31T00:00:00")
+    return np.array([
+        np.datetime64(pd.Timestamp(prep.split_boundaries[u]["recent_start"])) if "recent_start" in prep.split_boundaries[u] else never
+        for u in series_ids
+    ])  # fmt: skip
+
+
 def _split_starts(fs: FeatureSet, series_len: dict[int, int], prep: Preprocessor) -> tuple[dict[str, np.ndarray], dict]:
     """Assign the training windows (all targets observed) to train / val / test by the split boundaries."""
     L, H = prep.lookback, prep.horizon
@@ -442,11 +467,13 @@ def _split_starts(fs: FeatureSet, series_len: dict[int, int], prep: Preprocessor
     ds = fs.ds
     val_start = np.array([np.datetime64(pd.Timestamp(prep.split_boundaries[u]["val_start"])) for u in fs.series_ids])
     test_start = np.array([np.datetime64(pd.Timestamp(prep.split_boundaries[u]["test_start"])) for u in fs.series_ids])
+    recent_start = _recent_starts(prep, fs.series_ids)
     k = fs.series[s]
+    recent = ds[first] >= recent_start[k]  # targets in the recent training part (its inputs may reach back into test)
     split_of = {
-        "train": ds[last - 1] < val_start[k],
+        "train": (ds[last - 1] < val_start[k]) | recent,
         "val": (ds[first] >= val_start[k]) & (ds[last - 1] < test_start[k]),
-        "test": ds[first] >= test_start[k],
+        "test": (ds[first] >= test_start[k]) & (ds[last - 1] < recent_start[k]),
     }
     out = {name: s[m] for name, m in split_of.items()}
     n_all = sum(max(n - L - H + 1, 0) for n in series_len.values())
@@ -496,9 +523,11 @@ def _report(fs: FeatureSet, counts: list[dict]) -> dict[str, Any]:
 
 
 def training_part(long: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
-    """The rows before each series' validation start: the drift reference (long format, original units)."""
-    val_start = long[schema.UNIQUE_ID].astype(str).map({u: pd.Timestamp(b["val_start"]) for u, b in prep.split_boundaries.items()})
-    return long[long[schema.DS] < val_start].reset_index(drop=True)
+    """The training rows (before each series' validation start, and its recent training part if any): the drift reference (long format, original units)."""
+    uid = long[schema.UNIQUE_ID].astype(str)
+    val_start = uid.map({u: pd.Timestamp(b["val_start"]) for u, b in prep.split_boundaries.items()})
+    recent = uid.map({u: pd.Timestamp(b.get("recent_start", pd.Timestamp.max)) for u, b in prep.split_boundaries.items()})
+    return long[(long[schema.DS] < val_start) | (long[schema.DS] >= recent)].reset_index(drop=True)
 
 
 def save_features(fs: FeatureSet, target: Path, reference: pd.DataFrame | None = None) -> Path:

@@ -56,7 +56,7 @@ SHADOW_ALIASES = (CHALLENGER, PREVIOUS_CHAMPION)
 OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFERENCE.name, artifacts.CHECK_RESULT.name
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
-    "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
+    "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
 )  # fmt: skip
 
 
@@ -298,28 +298,103 @@ def rolling_rmse(scored: pd.DataFrame, horizon: int) -> tuple[float, int]:
     return float(np.sqrt(np.mean(err**2))), int(len(complete) // horizon)
 
 
+def naive_forecasts(scored: pd.DataFrame, observed: pd.DataFrame, model: str = "naive", season: int = 24, step: pd.Timedelta | None = None) -> np.ndarray:
+    """The (seasonal) naive forecast of every scored row, from the observations only.
+
+    Args:
+        scored: ``unique_id, origin, step, ds`` rows (``origin`` = the last input time,
+            ``ds = origin + step x freq``).
+        observed: long ``unique_id, ds, y`` observations (as of ``T``: only ``ds < T``).
+        model: ``naive``: ``y`` at the origin; ``seasonal_naive``: ``y`` at
+            ``ds - season x ceil(step / season)`` steps (the last same-phase value at or
+            before the origin, statsforecast's SeasonalNaive).
+        season: season length in steps. step: the series' time step (default: 1 hour).
+
+    Returns:
+        ``(len(scored),)`` float64 in target units; NaN where that observation is missing.
+    """
+    if scored.empty:
+        return np.empty(0)
+    unit = step if step is not None else pd.Timedelta(hours=1)
+    if model == "naive":
+        at = scored["origin"]
+    elif model == "seasonal_naive":
+        back = -(-scored["step"].astype(int) // season) * season
+        at = scored["ds"] - back * unit
+    else:
+        raise MonitoringError(f"monitoring.naive_model: expected 'naive' or 'seasonal_naive', found {model!r}")
+    obs = observed.dropna(subset=[schema.Y])
+    y = pd.Series(obs[schema.Y].to_numpy(dtype=np.float64), index=pd.MultiIndex.from_arrays([obs[schema.UNIQUE_ID].astype(str), pd.to_datetime(obs[schema.DS])]))
+    y = y[~y.index.duplicated(keep="last")]
+    keys = pd.MultiIndex.from_arrays([scored[schema.UNIQUE_ID].astype(str), pd.to_datetime(at)])
+    return y.reindex(keys).to_numpy(dtype=np.float64)
+
+
+def naive_rolling_rmse(scored: pd.DataFrame, observed: pd.DataFrame, horizon: int, model: str = "naive", season: int = 24,
+                       step: pd.Timedelta | None = None) -> tuple[float, float, int]:  # fmt: skip
+    """The champion's and the naive forecast's RMSE on the same complete origins, and their count.
+
+    An origin counts when all ``horizon`` steps are scored and the naive forecast exists
+    for each (an origin without its observation is left out of both RMSEs, so the two
+    numbers cover exactly the same forecasts).
+
+    Returns:
+        ``(champion rmse, naive rmse, n_origins)`` in target units; NaNs and 0 when none.
+    """
+    if scored.empty:
+        return float("nan"), float("nan"), 0
+    frame = scored.assign(naive=naive_forecasts(scored, observed, model, season, step))
+    per_origin = frame.groupby([schema.UNIQUE_ID, "origin"])
+    ok = (per_origin["step"].transform("size") == horizon) & per_origin["naive"].transform(lambda v: bool(np.isfinite(v).all()))
+    both = frame[ok.to_numpy(dtype=bool)]
+    if both.empty:
+        return float("nan"), float("nan"), 0
+    y = both["y"].to_numpy()
+    champ = float(np.sqrt(np.mean((both["y_hat"].to_numpy() - y) ** 2)))
+    naive = float(np.sqrt(np.mean((both["naive"].to_numpy() - y) ** 2)))
+    return champ, naive, int(len(both) // horizon)
+
+
 def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Stage 2: score every stored forecast whose target is observed; the champion's rolling RMSE.
 
-    Adds ``n_scored, rolling_rmse, n_origins_scored, threshold`` to ``state`` (a new dict).
+    Adds ``n_scored, rolling_rmse, n_origins_scored, naive_rmse, threshold`` to ``state`` (a
+    new dict). ``naive_rmse`` is the (seasonal) naive forecast's RMSE on the champion's
+    complete origins, from the observations as of ``T``; with ``monitoring.rule`` ``naive``
+    or ``both`` the rolling RMSE is taken over exactly those origins too.
     """
     from pipeline.store import store_for
 
     state = dict(state)
     observed = Path(state["out_dir"]) / OBSERVED
     if state["status"] != "ready" or not observed.exists():
-        return {**state, "n_scored": 0, "rolling_rmse": None, "n_origins_scored": 0, "threshold": _threshold(cfg, state)}
-    store, T = store_for(cfg), pd.Timestamp(state["as_of"])
-    state["n_scored"] = store.score(pd.read_parquet(observed), as_of=T)
-    scored = store.scored(state["model_name"], state["versions"][CHAMPION], since=T - pd.Timedelta(cfg.monitoring.window), until=T)
+        return {**state, "n_scored": 0, "rolling_rmse": None, "n_origins_scored": 0, "naive_rmse": None, "threshold": _threshold(cfg, state)}
+    store, T, mc = store_for(cfg), pd.Timestamp(state["as_of"]), cfg.monitoring
+    obs = pd.read_parquet(observed)
+    state["n_scored"] = store.score(obs, as_of=T)
+    scored = store.scored(state["model_name"], state["versions"][CHAMPION], since=T - pd.Timedelta(mc.window), until=T)
     rmse, n = rolling_rmse(scored, cfg.features.horizon)
-    state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, threshold=_threshold(cfg, state))
+    champ, naive, n_naive = naive_rolling_rmse(scored, obs[obs[schema.DS] < T], cfg.features.horizon, mc.naive_model,
+                                               cfg.baselines.season_length, _step(cfg))  # fmt: skip
+    if mc.rule != "training_rmse":  # the skill rule compares the two on the same origins
+        rmse, n = champ, n_naive
+    state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, naive_rmse=None if math.isnan(naive) else naive)
+    state["threshold"] = _threshold(cfg, state)
     return state
 
 
 def _threshold(cfg: PipelineConfig, state: dict) -> float | None:
-    rmse = state.get("training_rmse")
-    return None if rmse is None else cfg.monitoring.rmse_ratio * rmse
+    """The rolling RMSE above which the rule fires: ``rmse_ratio x training RMSE`` (rule
+    ``training_rmse``), ``naive_ratio x naive RMSE`` (``naive``), the larger of the two (``both``)."""
+    mc = cfg.monitoring
+    rmse, naive = state.get("training_rmse"), state.get("naive_rmse")
+    by_training = None if rmse is None else mc.rmse_ratio * rmse
+    by_naive = None if naive is None else mc.naive_ratio * naive
+    if mc.rule == "training_rmse":
+        return by_training
+    if mc.rule == "naive":
+        return by_naive
+    return None if by_training is None or by_naive is None else max(by_training, by_naive)
 
 
 # ------------------------------------------------------------------ stage 3: drift
@@ -360,11 +435,16 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
     """The triggers that fire (``rmse`` / ``drift``), or ``None``, with the reasons."""
     mc, reasons, fired = cfg.monitoring, [], []
     rmse, threshold = state.get("rolling_rmse"), state.get("threshold")
+    terms = {
+        "training_rmse": f"{mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))}",
+        "naive": f"{mc.naive_ratio:g} x {mc.naive_model} RMSE {_fmt(state.get('naive_rmse'))} on the same origins",
+    }
+    term = terms[mc.rule] if mc.rule in terms else f"the larger of {terms['training_rmse']} and {terms['naive']}"
     if rmse is not None and threshold is not None and rmse > threshold:
         fired.append("rmse")
-        reasons.append(f"rolling RMSE {rmse:.4g} > {mc.rmse_ratio:g} x training RMSE {state['training_rmse']:.4g} = {threshold:.4g} over {state['n_origins_scored']} origins")
+        reasons.append(f"rolling RMSE {rmse:.4g} > {term} = {threshold:.4g} over {state['n_origins_scored']} origins")
     else:
-        reasons.append(f"rolling RMSE {_fmt(rmse)} <= threshold {_fmt(threshold)} ({mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))})")
+        reasons.append(f"rolling RMSE {_fmt(rmse)} <= threshold {_fmt(threshold)} ({term})")
     if state.get("drifted"):
         streak = 1 + sum(1 for _ in _takewhile_drifted(previous[: mc.drift_checks - 1]))
         reasons.append(f"drift: {len(state['drifted_columns'])} column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f} >= {mc.drift_share:g}); {streak} consecutive drifted check(s)")
@@ -449,6 +529,19 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
+def retrain_config(cfg: PipelineConfig) -> PipelineConfig:
+    """The config a retrain triggered by monitoring trains with.
+
+    ``features.recent_train_steps = monitoring.retrain_recent_steps`` when that is set (the
+    most recent days, those that show a fault, go into the training part instead of all
+    into the test part); otherwise ``cfg`` itself.
+    """
+    steps = cfg.monitoring.retrain_recent_steps
+    if not steps:
+        return cfg
+    return cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": steps})})
+
+
 def _conf(cfg: PipelineConfig, check: dict) -> dict[str, Any]:
     """The retrain trigger's ``conf`` (recorded as ``trigger.<key>`` tags on the training run).
 
@@ -478,7 +571,7 @@ def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
     run_id = found[0].info.run_id if found else client.create_run(exp_id, run_name=f"monitor {key}", tags={"monitored_model_version": key, "monitored_model": name, "monitored_version": str(version)}).info.run_id
     T = pd.Timestamp(check["as_of"])
     ms, step = int(T.timestamp() * 1000), int(T.timestamp() // 3600)  # step: hours since the epoch, so reruns overwrite the point's x
-    values = {k: check.get(k) for k in ("rolling_rmse", "threshold", "training_rmse", "drift_share", "n_origins_scored")}
+    values = {k: check.get(k) for k in ("rolling_rmse", "threshold", "training_rmse", "naive_rmse", "drift_share", "n_origins_scored")}
     client.log_batch(run_id, metrics=[Metric(k, float(v), ms, step) for k, v in values.items() if v is not None])
     folder = Path(check["out_dir"])
     for path in (folder / CHECK, *(Path(p) for p in (check.get("report") or {}).values())):

@@ -297,6 +297,7 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
         "rolling_rmse": _number(check.get("rolling_rmse")),
         "training_rmse": _number(check.get("training_rmse")),
         "threshold": _number(check.get("threshold")),
+        "naive_rmse": _number(check.get("naive_rmse")),
         "drift_share": _number(check.get("drift_share")),
         "check_id": check.get("check_id"),
         "trained_run": None,
@@ -309,8 +310,13 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
     }
     if check["decision"] == "retrain":
         conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
+        from pipeline.monitoring import retrain_config
+
         tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
-        out = train_as_of(cfg, stages, replay_id, as_of, data_path, tags)
+        tcfg = retrain_config(cfg)  # monitoring.retrain_recent_steps: the latest days go into the training part
+        if tcfg is not cfg:
+            tags["recent_train_steps"] = str(tcfg.features.recent_train_steps)
+        out = train_as_of(tcfg, stages, replay_id, as_of, data_path, tags)
         row.update(
             trained_run=Path(out.get("run_dir", "")).name or None,
             registered_version=out.get("registered_version"),
@@ -517,6 +523,8 @@ def plot_timeline(timeline: pd.DataFrame, inject_at: pd.Timestamp | None, path: 
     ax.plot(ts, timeline["rolling_rmse"], "-o", ms=3, label="rolling RMSE (champion)")
     ax.plot(ts, timeline["threshold"], "--", color="tab:red", label="retrain threshold")
     ax.plot(ts, timeline["training_rmse"], ":", color="grey", label="champion's training RMSE")
+    if "naive_rmse" in timeline and timeline["naive_rmse"].notna().any():
+        ax.plot(ts, timeline["naive_rmse"], "-", color="tab:olive", lw=1, alpha=0.7, label="naive forecast's rolling RMSE (same origins)")
     _events(ax, ts, timeline, inject_at)
     ax.set_ylabel("RMSE (target units)")
     ax.legend(loc="upper left", fontsize=8)

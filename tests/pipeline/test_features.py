@@ -139,3 +139,34 @@ def test_log1p_target_transform_round_trips(make_case):
     fs = build_features(long, cfg)
     np.testing.assert_allclose(fs.prep.inverse_target(fs.windows("train").y), fs.targets("train"), rtol=1e-5)
     assert fs.prep.feature_names[-2:] == ["hour_sin", "hour_cos"]
+
+
+def test_recent_train_steps_put_the_last_rows_into_the_training_part(make_case):
+    long, cfg = _long(make_case)
+    plain = build_features(long, cfg)
+    recent_cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": 24})})
+    fs = build_features(long, recent_cfg)
+    ds = long[schema.DS]
+    # the fractions apply to the 96 rows before the recent part: validation 10, test 19
+    bounds = fs.prep.split_boundaries["series_0"]
+    assert (bounds["val_start"], bounds["test_start"], bounds["recent_start"]) == (str(ds.iat[67]), str(ds.iat[77]), str(ds.iat[96]))
+    assert "recent_start" not in plain.prep.split_boundaries["series_0"]
+    L, H = cfg.features.lookback, cfg.features.horizon
+    first_target = {split: ds.to_numpy()[fs.starts[split] + L] for split in ("train", "val", "test")}
+    last_target = {split: ds.to_numpy()[fs.starts[split] + L + H - 1] for split in ("train", "val", "test")}
+    recent = first_target["train"] >= ds.iat[96]
+    assert recent.sum() == 24 - H + 1  # every window whose targets lie in the recent rows trains
+    assert (last_target["train"][~recent] < ds.iat[67]).all()
+    assert (first_target["test"] >= ds.iat[77]).all() and (last_target["test"] < ds.iat[96]).all()
+    # the scaler sees the recent rows too
+    train = pd.concat([long.iloc[:67], long.iloc[96:]])
+    np.testing.assert_allclose(fs.prep.scaler_state["mean_"], [train["y"].mean(), train["temp"].mean()])
+
+
+def test_recent_train_steps_that_leave_no_room_are_refused(make_case):
+    from pipeline.errors import DataQualityError
+
+    long, cfg = _long(make_case)
+    too_many = cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": 100})})
+    with pytest.raises(DataQualityError, match="recent_train_steps \\(100\\) leaves 20 of 120 steps"):
+        build_features(long, too_many)

@@ -198,3 +198,19 @@ def test_a_challenger_is_shadow_scored_and_holds_a_firing_rule(env):
     pairs = store_for(scaled_cfg).paired_scores(MODEL_NAME, 1, 2)
     assert len(pairs) > 0 and not np.allclose(pairs["y_hat_a"], pairs["y_hat_b"])
     assert set(store_for(scaled_cfg).published(MODEL_NAME, alias="challenger")["version"]) == {2}
+
+
+def test_the_naive_rule_compares_the_champion_with_the_last_observed_value(env):
+    cfg = load_config(_write(env["root"], env["frame"], "naive_rule", rule="naive", naive_ratio=1.0))
+    check = run_check(cfg, T, since=T0)
+    # recomputed independently: the stored scores of v1 and the observed y at each origin
+    scored = store_for(cfg).scored(MODEL_NAME, 1, since=T - pd.Timedelta(MONITORING["window"]), until=T)
+    y = env["frame"].assign(ds=pd.to_datetime(env["frame"]["time"])).set_index("ds")["load"]
+    complete = scored[scored.groupby("origin")["step"].transform("size") == 4]
+    naive = y.reindex(complete["origin"]).to_numpy()
+    assert check["n_origins_scored"] == 44
+    assert check["naive_rmse"] == pytest.approx(np.sqrt(np.mean((naive - complete["y"].to_numpy()) ** 2)))
+    assert check["rolling_rmse"] == pytest.approx(np.sqrt(np.mean((complete["y_hat"] - complete["y"]).to_numpy() ** 2)))
+    assert check["threshold"] == pytest.approx(check["naive_rmse"])
+    assert check["decision"] == ("retrain" if check["rolling_rmse"] > check["naive_rmse"] else "ok"), check["reasons"]
+    assert "naive RMSE" in check["reasons"][0]

@@ -8,7 +8,17 @@ import pytest
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import MonitoringError
-from pipeline.monitoring import _decision, check_id, reference_of, rolling_rmse, trigger_run_id
+from pipeline.monitoring import (
+    _decision,
+    _threshold,
+    check_id,
+    naive_forecasts,
+    naive_rolling_rmse,
+    reference_of,
+    retrain_config,
+    rolling_rmse,
+    trigger_run_id,
+)
 
 T = "2024-02-01T00:00:00"
 
@@ -84,3 +94,111 @@ def test_a_version_without_reference_sample_names_itself_and_the_fix():
 
     with pytest.raises(MonitoringError, match=r"model 'm' version 3 has no reference sample.*Fix: retrain"):
         reference_of(Old(), "m", 3)
+
+
+# ------------------------------------------------------------------ the naive-relative rule
+
+
+def _observed(n: int = 96, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"unique_id": "s", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": rng.normal(100, 10, n).round(1)})
+
+
+def _scored(obs: pd.DataFrame, origins, horizon: int = 4, y_hat=None) -> pd.DataFrame:
+    y = obs.set_index("ds")["y"]
+    rows = []
+    for o in origins:
+        for k in range(1, horizon + 1):
+            ds = o + pd.Timedelta(hours=k)
+            rows.append(("s", o, k, ds, float(y[o]) if y_hat is None else y_hat, float(y[ds])))
+    return pd.DataFrame(rows, columns=["unique_id", "origin", "step", "ds", "y_hat", "y"])
+
+
+def test_naive_forecasts_are_the_value_at_the_origin_or_one_season_back():
+    obs = _observed()
+    origins = list(obs["ds"].iloc[30:34])
+    scored = _scored(obs, origins, horizon=30)
+    y = obs.set_index("ds")["y"]
+    naive = naive_forecasts(scored, obs, "naive")
+    np.testing.assert_array_equal(naive, y[scored["origin"]].to_numpy())
+    seasonal = naive_forecasts(scored, obs, "seasonal_naive", season=24)
+    # step 1..24 -> one season back, step 25..30 -> two seasons back: never after the origin
+    back = np.where(scored["step"] <= 24, 24, 48)
+    np.testing.assert_array_equal(seasonal, y[scored["ds"] - pd.to_timedelta(back, unit="h")].to_numpy())
+    assert (scored["ds"] - pd.to_timedelta(back, unit="h") <= scored["origin"]).all()
+
+
+def test_naive_forecasts_use_no_observation_after_the_origin():
+    obs = _observed()
+    origin = obs["ds"].iat[40]
+    scored = _scored(obs, [origin], horizon=24)
+    later = obs.assign(y=np.where(obs["ds"] > origin, -1.0, obs["y"]))  # everything after the origin changed
+    cut = obs[obs["ds"] <= origin]  # or absent (observations as of T)
+    for model in ("naive", "seasonal_naive"):
+        expected = naive_forecasts(scored, obs, model)
+        np.testing.assert_array_equal(naive_forecasts(scored, later, model), expected)
+        np.testing.assert_array_equal(naive_forecasts(scored, cut, model), expected)
+
+
+def test_naive_rolling_rmse_compares_the_same_origins():
+    obs = _observed()
+    origins = list(obs["ds"].iloc[30:40])
+    scored = _scored(obs, origins, y_hat=100.0)
+    missing = obs[obs["ds"] != origins[3]]  # no observation at one origin: that origin leaves both RMSEs
+    champ, naive, n = naive_rolling_rmse(scored, missing, horizon=4)
+    keep = scored[scored["origin"] != origins[3]]
+    y = obs.set_index("ds")["y"]
+    assert n == 9
+    assert champ == pytest.approx(np.sqrt(np.mean((100.0 - keep["y"]) ** 2)))
+    assert naive == pytest.approx(np.sqrt(np.mean((y[keep["origin"]].to_numpy() - keep["y"].to_numpy()) ** 2)))
+    incomplete = scored[~((scored["origin"] == origins[0]) & (scored["step"] == 4))]  # origin 0 not fully observed yet
+    assert naive_rolling_rmse(incomplete, obs, horizon=4)[2] == 9
+    assert naive_rolling_rmse(scored.iloc[:0], obs, 4)[2] == 0
+    with pytest.raises(MonitoringError, match="naive_model"):
+        naive_forecasts(scored, obs, "drift")
+
+
+def _rule(cfg, rule: str, **monitoring):
+    return cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"rule": rule, **monitoring})})
+
+
+@pytest.mark.parametrize(
+    ("rule", "rolling", "naive", "decision"),
+    [
+        # a hard season: the champion's error is 2.5 x its training RMSE, but so is a naive forecast's
+        ("training_rmse", 2.5, 2.6, "retrain"),
+        ("naive", 2.5, 2.6, "ok"),
+        ("both", 2.5, 2.6, "ok"),
+        # a fault the naive forecast does not share: the champion is worse than naive
+        ("naive", 1.5, 1.2, "retrain"),
+        ("training_rmse", 1.5, 1.2, "ok"),
+        ("both", 1.5, 1.2, "ok"),  # both: also above 2 x training RMSE
+        ("both", 2.5, 1.2, "retrain"),
+        ("naive", 1.2, 1.2, "ok"),  # "greater than"
+    ],
+)
+def test_the_naive_relative_rule_tells_a_season_from_a_fault(cfg, rule, rolling, naive, decision):
+    ruled = _rule(cfg, rule)
+    state = _state(rolling_rmse=rolling, naive_rmse=naive, training_rmse=1.0)
+    state["threshold"] = _threshold(ruled, state)
+    got, reasons, _ = _decision(ruled, state, [])
+    assert got == decision, reasons
+    if rule == "naive":
+        assert state["threshold"] == pytest.approx(naive) and "naive RMSE" in reasons[0]
+
+
+def test_naive_ratio_scales_the_threshold_and_a_missing_naive_rmse_never_fires(cfg):
+    ruled = _rule(cfg, "naive", naive_ratio=1.5)
+    state = _state(rolling_rmse=1.7, naive_rmse=1.2, training_rmse=1.0)
+    state["threshold"] = _threshold(ruled, state)
+    assert state["threshold"] == pytest.approx(1.8) and _decision(ruled, state, [])[0] == "ok"
+    blind = _state(rolling_rmse=100.0, naive_rmse=None)
+    blind["threshold"] = _threshold(ruled, blind)
+    assert blind["threshold"] is None and _decision(ruled, blind, [])[0] == "ok"
+    assert _threshold(cfg, _state(naive_rmse=0.1)) == pytest.approx(2.0)  # the default stays the mission's rule
+
+
+def test_retrain_config_puts_recent_steps_into_training_only_when_set(cfg):
+    assert retrain_config(cfg) is cfg
+    on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"retrain_recent_steps": 48})})
+    assert retrain_config(on).features.recent_train_steps == 48 and on.features.recent_train_steps == 0

@@ -219,3 +219,20 @@ def test_cli_replay_bad_options_exit_1_with_the_reason(cfg, capsys):
     assert "expected a timestamp" in capsys.readouterr().err
     assert main([*base, "--start", "2024-01-05", "--scenario", "no_such"]) == 1
     assert "shipped scenarios" in capsys.readouterr().err
+
+
+def test_a_triggered_retrain_trains_with_the_recent_steps_the_initial_one_without(cfg):
+    class Recording(LoopStages):
+        def train(self, cfg, as_of, data_path, run_path, tags):
+            self.calls.append(("recent", cfg.features.recent_train_steps, tags.get("recent_train_steps")))
+            return super().train(cfg, as_of, data_path, run_path, tags)
+
+    on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"retrain_recent_steps": 36})})
+    loop = Recording()
+    summary = run_replay(on, _spec(), stages=loop.stages(), progress=False)
+    recent = [c[1:] for c in loop.calls if c[0] == "recent"]
+    assert recent == [(0, None), (36, "36")]  # initial champion: plain split; the retrain: recent days in training
+    assert loop.versions[2]["tags"]["recent_train_steps"] == "36" and summary["registrations"] == 1
+    plain = Recording()
+    run_replay(cfg, _spec(replay_id="plain"), stages=plain.stages(), progress=False)
+    assert [c[1:] for c in plain.calls if c[0] == "recent"] == [(0, None), (0, None)]
