@@ -2,8 +2,8 @@
 
 For each config in ``benchmarks/configs/`` (columns, frequency, lookback and horizon only;
 data from ``benchmarks/datasets.py``), runs the pipeline's stages as the CLI does
-(:func:`pipeline.runner.run_training_pipeline`, every stage of
-:data:`pipeline.stages.STAGES` but ``register``) and records the LSTM's test RMSE, every
+(every stage of
+:data:`pipeline.stages.STAGES` but ``register``, chained as :mod:`pipeline.runner` does) and records the LSTM's test RMSE, every
 baseline's (MSTL included on sub-daily data, by default), the ratio LSTM / best baseline, the
 gate's verdict, epochs and stage seconds, with the date, the machine and the load average.
 
@@ -35,23 +35,44 @@ CONFIG_DIR = ROOT / "benchmarks" / "configs"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_public.json"
 
 
-def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int) -> dict:
+def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int, baselines_from: Path | None = None) -> dict:
+    """Every stage but ``register`` (:data:`pipeline.stages.STAGES`, as :mod:`pipeline.runner` chains them).
+
+    With ``baselines_from``, the baselines stage is not run: its folder is copied from
+    ``<baselines_from>/<name>/baselines`` (an earlier run on the same windows; the compare
+    stage checks that the test windows are the same and fails otherwise).
+    """
+    import shutil
+
     from pipeline.config import load_config
-    from pipeline.runner import run_training_pipeline
+    from pipeline.stages import STAGES
 
     cfg = load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
                                "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides})  # fmt: skip
+    run = root / cfg.name
     seconds: dict[str, float] = {}
+    results: dict[str, dict] = {}
     load_before = os.getloadavg()
-    result = run_training_pipeline(cfg, root / cfg.name, register=False, on_stage_end=lambda name, s, _r: seconds.__setitem__(name, round(s, 1)))
-    training = json.loads((root / cfg.name / "training" / "metrics.json").read_text())
+    for stage in STAGES:
+        if stage.name == "register":
+            break
+        t0 = time.perf_counter()
+        if stage.name == "baselines" and baselines_from is not None:
+            shutil.copytree(baselines_from / cfg.name / "baselines", run / "baselines", dirs_exist_ok=True)
+            results[stage.name] = {"baselines": str(run / "baselines"), "skipped": {}, "reused_from": str(baselines_from)}
+        else:
+            results[stage.name] = stage.load()(cfg, run, *stage.inputs(results))
+        seconds[stage.name] = round(time.perf_counter() - t0, 1)
+    compared = results["compare"]
+    training = json.loads((run / "training" / "metrics.json").read_text())
     return {
         "config": config.name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_avg_before": [round(v, 2) for v in load_before], "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        "overrides": overrides, "rows": result["rows"], "n_origins": result["n_origins"], "origin_step": result["origin_step"],
-        "lstm_rmse": result["lstm_rmse"], "baselines": result["baselines"], "best_baseline": result["best_baseline"],
-        "best_baseline_rmse": result["best_baseline_rmse"], "ratio": result["lstm_rmse"] / result["best_baseline_rmse"],
-        "gate_passed": result["gate_passed"], "skipped_baselines": result["skipped_baselines"],
+        "overrides": overrides, "baselines_reused_from": str(baselines_from) if baselines_from else None,
+        "rows": results["validate"]["rows"], "n_origins": compared["n_origins"], "origin_step": compared["origin_step"],
+        "lstm_rmse": compared["lstm_rmse"], "baselines": compared["baselines"], "best_baseline": compared["best_baseline"],
+        "best_baseline_rmse": compared["best_baseline_rmse"], "ratio": compared["lstm_rmse"] / compared["best_baseline_rmse"],
+        "gate_passed": compared["gate_passed"], "skipped_baselines": results["baselines"]["skipped"],
         "epochs_run": training["epochs_run"], "best_epochs": training["best_epochs"], "seconds": seconds,
     }  # fmt: skip
 
@@ -87,23 +108,25 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="config stems in benchmarks/configs (default: all)")
+    parser.add_argument("names", nargs="*", help="config stems in benchmarks/configs (default: all), or paths to .yaml files")
     parser.add_argument("--set", action="append", default=[], help="override for every data set, key=value")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--label", default="defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--baselines-from", type=Path, help="reuse the baselines folders of runs kept with --keep")
     args = parser.parse_args()
     from bench_training import machine
 
-    configs = [CONFIG_DIR / f"{n}.yaml" for n in args.names] if args.names else sorted(CONFIG_DIR.glob("*.yaml"))
+    configs = [Path(n) if n.endswith(".yaml") else CONFIG_DIR / f"{n}.yaml" for n in args.names] or sorted(CONFIG_DIR.glob("*.yaml"))
     overrides = _parse_set(args.set)
     existing = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
             t0 = time.perf_counter()
-            row = run_one(config, Path(tmp), overrides, args.threads, args.n_jobs)
+            row = run_one(config, args.keep or Path(tmp), overrides, args.threads, args.n_jobs, args.baselines_from)
             row.update(label=args.label, machine=machine(), wall_s=round(time.perf_counter() - t0, 1))
             rows.append(row)
             existing["runs"].append(row)
