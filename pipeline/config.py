@@ -128,8 +128,9 @@ class FeaturesConfig(_Section):
     scaler: Literal["minmax", "standard", "robust"] = "standard"
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
     target_transform: Literal["none", "log1p"] = "none"
-    #: cyclical calendar encodings added as inputs (sin/cos pairs)
-    calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] = ()
+    #: cyclical calendar encodings added as inputs (sin/cos pairs); default (``None``): from
+    #: ``data.freq`` (:func:`pipeline.features.calendar_for_freq`); ``[]`` for none
+    calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] | None = None
 
     @model_validator(mode="after")
     def _fractions(self) -> FeaturesConfig:
@@ -161,7 +162,9 @@ class TrainingConfig(_Section):
     max_epochs: Int = Field(100, ge=1)
     min_epochs: Int = Field(10, ge=0)
     patience: Int = Field(10, ge=1)
-    batch_size: Int = Field(256, ge=1)
+    #: default (``None``): about 100 steps per epoch, between 32 and 256 windows
+    #: (:func:`pipeline.training.batch_size_for`)
+    batch_size: Int | None = Field(None, ge=1)
     learning_rate: Float = Field(1e-3, gt=0)
     weight_decay: Float = Field(0.0, ge=0)
     grad_clip_norm: Float = Field(1.0, gt=0)
