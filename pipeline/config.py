@@ -162,9 +162,7 @@ class TrainingConfig(_Section):
     max_epochs: Int = Field(100, ge=1)
     min_epochs: Int = Field(10, ge=0)
     patience: Int = Field(10, ge=1)
-    #: default (``None``): about 100 steps per epoch, between 32 and 256 windows
-    #: (:func:`pipeline.training.batch_size_for`)
-    batch_size: Int | None = Field(None, ge=1)
+    batch_size: Int = Field(256, ge=1)
     learning_rate: Float = Field(1e-3, gt=0)
     weight_decay: Float = Field(0.0, ge=0)
     grad_clip_norm: Float = Field(1.0, gt=0)

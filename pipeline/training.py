@@ -118,30 +118,6 @@ class WindowTensors:
         return x, y
 
 
-#: the derived batch size aims at this many optimiser steps per epoch
-STEPS_PER_EPOCH = 100
-
-
-def batch_size_for(n_train: int, lo: int = 32, hi: int = 256) -> int:
-    """Default ``training.batch_size``: ``n_train / 100`` clipped to ``[32, 256]``.
-
-    A fixed 256 gives a small data set a handful of optimiser steps per epoch (2,000 windows:
-    8), so early stopping and the plateau schedule, which count epochs, act after a few dozen
-    steps; aiming at about :data:`STEPS_PER_EPOCH` steps per epoch scales the work per epoch
-    with the data instead (measured in docs/BENCHMARKS.md, issue 11).
-    """
-    return int(min(hi, max(lo, n_train // STEPS_PER_EPOCH)))
-
-
-def resolve_training(tc: TrainingConfig, n_train: int) -> TrainingConfig:
-    """``tc`` with ``batch_size`` derived from the number of training windows when unset (logged)."""
-    if tc.batch_size is not None:
-        return tc
-    batch = batch_size_for(n_train)
-    log.info("training.batch_size not set: %d for %d training windows", batch, n_train)
-    return tc.model_copy(update={"batch_size": batch})
-
-
 def build_model(n_features: int, horizon: int, mc: ModelConfig) -> RecurrentForecaster:
     return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs)
 
@@ -354,9 +330,9 @@ def train_member(
     Raises:
         DataQualityError: no training windows. TrainingError: a non-finite loss.
     """
+    tc = cfg.training
     if len(fs.starts["train"]) == 0:
         raise DataQualityError("no training windows: lower features.lookback/horizon or the test/validation fractions")
-    tc = resolve_training(cfg.training, len(fs.starts["train"]))
     folder.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     session, tensors = _Session.new(fs, cfg, device), WindowTensors(fs, device)

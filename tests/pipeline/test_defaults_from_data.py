@@ -1,4 +1,4 @@
-"""Defaults derived from the data (issue 11 item 5): calendar inputs from ``data.freq``, batch size from the data size."""
+"""Defaults derived from the data (issue 11 item 5): calendar inputs from ``data.freq``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import read_raw
 from pipeline.features import build_features, calendar_for_freq
-from pipeline.training import batch_size_for, resolve_training
 from pipeline.validation import validate_frame
 
 
@@ -53,15 +52,3 @@ def test_half_hours_get_their_own_hour_angle(make_case):
     assert not np.isclose(fs.values[0, col], fs.values[1, col])
     np.testing.assert_allclose(fs.values[0, col], fs.values[48, col], atol=1e-6)
     np.testing.assert_allclose(fs.values[1, col], np.sin(2 * np.pi * 0.5 / 24), atol=1e-6)
-
-
-def test_batch_size_aims_at_100_steps_per_epoch_within_32_to_256():
-    assert batch_size_for(1_500) == 32 and batch_size_for(11_800) == 118 and batch_size_for(100_000) == 256
-
-
-def test_unset_batch_size_is_derived_and_a_set_one_kept(make_case):
-    config, _ = make_case(training={"batch_size": None})
-    tc = load_config(config).training
-    assert tc.batch_size is None
-    assert resolve_training(tc, 5_000).batch_size == 50
-    assert resolve_training(tc.model_copy(update={"batch_size": 64}), 5_000).batch_size == 64
