@@ -16,7 +16,8 @@ temporary folder):
 A small warm-up case runs first and is not reported in the fits (imports, numba compilation
 of statsforecast's kernels, Great Expectations' context).
 
-Per stage: wall seconds; the peak resident memory of the process and its children (joblib
+Per stage: wall seconds; CPU seconds (user + system, of the process and its joblib workers:
+on a shared machine they move much less with the load than wall seconds); the peak resident memory of the process and its children (joblib
 workers) while the stage ran, sampled every 20 ms (``psutil``), minus nothing: it includes what
 earlier stages left in memory; and, with ``--trace-memory``, the peak of Python/numpy
 allocations during the stage (``tracemalloc``; torch's allocator not included; it slows the
@@ -125,17 +126,36 @@ class PeakRss:
         self.peak = max(self.peak, self._sample())
 
 
+def cpu_seconds() -> dict[int, float]:
+    """User + system CPU seconds of this process (key 0: itself and its reaped children) and of each live child, by pid."""
+    import psutil
+
+    me = psutil.Process()
+    t = os.times()
+    out = {0: t.user + t.system + t.children_user + t.children_system}
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            out[child.pid] = c.user + c.system
+        except psutil.Error:
+            pass
+    return out
+
+
 def _measure(fn):
     if TRACE_MEMORY:
         tracemalloc.start()
+    cpu0 = cpu_seconds()
     with PeakRss() as rss:
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
+    cpu1 = cpu_seconds()
+    cpu = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
     peak = tracemalloc.get_traced_memory()[1] if TRACE_MEMORY else float("nan")
     if TRACE_MEMORY:
         tracemalloc.stop()
-    return out, {"seconds": seconds, "peak_alloc_mib": peak / 2**20, "peak_rss_mib": rss.peak / 2**20}
+    return out, {"seconds": seconds, "cpu_seconds": cpu, "peak_alloc_mib": peak / 2**20, "peak_rss_mib": rss.peak / 2**20}
 
 
 def run_case(n_series: int, n_steps: int, models: list[str] | None, n_jobs: int, root: Path, freq: str = "h") -> dict:
@@ -165,19 +185,20 @@ def run_case(n_series: int, n_steps: int, models: list[str] | None, n_jobs: int,
     }  # fmt: skip
 
 
-def exponents(cases: list[dict]) -> dict[str, float]:
-    """Slope of log(seconds) on log(rows) per stage (needs two sizes or more)."""
+def exponents(cases: list[dict], key: str = "seconds") -> dict[str, float]:
+    """Slope of log(``key``) on log(rows) per stage (needs two sizes or more; ``cpu_seconds`` resists the machine's load)."""
+    cases = [c for c in cases if all(key in c["stages"][s] for s in STAGES)]
     if len(cases) < 2:
         return {}
     rows = np.log([c["rows"] for c in cases])
-    return {s: float(np.polyfit(rows, np.log([max(c["stages"][s]["seconds"], 1e-3) for c in cases]), 1)[0]) for s in STAGES}
+    return {s: float(np.polyfit(rows, np.log([max(c["stages"][s][key], 1e-3) for c in cases]), 1)[0]) for s in STAGES}
 
 
 def markdown(title: str, cases: list[dict], slopes: dict[str, float]) -> str:
     head = "| rows | series | origins | load avg | " + " | ".join(STAGES) + " |\n|" + " --- |" * (len(STAGES) + 4)
-    lines = [f"**{title}** (seconds; peak RSS MiB of the process and its workers during the stage in brackets)", "", head]
+    lines = [f"**{title}** (wall s / CPU s; peak RSS MiB of the process and its workers during the stage in brackets)", "", head]
     for c in cases:
-        cells = " | ".join(f"{c['stages'][s]['seconds']:.1f} ({c['stages'][s]['peak_rss_mib']:.0f})" for s in STAGES)
+        cells = " | ".join(f"{c['stages'][s]['seconds']:.1f} / {c['stages'][s].get('cpu_seconds', float('nan')):.1f} ({c['stages'][s]['peak_rss_mib']:.0f})" for s in STAGES)
         load = "-".join(f"{v:.1f}" for v in c["load_avg_1min"])
         lines.append(f"| {c['rows']:,} | {c['series']} | {c['origins']} | {load} | {cells} |")
     if slopes:
@@ -210,6 +231,7 @@ def main() -> None:
     def save(key: str, case: dict) -> None:
         result[key] = case if key == "warmup" else [*result[key], case]
         result["exponents"] = {"rows": exponents(result["rows"]), "series": exponents(result["series"])}
+        result["exponents_cpu"] = {"rows": exponents(result["rows"], "cpu_seconds"), "series": exponents(result["series"], "cpu_seconds")}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
         print(key, json.dumps(case), flush=True)
