@@ -1,9 +1,8 @@
 """The LSTM against the best baseline on public data sets, with default settings.
 
 For each config in ``benchmarks/configs/`` (columns, frequency, lookback and horizon only;
-data from ``benchmarks/datasets.py``), runs the pipeline's stages as the CLI does
-(every stage of
-:data:`pipeline.stages.STAGES` but ``register``, chained as :mod:`pipeline.runner` does) and records the LSTM's test RMSE, every
+data from ``benchmarks/datasets.py``), runs every stage of :data:`pipeline.stages.STAGES` but
+``register``, chained as :mod:`pipeline.runner` does, and records the LSTM's test RMSE, every
 baseline's (MSTL included on sub-daily data, by default), the ratio LSTM / best baseline, the
 gate's verdict, epochs and stage seconds, with the date, the machine and the load average.
 
