@@ -128,8 +128,9 @@ class FeaturesConfig(_Section):
     scaler: Literal["minmax", "standard", "robust"] = "standard"
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
     target_transform: Literal["none", "log1p"] = "none"
-    #: cyclical calendar encodings added as inputs (sin/cos pairs)
-    calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] = ()
+    #: cyclical calendar encodings added as inputs (sin/cos pairs); default (``None``): from
+    #: ``data.freq`` (:func:`pipeline.features.calendar_for_freq`); ``[]`` for none
+    calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] | None = None
     #: the last this many steps of each series go into the training part (validation and
     #: test are the parts just before them); 0 = the plain chronological split. A retrain
     #: triggered by monitoring sets it from ``monitoring.retrain_recent_steps``

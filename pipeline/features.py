@@ -189,10 +189,49 @@ def _one_hot(part: pd.DataFrame, levels: dict[str, list[str]], where: str) -> li
     return blocks
 
 
+def calendar_for_freq(freq: str) -> tuple[str, ...]:
+    """Calendar encodings that vary within the seasons of ``freq``: the default of ``features.calendar_features``.
+
+    Sub-daily: ``hour`` and ``dayofweek`` (the daily and weekly seasons); daily: ``dayofweek``
+    and ``dayofyear``; weekly to monthly: ``dayofyear``; otherwise none. ``dayofyear`` is left
+    out for sub-daily data, whose series often span less than a year (test days of the
+    year then never occur in training).
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    code = offset.rule_code.split("-")[0]
+    if code.startswith("W") or code in ("M", "MS", "ME", "SM", "SMS", "SME"):
+        return ("dayofyear",)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:
+        return ()
+    if step < pd.Timedelta("1D"):
+        return ("hour", "dayofweek")
+    if step == pd.Timedelta("1D"):
+        return ("dayofweek", "dayofyear")
+    return ()
+
+
+def resolve_calendar(cfg: PipelineConfig) -> tuple[str, ...]:
+    """``features.calendar_features``, or :func:`calendar_for_freq` of ``data.freq`` when unset (logged)."""
+    if cfg.features.calendar_features is not None:
+        return tuple(cfg.features.calendar_features)
+    derived = calendar_for_freq(cfg.data.freq)
+    log.info("features.calendar_features not set: %s derived from data.freq=%r", list(derived), cfg.data.freq)
+    return derived
+
+
+def _calendar_value(ds: pd.Series, name: str) -> np.ndarray:
+    """``ds.dt.<name>`` as float64; ``hour`` includes the minutes (30-minute data: 0, 0.5, ..., 23.5)."""
+    if name == "hour":
+        return ds.dt.hour.to_numpy(dtype=np.float64) + ds.dt.minute.to_numpy(dtype=np.float64) / 60.0
+    return getattr(ds.dt, name).to_numpy(dtype=np.float64)
+
+
 def _calendar(ds: pd.Series, names: list[str]) -> list[np.ndarray]:
     blocks = []
     for name in names:
-        angle = 2 * np.pi * getattr(ds.dt, name).to_numpy(dtype=np.float64) / _CALENDAR_PERIOD[name]
+        angle = 2 * np.pi * _calendar_value(ds, name) / _CALENDAR_PERIOD[name]
         blocks.append(np.column_stack([np.sin(angle), np.cos(angle)]))
     return blocks
 
@@ -210,10 +249,10 @@ def design_matrix(part: pd.DataFrame, prep: Preprocessor, where: str = "data") -
     return np.column_stack(blocks).astype(np.float32)
 
 
-def _feature_names(cfg: PipelineConfig, levels: dict[str, list[str]]) -> list[str]:
+def _feature_names(cfg: PipelineConfig, levels: dict[str, list[str]], calendar: tuple[str, ...]) -> list[str]:
     names = [schema.Y, *cfg.data.covariates]
     names += [f"{col}={lvl}" for col, lv in levels.items() for lvl in lv]
-    names += [f"{cal}_{fn}" for cal in cfg.features.calendar_features for fn in ("sin", "cos")]
+    names += [f"{cal}_{fn}" for cal in calendar for fn in ("sin", "cos")]
     return names
 
 
@@ -374,12 +413,13 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
         for col in d.categorical_covariates
     }
     numeric = _numeric_block(train, f.target_transform, list(d.covariates), "training part")
+    calendar = resolve_calendar(cfg)
     return Preprocessor(
         lookback=f.lookback, horizon=f.horizon, freq=d.freq, timestamp_column=d.timestamp_column,
         target_column=d.target_column, series_id_column=d.series_id_column, covariates=list(d.covariates),
-        categorical_levels=levels, calendar_features=list(f.calendar_features), target_transform=f.target_transform,
+        categorical_levels=levels, calendar_features=list(calendar), target_transform=f.target_transform,
         max_gap=d.max_gap, scaler_kind=f.scaler, scaler_state=_fit_scaler(f.scaler, numeric),
-        feature_names=_feature_names(cfg, levels), split_boundaries=bounds,
+        feature_names=_feature_names(cfg, levels, calendar), split_boundaries=bounds,
     )  # fmt: skip
 
 
