@@ -4,7 +4,7 @@ Each case is one :func:`pipeline.replay.run_replay` (its own MLflow and forecast
 under ``artifacts/replay/<id>/``): a champion trained as of ``start``, a fault injected
 one week later, daily monitoring checks for four more weeks; every training sees the
 180 days before its ``T`` (``--history 180D``). Each scenario runs in a volatile season
-(October, the start of the heating season's pollution episodes) and a calm one (June); the clean scenario also runs over the whole second half of
+(October, the start of the heating season's pollution episodes) and a calm one (July); the clean scenario also runs over the whole second half of
 2014 (false alarms). Results are appended per case to ``benchmarks/results/bench_loop.json``
 (a rerun skips the cases already there and the replays resume), and the Markdown table
 for docs/BENCHMARKS.md is printed. Usage:
@@ -25,7 +25,7 @@ CONFIG = ROOT / "configs" / "beijing_pm25_replay.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_loop.json"
 #: season -> (start, inject_at, end); the champion is trained on the 180 days before start
 SEASONS = {
-    "summer": ("2014-06-01", "2014-06-08", "2014-07-06"),
+    "summer": ("2014-07-01", "2014-07-08", "2014-08-05"),  # from 06-01 there is no champion: its training fails the gate
     "autumn": ("2014-09-24", "2014-10-01", "2014-10-29"),  # the heating season's episodes begin: volatile
     "clean_h2": ("2014-07-01", "2014-07-01", "2014-12-31"),
 }

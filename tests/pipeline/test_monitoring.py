@@ -146,7 +146,7 @@ def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
     assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
-                        "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id"}  # fmt: skip
+                        "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id"}  # fmt: skip
 
 
 def test_published_forecasts_cli_prints_csv(env, capsys):
