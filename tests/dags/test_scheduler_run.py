@@ -5,52 +5,16 @@ with ``conf`` queues behind it (``max_active_runs=1``); both must finish, regist
 MLflow, and record the trigger's conf as a tag. This is what ``make airflow`` starts.
 """
 
-import json
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
 from tests.conftest import _free_port, stop_process_group, write_sine_case
+from tests.loop.conftest import AirflowApi, healthy, wait_for
 from tools.airflow_local import standalone_command
 
 pytestmark = pytest.mark.slow
 MODEL = "sched-sine-lstm"
-
-
-class Api:
-    def __init__(self, base: str):
-        self.base = base
-        with urllib.request.urlopen(base + "/auth/token", timeout=10) as resp:  # all-admins simple auth on loopback
-            self.token = json.load(resp)["access_token"]
-
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(
-            self.base + "/api/v2" + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.load(resp)
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _healthy(base):
-    try:
-        with urllib.request.urlopen(base + "/api/v2/monitor/health", timeout=5) as resp:
-            health = json.load(resp)
-        return all(health[k]["status"] == "healthy" for k in ("metadatabase", "scheduler", "dag_processor"))
-    except (OSError, KeyError, ValueError):
-        return False
 
 
 @pytest.fixture
@@ -63,9 +27,9 @@ def scheduler(tmp_path, mlflow_server):
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: _healthy(base) or proc.poll() is not None, 180, "airflow standalone to be healthy")
+        wait_for(lambda: healthy(base) or proc.poll() is not None, 180, "airflow standalone to be healthy")
         assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
-        yield Api(base), config
+        yield AirflowApi(base), config
     finally:
         stop_process_group(proc)
         log.close()
@@ -73,7 +37,7 @@ def scheduler(tmp_path, mlflow_server):
 
 def test_scheduled_and_triggered_runs_go_through_the_real_scheduler(scheduler, mlflow_server):
     api, config = scheduler
-    _wait(lambda: any(d["dag_id"] == "lstm_training" for d in api.call("GET", "/dags")["dags"]), 120, "the DAG to be parsed")
+    wait_for(lambda: any(d["dag_id"] == "lstm_training" for d in api.call("GET", "/dags")["dags"]), 120, "the DAG to be parsed")
     api.call("PATCH", "/dags/lstm_training", {"is_paused": False})
     manual = api.call("POST", "/dags/lstm_training/dagRuns", {"logical_date": None, "conf": {"config_path": str(config), "reason": "drift"}})
 
@@ -82,7 +46,7 @@ def test_scheduled_and_triggered_runs_go_through_the_real_scheduler(scheduler, m
         done = [r for r in runs if r["state"] in ("success", "failed")]
         return runs if len(runs) >= 2 and len(done) == len(runs) else None
 
-    runs = _wait(finished, 600, "both DAG runs to finish")
+    runs = wait_for(finished, 600, "both DAG runs to finish")
     assert {r["state"] for r in runs} == {"success"}, runs
     assert {r["run_type"] for r in runs} == {"scheduled", "manual"}
     tis = api.call("GET", f"/dags/lstm_training/dagRuns/{manual['dag_run_id']}/taskInstances")["task_instances"]
