@@ -120,7 +120,6 @@ def main() -> None:
 
     configs = [Path(n) if n.endswith(".yaml") else CONFIG_DIR / f"{n}.yaml" for n in args.names] or sorted(CONFIG_DIR.glob("*.yaml"))
     overrides = _parse_set(args.set)
-    existing = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for config in configs:
@@ -128,8 +127,9 @@ def main() -> None:
             row = run_one(config, args.keep or Path(tmp), overrides, args.threads, args.n_jobs, args.baselines_from)
             row.update(label=args.label, machine=machine(), wall_s=round(time.perf_counter() - t0, 1))
             rows.append(row)
-            existing["runs"].append(row)
             args.out.parent.mkdir(parents=True, exist_ok=True)
+            existing = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}  # read now: runs in parallel append too
+            existing["runs"].append(row)
             args.out.write_text(json.dumps(existing, indent=2))
             print(json.dumps(row), flush=True)
     print(markdown(rows))

@@ -157,6 +157,10 @@ class ModelConfig(_Section):
     predict_delta: Bool = True
     #: feed the target minus its window mean, add the mean back (implies predict_delta)
     relative_inputs: Bool = False
+    #: add a linear map of the target's lookback window to the output (LSTNet's autoregressive
+    #: highway, over the whole window as DLinear): the network can copy seasonal lags and a
+    #: linear autoregression instead of learning them. See :class:`pipeline.model.RecurrentForecaster`
+    ar_highway: Bool = True
 
 
 class TrainingConfig(_Section):
@@ -166,7 +170,10 @@ class TrainingConfig(_Section):
     max_epochs: Int = Field(100, ge=1)
     min_epochs: Int = Field(10, ge=0)
     patience: Int = Field(10, ge=1)
-    batch_size: Int = Field(256, ge=1)
+    #: windows per optimiser step; default (``None``): :func:`pipeline.training.resolve_batch_size`,
+    #: 256 on large data, smaller on small data so an epoch still takes ``min_steps_per_epoch`` steps
+    batch_size: Int | None = Field(None, ge=1)
+    min_steps_per_epoch: Int = Field(32, ge=1)
     learning_rate: Float = Field(1e-3, gt=0)
     weight_decay: Float = Field(0.0, ge=0)
     grad_clip_norm: Float = Field(1.0, gt=0)

@@ -4,7 +4,12 @@ Direct multi-horizon strategy (all ``h`` steps from one hidden state), as in
 neuralforecast's LSTM with a linear decoder and the MQ-RNN "direct" forecaster
 (Wen et al., 2017, arXiv:1711.11053). With ``predict_delta`` the head predicts the
 change from the last observed (scaled) target, which keeps forecasts sensible when a
-trend carries the series past the training range.
+trend carries the series past the training range. With ``ar_highway`` a linear map of the
+target's whole lookback window to the ``h`` outputs is added to the network's output: the
+autoregressive "highway" of LSTNet (Lai et al., 2018, "Modeling Long- and Short-Term Temporal
+Patterns with Deep Neural Networks", SIGIR, arXiv:1703.07015), over the whole window as in
+the linear direct forecasters DLinear/NLinear (Zeng et al., 2023, AAAI, arXiv:2205.13504).
+The network can then copy seasonal lags and a linear autoregression instead of learning them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ class RecurrentForecaster(nn.Module):
         relative_inputs: feed the target minus its window mean and add that mean back to
             the output (window normalisation, as neuralforecast's temporal scalers do), so
             a level outside the training range looks familiar; implies ``predict_delta``.
+        ar_highway: add ``Linear(lookback -> horizon)`` of the scaled target window, taken
+            minus the same reference as the network's output (deviations). Its weights start at
+            zero, so an untrained highway leaves the network's forecast unchanged.
+        lookback: window length; required with ``ar_highway``.
     """
 
     def __init__(
@@ -41,6 +50,8 @@ class RecurrentForecaster(nn.Module):
         cell: str = "lstm",
         predict_delta: bool = True,
         relative_inputs: bool = False,
+        ar_highway: bool = False,
+        lookback: int | None = None,
     ):
         super().__init__()
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
@@ -55,6 +66,13 @@ class RecurrentForecaster(nn.Module):
         self.head = nn.Linear(hidden_size, horizon)
         self.predict_delta = predict_delta or relative_inputs
         self.relative_inputs = relative_inputs
+        self.highway = None
+        if ar_highway:
+            if not lookback:
+                raise ValueError("ar_highway needs the lookback (window length) of the inputs")
+            self.highway = nn.Linear(lookback, horizon)
+            nn.init.zeros_(self.highway.weight)
+            nn.init.zeros_(self.highway.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last_y = x[:, -1, :1]  # last observed scaled target: (batch, 1)
@@ -64,6 +82,9 @@ class RecurrentForecaster(nn.Module):
         out, _ = self.rnn(x)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
         last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
         y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
+        if self.highway is not None:  # (batch, lookback) target window, minus the reference when predicting deltas
+            window = x[:, :, 0] - last_y if (self.predict_delta and not self.relative_inputs) else x[:, :, 0]
+            y_hat = y_hat + self.highway(window)
         if self.predict_delta:
             y_hat = y_hat + last_y  # + reference level (last value or window mean), (batch, 1) broadcast
         return y_hat

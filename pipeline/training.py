@@ -70,6 +70,8 @@ class TrainResult:
     resumed_from_epoch: int = 0
     device: str = "cpu"
     seconds: float = 0.0
+    #: windows per optimiser step (``training.batch_size`` or :func:`resolve_batch_size`'s choice)
+    batch_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,8 +121,12 @@ class WindowTensors:
         return x, y
 
 
-def build_model(n_features: int, horizon: int, mc: ModelConfig) -> RecurrentForecaster:
-    return RecurrentForecaster(n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs)
+def build_model(n_features: int, horizon: int, mc: ModelConfig, lookback: int | None = None) -> RecurrentForecaster:
+    """The network ``mc`` describes; ``lookback`` is needed when ``mc.ar_highway`` is set."""
+    return RecurrentForecaster(
+        n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs,
+        ar_highway=mc.ar_highway, lookback=lookback,
+    )  # fmt: skip
 
 
 #: the modules whose code decides what a checkpoint holds (their source is part of the fingerprint)
@@ -159,6 +165,25 @@ def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: batch size bounds of :func:`resolve_batch_size` (neuralforecast's default batch is 32 windows)
+BATCH_BOUNDS = (32, 256)
+
+
+def resolve_batch_size(tc: TrainingConfig, n_train_windows: int) -> int:
+    """``training.batch_size`` if set, else ``n_train_windows // min_steps_per_epoch`` clipped to [32, 256].
+
+    With a fixed batch of 256, a data set of a few thousand windows gets a handful of
+    optimiser steps per epoch (CO2 weekly: 6), so early stopping and the learning-rate
+    schedule, both counted in epochs, act after a few dozen steps. Deriving the batch keeps
+    at least ``min_steps_per_epoch`` steps per epoch down to 32-window batches, and leaves
+    large data sets at 256. Returns: windows per step (int >= 1).
+    """
+    if tc.batch_size is not None:
+        return tc.batch_size
+    low, high = BATCH_BOUNDS
+    return int(min(high, max(low, n_train_windows // tc.min_steps_per_epoch)))
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -179,12 +204,12 @@ def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch
     return torch.cat(outs).cpu().numpy()
 
 
-def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator) -> float:
+def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_size: int) -> float:
     model.train()
     order = starts[torch.randperm(len(starts), generator=generator).to(starts.device)]
     total = torch.zeros((), device=tensors.device)  # summed on the device: one sync per epoch
-    for i in range(0, len(order), tc.batch_size):
-        x, y = tensors.gather(order[i : i + tc.batch_size])
+    for i in range(0, len(order), batch_size):
+        x, y = tensors.gather(order[i : i + batch_size])
         with _autocast(tensors.device):
             loss = torch.nn.functional.mse_loss(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -266,7 +291,7 @@ class _Session:
     @classmethod
     def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device) -> _Session:
         tc = cfg.training
-        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model).to(device)
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
         return cls(model, opt, sched, TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False})
@@ -340,13 +365,19 @@ def train_member(
     train_starts, val_starts = tensors.starts(fs, "train"), tensors.starts(fs, "val")
     if len(val_starts) == 0:  # no validation part: stop on the training loss
         val_starts = train_starts
+    batch_size = resolve_batch_size(tc, len(train_starts))
+    if tc.batch_size is None:
+        log.info("training.batch_size unset: %d windows per step (%d training windows, at least %d steps per epoch)",
+                 batch_size, len(train_starts), tc.min_steps_per_epoch)  # fmt: skip
     fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
     session.resume(ckpt_path, fingerprint, device)
+    session.result.batch_size = batch_size
     started = time.perf_counter() - session.result.seconds
     bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
     while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
         epoch, t0 = session.state["epoch"] + 1, time.perf_counter()
-        train_loss = _epoch(session.model, session.opt, tensors, train_starts, tc, torch.Generator().manual_seed(seed * 100_003 + epoch))
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        train_loss = _epoch(session.model, session.opt, tensors, train_starts, tc, generator, batch_size)
         _check_finite(epoch, train_loss, tc)
         row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc)
         session.result.seconds = time.perf_counter() - started
@@ -457,10 +488,10 @@ class LSTMForecaster:
                 f"{path}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
                 f"but the preprocessing has {prep.n_features} features and horizon {prep.horizon}"
             )
-        mc = ModelConfig(**payload["model"])
+        mc = ModelConfig(**{"ar_highway": False, **payload["model"]})  # weights saved before the highway existed have none
         members = []
         for state in payload["members"]:
-            model = build_model(payload["n_features"], payload["horizon"], mc)
+            model = build_model(payload["n_features"], payload["horizon"], mc, prep.lookback)
             model.load_state_dict(state)
             members.append(model)
         return cls.from_members(members, prep, device, mc)

@@ -151,7 +151,7 @@ def served(tiny_features):
     from pipeline.training import LSTMForecaster, build_model
 
     cfg, fs = tiny_features
-    model = ForecastModel().use(LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model)], fs.prep))
+    model = ForecastModel().use(LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)], fs.prep))
     from tests.conftest import sine_frame
 
     return model, sine_frame().tail(30).reset_index(drop=True)

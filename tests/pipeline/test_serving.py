@@ -20,9 +20,18 @@ from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 
 
 def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
-    """A pyfunc with untrained, seeded members: deterministic forecasts without training."""
+    """A pyfunc with untrained, seeded members: deterministic forecasts without training.
+
+    The default highway (``model.ar_highway``) gets random weights, so the served forecasts go through it too.
+    """
     torch.manual_seed(0)
-    members = [build_model(prep.n_features, prep.horizon, cfg.model) for _ in range(n_members)]
+    mc = cfg.model
+    members = [build_model(prep.n_features, prep.horizon, mc, prep.lookback) for _ in range(n_members)]
+    for member in members:
+        for name, param in member.named_parameters():
+            if "highway" in name:
+                torch.nn.init.normal_(param, std=0.3)
+    assert mc.ar_highway and any("highway" in name for name, _ in members[0].named_parameters())
     return ForecastModel().use(LSTMForecaster.from_members(members, prep))
 
 

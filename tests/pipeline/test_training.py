@@ -30,6 +30,55 @@ def test_relative_inputs_make_the_model_shift_invariant_in_the_target():
     torch.testing.assert_close(model(shifted), model(x) + 5.0)
 
 
+def test_an_untrained_highway_leaves_the_forecast_unchanged_and_can_copy_a_seasonal_lag():
+    torch.manual_seed(0)
+    plain = RecurrentForecaster(n_features=2, horizon=3, hidden_size=8).eval()
+    torch.manual_seed(0)
+    highway = RecurrentForecaster(n_features=2, horizon=3, hidden_size=8, ar_highway=True, lookback=10).eval()
+    x = torch.randn(4, 10, 2)
+    torch.testing.assert_close(highway(x), plain(x))  # zero-initialised: the network's forecast as it was
+    with torch.no_grad():  # head silenced, highway = "the value 5 steps before each forecast step"
+        highway.head.weight.zero_()
+        highway.head.bias.zero_()
+        for k in range(3):
+            highway.highway.weight[k, 10 - 5 + k] = 1.0
+    torch.testing.assert_close(highway(x), x[:, 5:8, 0])  # the seasonal naive forecast, season 5
+    shifted = x.clone()
+    shifted[:, :, 0] += 5.0
+    torch.testing.assert_close(highway(shifted), highway(x) + 5.0)  # still a delta on the last value
+    with pytest.raises(ValueError, match="lookback"):
+        RecurrentForecaster(n_features=2, horizon=3, ar_highway=True)
+
+
+def test_weights_saved_before_the_highway_existed_still_load(tiny_features, tmp_path):
+    cfg, fs = tiny_features
+    old = cfg.model_copy(update={"model": cfg.model.model_copy(update={"ar_highway": False})})
+    from pipeline.training import build_model
+
+    lstm = LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, old.model)], fs.prep, model_config=old.model)
+    path = lstm.save(tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["model"]["ar_highway"]  # as written before the option existed
+    torch.save(payload, path)
+    loaded = LSTMForecaster.load(path, fs.prep)
+    assert loaded.models_[0].highway is None
+    np.testing.assert_allclose(loaded.predict(fs), lstm.predict(fs), rtol=1e-6)
+
+
+def test_an_unset_batch_size_keeps_enough_steps_per_epoch_on_small_data(tiny_features, tmp_path):
+    from pipeline.config import TrainingConfig
+    from pipeline.training import resolve_batch_size
+
+    tc = TrainingConfig()
+    assert resolve_batch_size(tc, 1_500) == 46  # CO2 weekly's size: 32 steps per epoch, not 6 at 256
+    assert resolve_batch_size(tc, 500) == 32 and resolve_batch_size(tc, 100_000) == 256  # the bounds
+    assert resolve_batch_size(tc.model_copy(update={"batch_size": 512}), 500) == 512  # a set value is kept
+    cfg, fs = tiny_features
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"batch_size": None, "max_epochs": 1, "min_epochs": 1})})
+    _, result = train_member(fs, cfg, tmp_path / "m", seed=1, device=torch.device("cpu"))
+    assert result.batch_size == resolve_batch_size(cfg.training, len(fs.starts["train"]))  # recorded with the result
+
+
 def test_training_lowers_the_loss_and_beats_naive(tiny_features, tmp_path):
     cfg, fs = tiny_features
     lstm = LSTMForecaster(cfg, tmp_path / "ckpt", device="cpu").fit(fs)
