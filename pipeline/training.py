@@ -559,7 +559,7 @@ def run_training(
     metrics = {
         "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
-        "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
+        "batch_size": [r.batch_size for r in results], "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
         "n_origins": int(len(test_index)), "origin_step": step,

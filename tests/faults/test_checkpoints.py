@@ -129,3 +129,4 @@ def test_a_kill_while_the_training_folder_is_written_leaves_the_previous_one_who
     again = run_training(longer, run, feats)  # resumes from epoch 3's checkpoint, written before the kill
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(again["training"]))
     assert facts["resumed_from_epoch"] == [3] and facts["epochs_run"] == [3]
+    assert facts["batch_size"] == [longer.training.batch_size]  # the batch used is recorded with the facts
