@@ -96,7 +96,7 @@ def _client(cfg: PipelineConfig):
     from pipeline.registry import check_server, tracking_uri
 
     uri = tracking_uri(cfg)
-    check_server(uri)
+    check_server(uri, training=False)
     mlflow.set_tracking_uri(uri)
     return mlflow.tracking.MlflowClient()
 

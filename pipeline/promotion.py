@@ -447,7 +447,7 @@ def _operator_session(cfg):
     from pipeline.store import store_for
 
     uri = tracking.tracking_uri(cfg)
-    tracking.check_server(uri)
+    tracking.check_server(uri, training=False)
     mlflow.set_tracking_uri(uri)
     return mlflow.tracking.MlflowClient(), uri, cfg.mlflow.registered_model_name, store_for(cfg)
 

@@ -63,10 +63,12 @@ def artifact_location(cfg: PipelineConfig, uri: str) -> str | None:
     return None
 
 
-def check_server(uri: str, attempts: int = 3, backoff_s: float = 0.5, timeout_s: float = 3.0) -> None:
+def check_server(uri: str, attempts: int = 3, backoff_s: float = 0.5, timeout_s: float = 3.0, training: bool = True) -> None:
     """For an HTTP tracking URI, ``GET /health`` with bounded retries (a few seconds at most).
 
-    Called before training, so a dead server costs seconds, not a training run.
+    Called before training, so a dead server costs seconds, not a training run. ``training``:
+    the caller is the ``train`` command, so the message offers ``--no-register``; monitoring
+    and promotion need the registry and get no such advice.
 
     Raises:
         RegistryError: "cannot reach MLflow at <uri>" after ``attempts`` tries; nothing was logged.
@@ -87,7 +89,7 @@ def check_server(uri: str, attempts: int = 3, backoff_s: float = 0.5, timeout_s:
     raise RegistryError(
         f"cannot reach MLflow at {uri} ({attempts} attempts, last: {last}); nothing was logged or registered, "
         "the registry is unchanged. Start the server (`make mlflow-ui`) or set MLFLOW_TRACKING_URI / "
-        "mlflow.tracking_uri, or pass --no-register."
+        "mlflow.tracking_uri" + (", or pass --no-register to train without registering." if training else ".")
     )
 
 

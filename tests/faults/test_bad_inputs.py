@@ -121,7 +121,7 @@ def test_a_dead_tracking_server_fails_in_seconds_before_training(make_case, caps
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     assert main(["train", "--config", str(config), "--run-id", "r1", "--json"]) == 1
     err = _last_json(capsys.readouterr().out)
-    assert err["kind"] == "RegistryError" and err["stage"] == "register" and f"cannot reach MLflow at {dead}" in err["message"]
+    assert err["kind"] == "RegistryError" and err["stage"] == "register" and f"cannot reach MLflow at {dead}" in err["message"] and "--no-register" in err["message"]
     assert not (tmp_path / "artifacts" / "r1" / "training").exists()
 
 

@@ -162,8 +162,9 @@ def test_published_forecasts_cli_prints_csv(env, capsys):
 def test_unreachable_tracking_server_fails_clearly_without_a_check_row(env, monkeypatch):
     cfg = load_config(_write(env["root"], env["frame"], "down"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
-    with pytest.raises(RegistryError, match=r"cannot reach MLflow at .*\(3 attempts"):
+    with pytest.raises(RegistryError, match=r"cannot reach MLflow at .*\(3 attempts") as err:
         run_check(cfg, T, since=T0)
+    assert "--no-register" not in str(err.value)  # a training-only option is no advice to monitoring
     assert store_for(cfg).last_checks(MODEL_NAME, 5) == []
 
 
