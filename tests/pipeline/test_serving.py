@@ -44,7 +44,7 @@ def served(tmp_path_factory):
     frame.loc[200:205, "load"] = np.nan  # > max_gap: no window crosses it
     frame.to_csv(root / "input.csv", index=False)
     config = root / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_config_dict(root / "input.csv", root / "artifacts", features={"lookback": 24, "horizon": 4}, model=FAST_MODEL)))
+    config.write_text(yaml.safe_dump(tiny_config_dict(root / "input.csv", root / "artifacts", features={"lookback": 24, "horizon": 4}, model={**FAST_MODEL, "ar_highway": True})))
     cfg = load_config(config)
     raw = read_raw(cfg.data)
     fs = build_features(validate_frame(raw, cfg).frame, cfg)
