@@ -124,7 +124,7 @@ def test_two_series_of_different_lengths(make_case):
     a, b = sine_frame(n=200, seed=1), sine_frame(n=150, seed=2)
     a["site"], b["site"] = "a", "b"
     b = b.drop(index=range(60, 62))  # a short gap in series b
-    config, _ = make_case(frame=pd.concat([a, b]), features={"lookback": 24, "horizon": 4}, model=FAST_MODEL,
+    config, _ = make_case(frame=pd.concat([a, b]), features={"lookback": 24, "horizon": 4}, model={**FAST_MODEL, "ar_highway": True},
                           data={"series_id_column": "site", "max_missing_fraction": 0.3})  # fmt: skip
     cfg = load_config(config)
     raw = read_raw(cfg.data)
