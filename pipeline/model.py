@@ -10,6 +10,8 @@ autoregressive "highway" of LSTNet (Lai et al., 2018, "Modeling Long- and Short-
 Patterns with Deep Neural Networks", SIGIR, arXiv:1703.07015), over the whole window as in
 the linear direct forecasters DLinear/NLinear (Zeng et al., 2023, AAAI, arXiv:2205.13504).
 The network can then copy seasonal lags and a linear autoregression instead of learning them.
+By default training solves that map by least squares first and holds it fixed
+(:func:`pipeline.training.fit_highway`).
 """
 
 from __future__ import annotations
@@ -74,17 +76,31 @@ class RecurrentForecaster(nn.Module):
             nn.init.zeros_(self.highway.weight)
             nn.init.zeros_(self.highway.bias)
 
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The level the output is relative to: ``(batch, 1)`` scaled target.
+
+        The last observed value with ``predict_delta``, the window mean with
+        ``relative_inputs``, zeros otherwise.
+        """
+        if self.relative_inputs:
+            return x[:, :, 0].mean(dim=1, keepdim=True)
+        if self.predict_delta:
+            return x[:, -1, :1]
+        return torch.zeros_like(x[:, -1, :1])
+
+    def highway_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the highway sees: the scaled target window minus :meth:`reference`, ``(batch, lookback)``."""
+        return x[:, :, 0] - self.reference(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last_y = x[:, -1, :1]  # last observed scaled target: (batch, 1)
-        if self.relative_inputs:  # reference = window mean of the target: (batch, 1)
-            last_y = x[:, :, 0].mean(dim=1, keepdim=True)
-            x = torch.cat([x[:, :, :1] - last_y[:, None, :], x[:, :, 1:]], dim=2)  # (batch, lookback, F)
-        out, _ = self.rnn(x)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
+        ref = self.reference(x)  # (batch, 1)
+        if self.relative_inputs:  # the recurrent part sees the target minus its window mean
+            x_in = torch.cat([x[:, :, :1] - ref[:, None, :], x[:, :, 1:]], dim=2)  # (batch, lookback, F)
+        else:
+            x_in = x
+        out, _ = self.rnn(x_in)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
         last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
         y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
-        if self.highway is not None:  # (batch, lookback) target window, minus the reference when predicting deltas
-            window = x[:, :, 0] - last_y if (self.predict_delta and not self.relative_inputs) else x[:, :, 0]
-            y_hat = y_hat + self.highway(window)
-        if self.predict_delta:
-            y_hat = y_hat + last_y  # + reference level (last value or window mean), (batch, 1) broadcast
-        return y_hat
+        if self.highway is not None:  # (batch, lookback) target window minus the reference
+            y_hat = y_hat + self.highway(self.highway_inputs(x))
+        return y_hat + ref  # + reference level (last value, window mean or 0), (batch, 1) broadcast

@@ -231,6 +231,27 @@ class RunInputs:
         }  # fmt: skip
 
 
+def derived_params(cfg: PipelineConfig, training_folder: Path) -> dict[str, str]:
+    """Values training chose where the config left them unset, as MLflow params.
+
+    ``training.batch_size`` (when unset: :func:`pipeline.training.resolve_batch_size`'s choice,
+    instead of ``"None"``) and ``model.highway_ridge_lambda`` (the penalty
+    :func:`pipeline.training.fit_highway` chose), read from the training facts; one value per
+    ensemble member, comma-separated, where members differ.
+    """
+    facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))
+
+    def joined(values) -> str:
+        return ",".join(dict.fromkeys(str(v) for v in values))
+
+    out = {}
+    if cfg.training.batch_size is None and facts.get("batch_size"):
+        out["training.batch_size"] = joined(facts["batch_size"])
+    if any(v is not None for v in facts.get("highway_ridge_lambda", [])):
+        out["model.highway_ridge_lambda"] = joined(facts["highway_ridge_lambda"])
+    return out
+
+
 def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: dict, tags: dict[str, str]) -> dict:
     """Log params (once), metrics, tags and the reports/plots of the run's steps to the active run.
 
@@ -245,7 +266,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: 
     gate = artifacts.read_json(artifacts.GATE.at(inputs.evaluation))
     history = artifacts.read_json(artifacts.TRAINING_HISTORY.at(inputs.training))
     existing = client.get_run(run_id).data.params
-    params = [Param(k, v) for k, v in flat_params(cfg).items() if k not in existing]
+    params = [Param(k, v) for k, v in {**flat_params(cfg), **derived_params(cfg, inputs.training)}.items() if k not in existing]
     metrics = _metrics(history, training, comparison)
     run_tags = {
         "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(),

@@ -1,5 +1,10 @@
 """LSTM training: Adam, gradient clipping, ReduceLROnPlateau, early stopping, checkpoints.
 
+With the autoregressive highway (``model.ar_highway``) and ``model.highway_fit:
+least_squares`` (the defaults), the highway is first solved in closed form
+(:func:`fit_highway`) and held fixed; that linear forecaster is epoch 0, and the epochs
+train the network on its residual.
+
 One epoch = one pass over the training windows in a seeded random order. The
 validation loss (MSE on scaled targets) drives both ReduceLROnPlateau and early
 stopping; after ``min_epochs``, training stops once it has not improved for
@@ -72,6 +77,8 @@ class TrainResult:
     seconds: float = 0.0
     #: windows per optimiser step (``training.batch_size`` or :func:`resolve_batch_size`'s choice)
     batch_size: int = 0
+    #: the ridge penalty :func:`fit_highway` chose; ``None`` when the highway was not fitted
+    highway_ridge_lambda: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +235,76 @@ def _val_loss(model, tensors, starts) -> float:
     return float(torch.mean((pred - y) ** 2))
 
 
+#: ridge penalties tried by :func:`fit_highway`, per window (the penalty is ``lam * n_windows``)
+RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Z^T Z`` ``(L+1, L+1)`` and ``Z^T T`` ``(L+1, h)`` float64, ``Z = [highway inputs, 1]``, ``T = y - reference``."""
+    L, H = tensors.L, tensors.H
+    zz = torch.zeros(L + 1, L + 1, dtype=torch.float64, device=tensors.device)
+    zt = torch.zeros(L + 1, H, dtype=torch.float64, device=tensors.device)
+    for i in range(0, len(starts), EVAL_BATCH):
+        x, y = tensors.gather(starts[i : i + EVAL_BATCH])
+        z = torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double()  # (b, L+1)
+        zz += z.T @ z
+        zt += z.T @ (y - model.reference(x)).double()
+    return zz, zt
+
+
+def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor, weights: list[torch.Tensor]) -> list[float]:
+    """Summed squared error on ``starts`` of each ``(L+1, h)`` linear map in ``weights``."""
+    sse = [0.0] * len(weights)
+    for i in range(0, len(starts), EVAL_BATCH):
+        x, y = tensors.gather(starts[i : i + EVAL_BATCH])
+        z = torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double()
+        t = (y - model.reference(x)).double()
+        for k, w in enumerate(weights):
+            sse[k] += float(((z @ w - t) ** 2).sum())
+    return sse
+
+
+@torch.no_grad()
+def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts: torch.Tensor, val_starts: torch.Tensor) -> dict[str, float]:
+    """Make ``model`` the least-squares linear direct forecaster: the highway solved, the head at zero.
+
+    The highway ``Linear(lookback -> h)`` is solved in closed form (ridge regression, normal
+    equations in float64) from the training windows' highway inputs (the scaled target window
+    minus the reference, :meth:`RecurrentForecaster.highway_inputs`) to their targets minus
+    the reference; the ridge penalty ``lam * n_train`` (intercept not penalised) is the one of
+    :data:`RIDGE_GRID` with the lowest validation MSE. The head's weights and bias are set to
+    zero, so before the first optimiser step the model *is* that linear forecaster (NLinear's
+    direct linear map, Zeng et al., 2023, arXiv:2205.13504, fitted as in ridge regression,
+    Hoerl & Kennard, 1970). :func:`train_member` then holds the highway fixed and trains the
+    network on what the linear map misses: the linear-plus-network hybrid of Zhang (2003,
+    "Time series forecasting using a hybrid ARIMA and neural network model", Neurocomputing
+    50:159-175), with the linear model counted as epoch 0 of early stopping.
+
+    Cost: one pass over the training and validation windows, ``O(n (L+1)^2)``.
+
+    Returns:
+        ``{"ridge_lambda": float, "val_loss": float}``: the chosen penalty and the validation
+        MSE (scaled units) of the model as it now is.
+    """
+    if model.highway is None:
+        raise ValueError("fit_highway needs a model built with ar_highway")
+    was_training = model.training
+    model.eval()
+    zz, zt = _gram(model, tensors, train_starts)
+    n, eye = len(train_starts), torch.eye(zz.shape[0], dtype=torch.float64, device=zz.device)
+    eye[-1, -1] = 0.0  # the intercept is not penalised
+    weights = [torch.linalg.solve(zz + lam * n * eye, zt) for lam in RIDGE_GRID]  # each (L+1, h)
+    sse = _linear_sse(model, tensors, val_starts, weights)
+    k = int(np.argmin(sse))
+    w = weights[k]
+    model.highway.weight.copy_(w[:-1].T.to(model.highway.weight.dtype))  # (h, L)
+    model.highway.bias.copy_(w[-1].to(model.highway.bias.dtype))  # (h,)
+    model.head.weight.zero_()
+    model.head.bias.zero_()
+    model.train(was_training)
+    return {"ridge_lambda": RIDGE_GRID[k], "val_loss": sse[k] / max(len(val_starts) * tensors.H, 1)}
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``path`` atomically, keeping the previous checkpoint as ``<name>.prev`` (a fallback if it is corrupt)."""
     from pipeline import faults
@@ -321,6 +398,11 @@ class _Session:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": self.state,
         })  # fmt: skip
 
+    def start_from(self, val_loss: float) -> None:
+        """The weights as they are count as epoch 0's: kept as the best unless an epoch beats ``val_loss``."""
+        self.result.best_val_loss, self.result.best_epoch = val_loss, 0
+        self.state["best"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
     def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig) -> dict:
         """Step the scheduler, keep the best weights, decide early stopping; returns the history row."""
         self.sched.step(val_loss)
@@ -369,9 +451,18 @@ def train_member(
     if tc.batch_size is None:
         log.info("training.batch_size unset: %d windows per step (%d training windows, at least %d steps per epoch)",
                  batch_size, len(train_starts), tc.min_steps_per_epoch)  # fmt: skip
+    fitted = None
+    if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
+        fitted = fit_highway(session.model, tensors, train_starts, val_starts)
+        session.model.highway.requires_grad_(False)  # held fixed: the network learns the residual
+        session.start_from(_val_loss(session.model, tensors, val_starts))
+        log.info("highway fitted by least squares (ridge lambda %g): validation MSE %.5g before the first epoch",
+                 fitted["ridge_lambda"], fitted["val_loss"])  # fmt: skip
     fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
     session.resume(ckpt_path, fingerprint, device)
     session.result.batch_size = batch_size
+    if fitted is not None:
+        session.result.highway_ridge_lambda = fitted["ridge_lambda"]
     started = time.perf_counter() - session.result.seconds
     bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
     while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
@@ -559,7 +650,8 @@ def run_training(
     metrics = {
         "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
-        "batch_size": [r.batch_size for r in results], "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
+        "batch_size": [r.batch_size for r in results], "highway_ridge_lambda": [r.highway_ridge_lambda for r in results],
+        "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
         "n_origins": int(len(test_index)), "origin_step": step,

@@ -26,7 +26,8 @@ MODEL_NAME = "tiny-sine-lstm"
 def registered(mlflow_server, tmp_path_factory):
     """One gate-passing training run registered on the real server."""
     root = tmp_path_factory.mktemp("registry")
-    cfg = load_config(write_sine_case(root, "tiny-sine", MODEL_NAME))
+    # batch size and highway left to training, so the derived values must reach the run's params
+    cfg = load_config(write_sine_case(root, "tiny-sine", MODEL_NAME), {"training.batch_size": None, "model.ar_highway": True})
     csv = root / "input.csv"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
@@ -49,6 +50,9 @@ def client(registered, monkeypatch):
 def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
     run = client.get_run(registered["result"]["mlflow_run_id"])
     assert run.data.params["features.lookback"] == "24" and run.data.params["data.freq"] == "h"
+    facts = json.loads((Path(registered["result"]["run_dir"]) / "training" / "metrics.json").read_text())
+    assert run.data.params["training.batch_size"] == str(facts["batch_size"][0]) != "None"  # the value used, not the unset config
+    assert float(run.data.params["model.highway_ridge_lambda"]) == facts["highway_ridge_lambda"][0] > 0
     for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4"):
         assert key in run.data.metrics, key
     assert run.data.metrics["lstm_rmse"] == pytest.approx(registered["result"]["lstm_rmse"])

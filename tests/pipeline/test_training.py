@@ -65,6 +65,71 @@ def test_weights_saved_before_the_highway_existed_still_load(tiny_features, tmp_
     np.testing.assert_allclose(loaded.predict(fs), lstm.predict(fs), rtol=1e-6)
 
 
+def _ridge_reference(fs, starts, lam):
+    """The ridge solution of :func:`pipeline.training.fit_highway`, written independently in numpy."""
+    L, H = fs.prep.lookback, fs.prep.horizon
+    x = fs.values[:, 0].astype(np.float64)[starts[:, None] + np.arange(L)]  # (n, L) scaled target inputs
+    y = fs.target.astype(np.float64)[starts[:, None] + np.arange(L, L + H)]  # (n, H)
+    z = np.hstack([x - x[:, -1:], np.ones((len(x), 1))])
+    penalty = lam * len(x) * np.diag(np.r_[np.ones(L), 0.0])
+    return np.linalg.solve(z.T @ z + penalty, z.T @ (y - x[:, -1:]))  # (L + 1, H)
+
+
+def test_the_least_squares_highway_starts_as_the_ridge_forecaster_with_the_best_validation_penalty(tiny_features):
+    from pipeline.training import RIDGE_GRID, build_model, fit_highway
+
+    cfg, fs = tiny_features
+    torch.manual_seed(0)
+    model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model.model_copy(update={"ar_highway": True}), fs.prep.lookback)
+    tensors = WindowTensors(fs, torch.device("cpu"))
+    train, val = tensors.starts(fs, "train"), tensors.starts(fs, "val")
+    fitted = fit_highway(model, tensors, train, val)
+
+    assert not model.head.weight.any() and not model.head.bias.any()  # the network's part starts silent
+    L, H = fs.prep.lookback, fs.prep.horizon
+    xv = fs.values[:, 0].astype(np.float64)[fs.starts["val"][:, None] + np.arange(L)]
+    yv = fs.target.astype(np.float64)[fs.starts["val"][:, None] + np.arange(L, L + H)]
+    zv = np.hstack([xv - xv[:, -1:], np.ones((len(xv), 1))])
+
+    def val_mse(lam):
+        return float(np.mean((zv @ _ridge_reference(fs, fs.starts["train"], lam) + xv[:, -1:] - yv) ** 2))
+
+    assert fitted["ridge_lambda"] == min(RIDGE_GRID, key=val_mse)  # the penalty the validation windows prefer
+    w = _ridge_reference(fs, fs.starts["train"], fitted["ridge_lambda"])
+    with torch.no_grad():
+        served = model.eval()(tensors.gather(val)[0]).numpy()
+    np.testing.assert_allclose(served, zv @ w + xv[:, -1:], atol=2e-4)  # the model *is* that linear forecaster
+    assert fitted["val_loss"] == pytest.approx(val_mse(fitted["ridge_lambda"]), rel=1e-6)
+
+
+def test_training_holds_the_least_squares_highway_and_keeps_the_linear_start_when_training_only_hurts(tiny_features, tmp_path):
+    from pipeline.training import build_model, fit_highway
+
+    cfg, fs = tiny_features
+    mc = cfg.model.model_copy(update={"ar_highway": True})
+    linear = build_model(fs.prep.n_features, fs.prep.horizon, mc, fs.prep.lookback)
+    tensors = WindowTensors(fs, torch.device("cpu"))
+    fit_highway(linear, tensors, tensors.starts(fs, "train"), tensors.starts(fs, "val"))
+
+    good = cfg.model_copy(update={"model": mc, "training": cfg.training.model_copy(update={"max_epochs": 4, "min_epochs": 4})})
+    model, result = train_member(fs, good, tmp_path / "g", seed=1, device=torch.device("cpu"))
+    assert len(result.history) == 4 and result.best_epoch >= 1  # the network improved on the linear start
+    torch.testing.assert_close(model.highway.weight, linear.highway.weight)  # held fixed: the network learns the residual
+    torch.testing.assert_close(model.highway.bias, linear.highway.bias)
+
+    bad = cfg.model_copy(update={"model": mc, "training": cfg.training.model_copy(update={"learning_rate": 3.0, "max_epochs": 3, "min_epochs": 1, "patience": 2})})
+    model, result = train_member(fs, bad, tmp_path / "m", seed=1, device=torch.device("cpu"))
+    assert result.best_epoch == 0 and len(result.history) >= 2  # every epoch was worse than the start on validation
+    assert all(row["val_loss"] > result.best_val_loss for row in result.history)
+    x = tensors.gather(tensors.starts(fs, "test"))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), linear.eval()(x))  # the weights restored are the start's
+
+    zeros = bad.model_copy(update={"model": mc.model_copy(update={"highway_fit": "joint"})})
+    _, plain = train_member(fs, zeros, tmp_path / "z", seed=1, device=torch.device("cpu"))
+    assert plain.best_epoch >= 1  # without the fit there is no epoch 0 to fall back on
+
+
 def test_an_unset_batch_size_keeps_enough_steps_per_epoch_on_small_data(tiny_features, tmp_path):
     from pipeline.config import TrainingConfig
     from pipeline.training import resolve_batch_size
