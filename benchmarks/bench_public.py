@@ -72,7 +72,8 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
         "lstm_rmse": compared["lstm_rmse"], "baselines": compared["baselines"], "best_baseline": compared["best_baseline"],
         "best_baseline_rmse": compared["best_baseline_rmse"], "ratio": compared["lstm_rmse"] / compared["best_baseline_rmse"],
         "gate_passed": compared["gate_passed"], "skipped_baselines": results["baselines"]["skipped"],
-        "epochs_run": training["epochs_run"], "best_epochs": training["best_epochs"], "batch_size": training.get("batch_size"), "seconds": seconds,
+        "epochs_run": training["epochs_run"], "best_epochs": training["best_epochs"], "batch_size": training.get("batch_size"),
+        "highway_ridge_lambda": training.get("highway_ridge_lambda"), "seconds": seconds,
     }  # fmt: skip
 
 

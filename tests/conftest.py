@@ -162,7 +162,9 @@ def sine_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
 FAST_TRAINING = {"max_epochs": 40, "min_epochs": 5, "patience": 8, "batch_size": 32, "learning_rate": 0.01, "progress": False}
 # ar_highway false keeps these tiny cases as they were before the highway became the default: with it,
 # the drifted-sine loop tests' retrains (x3 target, lr 0.01, 40 epochs) fail the gate against Naive by
-# 35-44% (measured 2026-11-26; docs/BENCHMARKS.md). The highway's own tests set it explicitly.
+# 35-44% with the zero-started highway and by 27-51% with the least-squares one: a linear AR fitted on a
+# noiseless sine amplifies the x3 jump it never saw (measured 2026-11-26; docs/BENCHMARKS.md). The
+# highway's own tests set it explicitly.
 FAST_MODEL = {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "ar_highway": False}
 
 
