@@ -162,7 +162,7 @@ class ModelConfig(_Section):
     #: linear autoregression instead of learning them. See :class:`pipeline.model.RecurrentForecaster`
     ar_highway: Bool = True
     #: how the highway is fitted: ``least_squares`` solves it in closed form on the training
-    #: windows (ridge, penalty chosen on the validation windows) and holds it fixed, so the network
+    #: windows (ridge, penalty chosen on the validation windows, else by leave-one-out) and holds it fixed, so the network
     #: learns what the linear forecaster misses (the hybrid of Zhang, 2003); ``joint`` starts it at
     #: zero and trains it with the network (LSTNet). See :func:`pipeline.training.fit_highway`
     highway_fit: Literal["least_squares", "joint"] = "least_squares"

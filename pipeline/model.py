@@ -102,5 +102,6 @@ class RecurrentForecaster(nn.Module):
         last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
         y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
         if self.highway is not None:  # (batch, lookback) target window minus the reference
-            y_hat = y_hat + self.highway(self.highway_inputs(x))
+            with torch.autocast(x.device.type, enabled=False):  # float32 under bf16 training too: it is solved exactly
+                y_hat = y_hat.float() + self.highway(self.highway_inputs(x).float())
         return y_hat + ref  # + reference level (last value, window mean or 0), (batch, 1) broadcast

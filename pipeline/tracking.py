@@ -241,8 +241,9 @@ def derived_params(cfg: PipelineConfig, training_folder: Path) -> dict[str, str]
     """
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))
 
-    def joined(values) -> str:
-        return ",".join(dict.fromkeys(str(v) for v in values))
+    def joined(values) -> str:  # one value when every member has it, else one per member
+        texts = [str(v) for v in values]
+        return texts[0] if len(set(texts)) == 1 else ",".join(texts)
 
     out = {}
     if cfg.training.batch_size is None and facts.get("batch_size"):

@@ -79,6 +79,9 @@ class TrainResult:
     batch_size: int = 0
     #: the ridge penalty :func:`fit_highway` chose; ``None`` when the highway was not fitted
     highway_ridge_lambda: float | None = None
+    #: validation MSE of the model before the first epoch when that counts as epoch 0 (the
+    #: least-squares highway alone); ``best_epoch`` 0 means no epoch beat it. ``None`` otherwise
+    start_val_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -252,27 +255,38 @@ def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tens
     return zz, zt
 
 
-def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor, weights: list[torch.Tensor]) -> list[float]:
-    """Summed squared error on ``starts`` of each ``(L+1, h)`` linear map in ``weights``."""
+def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor, weights: list[torch.Tensor],
+                inverses: list[torch.Tensor] | None = None) -> list[float]:
+    """Summed squared error on ``starts`` of each ``(L+1, h)`` linear map in ``weights``.
+
+    With ``inverses`` (each map's ``(Z^T Z + penalty)^-1``, ``starts`` its own fitting windows)
+    the error is leave-one-out: each residual divided by ``1 - h_ii``, the window's leverage
+    (Allen's PRESS, exact for ridge regression; Hastie, Tibshirani & Friedman, ESL 2nd ed., 7.10).
+    """
     sse = [0.0] * len(weights)
     for i in range(0, len(starts), EVAL_BATCH):
         x, y = tensors.gather(starts[i : i + EVAL_BATCH])
         z = torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double()
         t = (y - model.reference(x)).double()
         for k, w in enumerate(weights):
-            sse[k] += float(((z @ w - t) ** 2).sum())
+            r = z @ w - t  # (b, h)
+            if inverses is not None:
+                r = r / (1.0 - ((z @ inverses[k]) * z).sum(dim=1, keepdim=True))
+            sse[k] += float((r**2).sum())
     return sse
 
 
 @torch.no_grad()
-def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts: torch.Tensor, val_starts: torch.Tensor) -> dict[str, float]:
+def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts: torch.Tensor, val_starts: torch.Tensor | None) -> dict:
     """Make ``model`` the least-squares linear direct forecaster: the highway solved, the head at zero.
 
     The highway ``Linear(lookback -> h)`` is solved in closed form (ridge regression, normal
     equations in float64) from the training windows' highway inputs (the scaled target window
     minus the reference, :meth:`RecurrentForecaster.highway_inputs`) to their targets minus
     the reference; the ridge penalty ``lam * n_train`` (intercept not penalised) is the one of
-    :data:`RIDGE_GRID` with the lowest validation MSE. The head's weights and bias are set to
+    :data:`RIDGE_GRID` with the lowest validation MSE or, without validation windows
+    (``val_starts`` ``None`` or empty), the lowest leave-one-out MSE on the training windows.
+    The head's weights and bias are set to
     zero, so before the first optimiser step the model *is* that linear forecaster (NLinear's
     direct linear map, Zeng et al., 2023, arXiv:2205.13504, fitted as in ridge regression,
     Hoerl & Kennard, 1970). :func:`train_member` then holds the highway fixed and trains the
@@ -280,11 +294,12 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     "Time series forecasting using a hybrid ARIMA and neural network model", Neurocomputing
     50:159-175), with the linear model counted as epoch 0 of early stopping.
 
-    Cost: one pass over the training and validation windows, ``O(n (L+1)^2)``.
+    Cost: one pass over the training windows, then one over the validation windows (or a
+    second over the training windows), ``O(n (L+1)^2)`` each.
 
     Returns:
-        ``{"ridge_lambda": float, "val_loss": float}``: the chosen penalty and the validation
-        MSE (scaled units) of the model as it now is.
+        ``{"ridge_lambda": float, "val_loss": float, "chosen_by": "validation" | "leave-one-out"}``:
+        the chosen penalty and its MSE (scaled units) on the windows that chose it.
     """
     if model.highway is None:
         raise ValueError("fit_highway needs a model built with ar_highway")
@@ -293,8 +308,14 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     zz, zt = _gram(model, tensors, train_starts)
     n, eye = len(train_starts), torch.eye(zz.shape[0], dtype=torch.float64, device=zz.device)
     eye[-1, -1] = 0.0  # the intercept is not penalised
-    weights = [torch.linalg.solve(zz + lam * n * eye, zt) for lam in RIDGE_GRID]  # each (L+1, h)
-    sse = _linear_sse(model, tensors, val_starts, weights)
+    systems = [zz + lam * n * eye for lam in RIDGE_GRID]  # (L+1, L+1): small
+    weights = [torch.linalg.solve(a, zt) for a in systems]  # each (L+1, h)
+    if val_starts is not None and len(val_starts):
+        chosen_by, scored = "validation", val_starts
+        sse = _linear_sse(model, tensors, val_starts, weights)
+    else:
+        chosen_by, scored = "leave-one-out", train_starts
+        sse = _linear_sse(model, tensors, train_starts, weights, [torch.linalg.inv(a) for a in systems])
     k = int(np.argmin(sse))
     w = weights[k]
     model.highway.weight.copy_(w[:-1].T.to(model.highway.weight.dtype))  # (h, L)
@@ -302,7 +323,7 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     model.head.weight.zero_()
     model.head.bias.zero_()
     model.train(was_training)
-    return {"ridge_lambda": RIDGE_GRID[k], "val_loss": sse[k] / max(len(val_starts) * tensors.H, 1)}
+    return {"ridge_lambda": RIDGE_GRID[k], "val_loss": sse[k] / (len(scored) * tensors.H), "chosen_by": chosen_by}
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -400,7 +421,7 @@ class _Session:
 
     def start_from(self, val_loss: float) -> None:
         """The weights as they are count as epoch 0's: kept as the best unless an epoch beats ``val_loss``."""
-        self.result.best_val_loss, self.result.best_epoch = val_loss, 0
+        self.result.best_val_loss, self.result.best_epoch, self.result.start_val_loss = val_loss, 0, val_loss
         self.state["best"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig) -> dict:
@@ -445,24 +466,24 @@ def train_member(
     set_seed(seed)
     session, tensors = _Session.new(fs, cfg, device), WindowTensors(fs, device)
     train_starts, val_starts = tensors.starts(fs, "train"), tensors.starts(fs, "val")
-    if len(val_starts) == 0:  # no validation part: stop on the training loss
+    has_val = len(val_starts) > 0
+    if not has_val:  # no validation part: stop on the training loss
         val_starts = train_starts
     batch_size = resolve_batch_size(tc, len(train_starts))
     if tc.batch_size is None:
         log.info("training.batch_size unset: %d windows per step (%d training windows, at least %d steps per epoch)",
                  batch_size, len(train_starts), tc.min_steps_per_epoch)  # fmt: skip
-    fitted = None
-    if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
-        fitted = fit_highway(session.model, tensors, train_starts, val_starts)
-        session.model.highway.requires_grad_(False)  # held fixed: the network learns the residual
-        session.start_from(_val_loss(session.model, tensors, val_starts))
-        log.info("highway fitted by least squares (ridge lambda %g): validation MSE %.5g before the first epoch",
-                 fitted["ridge_lambda"], fitted["val_loss"])  # fmt: skip
     fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
     session.resume(ckpt_path, fingerprint, device)
     session.result.batch_size = batch_size
-    if fitted is not None:
-        session.result.highway_ridge_lambda = fitted["ridge_lambda"]
+    if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
+        session.model.highway.requires_grad_(False)  # held fixed: the network learns the residual
+        if session.state["epoch"] == 0:  # a resumed run keeps its checkpoint's highway, penalty and best weights
+            fitted = fit_highway(session.model, tensors, train_starts, val_starts if has_val else None)
+            session.result.highway_ridge_lambda = fitted["ridge_lambda"]
+            session.start_from(_val_loss(session.model, tensors, val_starts))
+            log.info("highway fitted by least squares (ridge lambda %g, chosen by %s): validation MSE %.5g before the first epoch",
+                     fitted["ridge_lambda"], fitted["chosen_by"], session.result.best_val_loss)  # fmt: skip
     started = time.perf_counter() - session.result.seconds
     bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
     while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
@@ -651,6 +672,7 @@ def run_training(
         "best_epochs": [r.best_epoch for r in results], "epochs_run": [len(r.history) for r in results],
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
         "batch_size": [r.batch_size for r in results], "highway_ridge_lambda": [r.highway_ridge_lambda for r in results],
+        "start_val_loss": [r.start_val_loss for r in results],
         "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),

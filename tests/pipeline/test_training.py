@@ -65,41 +65,118 @@ def test_weights_saved_before_the_highway_existed_still_load(tiny_features, tmp_
     np.testing.assert_allclose(loaded.predict(fs), lstm.predict(fs), rtol=1e-6)
 
 
-def _ridge_reference(fs, starts, lam):
-    """The ridge solution of :func:`pipeline.training.fit_highway`, written independently in numpy."""
+#: model flags -> the reference level the highway and the output are relative to
+REFERENCES = {"last value": {"predict_delta": True}, "window mean": {"relative_inputs": True}, "none": {"predict_delta": False}}
+
+
+def _windows(fs, starts, reference: str):
+    """``z = [window - ref, 1]`` ``(n, L+1)``, ``t = y - ref`` ``(n, H)`` and ``ref`` ``(n, 1)``, written independently in numpy."""
     L, H = fs.prep.lookback, fs.prep.horizon
     x = fs.values[:, 0].astype(np.float64)[starts[:, None] + np.arange(L)]  # (n, L) scaled target inputs
     y = fs.target.astype(np.float64)[starts[:, None] + np.arange(L, L + H)]  # (n, H)
-    z = np.hstack([x - x[:, -1:], np.ones((len(x), 1))])
-    penalty = lam * len(x) * np.diag(np.r_[np.ones(L), 0.0])
-    return np.linalg.solve(z.T @ z + penalty, z.T @ (y - x[:, -1:]))  # (L + 1, H)
+    ref = {"last value": x[:, -1:], "window mean": x.mean(axis=1, keepdims=True), "none": np.zeros((len(x), 1))}[reference]
+    return np.hstack([x - ref, np.ones((len(x), 1))]), y - ref, ref
 
 
-def test_the_least_squares_highway_starts_as_the_ridge_forecaster_with_the_best_validation_penalty(tiny_features):
-    from pipeline.training import RIDGE_GRID, build_model, fit_highway
+def _ridge(z, t, lam):
+    penalty = lam * len(z) * np.diag(np.r_[np.ones(z.shape[1] - 1), 0.0])  # intercept not penalised
+    return np.linalg.solve(z.T @ z + penalty, z.T @ t)  # (L + 1, H)
+
+
+def _highway_model(cfg, fs, **flags):
+    from pipeline.training import build_model
+
+    torch.manual_seed(0)
+    mc = cfg.model.model_copy(update={"ar_highway": True, **flags})
+    return build_model(fs.prep.n_features, fs.prep.horizon, mc, fs.prep.lookback)
+
+
+@pytest.mark.parametrize("reference", list(REFERENCES))
+def test_the_least_squares_highway_starts_as_the_ridge_forecaster_with_the_best_validation_penalty(tiny_features, reference):
+    from pipeline.training import RIDGE_GRID, fit_highway
 
     cfg, fs = tiny_features
-    torch.manual_seed(0)
-    model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model.model_copy(update={"ar_highway": True}), fs.prep.lookback)
+    model = _highway_model(cfg, fs, **REFERENCES[reference])
     tensors = WindowTensors(fs, torch.device("cpu"))
-    train, val = tensors.starts(fs, "train"), tensors.starts(fs, "val")
-    fitted = fit_highway(model, tensors, train, val)
+    fitted = fit_highway(model, tensors, tensors.starts(fs, "train"), tensors.starts(fs, "val"))
 
     assert not model.head.weight.any() and not model.head.bias.any()  # the network's part starts silent
-    L, H = fs.prep.lookback, fs.prep.horizon
-    xv = fs.values[:, 0].astype(np.float64)[fs.starts["val"][:, None] + np.arange(L)]
-    yv = fs.target.astype(np.float64)[fs.starts["val"][:, None] + np.arange(L, L + H)]
-    zv = np.hstack([xv - xv[:, -1:], np.ones((len(xv), 1))])
+    zt, tt, _ = _windows(fs, fs.starts["train"], reference)
+    zv, tv, ref_v = _windows(fs, fs.starts["val"], reference)
 
     def val_mse(lam):
-        return float(np.mean((zv @ _ridge_reference(fs, fs.starts["train"], lam) + xv[:, -1:] - yv) ** 2))
+        return float(np.mean((zv @ _ridge(zt, tt, lam) - tv) ** 2))
 
+    assert fitted["chosen_by"] == "validation"
     assert fitted["ridge_lambda"] == min(RIDGE_GRID, key=val_mse)  # the penalty the validation windows prefer
-    w = _ridge_reference(fs, fs.starts["train"], fitted["ridge_lambda"])
     with torch.no_grad():
-        served = model.eval()(tensors.gather(val)[0]).numpy()
-    np.testing.assert_allclose(served, zv @ w + xv[:, -1:], atol=2e-4)  # the model *is* that linear forecaster
+        served = model.eval()(tensors.gather(tensors.starts(fs, "val"))[0]).numpy()
+    expected = zv @ _ridge(zt, tt, fitted["ridge_lambda"]) + ref_v
+    np.testing.assert_allclose(served, expected, atol=2e-4)  # the model *is* that linear forecaster
     assert fitted["val_loss"] == pytest.approx(val_mse(fitted["ridge_lambda"]), rel=1e-6)
+
+
+def test_the_solved_highway_keeps_float32_under_bf16_autocast(tiny_features):
+    """Training on CUDA runs under bf16 autocast; the fixed linear part must not be rounded to bf16 there."""
+    from pipeline.training import fit_highway
+
+    cfg, fs = tiny_features
+    model = _highway_model(cfg, fs).eval()
+    tensors = WindowTensors(fs, torch.device("cpu"))
+    fit_highway(model, tensors, tensors.starts(fs, "train"), tensors.starts(fs, "val"))
+    x = tensors.gather(tensors.starts(fs, "val"))[0]
+
+    class Silent(torch.nn.Module):  # oneDNN has no bf16 LSTM on this CPU; the head is zero anyway
+        def forward(self, inputs):
+            return torch.zeros(*inputs.shape[:2], model.head.in_features), None
+
+    model.rnn = Silent()
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what _autocast does on CUDA, here on CPU
+            mixed = model(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, rtol=1e-6, atol=1e-6)  # bf16 would be off by ~1e-3
+
+
+def test_without_validation_windows_the_penalty_is_chosen_by_leave_one_out(tiny_features):
+    from pipeline.training import RIDGE_GRID, fit_highway
+
+    cfg, fs = tiny_features
+    model = _highway_model(cfg, fs)
+    tensors = WindowTensors(fs, torch.device("cpu"))
+    train = fs.starts["train"][:60]  # fewer windows than twice the lookback: small penalties overfit
+    fitted = fit_highway(model, tensors, torch.from_numpy(train), None)
+    z, t, _ = _windows(fs, train, "last value")
+
+    def loo_mse(lam):  # brute force: refit without each window, predict it
+        keep = np.ones(len(z), bool)
+        errors = []
+        for i in range(len(z)):
+            keep[i] = False
+            errors.append(z[i] @ _ridge(z[keep], t[keep], lam * len(z) / (len(z) - 1)) - t[i])
+            keep[i] = True
+        return float(np.mean(np.square(errors)))
+
+    assert fitted["chosen_by"] == "leave-one-out"
+    assert fitted["ridge_lambda"] == min(RIDGE_GRID, key=loo_mse) > RIDGE_GRID[0]  # not simply the smallest penalty
+    assert fitted["val_loss"] == pytest.approx(loo_mse(fitted["ridge_lambda"]), rel=1e-6)
+
+
+def test_a_resumed_training_keeps_its_fitted_highway_and_does_not_fit_again(tiny_features, tmp_path, monkeypatch):
+    import pipeline.training as training
+
+    cfg, fs = tiny_features
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"ar_highway": True}),
+                                 "training": cfg.training.model_copy(update={"max_epochs": 3, "min_epochs": 3})})  # fmt: skip
+    folder = tmp_path / "m"
+    first, done = train_member(fs, cfg, folder, seed=1, device=torch.device("cpu"))
+    (folder / training.CHECKPOINT).write_bytes(b"")  # lost: resume from epoch 2's .prev
+    monkeypatch.setattr(training, "fit_highway", lambda *a, **k: pytest.fail("a resumed run fitted the highway again"))
+    again, resumed = train_member(fs, cfg, folder, seed=1, device=torch.device("cpu"))
+    assert resumed.resumed_from_epoch == 2 and resumed.highway_ridge_lambda == done.highway_ridge_lambda is not None
+    torch.testing.assert_close(again.highway.weight, first.highway.weight)  # the checkpoint's map, still held fixed
+    assert not again.highway.weight.requires_grad
 
 
 def test_training_holds_the_least_squares_highway_and_keeps_the_linear_start_when_training_only_hurts(tiny_features, tmp_path):
@@ -120,6 +197,7 @@ def test_training_holds_the_least_squares_highway_and_keeps_the_linear_start_whe
     bad = cfg.model_copy(update={"model": mc, "training": cfg.training.model_copy(update={"learning_rate": 3.0, "max_epochs": 3, "min_epochs": 1, "patience": 2})})
     model, result = train_member(fs, bad, tmp_path / "m", seed=1, device=torch.device("cpu"))
     assert result.best_epoch == 0 and len(result.history) >= 2  # every epoch was worse than the start on validation
+    assert result.start_val_loss == result.best_val_loss  # the start's score is recorded with the result
     assert all(row["val_loss"] > result.best_val_loss for row in result.history)
     x = tensors.gather(tensors.starts(fs, "test"))[0]
     with torch.no_grad():
