@@ -242,16 +242,20 @@ def _val_loss(model, tensors, starts) -> float:
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Z^T Z`` ``(L+1, L+1)`` and ``Z^T T`` ``(L+1, h)`` float64, ``Z = [highway inputs, 1]``, ``T = y - reference``."""
-    L, H = tensors.L, tensors.H
-    zz = torch.zeros(L + 1, L + 1, dtype=torch.float64, device=tensors.device)
-    zt = torch.zeros(L + 1, H, dtype=torch.float64, device=tensors.device)
+def _regression_batches(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor):
+    """Per batch of windows: ``Z = [highway inputs, 1]`` ``(b, L+1)`` and ``T = y - reference`` ``(b, h)``, float64."""
     for i in range(0, len(starts), EVAL_BATCH):
         x, y = tensors.gather(starts[i : i + EVAL_BATCH])
-        z = torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double()  # (b, L+1)
+        yield torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double(), (y - model.reference(x)).double()
+
+
+def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Z^T Z`` ``(L+1, L+1)`` and ``Z^T T`` ``(L+1, h)`` float64 over the windows ``starts``."""
+    zz = torch.zeros(tensors.L + 1, tensors.L + 1, dtype=torch.float64, device=tensors.device)
+    zt = torch.zeros(tensors.L + 1, tensors.H, dtype=torch.float64, device=tensors.device)
+    for z, t in _regression_batches(model, tensors, starts):
         zz += z.T @ z
-        zt += z.T @ (y - model.reference(x)).double()
+        zt += z.T @ t
     return zz, zt
 
 
@@ -264,10 +268,7 @@ def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torc
     (Allen's PRESS, exact for ridge regression; Hastie, Tibshirani & Friedman, ESL 2nd ed., 7.10).
     """
     sse = [0.0] * len(weights)
-    for i in range(0, len(starts), EVAL_BATCH):
-        x, y = tensors.gather(starts[i : i + EVAL_BATCH])
-        z = torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double()
-        t = (y - model.reference(x)).double()
+    for z, t in _regression_batches(model, tensors, starts):
         for k, w in enumerate(weights):
             r = z @ w - t  # (b, h)
             if inverses is not None:
@@ -286,8 +287,8 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     the reference; the ridge penalty ``lam * n_train`` (intercept not penalised) is the one of
     :data:`RIDGE_GRID` with the lowest validation MSE or, without validation windows
     (``val_starts`` ``None`` or empty), the lowest leave-one-out MSE on the training windows.
-    The head's weights and bias are set to
-    zero, so before the first optimiser step the model *is* that linear forecaster (NLinear's
+    The head's weights and bias are set to zero, so before the first optimiser step the
+    model *is* that linear forecaster (NLinear's
     direct linear map, Zeng et al., 2023, arXiv:2205.13504, fitted as in ridge regression,
     Hoerl & Kennard, 1970). :func:`train_member` then holds the highway fixed and trains the
     network on what the linear map misses: the linear-plus-network hybrid of Zhang (2003,
