@@ -27,6 +27,9 @@ temps_hourly   ``h``      vega_datasets 0.9.0 ``_data/seattle-temps.csv`` and   
 co2_weekly     ``W-SAT``  statsmodels 0.14.5 ``statsmodels/datasets/co2/co2.csv``: package BSD-3; data
                           weekly CO2 at Mauna Loa (ppmv), March 1958 - December    public domain (Keeling
                           2001, 2,284 weeks, 61 missing                            & Whorf 2004, CDIAC)
+seattle_daily  ``D``      vega_datasets 0.9.0 ``_data/seattle-weather.csv``:       package MIT; data NOAA,
+                          daily maximum temperature (deg C), Seattle, 2012-2015,   public domain
+                          1,461 days
 =============  =========  =======================================================  =====================
 
 Usage::
@@ -138,6 +141,13 @@ def _temps(files: dict[str, bytes]):
     return pd.concat(frames, ignore_index=True)
 
 
+def _seattle_daily(files: dict[str, bytes]):
+    import pandas as pd
+
+    raw = pd.read_csv(io.BytesIO(files["vega_datasets/_data/seattle-weather.csv"]))
+    return pd.DataFrame({"unique_id": "seattle", "ds": pd.to_datetime(raw["date"], format="%Y/%m/%d"), "y": raw["temp_max"].astype(float)})
+
+
 def _co2(files: dict[str, bytes]):
     import pandas as pd
 
@@ -163,6 +173,12 @@ DATASETS: dict[str, Dataset] = {
                 Member("vega_datasets/_data/sf-temps.csv", "3f91699707cfed43ef551394bebef4c2ebe5505157b9be7bff9558eea2fbaaec"),
             ),
             _temps,
+        ),
+        Dataset(
+            "seattle_daily", "vega_datasets", "0.9.0", "vega_datasets-0.9.0-py3-none-any.whl",
+            "3d7c63917be6ca9b154b565f4779a31fedce57b01b5b9d99d8a34a7608062a1d",
+            (Member("vega_datasets/_data/seattle-weather.csv", "62f0609f787158128aa2bd102967173a4953122dd4f872bf1d502cae1037df0b"),),
+            _seattle_daily,
         ),
         Dataset(
             "co2_weekly", "statsmodels", "0.14.5", _SM, "f402fc793458dd6d96e099acb44cd1de1428565bf7ef3030878a8daff091f08a",
