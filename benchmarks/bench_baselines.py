@@ -3,7 +3,7 @@
 For AutoETS and AutoARIMA (season 24, fitted once on 672 h), forecasts 24 h ahead from
 ``--origins`` consecutive hourly origins three ways, and checks they agree:
 
-* ``filter_once``: :func:`pipeline.baselines.forecast_segment` (one pass, states read at each origin);
+* ``filter_once``: :func:`pipeline.models.baselines.forecast_segment` (one pass, states read at each origin);
 * ``cv_growing``: ``StatsForecast.cross_validation(refit=False)``: ``forward`` on the whole
   history at every origin (cost grows with origins x test length);
 * ``cv_rolling``: the same with ``input_size=672`` (a fixed window per origin: different
@@ -30,7 +30,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from statsforecast import StatsForecast
 
-    from pipeline.baselines import BaselineSpec, fit_model, forecast_segment
+    from pipeline.models.baselines import BaselineSpec, fit_model, forecast_segment
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--origins", type=int, nargs="*", default=[300, 1000])

@@ -1,4 +1,4 @@
-"""Window building: strided views (pipeline.features) vs the tutorial's Python loop.
+"""Window building: strided views (pipeline.features.windowing) vs the tutorial's Python loop.
 
 Series: 1,000,000 steps, one feature, float32; lookback 64, horizon 1.
 Loop (from "Multivariate Time Series Forecasting with LSTMs in Keras"-style tutorials):
@@ -17,7 +17,7 @@ import tracemalloc
 
 import numpy as np
 
-from pipeline.features import Windows, window_starts
+from pipeline.features.windowing import Windows, window_starts
 
 N, LOOKBACK, HORIZON = 1_000_000, 64, 1
 

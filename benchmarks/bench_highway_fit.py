@@ -1,9 +1,9 @@
-"""Cost of the least-squares highway fit (:func:`pipeline.training.fit_highway`) against data size.
+"""Cost of the least-squares highway fit (:func:`pipeline.training.lstm.fit_highway`) against data size.
 
 The fit is one pass over the training windows accumulating ``Z^T Z`` (``(L+1)^2``) and one
 over the validation windows per ridge penalty, so it should grow linearly in windows and with
 the square of the lookback. Windows come from a random walk held in a
-:class:`pipeline.training.WindowTensors`-like gatherer (one feature, the target), on CPU with
+:class:`pipeline.models.lstm.WindowTensors`-like gatherer (one feature, the target), on CPU with
 one torch thread, the model the default 2x64 LSTM with the highway. Results:
 ``benchmarks/results/bench_highway_fit.json`` and ``docs/BENCHMARKS.md``. Usage::
 
@@ -41,8 +41,9 @@ class RandomWalkWindows:
 
 
 def measure(n_windows: int, lookback: int, horizon: int = 24) -> dict:
-    from pipeline.config import ModelConfig
-    from pipeline.training import build_model, fit_highway
+    from pipeline.core.config import ModelConfig
+    from pipeline.models.lstm import build_model
+    from pipeline.training.lstm import fit_highway
 
     n_val = max(n_windows // 9, 1)  # validation_fraction 0.1 of the windows
     tensors = RandomWalkWindows(n_windows + n_val + lookback + horizon, lookback, horizon)

@@ -1,6 +1,6 @@
 """The closed loop, measured: every fault scenario replayed on Beijing PM2.5.
 
-Each case is one :func:`pipeline.replay.run_replay` (its own MLflow and forecast stores
+Each case is one :func:`pipeline.loop.replay.run_replay` (its own MLflow and forecast stores
 under ``artifacts/replay/<id>/``): a champion trained as of ``start``, a fault injected
 one week later, daily monitoring checks for four more weeks; every training sees the
 180 days before its ``T`` (``--history 180D``). Each scenario runs in a volatile season
@@ -37,9 +37,9 @@ DEFAULT_CASES = [f"{season}:{sc}" for season in ("autumn", "summer") for sc in S
 def run_case(case: str, config: Path = CONFIG) -> dict:
     import pandas as pd
 
-    from pipeline.config import load_config
-    from pipeline.replay import ReplayError, ReplaySpec, run_replay
-    from pipeline.scenarios import load_scenario
+    from pipeline.core.config import load_config
+    from pipeline.loop.replay import ReplayError, ReplaySpec, run_replay
+    from pipeline.loop.scenarios import load_scenario
 
     season, scenario = case.split(":")
     start, inject, end = (pd.Timestamp(t) for t in SEASONS[season])

@@ -9,7 +9,7 @@ check's own work is what is measured, not HTTP round trips).
    forecasting ``window`` x 24 origins (its first run; the process has already imported
    everything once, so import time is not counted), then the same check again (a rerun:
    forecasts and scores are upserted over themselves).
-2. ``pipeline.drift.detect`` alone for reference sizes of 1,000, 10,000 and 30,000 rows
+2. ``pipeline.loop.drift.detect`` alone for reference sizes of 1,000, 10,000 and 30,000 rows
    against a week of hourly rows (168).
 
 Run: ``python benchmarks/bench_monitoring.py`` (writes ``benchmarks/results/bench_monitoring.json``).
@@ -32,9 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.drift import detect  # noqa: E402
-from pipeline.monitoring import run_check  # noqa: E402
+from pipeline.core.config import load_config  # noqa: E402
+from pipeline.loop.drift import detect  # noqa: E402
+from pipeline.loop.monitoring import run_check  # noqa: E402
 from pipeline.runner import run_training_pipeline  # noqa: E402
 from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict  # noqa: E402
 
@@ -80,7 +80,7 @@ def bench_checks(root: Path) -> list[dict]:
 
 
 def bench_drift() -> list[dict]:
-    from pipeline.config import MonitoringConfig
+    from pipeline.core.config import MonitoringConfig
 
     rng = np.random.default_rng(0)
     current = pd.DataFrame({"y": rng.normal(0, 1, 168), "temp": rng.normal(0, 1, 168), "wind": rng.choice(list("NSE"), 168)})

@@ -43,7 +43,7 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
     """
     import shutil
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.stages import STAGES
 
     cfg = load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,

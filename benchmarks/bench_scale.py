@@ -71,7 +71,7 @@ def write_data(path: Path, n_series: int, n_steps: int, freq: str = "h", seed: i
 
 
 def make_config(csv: Path, root: Path, n_series: int, models: list[str] | None, n_jobs: int, freq: str = "h"):
-    from pipeline.config import PipelineConfig
+    from pipeline.core.config import PipelineConfig
 
     return PipelineConfig.model_validate({
         "name": "scale", "data": {"path": str(csv), "timestamp_column": "time", "target_column": "load", "covariates": ["temp"],

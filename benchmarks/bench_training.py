@@ -37,8 +37,8 @@ def machine() -> str:
 
 def bench(config: Path, device: str | None, root: Path) -> dict:
     """Every stage of ``pipeline.stages.STAGES`` but registration, timed one by one."""
-    from pipeline import artifacts
-    from pipeline.config import load_config
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
     from pipeline.stages import STAGES, run_stage
 
     cfg = load_config(config, {"run.artifact_root": root, "training.device": device, "training.progress": False})

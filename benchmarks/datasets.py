@@ -58,7 +58,7 @@ PIP_TAGS = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--pyth
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.errors import DataLoadError  # noqa: E402
+from pipeline.core.errors import DataLoadError  # noqa: E402
 
 
 class ChecksumError(DataLoadError):

@@ -3,7 +3,7 @@
 Reads a replay folder (``artifacts/replay/<id>/``): its timeline, its forecast store and its
 drifted data copy, and for every tick ``T`` recomputes, from the stored scores of the
 champion of that tick and the observations with ``ds < T``, the champion's rolling RMSE and
-a naive forecast's on the same complete origins (``pipeline.monitoring.naive_rolling_rmse``).
+a naive forecast's on the same complete origins (``pipeline.loop.monitoring.naive_rolling_rmse``).
 It does not replay the loop (no cooldowns, no retrains): it answers "on these forecasts,
 when would ``champion > k x naive`` have fired?". Usage:
 
@@ -20,12 +20,12 @@ from pathlib import Path
 def skill_table(folder: Path, config: Path, model: str = "naive") -> list[dict]:
     import pandas as pd
 
-    from pipeline import schema
-    from pipeline.config import load_config
-    from pipeline.data import read_raw
-    from pipeline.monitoring import naive_rolling_rmse
-    from pipeline.store import ForecastStore
-    from pipeline.validation import validate_frame
+    from pipeline.core import schema
+    from pipeline.core.config import load_config
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.loop.monitoring import naive_rolling_rmse
+    from pipeline.store.sql import ForecastStore
 
     cfg = load_config(config)
     timeline = pd.read_csv(folder / "timeline.csv") if (folder / "timeline.csv").exists() else pd.DataFrame(

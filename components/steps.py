@@ -17,9 +17,10 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Ou
 
 def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dataset], summary: Output[Markdown]) -> int:
     """``run_validation``: raw rows with ``ds < as_of`` (all when empty) -> ``validated``; returns the row count."""
-    from pipeline import artifacts, stages
-    from pipeline.config import load_config
-    from pipeline.validation import run_validation
+    from pipeline import stages
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+    from pipeline.data.validation import run_validation
 
     with stages.scratch_run() as run:
         result = run_validation(load_config(config), run, data_path or None, as_of=as_of or None)
@@ -31,9 +32,10 @@ def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dat
 
 def build_features(config: str, validated: Input[Dataset], features: Output[Dataset]) -> int:
     """``run_features``: validated long frame -> windows and fitted preprocessing; returns the feature count."""
-    from pipeline import artifacts, stages
-    from pipeline.config import load_config
-    from pipeline.features import run_features
+    from pipeline import stages
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+    from pipeline.features.windowing import run_features
 
     with stages.scratch_run() as run:
         result = run_features(load_config(config), run, artifacts.VALIDATED_DATA.at(validated.path))
@@ -48,9 +50,10 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
     """
     import base64
 
-    from pipeline import artifacts, stages
-    from pipeline.config import load_config
-    from pipeline.training import run_training
+    from pipeline import stages
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+    from pipeline.training.lstm import run_training
 
     with stages.scratch_run() as run:
         result = run_training(load_config(config), run, features.path)
@@ -66,8 +69,8 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
 def fit_baselines(config: str, features: Input[Dataset], baselines: Output[Dataset]):
     """``run_baselines``: windows -> every baseline's test forecasts and timings."""
     from pipeline import stages
-    from pipeline.baselines import run_baselines
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
+    from pipeline.training.baselines import run_baselines
 
     with stages.scratch_run() as run:
         result = run_baselines(load_config(config), run, features.path)
@@ -85,9 +88,10 @@ def compare_to_baselines(
     """
     import base64
 
-    from pipeline import artifacts, stages
-    from pipeline.config import load_config
-    from pipeline.evaluation import run_comparison
+    from pipeline import stages
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+    from pipeline.evaluation.comparison import run_comparison
 
     with stages.scratch_run() as run:
         result = run_comparison(load_config(config), run, features.path, model.path, baselines.path)
@@ -116,10 +120,10 @@ def register_model(
     twice. Returns the registered version ("" when none).
     """
     from pipeline import stages
-    from pipeline.config import load_config
-    from pipeline.data import as_of_timestamp
-    from pipeline.registry import track_and_register
-    from pipeline.validation import validated_from_folder
+    from pipeline.core.config import load_config
+    from pipeline.data.io import as_of_timestamp
+    from pipeline.data.validation import validated_from_folder
+    from pipeline.registry.registration import track_and_register
 
     cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
     info = validated_from_folder(validated.path)  # what run_validation returned: paths, data_sha256, as_of
@@ -138,7 +142,7 @@ def check_model(
     config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str,
     report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str),
 ) -> str:  # fmt: skip
-    """``pipeline.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
+    """``pipeline.loop.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
 
     Returns the check's ``decision`` (``retrain`` triggers the retraining; unnamed, as in
     :func:`compare_to_baselines`) and writes the cut-off used to ``cutoff``.
@@ -146,9 +150,9 @@ def check_model(
     import json
     import os
 
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError
-    from pipeline.monitoring import run_check
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import ConfigError
+    from pipeline.loop.monitoring import run_check
 
     when = as_of or ("" if scheduled_time.startswith("{{") else scheduled_time)
     if not when:

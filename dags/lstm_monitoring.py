@@ -1,7 +1,7 @@
 """Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold),
 and score -> canary -> publish_champion.
 
-Thin wiring over ``pipeline/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
+Thin wiring over ``pipeline/loop/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
 (never the wall clock), responsible for the origins in ``[data_interval_start, T)``;
 a backfill of this DAG over a past period is a replay of the checks
@@ -15,7 +15,7 @@ deterministic run id ``retrain__<model>_<T>``: a rerun of the same check finds t
 does not trigger a second one. With no ``champion`` registered, the tasks are skipped
 (not failed) and the check row says why.
 
-``canary`` (``pipeline/promotion.py``) decides on the challenger and watches a fresh
+``canary`` (``pipeline/loop/promotion.py``) decides on the challenger and watches a fresh
 promotion against ``previous_champion``; ``publish_champion`` emits the ``champion`` Asset
 event (extra: action, from/to version, reason, as_of) when ``champion`` moved, and is
 skipped otherwise.
@@ -52,8 +52,8 @@ CHAMPION_ALIAS = AssetAlias("lstm_champion")
 
 def _setup() -> tuple:
     """Resolve the run's config once (first task): config, ``T``, first origin, output folder, resolved file."""
-    from pipeline import artifacts
-    from pipeline.config import load_config, save_resolved
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config, save_resolved
 
     ctx = get_current_context()
     params = ctx["params"]
@@ -68,7 +68,7 @@ def _setup() -> tuple:
 
 def _cfg(state: dict):
     """The config the run's first task resolved (every later task and retry reads that one file)."""
-    from pipeline.config import load_resolved
+    from pipeline.core.config import load_resolved
 
     return load_resolved(state["resolved_config"])
 
@@ -94,7 +94,7 @@ def lstm_monitoring():
     def forecast() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline import monitoring
+        from pipeline.loop import monitoring
 
         cfg, as_of, since, out, resolved = _setup()
         state = {**monitoring.forecast(cfg, as_of, since=since, out_dir=out), "resolved_config": resolved}
@@ -105,15 +105,15 @@ def lstm_monitoring():
 
     @task
     def score(state: dict) -> dict:
-        from pipeline import monitoring
+        from pipeline.loop import monitoring
 
         return monitoring.score(_cfg(state), state)
 
     @task(retries=1, retry_delay=timedelta(seconds=30))
     def canary(state: dict) -> dict:
         """Champion vs challenger (and the rollback watch) on the paired scored origins: promote / reject / roll back."""
-        from pipeline.promotion import run_canary
-        from pipeline.store import store_for
+        from pipeline.loop.promotion import run_canary
+        from pipeline.store.sql import store_for
 
         cfg = _cfg(state)
         return run_canary(cfg, state["as_of"], store_for(cfg))
@@ -131,13 +131,13 @@ def lstm_monitoring():
 
     @task
     def detect_drift(state: dict) -> dict:
-        from pipeline import monitoring
+        from pipeline.loop import monitoring
 
         return monitoring.detect_drift(_cfg(state), state)
 
     @task(multiple_outputs=True, retries=2, retry_delay=timedelta(seconds=30))
     def decide(state: dict) -> dict:
-        from pipeline import monitoring
+        from pipeline.loop import monitoring
 
         return monitoring.decide(_cfg(state), state)
 

@@ -34,7 +34,7 @@ CHALLENGER_ALIAS = AssetAlias("lstm_challenger")
 
 def _run(resolved: dict) -> tuple:
     """The config this run resolved in ``resolve_config``, its run folder, and the task context."""
-    from pipeline.config import load_resolved
+    from pipeline.core.config import load_resolved
 
     return load_resolved(resolved["config"]), Path(resolved["run_dir"]), get_current_context()
 
@@ -65,14 +65,14 @@ def _stage(name: str, resolved: dict, results: dict, **options) -> dict:
 def lstm_training():
     @task
     def resolve_config() -> dict:
-        from pipeline import artifacts
-        from pipeline.config import load_config, save_resolved
+        from pipeline.core import artifacts
+        from pipeline.core.config import load_config, save_resolved
 
         ctx = get_current_context()
         params = ctx["params"]
         cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
         if ctx.get("dag_run") and (ctx["dag_run"].conf or {}).get("check_id"):  # a monitoring trigger
-            from pipeline.monitoring import retrain_config
+            from pipeline.loop.monitoring import retrain_config
 
             cfg = retrain_config(cfg)  # monitoring.retrain_recent_steps (default 0: unchanged)
         run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])

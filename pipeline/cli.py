@@ -20,7 +20,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.core.errors import ConfigError, PipelineError
 
 #: a run id given on the command line is a plain folder name: no path separators, no ``..``
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _registry_parsers(sub) -> None:
-    """``promote``, ``rollback``, ``registry``: operators' commands on the aliases (pipeline.promotion)."""
+    """``promote``, ``rollback``, ``registry``: operators' commands on the aliases (pipeline.loop.promotion)."""
     promote = sub.add_parser("promote", help="make a version champion (previous champion kept as previous_champion)")
     promote.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
     promote.add_argument("--version", required=True, type=int, help="model version to promote")
@@ -96,8 +96,8 @@ def _registry_command(args) -> int:
     """``promote`` / ``rollback`` / ``registry``: an operator's time is theirs, so ``--as-of`` defaults to now."""
     from datetime import datetime
 
-    from pipeline import promotion
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
+    from pipeline.loop import promotion
 
     cfg = load_config(args.config)
     as_of = getattr(args, "as_of", None) or datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
@@ -116,8 +116,8 @@ def _registry_command(args) -> int:
 
 def _monitor(args) -> int:
     """``monitor``: exit 0 for every decision (a decision is not an error)."""
-    from pipeline.config import load_config
-    from pipeline.monitoring import RESULT_KEYS, run_check
+    from pipeline.core.config import load_config
+    from pipeline.loop.monitoring import RESULT_KEYS, run_check
 
     cfg = load_config(args.config)
     check = run_check(cfg, args.as_of, data_path=args.data, out_dir=args.out_dir, since=args.since)
@@ -132,8 +132,8 @@ def _monitor(args) -> int:
 
 
 def _forecasts(args) -> int:
-    from pipeline.config import load_config
-    from pipeline.store import store_for
+    from pipeline.core.config import load_config
+    from pipeline.store.sql import store_for
 
     cfg = load_config(args.config)
     frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
@@ -151,7 +151,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_validate(cfg, run_path: Path, args) -> dict[str, Any]:
-    from pipeline.validation import run_validation
+    from pipeline.data.validation import run_validation
 
     out = run_validation(cfg, run_path, args.data)
     print(f"valid: {out['rows']} rows, {out['series']} series, {out['gaps']} gaps; report: {out['report']}")
@@ -159,7 +159,7 @@ def _cmd_validate(cfg, run_path: Path, args) -> dict[str, Any]:
 
 
 def _cmd_features(cfg, run_path: Path, args) -> dict[str, Any]:
-    from pipeline.features import run_features
+    from pipeline.features.windowing import run_features
 
     out = _cmd_validate(cfg, run_path, args)
     feats = run_features(cfg, run_path, Path(out["data"]))
@@ -176,7 +176,7 @@ def _cmd_train(cfg, run_path: Path, args) -> dict[str, Any]:
 
 
 def _cmd_replay(cfg, run_path: Path, args) -> dict[str, Any]:
-    from pipeline.replay import replay_from_args
+    from pipeline.loop.replay import replay_from_args
 
     return replay_from_args(cfg, args)
 
@@ -233,8 +233,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline import artifacts
-    from pipeline.config import load_config
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
 
     if args.command in ("monitor", "forecasts", "promote", "rollback", "registry"):
         try:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_training_pipeline(
     """Run every stage into ``run_path``; returns the summary printed by ``lstm-pipeline train --json``.
 
     Args:
-        as_of: train on rows with ``ds < as_of`` only (see :func:`pipeline.validation.run_validation`).
+        as_of: train on rows with ``ds < as_of`` only (see :func:`pipeline.data.validation.run_validation`).
         on_stage_end: called after each stage with its name, wall seconds and result dict
             (the benchmark times stages with it).
 
@@ -50,7 +50,7 @@ def run_training_pipeline(
     from pipeline.stages import STAGES, run_stage
 
     if register:  # a dead tracking server costs seconds here, not a training run
-        from pipeline.tracking import check_server, tracking_uri
+        from pipeline.registry.server import check_server, tracking_uri
 
         _stage("register", check_server, tracking_uri(cfg))
     options: dict[str, dict[str, Any]] = {"validate": {"data_path": data_path, "as_of": as_of}, "register": {"tags": tags}}
@@ -79,7 +79,7 @@ def summary_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_training_pipeline`'s result."""
     import pandas as pd
 
-    from pipeline import artifacts
+    from pipeline.core import artifacts
 
     table = pd.read_csv(artifacts.COMPARISON_TABLE.at(result["evaluation"]))
     lines = [

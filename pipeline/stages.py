@@ -8,20 +8,20 @@ that the DAG and the Kubeflow components import exactly these functions
 =========  ====================================  =======================  ===================
 stage      entry point                           consumes                 produces (folder)
 =========  ====================================  =======================  ===================
-validate   pipeline.validation.run_validation    raw data                 ``validation/``
-features   pipeline.features.run_features        validate.data            ``features/``
-train      pipeline.training.run_training        features.features        ``training/``
-baselines  pipeline.baselines.run_baselines      features.features        ``baselines/``
-compare    pipeline.evaluation.run_comparison    features, train,         ``evaluation/``
+validate   pipeline.data.validation.run_validation    raw data                 ``validation/``
+features   pipeline.features.windowing.run_features        validate.data            ``features/``
+train      pipeline.training.lstm.run_training        features.features        ``training/``
+baselines  pipeline.training.baselines.run_baselines      features.features        ``baselines/``
+compare    pipeline.evaluation.comparison.run_comparison    features, train,         ``evaluation/``
                                                  baselines
-register   pipeline.registry.track_and_register  validate, features,      MLflow run, model
+register   pipeline.registry.registration.track_and_register  validate, features,      MLflow run, model
                                                  train, compare           version, aliases
 =========  ====================================  =======================  ===================
 
 Every entry point has the shape ``fn(cfg, run_path, *inputs, **options) -> dict`` where each
 input is one value of an earlier stage's returned dict (a folder or file path; the validate
 result whole for registration). No stage reads another step's folder by name: file names come
-from :data:`pipeline.artifacts.CATALOG`, folders are inputs, so a shared run folder (CLI,
+from :data:`pipeline.core.artifacts.CATALOG`, folders are inputs, so a shared run folder (CLI,
 Airflow) and one folder per artifact (Kubeflow) run the same code. This module imports nothing heavy
 (the Airflow scheduler may import it while parsing a DAG file): entry points are resolved on
 first call.
@@ -47,7 +47,7 @@ class Stage:
         entry: ``"module:function"`` of the entry point in ``pipeline/``.
         consumes: ``(stage, key)`` per positional input after ``cfg, run_path``: the value
             ``results[stage][key]`` (a path), or the whole result dict when ``key`` is None.
-        produces: the folder it writes under the run folder (``pipeline.artifacts`` step
+        produces: the folder it writes under the run folder (``pipeline.core.artifacts`` step
             name), or ``None`` for the registry stage, which writes to MLflow.
     """
 
@@ -78,16 +78,16 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("validate", "pipeline.validation:run_validation", (), "validation"),
-    Stage("features", "pipeline.features:run_features", (("validate", "data"),), "features"),
-    Stage("train", "pipeline.training:run_training", (("features", "features"),), "training"),
-    Stage("baselines", "pipeline.baselines:run_baselines", (("features", "features"),), "baselines"),
+    Stage("validate", "pipeline.data.validation:run_validation", (), "validation"),
+    Stage("features", "pipeline.features.windowing:run_features", (("validate", "data"),), "features"),
+    Stage("train", "pipeline.training.lstm:run_training", (("features", "features"),), "training"),
+    Stage("baselines", "pipeline.models.baselines:run_baselines", (("features", "features"),), "baselines"),
     Stage(
-        "compare", "pipeline.evaluation:run_comparison",
+        "compare", "pipeline.evaluation.comparison:run_comparison",
         (("features", "features"), ("train", "training"), ("baselines", "baselines")), "evaluation",
     ),  # fmt: skip
     Stage(
-        "register", "pipeline.registry:track_and_register",
+        "register", "pipeline.registry.registration:track_and_register",
         (("validate", None), ("features", "features"), ("train", "training"), ("compare", "evaluation")), None,
     ),  # fmt: skip
 )
@@ -113,7 +113,7 @@ def run_stage(name: str, cfg: Any, run_path: str | Path, results: dict[str, dict
     own artifact folders).
 
     Args:
-        cfg: the run's :class:`pipeline.config.PipelineConfig`.
+        cfg: the run's :class:`pipeline.core.config.PipelineConfig`.
         run_path: the run folder the stage writes its step into.
         results: earlier stages' returned dicts by stage name (only those it consumes are read;
             in Airflow, the upstream tasks' XComs).
@@ -123,7 +123,7 @@ def run_stage(name: str, cfg: Any, run_path: str | Path, results: dict[str, dict
         KeyError: an input stage is missing from ``results`` (the message names it).
         PipelineError: from the stage, with ``stage`` set to ``name``.
     """
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     s = stage(name)
     missing = sorted(upstream(name) - set(results))

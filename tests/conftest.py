@@ -182,10 +182,10 @@ def write_sine_case(root: Path, experiment: str, model_name: str) -> Path:
 @pytest.fixture
 def tiny_features(make_case):
     """``(cfg, FeatureSet)`` for a 400-step daily sine with covariates, lookback 24, horizon 4."""
-    from pipeline.config import load_config
-    from pipeline.data import read_raw
-    from pipeline.features import build_features
-    from pipeline.validation import validate_frame
+    from pipeline.core.config import load_config
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.features.windowing import build_features
 
     config, _ = make_case(
         frame=sine_frame(),
@@ -201,9 +201,9 @@ def tiny_features(make_case):
 def register_folder(cfg, run: Path, data_sha256: str | None = None, tags: dict | None = None) -> dict:
     """``track_and_register`` for a run whose steps share one folder (what the CLI and the DAG write):
     each input passed explicitly, as the stage list wires it. ``data_sha256`` replaces the validated one."""
-    from pipeline import artifacts
-    from pipeline.registry import track_and_register
-    from pipeline.validation import validated_from_folder
+    from pipeline.core import artifacts
+    from pipeline.data.validation import validated_from_folder
+    from pipeline.registry.registration import track_and_register
 
     validated = validated_from_folder(artifacts.step_dir(run, artifacts.VALIDATION))
     if data_sha256 is not None:

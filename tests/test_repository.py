@@ -46,7 +46,7 @@ def test_compose_file_builds_the_project_image_and_binds_loopback():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     """A shipped config that no longer matches the typed config (a removed key) fails here, not at a user's first run."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     cfg = load_config(path)
     assert cfg.name and cfg.features.horizon >= 1

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import AIRFLOW_DB
+from pipeline.core.artifacts import AIRFLOW_DB
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"

@@ -21,7 +21,7 @@ TASKS = ("resolve_config", "validate_schema", "build_features", "train_lstm", "f
 
 def _registry_line(cfg) -> str:
     import mlflow
-    from pipeline.tracking import tracking_uri
+    from pipeline.registry.server import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     client = mlflow.tracking.MlflowClient()
@@ -42,7 +42,7 @@ def _registry_line(cfg) -> str:
 def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
     import pandas as pd
 
-    from pipeline import artifacts
+    from pipeline.core import artifacts
 
     out = [
         f"DAG run {result['run_id']}: {result['state']} in {seconds:.0f} s",
@@ -66,8 +66,8 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import artifacts
-    from pipeline.config import load_config
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
 
     argv = sys.argv[1:] if argv is None else argv
     config = Path(argv[0] if argv else ROOT / "configs" / "beijing_pm25.yaml").resolve()

@@ -201,7 +201,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> Path:
     return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -217,7 +217,7 @@ def _json_default(obj: Any) -> Any:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write ``payload`` as indented JSON, atomically (temporary name, then rename)."""
-    text = json.dumps(payload, indent=2, default=_json_default, allow_nan=True)
+    text = json.dumps(payload, indent=2, default=json_default, allow_nan=True)
     return _atomic_write_bytes(path, text.encode())
 
 

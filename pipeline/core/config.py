@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 _SCIENTIFIC = re.compile(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+\s*")
 
@@ -129,7 +129,7 @@ class FeaturesConfig(_Section):
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
     target_transform: Literal["none", "log1p"] = "none"
     #: cyclical calendar encodings added as inputs (sin/cos pairs); default (``None``): from
-    #: ``data.freq`` (:func:`pipeline.features.calendar_for_freq`); ``[]`` for none
+    #: ``data.freq`` (:func:`pipeline.features.windowing.calendar_for_freq`); ``[]`` for none
     calendar_features: tuple[Literal["hour", "dayofweek", "dayofyear"], ...] | None = None
     #: the last this many steps of each series go into the training part (validation and
     #: test are the parts just before them); 0 = the plain chronological split. A retrain
@@ -147,7 +147,7 @@ class FeaturesConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The recurrent forecaster (see :class:`pipeline.model.RecurrentForecaster`)."""
+    """The recurrent forecaster (see :class:`pipeline.models.network.RecurrentForecaster`)."""
 
     cell: Literal["lstm", "gru"] = "lstm"
     hidden_size: Int = Field(64, ge=1)
@@ -159,12 +159,12 @@ class ModelConfig(_Section):
     relative_inputs: Bool = False
     #: add a linear map of the target's lookback window to the output (LSTNet's autoregressive
     #: highway, over the whole window as DLinear): the network can copy seasonal lags and a
-    #: linear autoregression instead of learning them. See :class:`pipeline.model.RecurrentForecaster`
+    #: linear autoregression instead of learning them. See :class:`pipeline.models.network.RecurrentForecaster`
     ar_highway: Bool = True
     #: how the highway is fitted: ``least_squares`` solves it in closed form on the training
     #: windows (ridge, penalty chosen on the validation windows, else by leave-one-out) and holds it fixed, so the network
     #: learns what the linear forecaster misses (the hybrid of Zhang, 2003); ``joint`` starts it at
-    #: zero and trains it with the network (LSTNet). See :func:`pipeline.training.fit_highway`
+    #: zero and trains it with the network (LSTNet). See :func:`pipeline.training.lstm.fit_highway`
     highway_fit: Literal["least_squares", "joint"] = "least_squares"
 
 
@@ -175,7 +175,7 @@ class TrainingConfig(_Section):
     max_epochs: Int = Field(100, ge=1)
     min_epochs: Int = Field(10, ge=0)
     patience: Int = Field(10, ge=1)
-    #: windows per optimiser step; default (``None``): :func:`pipeline.training.resolve_batch_size`,
+    #: windows per optimiser step; default (``None``): :func:`pipeline.training.lstm.resolve_batch_size`,
     #: 256 on large data, smaller on small data so an epoch still takes ``min_steps_per_epoch`` steps
     batch_size: Int | None = Field(None, ge=1)
     min_steps_per_epoch: Int = Field(32, ge=1)
@@ -195,7 +195,7 @@ class BaselinesConfig(_Section):
     """Statistical baselines (statsforecast) scored on the LSTM's test origins.
 
     Unset (``None``) values are derived from ``data.freq`` by
-    :func:`pipeline.baselines.resolve_baselines`, which logs what it chose.
+    :func:`pipeline.models.baselines.resolve_baselines`, which logs what it chose.
     """
 
     #: default: Naive, SeasonalNaive, AutoETS, AutoARIMA, plus MSTL for sub-daily data
@@ -234,7 +234,7 @@ class GateConfig(_Section):
 
 
 class CanaryConfig(_Section):
-    """Champion vs challenger on paired live origins (see :mod:`pipeline.canary`).
+    """Champion vs challenger on paired live origins (see :mod:`pipeline.loop.canary`).
 
     Lower RMSE is better. Origins are forecast origins scored by both versions, one per
     step of ``data.freq``; the Diebold-Mariano test needs more than ``2 * features.horizon``
@@ -287,7 +287,7 @@ def _timedelta(value: str, key: str) -> str:
 
 
 class MonitoringConfig(_Section):
-    """The monitoring check and the retrain rule (see ``pipeline/monitoring.py``, LOOP.md sections 1-4)."""
+    """The monitoring check and the retrain rule (see ``pipeline/loop/monitoring.py``, LOOP.md sections 1-4)."""
 
     #: rolling RMSE is computed over the champion's forecasts with origins in ``[T - window, T)``
     window: str = "7D"
@@ -311,7 +311,7 @@ class MonitoringConfig(_Section):
     cooldown: str = "3D"
     #: ``stale_data`` when the last observation is older than this at ``T``
     max_staleness: str = "2D"
-    #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/drift.py``)
+    #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/loop/drift.py``)
     num_drift_method: str = "wasserstein"
     num_drift_threshold: float = Field(0.2, gt=0)
     cat_drift_method: str = "psi"
@@ -396,7 +396,7 @@ def save_resolved(cfg: PipelineConfig, path: str | Path) -> Path:
     An orchestrator resolves the config once per run and hands this file to every later
     task, so an edit of the YAML between tasks or retries cannot change a run half way.
     """
-    from pipeline import artifacts
+    from pipeline.core import artifacts
 
     return artifacts.write_json(Path(path), cfg.model_dump(mode="json"))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import schema
-from pipeline.config import DataConfig, SyntheticSource
-from pipeline.errors import DataLoadError, DataQualityError
+from pipeline.core import schema
+from pipeline.core.config import DataConfig, SyntheticSource
+from pipeline.core.errors import DataLoadError, DataQualityError
 
 
 def generate_synthetic(source: SyntheticSource, freq: str, timestamp_column: str, target_column: str) -> pd.DataFrame:
@@ -158,8 +158,8 @@ def raw_to_long(raw: pd.DataFrame, spec, where: str = "data") -> pd.DataFrame:
         raw: the file's columns (strings or already typed).
         spec: anything with ``timestamp_column``, ``target_column``, ``covariates``,
             ``categorical_covariates``, ``series_id_column``, ``freq`` (and optionally
-            ``timestamp_format``): a :class:`~pipeline.config.DataConfig` or a fitted
-            :class:`~pipeline.features.Preprocessor`.
+            ``timestamp_format``): a :class:`~pipeline.core.config.DataConfig` or a fitted
+            :class:`~pipeline.features.windowing.Preprocessor`.
         where: names the data in error messages.
 
     Raises:
@@ -191,3 +191,10 @@ def _on_grid(part: pd.DataFrame, uid: str, freq: str, where: str) -> pd.DataFram
     part = part.set_index(schema.DS).reindex(grid).reset_index()
     part[schema.UNIQUE_ID] = uid
     return part
+
+
+def runs_of_true(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of ``True`` in a 1-D bool array."""
+    padded = np.concatenate([[0], missing.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return edges[0::2], edges[1::2] - edges[0::2]

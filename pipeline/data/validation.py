@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import schema
-from pipeline.config import PipelineConfig
-from pipeline.errors import SchemaValidationError
-from pipeline.features import runs_of_true
+from pipeline.core import schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import SchemaValidationError
+from pipeline.data.io import runs_of_true
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,9 @@ def to_long_grid(typed: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
 
     Missing grid timestamps become rows with ``NaN`` values (gaps). Rows are sorted
     by ``unique_id`` then ``ds``; the index is a fresh ``RangeIndex``. The one raw ->
-    long conversion (:func:`pipeline.data.raw_to_long`), shared with serving and monitoring.
+    long conversion (:func:`pipeline.data.io.raw_to_long`), shared with serving and monitoring.
     """
-    from pipeline.data import raw_to_long
+    from pipeline.data.io import raw_to_long
 
     return raw_to_long(typed, cfg.data)
 
@@ -317,7 +317,7 @@ def format_failures(failures: list[dict[str, Any]], source: str) -> str:
 
 
 def validate_frame(raw: pd.DataFrame, cfg: PipelineConfig, source: str = "data") -> ValidationReport:
-    """Validate a raw string frame (see :func:`pipeline.data.read_raw`).
+    """Validate a raw string frame (see :func:`pipeline.data.io.read_raw`).
 
     Returns:
         A report; on success ``report.frame`` is the long frame on the full grid
@@ -359,12 +359,12 @@ def validated_from_folder(folder: Path) -> dict[str, Any]:
 
     Returns:
         ``{"report": path, "data": path, "data_sha256": str | None}`` and ``"as_of"`` when the
-        run was cut at one: the keys :func:`pipeline.registry.track_and_register` reads.
+        run was cut at one: the keys :func:`pipeline.registry.registration.track_and_register` reads.
 
     Raises:
         FileNotFoundError: ``folder`` holds no validation report (``artifacts.VALIDATION_REPORT``).
     """
-    from pipeline import artifacts
+    from pipeline.core import artifacts
 
     report = artifacts.read_json(artifacts.VALIDATION_REPORT.at(folder))
     return {
@@ -386,9 +386,9 @@ def run_validation(cfg: PipelineConfig, run_path: Path, data_path: Path | None =
         ``{"report": path, "data": path, "rows": int, "series": int, "gaps": int,
         "data_sha256": str | None}``, small enough for an XCom.
     """
-    from pipeline import artifacts
-    from pipeline.data import as_of_timestamp, file_sha256, read_raw, rows_before
-    from pipeline.tracking import bind_run_folder
+    from pipeline.core import artifacts
+    from pipeline.core.runs import bind_run_folder
+    from pipeline.data.io import as_of_timestamp, file_sha256, read_raw, rows_before
 
     source_path = Path(data_path) if data_path else cfg.data.path
     source = str(source_path) if source_path else f"synthetic:{cfg.data.synthetic.kind}"  # type: ignore[union-attr]

@@ -1,7 +1,7 @@
 """Metrics on the original scale, the comparison table, and the comparison gate.
 
 The one place test metrics are computed: the training and baselines stages write
-forecasts only, for the same test origins (:func:`select_origins`), and this stage scores
+forecasts only, for the same test origins (:func:`pipeline.evaluation.origins.select_origins`), and this stage scores
 them all.
 
 * Origins: every ``evaluation.origin_step``-th test window (default: the smallest step that
@@ -19,7 +19,6 @@ them all.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,22 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import artifacts, schema
-from pipeline.config import EvaluationConfig, PipelineConfig
-from pipeline.errors import DataQualityError, GateFailedError
-from pipeline.features import FeatureSet
+from pipeline.core import artifacts, schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import DataQualityError, GateFailedError
+from pipeline.features.windowing import FeatureSet
 
 log = logging.getLogger(__name__)
-
-
-def select_origins(n_windows: int, ec: EvaluationConfig) -> tuple[np.ndarray, int]:
-    """Indices of the test windows every model is scored on, and the step between them.
-
-    ``(index (k,) int64 ascending, step)``: every ``origin_step``-th window from the first;
-    by default the smallest step that leaves at most ``max_origins`` windows.
-    """
-    step = ec.origin_step or max(1, math.ceil(n_windows / ec.max_origins))
-    return np.arange(0, n_windows, step, dtype=np.int64), step
 
 
 def mase_scale(fs: FeatureSet, season_length: int) -> float:
@@ -222,8 +211,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     Raises:
         DataQualityError: the training and baselines stages forecast different test windows.
     """
-    from pipeline.baselines import resolve_baselines
-    from pipeline.features import load_features
+    from pipeline.features.windowing import load_features
+    from pipeline.models.baselines import resolve_baselines
 
     fs = load_features(features_dir)
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)

@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline import artifacts, schema
-from pipeline.config import PipelineConfig
-from pipeline.errors import DataQualityError
+from pipeline.core import artifacts, schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import DataQualityError
+from pipeline.data.io import runs_of_true
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Preprocessor:
 
     @property
     def categorical_covariates(self) -> list[str]:
-        """The categorical input columns (what :func:`pipeline.data.raw_to_long` reads)."""
+        """The categorical input columns (what :func:`pipeline.data.io.raw_to_long` reads)."""
         return list(self.categorical_levels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,13 +123,6 @@ def _fit_scaler(kind: str, numeric_train: np.ndarray) -> dict[str, list[float]]:
 
 
 # ------------------------------------------------------------------ encoding
-
-
-def runs_of_true(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start index and length of each run of ``True`` in a 1-D bool array."""
-    padded = np.concatenate([[0], missing.astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(padded))
-    return edges[0::2], edges[1::2] - edges[0::2]
 
 
 def _short_gap_mask(missing: np.ndarray, max_gap: int) -> np.ndarray:
@@ -451,7 +445,7 @@ def transform(long: pd.DataFrame, prep: Preprocessor) -> FeatureSet:
 
     Args:
         long: ``unique_id, ds, y, <covariates>`` on the full ``freq`` grid per series
-            (gaps as NaN rows), e.g. from :func:`pipeline.data.raw_to_long`.
+            (gaps as NaN rows), e.g. from :func:`pipeline.data.io.raw_to_long`.
         prep: the preprocessing fitted on the training part (:func:`fit_preprocessor`).
 
     Returns:

@@ -1,7 +1,7 @@
 """The canary decision: is the challenger measurably better than the champion on live data?
 
 Pure computation on paired scores (origins that both versions forecast and that have
-been observed since); no registry, no store, no clock. :mod:`pipeline.promotion` turns a
+been observed since); no registry, no store, no clock. :mod:`pipeline.loop.promotion` turns a
 decision into alias moves.
 
 The test is Diebold and Mariano's (1995) on the per-origin loss differential
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from pipeline.errors import DataQualityError
+from pipeline.core.errors import DataQualityError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.config import CanaryConfig
+    from pipeline.core.config import CanaryConfig
 
 Action = Literal["promote", "reject", "wait", "rollback", "keep"]
 

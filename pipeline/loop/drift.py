@@ -41,8 +41,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import artifacts, schema
-from pipeline.errors import DataQualityError, MonitoringError
+from pipeline.core import artifacts, schema
+from pipeline.core.errors import DataQualityError, MonitoringError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Stages (the Airflow DAG runs one per task; :func:`run_check` chains them in-proc
 2. :func:`score`: join every stored forecast whose target is now observed with its
    ``y``; compute the champion's rolling RMSE.
 3. :func:`detect_drift`: Evidently report of the window against the version's reference
-   sample (``pipeline/drift.py``).
+   sample (``pipeline/loop/drift.py``).
 4. :func:`decide`: the rule and its guards, then the check row (every number used),
    the MLflow monitoring run and the log line.
 
@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import artifacts, schema
-from pipeline.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, is_not_found
-from pipeline.config import PipelineConfig
-from pipeline.errors import MonitoringError, RegistryError, SchemaValidationError
+from pipeline.core import artifacts, schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import MonitoringError, RegistryError, SchemaValidationError
+from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ RESULT_KEYS = (
 
 
 def as_of_iso(as_of) -> str:
-    from pipeline.data import as_of_timestamp
+    from pipeline.data.io import as_of_timestamp
 
     return as_of_timestamp(as_of).isoformat()
 
@@ -93,7 +93,7 @@ def _step(cfg: PipelineConfig) -> pd.Timedelta:
 def _client(cfg: PipelineConfig):
     """An MLflow client on the configured tracking URI, after a bounded health check."""
     import mlflow
-    from pipeline.registry import check_server, tracking_uri
+    from pipeline.registry.server import check_server, tracking_uri
 
     uri = tracking_uri(cfg)
     check_server(uri, training=False)
@@ -165,8 +165,8 @@ def read_observations(cfg: PipelineConfig, as_of, start, data_path: Path | None 
         value, ISO or ``None``), ``rows``, and on a failed validation ``failures`` (each with
         file line numbers); then ``long`` is ``None``.
     """
-    from pipeline.data import as_of_timestamp, read_raw, rows_before
-    from pipeline.validation import validate_frame
+    from pipeline.data.io import as_of_timestamp, read_raw, rows_before
+    from pipeline.data.validation import validate_frame
 
     d, T = cfg.data, as_of_timestamp(as_of)
     raw = rows_before(read_raw(d, data_path), d, T)
@@ -191,7 +191,7 @@ def read_observations(cfg: PipelineConfig, as_of, start, data_path: Path | None 
 
 def _since(cfg: PipelineConfig, store, T: pd.Timestamp, since) -> pd.Timestamp:
     """First origin this check is responsible for: ``since``, else the previous check's ``T``; at most one window back."""
-    from pipeline.data import as_of_timestamp
+    from pipeline.data.io import as_of_timestamp
 
     floor = T - pd.Timedelta(cfg.monitoring.window)
     if since is None:
@@ -227,8 +227,8 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         RegistryError: the tracking server is unreachable (bounded retries). StoreError:
             the store is unreachable. MonitoringError: the champion lacks its reference sample.
     """
-    from pipeline.data import as_of_timestamp
-    from pipeline.store import store_for
+    from pipeline.data.io import as_of_timestamp
+    from pipeline.store.sql import store_for
 
     T, name, store = as_of_timestamp(as_of), cfg.mlflow.registered_model_name, store_for(cfg)
     out = Path(out_dir) if out_dir else default_out_dir(cfg, T)
@@ -298,7 +298,7 @@ def rolling_rmse(scored: pd.DataFrame, horizon: int) -> tuple[float, int]:
     return float(np.sqrt(np.mean(err**2))), int(len(complete) // horizon)
 
 
-def naive_forecasts(scored: pd.DataFrame, observed: pd.DataFrame, model: str = "naive", season: int = 24, step: pd.Timedelta | None = None) -> np.ndarray:
+def naive_forecast_frame(scored: pd.DataFrame, observed: pd.DataFrame, model: str = "naive", season: int = 24, step: pd.Timedelta | None = None) -> np.ndarray:
     """The (seasonal) naive forecast of every scored row, from the observations only.
 
     Args:
@@ -343,7 +343,7 @@ def naive_rolling_rmse(scored: pd.DataFrame, observed: pd.DataFrame, horizon: in
     """
     if scored.empty:
         return float("nan"), float("nan"), 0
-    frame = scored.assign(naive=naive_forecasts(scored, observed, model, season, step))
+    frame = scored.assign(naive=naive_forecast_frame(scored, observed, model, season, step))
     per_origin = frame.groupby([schema.UNIQUE_ID, "origin"])
     ok = (per_origin["step"].transform("size") == horizon) & per_origin["naive"].transform(lambda v: bool(np.isfinite(v).all()))
     both = frame[ok.to_numpy(dtype=bool)]
@@ -363,7 +363,7 @@ def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     complete origins, from the observations as of ``T``; with ``monitoring.rule`` ``naive``
     or ``both`` the rolling RMSE is taken over exactly those origins too.
     """
-    from pipeline.store import store_for
+    from pipeline.store.sql import store_for
 
     state = dict(state)
     observed = Path(state["out_dir"]) / OBSERVED
@@ -406,7 +406,7 @@ def detect_drift(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     Adds ``drift_share, drifted_columns, drift_scores, drifted, report`` (``{"html", "json"}``
     paths or ``None`` when there was nothing to compare).
     """
-    from pipeline import drift
+    from pipeline.loop import drift
 
     state = {**state, "drift_share": None, "drifted_columns": [], "drift_scores": {}, "drifted": False, "report": None}
     out = Path(state["out_dir"])
@@ -505,7 +505,7 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
         ``trigger`` (``rmse`` / ``drift`` / ``rmse+drift`` / ``None``), ``trigger_run_id``,
         ``conf`` (what a retrain's ``lstm_training`` run gets), ``versions`` and the details.
     """
-    from pipeline.store import store_for
+    from pipeline.store.sql import store_for
 
     store = store_for(cfg)
     previous = store.last_checks(state["model_name"], max(cfg.monitoring.drift_checks, 10), before=state["as_of"])
@@ -560,7 +560,7 @@ def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
     """Metrics over time in one MLflow run per champion version, the reports as artifacts of the check."""
     from mlflow.entities import Metric
 
-    from pipeline.registry import artifact_location, tracking_uri
+    from pipeline.registry.server import artifact_location, tracking_uri
 
     client = _client(cfg)
     name, version = check["model_name"], check["champion_version"]

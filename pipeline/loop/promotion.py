@@ -1,12 +1,12 @@
 """Alias moves of the canary as transactions: promote, reject, roll back.
 
-Each move, under the registered model's lock (:func:`pipeline.aliases.registry_lock`):
+Each move, under the registered model's lock (:func:`pipeline.registry.aliases.registry_lock`):
 
 1. reads the aliases ``champion``, ``challenger``, ``previous_champion`` and checks that
    they are what the caller decided on (a decision made on stale aliases is refused);
 2. writes a journal (the aliases and the tags of every version it touches, as they were)
    next to the lock file;
-3. moves the aliases (each alias records its reason on its version, see :mod:`pipeline.aliases`)
+3. moves the aliases (each alias records its reason on its version, see :mod:`pipeline.registry.aliases`)
    and sets the version tags ``canary`` (``pending`` / ``promoted`` / ``rejected`` /
    ``rolled_back``), ``canary_reason`` and the decision's numbers (``canary_*``);
 4. writes one alias-event row per alias that changed in the forecast store;
@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import aliases, faults
-from pipeline.errors import PipelineError, RegistryError
+from pipeline.core import faults
+from pipeline.core.errors import PipelineError, RegistryError
+from pipeline.registry import aliases, server
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,8 @@ def promote(client, uri: str, model_name: str, version: int, *, reason: str, as_
 
     Args:
         as_of: ISO time of the decision (the check's ``T``; an operator's command time).
-        evidence: the decision's numbers (:meth:`pipeline.canary.CanaryDecision.as_dict`).
-        store: a :class:`pipeline.store.ForecastStore` (alias-event rows), or ``None``.
+        evidence: the decision's numbers (:meth:`pipeline.loop.canary.CanaryDecision.as_dict`).
+        store: a :class:`pipeline.store.sql.ForecastStore` (alias-event rows), or ``None``.
         expect: aliases the decision was made on; the move is refused if they moved since.
         automatic: a canary decision (True) or an operator (False).
         force: promote a version that failed the gate or was rolled back (operators only).
@@ -373,7 +374,7 @@ def _paired(store, model_name: str, a: int, b: int, since: str | None, as_of: st
 
 def check_challenger(client, uri: str, cfg, model_name: str, as_of: str, store) -> dict[str, Any]:
     """Decide on the current challenger (``a`` = champion, ``b`` = challenger) and move aliases."""
-    from pipeline.canary import decide
+    from pipeline.loop.canary import decide
 
     now = current_aliases(client, model_name)
     champ, chal = now[CHAMPION], now[CHALLENGER]
@@ -392,7 +393,7 @@ def check_challenger(client, uri: str, cfg, model_name: str, as_of: str, store) 
 
 def check_rollback(client, uri: str, cfg, model_name: str, as_of: str, store) -> dict[str, Any]:
     """Decide whether the promoted champion (``b``) stays, against ``previous_champion`` (``a``)."""
-    from pipeline.canary import decide_rollback
+    from pipeline.loop.canary import decide_rollback
 
     now = current_aliases(client, model_name)
     champ, prev = now[CHAMPION], now[PREVIOUS]
@@ -412,7 +413,7 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
     """Stage entry point (the ``canary`` task of ``lstm_monitoring``): settle, watch, decide.
 
     Args:
-        cfg: the use case's :class:`~pipeline.config.PipelineConfig` (``canary``, ``features.horizon``).
+        cfg: the use case's :class:`~pipeline.core.config.PipelineConfig` (``canary``, ``features.horizon``).
         as_of: the check's cut-off ``T`` (ISO string); scores with origins ``< T`` only.
         store: the forecast store holding both versions' scores.
 
@@ -421,11 +422,10 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         ``outlet`` is the ``champion`` Asset event of the move that changed ``champion``.
     """
     import mlflow
-    from pipeline import tracking
 
-    uri = tracking.tracking_uri(cfg)
+    uri = server.tracking_uri(cfg)
     name = cfg.mlflow.registered_model_name
-    with tracking.bounded_http_retries():
+    with server.bounded_http_retries():
         if client is None:
             mlflow.set_tracking_uri(uri)
             client = mlflow.tracking.MlflowClient()
@@ -443,11 +443,10 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
 
 def _operator_session(cfg):
     import mlflow
-    from pipeline import tracking
-    from pipeline.store import store_for
+    from pipeline.store.sql import store_for
 
-    uri = tracking.tracking_uri(cfg)
-    tracking.check_server(uri, training=False)
+    uri = server.tracking_uri(cfg)
+    server.check_server(uri, training=False)
     mlflow.set_tracking_uri(uri)
     return mlflow.tracking.MlflowClient(), uri, cfg.mlflow.registered_model_name, store_for(cfg)
 

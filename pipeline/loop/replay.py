@@ -1,16 +1,16 @@
 """Replay: the closed loop stepped over a stretch of history, as a measured experiment.
 
-A replay injects a fault (:mod:`pipeline.scenarios`) into a copy of the observations,
+A replay injects a fault (:mod:`pipeline.loop.scenarios`) into a copy of the observations,
 trains the initial champion as of ``start`` (data ``ds < start``) when its registry has
 none, then steps the clock ``T`` from ``start`` to ``end`` at ``monitoring.schedule`` and
 runs, in-process, the stage functions the Airflow DAGs run at ``T``:
 
-1. the monitoring check (:func:`pipeline.monitoring.run_check`): forecast, score, drift,
+1. the monitoring check (:func:`pipeline.loop.monitoring.run_check`): forecast, score, drift,
    the retrain rule;
 2. when its decision is ``retrain``: the training pipeline on the data before ``T``
    (:func:`pipeline.runner.run_training_pipeline`), which registers the new version as
    ``challenger`` through the normal registration (the gate still applies);
-3. the canary stage (:func:`pipeline.promotion.run_canary`): promote, reject or roll back.
+3. the canary stage (:func:`pipeline.loop.promotion.run_canary`): promote, reject or roll back.
 
 Everything lives under ``<artifact_root>/replay/<replay_id>/``: the drifted data copy,
 its own MLflow store (``mlflow.db``, ``mlflow-artifacts/``), its own forecast store
@@ -36,10 +36,10 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import artifacts
-from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.scenarios import Scenario
+from pipeline.core import artifacts
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.loop.scenarios import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ Canary = Callable[..., dict]
 
 
 def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, out_dir: Path) -> dict:
-    from pipeline.monitoring import run_check
+    from pipeline.loop.monitoring import run_check
 
     return run_check(cfg, as_of, data_path=data_path, out_dir=out_dir)
 
@@ -72,8 +72,8 @@ def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, 
     inputs, so two replays whose data agree before ``as_of`` share one training run (same
     data sha256, same run fingerprint).
     """
-    from pipeline.data import read_raw
-    from pipeline.scenarios import write_scenario_data
+    from pipeline.data.io import read_raw
+    from pipeline.loop.scenarios import write_scenario_data
 
     raw = read_raw(cfg.data, data_path)
     ds = pd.to_datetime(raw[cfg.data.timestamp_column], format=cfg.data.timestamp_format, errors="coerce")
@@ -93,13 +93,13 @@ def _default_train(
 
 
 def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -> dict:
-    """:func:`pipeline.promotion.run_canary` on the replay's store, flattened to one action.
+    """:func:`pipeline.loop.promotion.run_canary` on the replay's store, flattened to one action.
 
     ``action``: ``rollback`` when the watch rolled back, else the challenger's verdict
     (``promote`` / ``reject`` / ``wait`` / ``none``); ``alias_move``: the ``champion`` move, if any.
     """
-    from pipeline.promotion import run_canary
-    from pipeline.store import store_for
+    from pipeline.loop.promotion import run_canary
+    from pipeline.store.sql import store_for
 
     out = run_canary(cfg, as_of.isoformat(), store_for(cfg))
     watch, chal = out.get("rollback") or {}, out.get("challenger") or {}
@@ -239,8 +239,8 @@ def prepare_data(cfg: PipelineConfig, spec: ReplaySpec, folder: Path) -> Path:
     The shipped file is only read. The same inputs give the same bytes (so training run
     fingerprints match on a rerun).
     """
-    from pipeline.data import read_raw
-    from pipeline.scenarios import apply_scenario, write_scenario_data
+    from pipeline.data.io import read_raw
+    from pipeline.loop.scenarios import apply_scenario, write_scenario_data
 
     raw = read_raw(cfg.data)
     inject = spec.inject_at if spec.inject_at is not None else spec.start
@@ -310,7 +310,7 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
     }
     if check["decision"] == "retrain":
         conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
-        from pipeline.monitoring import retrain_config
+        from pipeline.loop.monitoring import retrain_config
 
         tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
         tcfg = retrain_config(cfg)  # monitoring.retrain_recent_steps: the latest days go into the training part
@@ -370,7 +370,7 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     })  # fmt: skip
     rcfg = cfg if spec.use_config_stores else isolated_config(cfg, folder)
     data_path = prepare_data(cfg, spec, folder)
-    from pipeline.tracking import tracking_uri
+    from pipeline.registry.server import tracking_uri
 
     uri = rcfg.mlflow.tracking_uri if not spec.use_config_stores else tracking_uri(rcfg)
     rows: list[dict] = []
@@ -415,7 +415,7 @@ def _ensure_champion(
     if version is not None:
         out = {"champion_version": version, "trained": False}
     else:
-        from pipeline.tracking import run_fingerprint
+        from pipeline.core.runs import run_fingerprint
 
         window = f"--h{history.days}d" if history is not None else ""
         run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}{window}--{run_fingerprint(cfg, None)[:8]}")
@@ -433,7 +433,7 @@ def _ensure_champion(
 
 def _champion_version(cfg: PipelineConfig) -> int | None:
     import mlflow
-    from pipeline.aliases import CHAMPION, alias_version
+    from pipeline.registry.aliases import CHAMPION, alias_version
 
     client = mlflow.tracking.MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri)
     return alias_version(client, cfg.mlflow.registered_model_name, CHAMPION)
@@ -596,7 +596,7 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 def replay_from_args(cfg: PipelineConfig, args) -> dict[str, Any]:
     """``lstm-pipeline replay``: parse the options, run the replay, print its summary."""
-    from pipeline.scenarios import load_scenario
+    from pipeline.loop.scenarios import load_scenario
 
     spec = ReplaySpec(
         start=_timestamp(args.start, "--start"),

@@ -1,6 +1,6 @@
 """Fault scenarios: realistic faults injected into a copy of the observations from a date.
 
-A replay (:mod:`pipeline.replay`) tests the closed loop by changing the data the way a
+A replay (:mod:`pipeline.loop.replay`) tests the closed loop by changing the data the way a
 real deployment's data changes, from an injection timestamp ``inject_at`` on:
 
 | kind | what happens to ``column`` at rows with timestamp ``>= inject_at`` | real cause |
@@ -13,7 +13,7 @@ real deployment's data changes, from an injection timestamp ``inject_at`` on:
 | ``noise`` | ``x + N(0, noise_std)`` (seeded) | a degraded sensor |
 
 Functions here are pure: they take the raw frame (all columns strings, as
-:func:`pipeline.data.read_raw` returns it) and return a changed copy; rows before
+:func:`pipeline.data.io.read_raw` returns it) and return a changed copy; rows before
 ``inject_at`` and every other column keep their original text byte for byte; a missing
 cell stays missing. :func:`write_scenario_data` writes that copy to a new file; the
 shipped data file is only ever read.
@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.errors import ConfigError, DataQualityError
+from pipeline.core.errors import ConfigError, DataQualityError
 
 #: folder of the shipped scenario files
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "configs" / "scenarios"

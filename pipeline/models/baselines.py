@@ -34,62 +34,20 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline import artifacts, schema
-from pipeline.config import PipelineConfig
-from pipeline.features import FeatureSet
+from pipeline.core import schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.seasons import season_length, seasons_for_freq, steps_per_week
+from pipeline.features.windowing import FeatureSet
 
 log = logging.getLogger(__name__)
 
 MSTL = "MSTL"
-_DAY = pd.Timedelta("1D")
 #: statsforecast's AutoETS fits a non-seasonal model when the season is longer than this
 ETS_MAX_SEASON = 24
-
-
-# ------------------------------------------------------------------ defaults from the frequency
-
-
-def seasons_for_freq(freq: str) -> tuple[int, ...]:
-    """Season lengths (steps) of a pandas frequency, shortest first.
-
-    Sub-daily: a day and a week (``h``: 24, 168; ``30min``: 48, 336; ``10min``: 144, 1008);
-    ``D``: 7; ``B``: 5; weekly: 52; monthly: 12; quarterly: 4; otherwise 1 (no season).
-    """
-    offset = pd.tseries.frequencies.to_offset(freq)
-    code = offset.rule_code.split("-")[0]
-    if code == "B":
-        return (5,)
-    if code.startswith("W"):
-        return (52,)
-    if code in ("M", "MS", "ME", "BM", "BMS", "BME", "SM", "SMS", "SME"):
-        return (12,)
-    if code.startswith("Q") or code.startswith("BQ"):
-        return (4,)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:
-        return (1,)
-    if step < _DAY and _DAY % step == pd.Timedelta(0):
-        per_day = int(_DAY // step)
-        return (per_day, 7 * per_day)
-    if step == _DAY:
-        return (7,)
-    return (1,)
-
-
-def steps_per_week(freq: str) -> int:
-    """Steps in one week of ``freq`` (1 when a step is a week or longer or not fixed)."""
-    try:
-        step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    except ValueError:
-        return 1
-    return max(1, int(pd.Timedelta("7D") // step))
 
 
 @dataclass(frozen=True)
@@ -112,7 +70,7 @@ def resolve_baselines(cfg: PipelineConfig, quiet: bool = False) -> BaselineSpec:
     """``cfg.baselines`` with unset values derived from ``data.freq`` (each choice logged)."""
     bc, freq = cfg.baselines, cfg.data.freq
     derived = seasons_for_freq(freq)
-    season = bc.season_length or derived[0]
+    season = season_length(cfg)
     seasons = tuple(sorted(bc.seasons)) if bc.seasons else (derived if len(derived) > 1 else ())
     models = bc.models or (schema.NAIVE, schema.SEASONAL_NAIVE, schema.AUTO_ETS, schema.AUTO_ARIMA, *((MSTL,) if seasons else ()))
     if MSTL in models and not seasons:
@@ -353,13 +311,13 @@ class StatsBaseline:
 
     def predict(self, fs: FeatureSet, split: str = "test", index: np.ndarray | None = None) -> np.ndarray:
         """``(n, horizon)`` float64 forecasts in original units, one row per window ``index`` of ``split``."""
-        origins = _origins(fs, split, index)
+        origins = origins_of(fs, split, index)
         tasks = self.tasks(fs, origins)
         out = np.empty((len(origins), fs.prep.horizon))
         self.segment_, self.fits_ = np.zeros(len(origins), np.int32), []
         t0 = time.perf_counter()
-        for task, result in zip(tasks, run_tasks(tasks, 1, progress=False), strict=True):
-            self._store(task, result, out)
+        for task in tasks:
+            self._store(task, run_task(task), out)
         self.predict_seconds_ = time.perf_counter() - t0
         return out
 
@@ -389,84 +347,16 @@ class StatsBaseline:
                            "forecast_seconds": forecast_seconds, "model": description})  # fmt: skip
 
 
-def _origins(fs: FeatureSet, split: str, index: np.ndarray | None) -> np.ndarray:
+def origins_of(fs: FeatureSet, split: str, index: np.ndarray | None) -> np.ndarray:
+    """Row of the origin (a window's last input step) of ``split``'s windows ``index`` (all when None)."""
     starts = fs.starts[split] if index is None else fs.starts[split][index]
     return starts + fs.prep.lookback - 1
 
 
-def _run_task(task: dict) -> tuple[np.ndarray, float, float, str]:
+def run_task(task: dict) -> tuple[np.ndarray, float, float, str]:
+    """One planned fit (:meth:`StatsBaseline.tasks`) -> ``(forecasts (n, h), fit_seconds, forecast_seconds, model description)``."""
     if task["kind"] == "naive":
         t0 = time.perf_counter()
         forecasts = naive_forecasts(task["y"], task["origins"], task["h"], task["season"])
         return forecasts, 0.0, time.perf_counter() - t0, task["name"]
     return forecast_segment(task["name"], task["spec"], task["y"], task["fit_len"], task["origins"], task["h"], task.get("model"))
-
-
-def run_tasks(tasks: list[dict], n_jobs: int, progress: bool, log_every: float = 30.0):
-    """Yield each task's result in order; joblib processes when ``n_jobs != 1``.
-
-    A tqdm bar on a terminal, and one log line (done, elapsed, expected remaining) at
-    most every ``log_every`` seconds for Airflow's log.
-    """
-    from tqdm.auto import tqdm
-
-    if n_jobs == 1 or len(tasks) <= 1:
-        results = map(_run_task, tasks)
-    else:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_run_task)(t) for t in tasks)
-    t0 = last = time.perf_counter()
-    with tqdm(total=len(tasks), desc="baseline fits", unit="fit", disable=not progress, leave=False) as bar:
-        for done, result in enumerate(results, start=1):
-            bar.update(1)
-            now = time.perf_counter()
-            if progress and (now - last >= log_every or done == len(tasks)):
-                left = (now - t0) / done * (len(tasks) - done)
-                log.info("baselines: %d/%d fits done, %.0fs elapsed, about %.0fs left", done, len(tasks), now - t0, left)
-                last = now
-            yield result
-
-
-# ------------------------------------------------------------------ stage
-
-
-def run_baselines(cfg: PipelineConfig, run_path: Path, features_dir: Path) -> dict[str, Any]:
-    """Stage entry point: forecast the evaluated test origins with every baseline, save ``<run>/baselines/``.
-
-    Writes ``forecasts.npz`` (one ``(n_origins, horizon)`` array per model, ``index``: the
-    test windows forecast, ``<model>_fit``: each row's fit number) and ``timings.json``
-    (seconds and the model chosen by each fit). Returns ``{"baselines", "models", "skipped", "origins"}``.
-    """
-    from pipeline.evaluation import select_origins
-    from pipeline.features import load_features
-
-    fs = load_features(features_dir)
-    spec = resolve_baselines(cfg)
-    index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
-    origins = _origins(fs, "test", index)
-    models = [StatsBaseline(name, spec) for name in spec.models]
-    jobs = [(m, t) for m in models for t in m.tasks(fs, origins)]
-    outputs = {m.name: np.empty((len(origins), fs.prep.horizon)) for m in models}
-    for m in models:
-        m.segment_, m.fits_, m.predict_seconds_ = np.zeros(len(origins), np.int32), [], 0.0
-    t0 = time.perf_counter()
-    for (model, task), result in zip(jobs, run_tasks([t for _, t in jobs], spec.n_jobs, spec.progress), strict=True):
-        model._store(task, result, outputs[model.name])
-    seconds = time.perf_counter() - t0
-    timings = {
-        m.name: {"fit_seconds": float(sum(f["fit_seconds"] for f in m.fits_)),
-                 "predict_seconds": float(sum(f["forecast_seconds"] for f in m.fits_)), "fits": m.fits_}
-        for m in models
-    }  # fmt: skip
-    for m in models:
-        log.info("%s: %d fit(s), %.1fs fitting; models %s", m.name, len(m.fits_), timings[m.name]["fit_seconds"], sorted({f["model"] for f in m.fits_}))
-    target = artifacts.step_dir(run_path, artifacts.BASELINES)
-    with artifacts.atomic_dir(target) as tmp:
-        np.savez(artifacts.BASELINE_FORECASTS.at(tmp), index=index, **outputs, **{f"{m.name}_fit": m.segment_ for m in models})
-        artifacts.write_json(artifacts.BASELINE_TIMINGS.at(tmp), {
-            "timings": timings, "skipped": {}, "stage_seconds": seconds, "origin_step": step, "n_origins": len(origins),
-            "spec": {k: v for k, v in spec.__dict__.items()},
-        })  # fmt: skip
-    log.info("baselines: %d model(s) on %d test origins (every %d) in %.1fs", len(models), len(origins), step, seconds)
-    return {"baselines": str(target), "models": list(outputs), "skipped": {}, "origins": len(origins)}

@@ -11,7 +11,7 @@ Patterns with Deep Neural Networks", SIGIR, arXiv:1703.07015), over the whole wi
 the linear direct forecasters DLinear/NLinear (Zeng et al., 2023, AAAI, arXiv:2205.13504).
 The network can then copy seasonal lags and a linear autoregression instead of learning them.
 By default training solves that map by least squares first and holds it fixed
-(:func:`pipeline.training.fit_highway`).
+(:func:`pipeline.training.lstm.fit_highway`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ champion") must be read *inside* the lock.
 
 "Not found" is only an ``MlflowException`` whose ``error_code`` is
 ``RESOURCE_DOES_NOT_EXIST`` (:func:`is_not_found`); any other error (a 5xx, a timeout) is a
-:class:`~pipeline.errors.RegistryError` and never moves an alias.
+:class:`~pipeline.core.errors.RegistryError` and never moves an alias.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline import faults
-from pipeline.errors import RegistryError
+from pipeline.core import faults
+from pipeline.core.errors import RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,17 @@
 """Model logging and version registration: resumable step by step, each step idempotent.
 
 :func:`track_and_register` is the stage entry point. Its inputs are explicit: the validate
-stage's result and the features, training and evaluation folders (:class:`pipeline.tracking.RunInputs`);
+stage's result and the features, training and evaluation folders (:class:`pipeline.registry.tracking.RunInputs`);
 its own folder (``run_path``) only names the MLflow run and holds the run binding
 (``artifacts.RUN_MANIFEST``). After the run is logged
-(:mod:`pipeline.tracking`), a run whose comparison gate passed is registered in four steps;
+(:mod:`pipeline.registry.tracking`), a run whose comparison gate passed is registered in four steps;
 a rerun after a crash at any point finishes what is missing and repeats nothing:
 
 1. the registered model exists (created if MLflow says ``RESOURCE_DOES_NOT_EXIST``);
 2. one model version per MLflow run (found by ``run_id``; else the pyfunc model is logged
    and the version created);
 3. the version's tags and description are (re)written from the latest gate verdict;
-4. under the registered model's lock (:func:`pipeline.aliases.registry_lock`):
+4. under the registered model's lock (:func:`pipeline.registry.aliases.registry_lock`):
    ``challenger`` moves to the version unless a newer version holds it, and ``champion``
    is set when the model has none, a decision read inside the lock.
 
@@ -29,22 +29,18 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import aliases, artifacts, faults, tracking
-from pipeline.config import PipelineConfig
-from pipeline.errors import RegistryError
+from pipeline.core import artifacts, faults, runs
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import RegistryError
+from pipeline.registry import aliases, server, tracking
 
 log = logging.getLogger(__name__)
 
-# kept for callers of the old single module
-CHAMPION, CHALLENGER = aliases.CHAMPION, aliases.CHALLENGER
-RUN_TAG = tracking.RUN_TAG
-PACKAGE_ROOT = tracking.PACKAGE_ROOT
-tracking_uri, check_server, artifact_location = tracking.tracking_uri, tracking.check_server, tracking.artifact_location
 
 
 def _input_example(cfg: PipelineConfig, validated_data: Path, lookback: int) -> pd.DataFrame:
     """The last ``lookback`` raw rows of the validated data, typed like a user's frame."""
-    from pipeline import schema
+    from pipeline.core import schema
 
     long = pd.read_parquet(validated_data).tail(lookback)
     d = cfg.data
@@ -68,15 +64,15 @@ def model_artifacts(features_dir: Path, training_dir: Path) -> dict[str, str]:
 
 
 def _inference_package(folder: Path) -> Path:
-    """``<folder>/pipeline/`` holding only :data:`pipeline.serving.INFERENCE_MODULES`: what a logged model ships."""
+    """``<folder>/pipeline/`` holding only :data:`pipeline.serving.pyfunc.INFERENCE_FILES`: what a logged model ships."""
     import shutil
 
-    from pipeline.serving import INFERENCE_MODULES
+    from pipeline.serving.pyfunc import INFERENCE_FILES
 
     package = Path(folder) / "pipeline"
-    package.mkdir(parents=True)
-    for name in INFERENCE_MODULES:
-        shutil.copy2(PACKAGE_ROOT / f"{name}.py", package / f"{name}.py")
+    for name in INFERENCE_FILES:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tracking.PACKAGE_ROOT / name, package / name)
     return package
 
 
@@ -85,9 +81,9 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
 
     from mlflow.models import infer_signature
 
-    from pipeline.features import load_preprocessor
-    from pipeline.serving import SIGNATURE_PARAMS, ForecastModel
-    from pipeline.training import LSTMForecaster
+    from pipeline.features.windowing import load_preprocessor
+    from pipeline.models.lstm import LSTMForecaster
+    from pipeline.serving.pyfunc import SIGNATURE_PARAMS, ForecastModel
 
     prep = load_preprocessor(inputs.features)
     example = _input_example(cfg, inputs.validated_data, prep.lookback)
@@ -110,7 +106,7 @@ def _optional_inputs(signature):
     """The signature with every input column optional, so a missing column reaches the model's own check.
 
     MLflow enforces required input columns before ``predict`` runs and answers with a long
-    schema error; the pipeline's :func:`pipeline.serving.history_to_long` names the column
+    schema error; the pipeline's :func:`pipeline.serving.pyfunc.history_to_long` names the column
     and lists what it expects instead. The columns and types stay documented.
     """
     from mlflow.models import ModelSignature
@@ -166,7 +162,7 @@ def _write_tags(client, name: str, version: int, tags: dict[str, str], descripti
 def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record: Callable[..., Any] | None = None) -> list[str]:
     """Step 4: ``challenger`` unless a newer version holds it; ``champion`` when there is none.
 
-    Both decisions are read inside :func:`pipeline.aliases.registry_lock`, so two runs
+    Both decisions are read inside :func:`pipeline.registry.aliases.registry_lock`, so two runs
     registering at once cannot both make their version the first ``champion``. Each move is
     passed to ``record(alias, from_version, to_version, reason, evidence)`` right after it
     (the forecast store's alias-event row, as the canary's moves are); a rerun that finds an
@@ -204,7 +200,7 @@ def register(mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.Run
     else:
         log.info("run %s is already registered as %s v%s; finishing its registration", run_id, name, version)
     _write_tags(client, name, version, tags, tracking.describe(info))
-    from pipeline.store import store_for
+    from pipeline.store.sql import store_for
 
     store = store_for(cfg)
 
@@ -247,7 +243,7 @@ def track_and_register(
         run_path: the pipeline run's folder; its name is the MLflow run key (a rerun with the
             same name resumes that MLflow run) and it holds ``artifacts.RUN_MANIFEST``.
         validated: the validate stage's result (``report``, ``data``, ``data_sha256``, ``as_of``;
-            :func:`pipeline.validation.validated_from_folder` rebuilds it from a folder).
+            :func:`pipeline.data.validation.validated_from_folder` rebuilds it from a folder).
         features_dir, training_dir, evaluation_dir: the folders the features, train and compare
             stages returned.
         tags: extra MLflow run tags (orchestrator ids).
@@ -267,22 +263,22 @@ def track_and_register(
 
     run_path = Path(run_path)
     inputs = tracking.RunInputs.of(validated, features_dir, training_dir, evaluation_dir)
-    uri = tracking.tracking_uri(cfg)
-    tracking.check_server(uri)
-    fingerprint = tracking.bind_run_folder(cfg, run_path, validated.get("data_sha256"))
+    uri = server.tracking_uri(cfg)
+    server.check_server(uri)
+    fingerprint = runs.bind_run_folder(cfg, run_path, validated.get("data_sha256"))
     mlflow.set_tracking_uri(uri)
     try:
-        with tracking.bounded_http_retries():
+        with server.bounded_http_retries():
             return _track_and_register(mlflow, cfg, uri, run_path, inputs, validated, tags or {}, fingerprint)
     except mlflow.exceptions.MlflowException as exc:
-        tracking.check_server(uri, attempts=1)  # a server gone mid-way gets its own message: "cannot reach MLflow at URL"
+        server.check_server(uri, attempts=1)  # a server gone mid-way gets its own message: "cannot reach MLflow at URL"
         raise RegistryError(f"MLflow at {uri} failed a request: {exc}. Rerun the same run id to resume: finished steps are kept.") from exc
 
 
 def _track_and_register(mlflow, cfg, uri: str, run_path: Path, inputs: tracking.RunInputs, validated: dict, tags: dict, fingerprint: str) -> dict[str, Any]:
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name(cfg.mlflow.experiment_name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment_name, artifact_location=tracking.artifact_location(cfg, uri))
+    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment_name, artifact_location=server.artifact_location(cfg, uri))
     with tracking.find_or_start_run(mlflow, client, exp_id, run_path.name, fingerprint) as run:
         info = tracking.log_run_contents(mlflow, cfg, inputs, validated, tags)
         result: dict[str, Any] = {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": exp_id}

@@ -5,104 +5,29 @@ params, per-epoch losses as step metrics, final metrics of the LSTM and every ba
 the run's reports and plots. A pipeline run is bound to its *fingerprint* (sha256 of the
 config without machine-local keys, plus the data's sha256): the run folder records it in
 ``run.json`` and the MLflow run in tag ``pipeline_fingerprint``. Reusing a run id with
-another config or other data is a :class:`~pipeline.errors.ConfigError` /
-:class:`~pipeline.errors.RegistryError`, never a merge of two runs' parameters.
+another config or other data is a :class:`~pipeline.core.errors.ConfigError` /
+:class:`~pipeline.core.errors.RegistryError`, never a merge of two runs' parameters.
 
 ``MLFLOW_TRACKING_URI`` in the environment overrides ``mlflow.tracking_uri``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, artifacts
-from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, RegistryError
+from pipeline import __version__
+from pipeline.core import artifacts
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import ConfigError, RegistryError
+from pipeline.core.runs import flat_params
 
 RUN_TAG = "pipeline_run_id"
 FINGERPRINT_TAG = "pipeline_fingerprint"
-PACKAGE_ROOT = Path(__file__).resolve().parent
-#: config keys that do not change what a run computes (where it runs, how it reports)
-MACHINE_LOCAL_KEYS = ("data.path", "run.artifact_root", "training.device", "training.progress", "training.num_threads", "mlflow.tracking_uri", "mlflow.artifact_location")
-#: MLflow's own HTTP retry defaults (7 retries, backoff factor 2) wait minutes on a dead
-#: server; the pipeline uses these unless the environment sets them
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-
-
-def tracking_uri(cfg: PipelineConfig) -> str:
-    """``$MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri``, else a SQLite store beside the artifacts."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if cfg.mlflow.tracking_uri:
-        return cfg.mlflow.tracking_uri
-    store = Path(cfg.run.artifact_root).resolve().parent / "mlflow" / "store"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{artifacts.MLFLOW_STORE.at(store)}"
-
-
-def artifact_location(cfg: PipelineConfig, uri: str) -> str | None:
-    """Where a new experiment keeps artifacts: server-managed over HTTP, else a local folder."""
-    if uri.startswith(("http://", "https://", "databricks")):
-        return None
-    if cfg.mlflow.artifact_location:
-        return Path(cfg.mlflow.artifact_location).resolve().as_uri()
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "mlflow-artifacts").resolve().as_uri()
-    return None
-
-
-def check_server(uri: str, attempts: int = 3, backoff_s: float = 0.5, timeout_s: float = 3.0, training: bool = True) -> None:
-    """For an HTTP tracking URI, ``GET /health`` with bounded retries (a few seconds at most).
-
-    Called before training, so a dead server costs seconds, not a training run. ``training``:
-    the caller is the ``train`` command, so the message offers ``--no-register``; monitoring
-    and promotion need the registry and get no such advice.
-
-    Raises:
-        RegistryError: "cannot reach MLflow at <uri>" after ``attempts`` tries; nothing was logged.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    last: Exception | str | None = None
-    for attempt in range(1, attempts + 1):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
-                if resp.status == 200:
-                    return
-                last = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = exc
-        if attempt < attempts:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-    raise RegistryError(
-        f"cannot reach MLflow at {uri} ({attempts} attempts, last: {last}); nothing was logged or registered, "
-        "the registry is unchanged. Start the server (`make mlflow-ui`) or set MLFLOW_TRACKING_URI / "
-        "mlflow.tracking_uri" + (", or pass --no-register to train without registering." if training else ".")
-    )
-
-
-@contextmanager
-def bounded_http_retries() -> Iterator[None]:
-    """Use :data:`HTTP_DEFAULTS` for MLflow's HTTP retries inside the block (unless the environment sets them)."""
-    added = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str:
@@ -111,47 +36,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def flat_params(cfg: PipelineConfig) -> dict[str, str]:
-    """The resolved config as dotted MLflow params (values cut to 6000 characters)."""
-    import pandas as pd
-
-    flat = pd.json_normalize(cfg.model_dump(mode="json", exclude={"source"}), sep=".").iloc[0].to_dict()
-    return {k: str(v)[:6000] for k, v in flat.items()}
-
-
-def run_fingerprint(cfg: PipelineConfig, data_sha256: str | None) -> str:
-    """sha256 (first 16 hex) of the config without :data:`MACHINE_LOCAL_KEYS` plus the data's sha256."""
-    params = {k: v for k, v in flat_params(cfg).items() if k not in MACHINE_LOCAL_KEYS}
-    payload = json.dumps({"config": params, "data_sha256": data_sha256 or "synthetic"}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def bind_run_folder(cfg: PipelineConfig, run_path: Path, data_sha256: str | None, record: bool = True) -> str:
-    """Check ``<run>/run.json`` on reuse, and record it on first use when ``record``: one run id, one config and data.
-
-    Returns:
-        The run's fingerprint.
-
-    Raises:
-        ConfigError: the run folder belongs to another config or other data; nothing in it
-            was changed. Use a new ``--run-id`` (or none: a new id is made).
-    """
-    fingerprint = run_fingerprint(cfg, data_sha256)
-    manifest = artifacts.RUN_MANIFEST.in_run(run_path)
-    if manifest.exists():
-        old = artifacts.read_json(manifest)
-        if old.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                f"run id {Path(run_path).name!r} ({run_path}) was started with another config or other data "
-                f"(fingerprint {old.get('fingerprint')}, data sha256 {str(old.get('data_sha256'))[:12]}...; now {fingerprint}, "
-                f"data sha256 {str(data_sha256)[:12]}...). A run id resumes one run only: give a new --run-id, or none."
-            )
-        return fingerprint
-    if record:
-            artifacts.write_json(manifest, {"fingerprint": fingerprint, "data_sha256": data_sha256, "config": str(cfg.source or "")})
-    return fingerprint
 
 
 def find_or_start_run(mlflow, client, experiment_id: str, run_key: str, fingerprint: str):
@@ -234,9 +118,9 @@ class RunInputs:
 def derived_params(cfg: PipelineConfig, training_folder: Path) -> dict[str, str]:
     """Values training chose where the config left them unset, as MLflow params.
 
-    ``training.batch_size`` (when unset: :func:`pipeline.training.resolve_batch_size`'s choice,
+    ``training.batch_size`` (when unset: :func:`pipeline.training.lstm.resolve_batch_size`'s choice,
     instead of ``"None"``) and ``model.highway_ridge_lambda`` (the penalty
-    :func:`pipeline.training.fit_highway` chose), read from the training facts; one value per
+    :func:`pipeline.training.lstm.fit_highway` chose), read from the training facts; one value per
     ensemble member, comma-separated, where members differ.
     """
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))

@@ -3,8 +3,8 @@
 ``ForecastModel.load_context`` reads the saved preprocessing (plain JSON) and the
 weights; ``predict`` takes raw recent history - the columns of the input CSV on the
 ``freq`` grid - and returns forecasts in original units. The path is the training
-path: :func:`pipeline.data.raw_to_long` (the one raw -> long conversion) then
-:func:`pipeline.features.transform` (the fitted preprocessing, never refitted), so
+path: :func:`pipeline.data.io.raw_to_long` (the one raw -> long conversion) then
+:func:`pipeline.features.windowing.transform` (the fitted preprocessing, never refitted), so
 serving cannot skip or re-implement the training preprocessing.
 
 Two modes (``params``; the signature declares them, so ``pyfunc.predict(df, params=...)``
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import schema
-from pipeline.errors import DataQualityError
-from pipeline.features import FeatureSet, Preprocessor, transform
+from pipeline.core import schema
+from pipeline.core.errors import DataQualityError
+from pipeline.features.windowing import FeatureSet, Preprocessor, transform
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,18 @@ try:  # mlflow is always installed with the package; the guard keeps this module
 except ImportError:  # pragma: no cover
     PythonModel = object  # type: ignore[misc,assignment]
 
-#: the modules of ``pipeline`` a logged model ships (``code_paths``): the served model's import
-#: closure, nothing of the orchestration, monitoring or development code
-#: (``tests/pipeline/test_serving.py`` checks it is the closure of this module)
-INFERENCE_MODULES = ("__init__", "artifacts", "config", "data", "errors", "features", "model", "schema", "serving", "training")
+#: the files of ``pipeline`` (relative to the package) a logged model ships (``code_paths``): the
+#: served model's import closure, nothing of training, the loop, orchestration or development
+#: (``tests/pipeline/test_serving.py`` checks it is the closure of this module;
+#: ``tests/pipeline/test_registry.py`` loads a registered model with nothing else importable)
+INFERENCE_FILES = (
+    "__init__.py",
+    "core/__init__.py", "core/artifacts.py", "core/config.py", "core/errors.py", "core/schema.py",
+    "data/__init__.py", "data/io.py",
+    "features/__init__.py", "features/windowing.py",
+    "models/__init__.py", "models/lstm.py", "models/network.py",
+    "serving/__init__.py", "serving/pyfunc.py",
+)  # fmt: skip
 
 #: inference parameters of the pyfunc (all strings), declared in the model signature
 SIGNATURE_PARAMS = {"origins": "last", "origin_start": "", "origin_end": ""}
@@ -52,13 +60,13 @@ ORIGIN = "origin"
 
 
 def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
-    """Raw history -> long frame on the full grid (:func:`pipeline.data.raw_to_long`).
+    """Raw history -> long frame on the full grid (:func:`pipeline.data.io.raw_to_long`).
 
     Raises:
         DataQualityError: a required column is missing, a value does not parse, a
             timestamp is duplicated or off the ``freq`` grid.
     """
-    from pipeline.data import raw_to_long
+    from pipeline.data.io import raw_to_long
 
     history = pd.DataFrame(history)
     if history.empty:
@@ -137,7 +145,7 @@ def _in_range(fs: FeatureSet, starts: np.ndarray, start: str, end: str) -> np.nd
     return starts[keep]
 
 
-def select_origins(fs: FeatureSet, params: dict[str, Any] | None) -> np.ndarray:
+def forecast_starts(fs: FeatureSet, params: dict[str, Any] | None) -> np.ndarray:
     """Window starts to forecast from, per ``params`` (see the module docstring).
 
     Raises:
@@ -180,28 +188,28 @@ class ForecastModel(PythonModel):
     def load_context(self, context) -> None:
         import json
 
-        from pipeline.training import LSTMForecaster
+        from pipeline.models.lstm import LSTMForecaster
 
         with open(context.artifacts["preprocessing"]) as fh:
             prep = Preprocessor.from_dict(json.load(fh))
         self.use(LSTMForecaster.load(context.artifacts["weights"], prep, "cpu"), context.artifacts.get("reference"))
 
     def use(self, forecaster, reference_path: str | None = None) -> ForecastModel:
-        """Serve a fitted :class:`pipeline.training.LSTMForecaster` (its ``prep_`` is the preprocessing)."""
+        """Serve a fitted :class:`pipeline.models.lstm.LSTMForecaster` (its ``prep_`` is the preprocessing)."""
         self.forecaster, self.prep, self.reference_path = forecaster, forecaster.prep_, reference_path
         return self
 
     def predict_windows(self, x: np.ndarray) -> np.ndarray:
         """``x (n, lookback, n_features)`` float32 scaled -> ``(n, horizon)`` float64 original units.
 
-        The forecaster's own :meth:`~pipeline.training.LSTMForecaster.predict_windows`: the members'
+        The forecaster's own :meth:`~pipeline.models.lstm.LSTMForecaster.predict_windows`: the members'
         mean in float32, as the test forecasts were evaluated (one place for both).
         """
         return self.forecaster.predict_windows(x)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         fs = transform(history_to_long(model_input, self.prep), self.prep)
-        starts = select_origins(fs, params)
+        starts = forecast_starts(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
         frame = forecast_frame(fs, starts, self.predict_windows(x))
         warnings = range_warnings(x, self.prep, [fs.series_ids[k] for k in fs.series[starts]])

@@ -18,7 +18,7 @@ The champion's rows of ``forecasts`` are the product's published batch forecasts
 (:meth:`ForecastStore.published`, ``lstm-pipeline forecasts``).
 
 Times are naive UTC ``datetime``; versions are ints. Every call retries a failed
-connection a bounded number of times, then raises :class:`~pipeline.errors.StoreError`;
+connection a bounded number of times, then raises :class:`~pipeline.core.errors.StoreError`;
 each write is one transaction (all rows or none).
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from pipeline import artifacts
-from pipeline.errors import StoreError
+from pipeline.core import artifacts
+from pipeline.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ def _ts(value) -> Any:
 
 
 def _json(value: Any) -> str:
-    from pipeline.artifacts import _json_default
+    from pipeline.core.artifacts import json_default
 
-    return json.dumps(value, default=_json_default, allow_nan=True, sort_keys=True)
+    return json.dumps(value, default=json_default, allow_nan=True, sort_keys=True)
 
 
 class ForecastStore:
@@ -348,5 +348,5 @@ class ForecastStore:
 
 
 def store_for(cfg) -> ForecastStore:
-    """The store of a :class:`~pipeline.config.PipelineConfig`: ``monitoring.store_url`` or the default."""
+    """The store of a :class:`~pipeline.core.config.PipelineConfig`: ``monitoring.store_url`` or the default."""
     return ForecastStore(cfg.monitoring.store_url or default_store_url(cfg.run.artifact_root))

@@ -33,16 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import artifacts
-from pipeline.config import ModelConfig, PipelineConfig, TrainingConfig
-from pipeline.errors import DataQualityError, TrainingError
-from pipeline.features import FeatureSet
-from pipeline.model import RecurrentForecaster
+from pipeline.core import artifacts
+from pipeline.core.config import PipelineConfig, TrainingConfig
+from pipeline.core.errors import DataQualityError, TrainingError
+from pipeline.features.windowing import FeatureSet
+from pipeline.models.lstm import EVAL_BATCH, LSTMForecaster, WindowTensors, build_model
+from pipeline.models.network import RecurrentForecaster
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = artifacts.CHECKPOINT.name
-EVAL_BATCH = 4096
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -87,60 +87,12 @@ class TrainResult:
         return asdict(self)
 
 
-#: share of free GPU memory the stacked matrix may take before it stays in host memory
-DEVICE_RESIDENT_SHARE = 0.5
-
-
-class WindowTensors:
-    """The stacked matrix and window gathering by start index.
-
-    On CUDA the matrix is moved to the GPU once when it takes at most
-    ``DEVICE_RESIDENT_SHARE`` of the free memory, and windows are gathered there (no
-    per-batch host-to-device copies); otherwise it stays in pinned host memory and each
-    gathered batch is copied asynchronously. ``gather(starts)`` ->
-    ``x (b, lookback, n_features)``, ``y (b, horizon)`` float32 on ``device``.
-    """
-
-    def __init__(self, fs: FeatureSet, device: torch.device):
-        self.L, self.H, self.device = fs.prep.lookback, fs.prep.horizon, device
-        # rows holding NaN are never gathered by a valid window; if one were, the loss
-        # turns NaN and training stops with a TrainingError instead of learning from zeros
-        values, target = torch.from_numpy(fs.values), torch.from_numpy(fs.target)  # (N, F), (N,)
-        self.home = device if self._fits(device, values.nbytes + target.nbytes) else torch.device("cpu")
-        if self.home.type == "cpu" and device.type == "cuda":
-            values, target = values.pin_memory(), target.pin_memory()
-        self.values, self.target = values.to(self.home), target.to(self.home)
-        self.in_offsets = torch.arange(self.L, device=self.home)
-        self.out_offsets = torch.arange(self.L, self.L + self.H, device=self.home)
-
-    @staticmethod
-    def _fits(device: torch.device, nbytes: int) -> bool:
-        if device.type != "cuda":
-            return True
-        free, _ = torch.cuda.mem_get_info(device)
-        return nbytes <= DEVICE_RESIDENT_SHARE * free
-
-    def starts(self, fs: FeatureSet, split: str) -> torch.Tensor:
-        return torch.from_numpy(fs.starts[split]).to(self.home)
-
-    def gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.values[starts[:, None] + self.in_offsets]  # (b, L) rows -> (b, L, F)
-        y = self.target[starts[:, None] + self.out_offsets]  # (b, H)
-        if self.home != self.device:  # matrix too large for the GPU: copy this batch only
-            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        return x, y
-
-
-def build_model(n_features: int, horizon: int, mc: ModelConfig, lookback: int | None = None) -> RecurrentForecaster:
-    """The network ``mc`` describes; ``lookback`` is needed when ``mc.ar_highway`` is set."""
-    return RecurrentForecaster(
-        n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs,
-        ar_highway=mc.ar_highway, lookback=lookback,
-    )  # fmt: skip
-
-
 #: the modules whose code decides what a checkpoint holds (their source is part of the fingerprint)
-_CODE_FILES = ("model.py", "training.py", "features.py")
+_CODE_FILES = ("models/network.py", "models/lstm.py", "training/lstm.py", "features/windowing.py")
+
+
+#: the root of the ``pipeline`` package (``_CODE_FILES`` are relative to it)
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _code_version() -> str:
@@ -149,7 +101,7 @@ def _code_version() -> str:
 
     digest = hashlib.sha256()
     for name in _CODE_FILES:
-        digest.update((Path(__file__).resolve().parent / name).read_bytes())
+        digest.update((PACKAGE_ROOT / name).read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
@@ -329,7 +281,7 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     """Write ``path`` atomically, keeping the previous checkpoint as ``<name>.prev`` (a fallback if it is corrupt)."""
-    from pipeline import faults
+    from pipeline.core import faults
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
@@ -505,117 +457,25 @@ def train_member(
     return session.model, session.result
 
 
-class LSTMForecaster:
-    """The pipeline's forecaster contract, for the recurrent network.
+def fit_members(
+    fs: FeatureSet, cfg: PipelineConfig, work_dir: Path, device: str | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[list[RecurrentForecaster], list[TrainResult], torch.device]:  # fmt: skip
+    """Train ``cfg.training.n_seeds`` members (seeds ``run.seed + k``) into ``work_dir/member_<k>/``
+    (checkpoints; a rerun resumes): what :meth:`pipeline.models.lstm.LSTMForecaster.fit` runs.
 
-    Hyper-parameters (``cfg.model``, ``cfg.training``, ``cfg.run.seed``) are given to
-    ``__init__``; ``fit(fs) -> self`` trains ``training.n_seeds`` members (seeds
-    ``run.seed + k``) into ``work_dir`` (checkpoints; a rerun resumes). Forecasts are the
-    members' mean in float32 (:meth:`_ensemble`, the one place), in the target's original units:
-
-    * ``predict_windows(x)``: new history, ``x (n, lookback, n_features)`` float32 scaled
-      (:func:`pipeline.features.design_matrix` rows) -> ``(n, horizon)`` float64;
-    * ``predict(fs, split, index)``: the windows ``index`` of a split of a FeatureSet.
-
-    Fitted state: ``models_`` (members, eval mode), ``results_``, ``prep_``, ``device_``,
-    ``model_config_``. ``save(path)`` / ``LSTMForecaster.load(path, prep)`` round-trip it.
+    Returns:
+        The members in eval mode, one :class:`TrainResult` each, and the device they are on.
     """
-
-    name = "LSTM"
-
-    def __init__(self, cfg: PipelineConfig | None = None, work_dir: Path | None = None, device: str | None = None):
-        self.cfg = cfg
-        self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.device = device
-
-    def fit(self, fs: FeatureSet, on_epoch_end: Callable[[int, dict], None] | None = None) -> LSTMForecaster:
-        if self.cfg is None or self.work_dir is None:
-            raise TrainingError("LSTMForecaster.fit needs a config and a work_dir (a loaded model can only predict)")
-        device = resolve_device(self.device or self.cfg.training.device)
-        if device.type == "cpu" and self.cfg.training.num_threads:
-            torch.set_num_threads(self.cfg.training.num_threads)
-        self.models_, self.results_ = [], []
-        for k in range(self.cfg.training.n_seeds):
-            model, res = train_member(fs, self.cfg, self.work_dir / f"member_{k}", self.cfg.run.seed + k, device, on_epoch_end)
-            self.models_.append(model.eval())
-            self.results_.append(res)
-        self.prep_, self.device_, self.model_config_ = fs.prep, device, self.cfg.model
-        return self
-
-    @torch.no_grad()
-    def _ensemble(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (b, lookback, F)`` float32 on ``device_`` -> members' mean ``(b, horizon)`` float32, scaled."""
-        return torch.stack([m(x).float() for m in self.models_]).mean(dim=0)
-
-    def predict_windows(self, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-        """``x (n, lookback, n_features)`` float32, scaled -> ``(n, horizon)`` float64, original units.
-
-        Raises:
-            ValueError: ``x`` is not ``(n, prep_.lookback, prep_.n_features)``.
-        """
-        x = np.asarray(x, dtype=np.float32)
-        expected = (self.prep_.lookback, self.prep_.n_features)
-        if x.ndim != 3 or x.shape[1:] != expected:
-            raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {x.shape}")
-        outs = [self._ensemble(torch.from_numpy(x[i : i + batch]).to(self.device_)).cpu().numpy() for i in range(0, len(x), batch)]
-        scaled = np.concatenate(outs) if outs else np.empty((0, self.prep_.horizon), np.float32)
-        return self.prep_.inverse_target(scaled)
-
-    def predict(self, fs: FeatureSet, split: str = "test", index: np.ndarray | None = None, batch: int = EVAL_BATCH) -> np.ndarray:
-        """``(n, horizon)`` float64 forecasts in original units for windows ``index`` of ``split`` (all by default)."""
-        if getattr(self, "_tensors_for", None) is not fs:  # move the matrix once per FeatureSet
-            self._tensors, self._tensors_for = WindowTensors(fs, self.device_), fs
-        starts = self._tensors.starts(fs, split)
-        if index is not None:
-            starts = starts[torch.as_tensor(index, device=starts.device)]
-        outs = [self._ensemble(self._tensors.gather(starts[i : i + batch])[0]).cpu().numpy() for i in range(0, len(starts), batch)]
-        scaled = np.concatenate(outs) if outs else np.empty((0, fs.prep.horizon), np.float32)
-        return self.prep_.inverse_target(scaled)
-
-    def save(self, path: Path) -> Path:
-        """Weights of every member plus the architecture, as ``torch.save`` of plain tensors."""
-        payload = {
-            "n_features": self.prep_.n_features,
-            "horizon": self.prep_.horizon,
-            "model": self.model_config_.model_dump(mode="json"),
-            "members": [{k: v.cpu() for k, v in m.state_dict().items()} for m in self.models_],
-        }
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path_or_folder: Path | str, prep, device: str = "cpu") -> LSTMForecaster:
-        """A fitted forecaster from :meth:`save`'s file (or the folder holding ``model.pt``) and its
-        :class:`pipeline.features.Preprocessor` (``weights_only`` load; no config needed).
-
-        Raises:
-            ValueError: the weights do not match ``prep`` (feature count or horizon).
-        """
-        path = Path(path_or_folder)
-        path = artifacts.MODEL_WEIGHTS.at(path) if path.is_dir() else path
-        payload = torch.load(path, map_location=device, weights_only=True)
-        if (payload["n_features"], payload["horizon"]) != (prep.n_features, prep.horizon):
-            raise ValueError(
-                f"{path}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
-                f"but the preprocessing has {prep.n_features} features and horizon {prep.horizon}"
-            )
-        mc = ModelConfig(**{"ar_highway": False, **payload["model"]})  # weights saved before the highway existed have none
-        members = []
-        for state in payload["members"]:
-            model = build_model(payload["n_features"], payload["horizon"], mc, prep.lookback)
-            model.load_state_dict(state)
-            members.append(model)
-        return cls.from_members(members, prep, device, mc)
-
-    @classmethod
-    def from_members(cls, members: list[RecurrentForecaster], prep, device: str = "cpu", model_config: ModelConfig | None = None) -> LSTMForecaster:
-        """A fitted forecaster around trained networks (e.g. built in a test) and their preprocessing."""
-        self = cls(device=device)
-        self.models_ = [m.to(device).eval() for m in members]
-        self.prep_, self.device_, self.results_, self.model_config_ = prep, torch.device(device), [], model_config
-        return self
+    dev = resolve_device(device or cfg.training.device)
+    if dev.type == "cpu" and cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    members, results = [], []
+    for k in range(cfg.training.n_seeds):
+        model, res = train_member(fs, cfg, Path(work_dir) / f"member_{k}", cfg.run.seed + k, dev, on_epoch_end)
+        members.append(model.eval())
+        results.append(res)
+    return members, results, dev
 
 
 def plot_loss_curve(history: list[list[dict]], path: Path) -> Path:
@@ -649,13 +509,13 @@ def run_training(
     ``device``, ``train_seconds``, ``predict_seconds``, epochs, ...), ``TRAINING_HISTORY``,
     ``LOSS_CURVE`` and ``TRAINING_FORECASTS`` (``forecasts.npz``; ``test``: ``(n_origins, horizon)``
     original units on the test windows ``test_index`` chosen by
-    :func:`pipeline.evaluation.select_origins`; ``train``/``train_index`` likewise for the
+    :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
     in-sample RMSE). Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
     resumes; never published as part of the model). Returns the folder and the device.
     """
-    from pipeline import faults
-    from pipeline.evaluation import select_origins
-    from pipeline.features import load_features
+    from pipeline.core import faults
+    from pipeline.evaluation.origins import select_origins
+    from pipeline.features.windowing import load_features
 
     fs = load_features(features_dir)
     out = artifacts.step_dir(run_path, artifacts.TRAINING)

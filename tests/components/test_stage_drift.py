@@ -137,7 +137,7 @@ def test_stage_list_is_ordered_and_consistent():
         seen.add(s.name)
         source = Path(importlib.util.find_spec(s.module).origin).read_text()  # without importing torch & co.
         assert f"def {s.function_name}(" in source, f"{s.entry} does not exist"
-    from pipeline import artifacts
+    from pipeline.core import artifacts
 
     assert [s.produces for s in stages.STAGES][:-1] == [
         artifacts.VALIDATION, artifacts.FEATURES, artifacts.TRAINING, artifacts.BASELINES, artifacts.EVALUATION

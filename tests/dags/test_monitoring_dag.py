@@ -38,7 +38,7 @@ def _write(root, frame, name: str, **mlflow) -> str:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, mlflow_server):
     """An Airflow home whose DB knows both DAGs, and a version trained as of T0."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.runner import run_training_pipeline
 
     home = tmp_path_factory.mktemp("airflow-monitoring")

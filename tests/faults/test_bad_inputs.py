@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.errors import ConfigError, DataQualityError, SchemaValidationError
-from pipeline.validation import validate_frame
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError, DataQualityError, SchemaValidationError
+from pipeline.data.io import read_raw
+from pipeline.data.validation import validate_frame
 from tests.conftest import _free_port, tiny_frame
 
 
@@ -147,8 +147,8 @@ def test_a_usage_error_with_json_still_ends_in_one_json_object(capsys):
 
 @pytest.fixture
 def served(tiny_features):
-    from pipeline.serving import ForecastModel
-    from pipeline.training import LSTMForecaster, build_model
+    from pipeline.models.lstm import LSTMForecaster, build_model
+    from pipeline.serving.pyfunc import ForecastModel
 
     cfg, fs = tiny_features
     model = ForecastModel().use(LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)], fs.prep))
@@ -181,7 +181,7 @@ def test_pyfunc_warns_when_inputs_are_far_outside_the_training_range(served, cap
     model, history = served
     assert "warning" not in model.predict(None, history).columns
     history["load"] = history["load"] * 1000
-    with caplog.at_level(logging.WARNING, logger="pipeline.serving"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.serving.pyfunc"):
         out = model.predict(None, history)
     assert out["warning"].str.contains("input 'load' is").all() and "out of the training range" in caplog.text
 

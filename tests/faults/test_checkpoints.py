@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training import CHECKPOINT, train_member
+from pipeline.training.lstm import CHECKPOINT, train_member
 
 CPU = torch.device("cpu")
 
@@ -46,7 +46,7 @@ def test_a_truncated_checkpoint_is_set_aside_and_training_resumes_from_the_previ
     train_member(fs, _short(cfg, 3), folder, seed=1, device=CPU)  # checkpoint.pt: epoch 3, .prev: epoch 2
     ckpt = folder / CHECKPOINT
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # a disk that filled up mid-write
-    with caplog.at_level(logging.WARNING, logger="pipeline.training"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.training.lstm"):
         _, result = train_member(fs, _short(cfg, 3), folder, seed=1, device=CPU)
     assert result.resumed_from_epoch == 2 and [r["epoch"] for r in result.history] == [1, 2, 3]
     assert (folder / (CHECKPOINT + ".corrupt")).exists() and "corrupt or truncated" in caplog.text
@@ -65,7 +65,7 @@ def test_garbage_in_every_checkpoint_retrains_from_the_start(tiny_features, tmp_
 def test_a_kill_in_the_middle_of_a_checkpoint_write_resumes_from_the_last_complete_one(tiny_features, tmp_path):
     """A real process is SIGKILLed after epoch 2's temporary file is written, before its rename."""
     cfg, fs = tiny_features
-    from pipeline.features import save_features
+    from pipeline.features.windowing import save_features
 
     feats = save_features(fs, tmp_path / "features")
     cfg_path = tmp_path / "cfg.json"
@@ -75,9 +75,9 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_resumes_from_the_last_comple
         from pathlib import Path
 
         import torch
-        from pipeline.config import PipelineConfig
-        from pipeline.features import load_features
-        from pipeline.training import train_member
+        from pipeline.core.config import PipelineConfig
+        from pipeline.features.windowing import load_features
+        from pipeline.training.lstm import train_member
         def arm(epoch, row):  # epoch 1's checkpoint is complete; kill during epoch 2's write
             os.environ["LSTM_PIPELINE_FAULT"] = "checkpoint_written_before_rename"
 
@@ -96,9 +96,9 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_resumes_from_the_last_comple
 @pytest.mark.slow
 def test_a_kill_while_the_training_folder_is_written_leaves_the_previous_one_whole_and_a_rerun_resumes(tiny_features, tmp_path):
     """``run_training`` writes ``<run>/training/`` atomically; checkpoints live in ``<run>/checkpoints/``."""
-    from pipeline import artifacts
-    from pipeline.features import save_features
-    from pipeline.training import run_training
+    from pipeline.core import artifacts
+    from pipeline.features.windowing import save_features
+    from pipeline.training.lstm import run_training
 
     cfg, fs = tiny_features
     cfg = _short(cfg, 2)
@@ -116,8 +116,8 @@ def test_a_kill_while_the_training_folder_is_written_leaves_the_previous_one_who
     cfg_path.write_text(longer.model_dump_json())
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from pipeline.config import PipelineConfig
-        from pipeline.training import run_training
+        from pipeline.core.config import PipelineConfig
+        from pipeline.training.lstm import run_training
         cfg = PipelineConfig.model_validate_json(Path({str(cfg_path)!r}).read_text())
         run_training(cfg, Path({str(run)!r}), Path({str(feats)!r}))
     """)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import aliases
-from pipeline.config import load_config
-from pipeline.errors import RegistryError
+from pipeline.core.config import load_config
+from pipeline.core.errors import RegistryError
+from pipeline.registry import aliases
 from pipeline.runner import run_training_pipeline
 from tests.conftest import register_folder, write_sine_case
 
@@ -30,9 +30,9 @@ pytestmark = pytest.mark.slow
 REGISTER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from pipeline.config import load_config
-    from pipeline.registry import track_and_register
-    from pipeline.validation import validated_from_folder
+    from pipeline.core.config import load_config
+    from pipeline.registry.registration import track_and_register
+    from pipeline.data.validation import validated_from_folder
     config, run, sha, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
     validated = {**validated_from_folder(run / "validation"), "data_sha256": sha}
     result = track_and_register(load_config(config, overrides), run, validated, run / "features", run / "training", run / "evaluation")
@@ -211,7 +211,7 @@ def test_a_server_error_while_reading_aliases_never_makes_a_new_champion(trained
 def test_a_server_error_under_the_lock_moves_no_alias(trained, env, faulty_proxy, monkeypatch):
     """The alias decisions themselves, with every read of the registered model answered 503."""
     import mlflow
-    from pipeline.registry import assign_aliases
+    from pipeline.registry.registration import assign_aliases
 
     cfg, _ = _cfg(trained, env)
     first = register_folder(cfg, _copy(trained, "5xx-lock"), trained["sha"])
@@ -255,7 +255,7 @@ def test_reusing_a_run_id_with_another_config_is_refused_not_merged(trained, env
 
 
 def test_a_stricter_gate_rerun_rewrites_the_version_tags_and_withdraws_challenger(trained, env):
-    from pipeline.evaluation import run_comparison
+    from pipeline.evaluation.comparison import run_comparison
 
     cfg, _ = _cfg(trained, env)
     register_folder(cfg, _copy(trained, "gate-1"), trained["sha"])

@@ -3,7 +3,7 @@
 ``airflow standalone`` as ``make airflow`` starts it (LocalExecutor, fresh ``AIRFLOW_HOME``,
 loopback), a real ``mlflow server`` and a real forecast store (SQLite). The data: a tiny
 hourly sine (``tests.conftest.sine_frame``) and a copy of it whose target is multiplied by 3
-from ``T0`` on (``pipeline.scenarios``, a sensor recalibration).
+from ``T0`` on (``pipeline.loop.scenarios``, a sensor recalibration).
 
 1. The champion is trained in-process as of ``T0`` (clean rows only) while Airflow starts.
 2. The monitoring DAG runs over the interval ``[T1 - 1 day, T1)``, as the scheduler would create
@@ -45,8 +45,8 @@ RUN_TIMEOUT = 600  # seconds for one DAG run on a busy 2-core machine (a failure
 @pytest.fixture
 def case(tmp_path):
     """Clean CSV, its x3-from-T0 copy (the observations the DAGs read) and the config naming that copy."""
-    from pipeline.data import read_raw
-    from pipeline.scenarios import Scenario, apply_scenario, write_scenario_data
+    from pipeline.data.io import read_raw
+    from pipeline.loop.scenarios import Scenario, apply_scenario, write_scenario_data
 
     clean = tmp_path / "clean.csv"
     sine_frame(n=int((T2 - pd.Timestamp("2024-01-01")) / pd.Timedelta("1h"))).to_csv(clean, index=False)
@@ -63,7 +63,7 @@ def case(tmp_path):
     raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
     (tmp_path / "clean.yaml").write_text(yaml.safe_dump(raw))
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     scenario = Scenario(name="recalibration_x3", kind="scale", factor=3.0)
     drifted = apply_scenario(read_raw(load_config(tmp_path / "clean.yaml").data), scenario, T0, "time", "load")
@@ -80,7 +80,7 @@ def case(tmp_path):
 
 def _train_champion(case: dict, run_dir) -> dict:
     """Version 1, trained in-process on the clean rows before ``T0`` (``train --as-of T0``)."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.runner import run_training_pipeline
 
     cfg = load_config(case["config"])
@@ -98,8 +98,8 @@ def _checks(store) -> dict[str, dict]:
 
 def test_monitoring_triggers_a_retrain_whose_challenger_the_canary_promotes(case, tmp_path, mlflow_server, monkeypatch):
     import mlflow
-    from pipeline.monitoring import check_id, trigger_run_id
-    from pipeline.store import ForecastStore
+    from pipeline.loop.monitoring import check_id, trigger_run_id
+    from pipeline.store.sql import ForecastStore
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     env = {"LSTM_PIPELINE_CONFIG": str(case["config"]), "MLFLOW_TRACKING_URI": mlflow_server,

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.baselines import MSTL, StatsBaseline, make_model, plan_segments, resolve_baselines, seasons_for_freq
+from pipeline.core.seasons import seasons_for_freq
+from pipeline.models.baselines import MSTL, StatsBaseline, make_model, plan_segments, resolve_baselines
 
 CASES = [
     ("Naive", "filter"), ("SeasonalNaive", "filter"), ("AutoETS", "filter"), ("AutoARIMA", "filter"),
@@ -71,7 +72,7 @@ def test_seasons_from_the_frequency(freq, seasons):
 def test_unset_baselines_are_derived_from_freq_and_logged(tiny_features, caplog):
     cfg, _ = tiny_features
     bare = cfg.model_copy(update={"baselines": cfg.baselines.model_copy(update={"season_length": None, "fit_window": None, "models": None})})
-    with caplog.at_level(logging.INFO, logger="pipeline.baselines"):
+    with caplog.at_level(logging.INFO, logger="pipeline.models.baselines"):
         spec = resolve_baselines(bare)
     assert spec.season_length == 24 and spec.seasons == (24, 168) and MSTL in spec.models
     assert spec.fit_window == 672

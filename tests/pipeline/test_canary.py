@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.canary import decide, decide_rollback, dm_test, per_origin_losses
-from pipeline.config import CanaryConfig
-from pipeline.errors import ConfigError, DataQualityError
+from pipeline.core.config import CanaryConfig
+from pipeline.core.errors import ConfigError, DataQualityError
+from pipeline.loop.canary import decide, decide_rollback, dm_test, per_origin_losses
 
 CFG = CanaryConfig(min_origins=48, min_improvement=0.05, alpha=0.05, max_origins=200, rollback_origins=60)
 
@@ -200,7 +200,7 @@ def test_paired_scores_need_their_columns():
 def test_canary_config_orders_its_bounds(tmp_path):
     import yaml
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from tests.conftest import tiny_config_dict
 
     raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "a", canary={"min_origins": 50, "max_origins": 10})
@@ -216,11 +216,12 @@ def _train(root, frame, name: str, as_of: str, **training):
     """Validate -> features -> train on ``frame`` rows with ds < as_of; the pyfunc's model object, unregistered."""
     import yaml
 
-    from pipeline.config import load_config
-    from pipeline.features import load_preprocessor, run_features
-    from pipeline.serving import ForecastModel
-    from pipeline.training import LSTMForecaster, run_training
-    from pipeline.validation import run_validation
+    from pipeline.core.config import load_config
+    from pipeline.data.validation import run_validation
+    from pipeline.features.windowing import load_preprocessor, run_features
+    from pipeline.models.lstm import LSTMForecaster
+    from pipeline.serving.pyfunc import ForecastModel
+    from pipeline.training.lstm import run_training
     from tests.conftest import FAST_MODEL, FAST_TRAINING, tiny_config_dict
 
     csv = root / f"{name}.csv"
@@ -244,7 +245,7 @@ def test_bad_challengers_are_never_promoted(tmp_path):
     Every model forecasts the same live stretch (after its training data) through the pyfunc's
     multi-origin mode; the scores go through the real SQLite forecast store.
     """
-    from pipeline.store import ForecastStore
+    from pipeline.store.sql import ForecastStore
     from tests.conftest import sine_frame
 
     live = sine_frame(n=560, seed=0)

@@ -1,4 +1,4 @@
-"""The artifact catalog: every file name is spelled once, in ``pipeline.artifacts``."""
+"""The artifact catalog: every file name is spelled once, in ``pipeline.core.artifacts``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from pipeline import artifacts
+from pipeline.core import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
 #: a bare file name (a leading dot marks a suffix or a temporary name, e.g. ``.move.json``)
@@ -29,7 +29,7 @@ def test_no_module_spells_an_artifact_file_name_outside_the_catalog():
         for folder in SHIPPED for path in sorted((ROOT / folder).rglob("*.py"))
         if path != ROOT / "pipeline" / "artifacts.py" for line, text in file_name_literals(path)
     ]  # fmt: skip
-    assert not offenders, "file names belong in pipeline.artifacts.CATALOG:\n" + "\n".join(offenders)
+    assert not offenders, "file names belong in pipeline.core.artifacts.CATALOG:\n" + "\n".join(offenders)
 
 
 def test_the_check_sees_a_literal(tmp_path):

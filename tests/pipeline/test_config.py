@@ -2,8 +2,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import PipelineConfig, load_config
-from pipeline.errors import ConfigError
+from pipeline.core.config import PipelineConfig, load_config
+from pipeline.core.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -63,7 +63,7 @@ def test_override_data_path_replaces_synthetic_source(tmp_path):
 
 
 def test_resolved_config_round_trips_and_ignores_later_yaml_edits(make_case, tmp_path):
-    from pipeline.config import load_config, load_resolved, save_resolved
+    from pipeline.core.config import load_config, load_resolved, save_resolved
 
     config, _ = make_case()
     cfg = load_config(config)

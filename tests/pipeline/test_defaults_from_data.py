@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.features import build_features, calendar_for_freq
-from pipeline.validation import validate_frame
+from pipeline.core.config import load_config
+from pipeline.data.io import read_raw
+from pipeline.data.validation import validate_frame
+from pipeline.features.windowing import build_features, calendar_for_freq
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ def _features(make_case, frame=None, **features):
 
 
 def test_unset_calendar_features_are_derived_and_logged(make_case, caplog):
-    with caplog.at_level(logging.INFO, logger="pipeline.features"):
+    with caplog.at_level(logging.INFO, logger="pipeline.features.windowing"):
         fs = _features(make_case, calendar_features=None)
     assert fs.prep.calendar_features == ["hour", "dayofweek"]
     assert fs.prep.feature_names[-4:] == ["hour_sin", "hour_cos", "dayofweek_sin", "dayofweek_cos"]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import MonitoringConfig
-from pipeline.drift import detect
-from pipeline.errors import DataQualityError
+from pipeline.core.config import MonitoringConfig
+from pipeline.core.errors import DataQualityError
+from pipeline.loop.drift import detect
 
 
 def _sample(n: int, rng, shift: float = 0.0, scale: float = 1.0, p=(0.5, 0.3, 0.2)) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import DataQualityError, GateFailedError
-from pipeline.evaluation import comparison_gate, comparison_table, forecast_metrics
+from pipeline.core.errors import DataQualityError, GateFailedError
+from pipeline.evaluation.comparison import comparison_gate, comparison_table, forecast_metrics
 
 
 def test_metrics_on_known_values():
@@ -44,8 +44,8 @@ def test_comparison_table_sorted_by_rmse():
 
 
 def test_origin_stride_defaults_to_at_most_max_origins_and_one_keeps_all():
-    from pipeline.config import EvaluationConfig
-    from pipeline.evaluation import select_origins
+    from pipeline.core.config import EvaluationConfig
+    from pipeline.evaluation.origins import select_origins
 
     index, step = select_origins(10_001, EvaluationConfig(max_origins=3000))
     assert step == 4 and len(index) <= 3000 and index[0] == 0 and np.all(np.diff(index) == 4)
@@ -55,7 +55,7 @@ def test_origin_stride_defaults_to_at_most_max_origins_and_one_keeps_all():
 
 
 def test_fit_spread_reports_each_fit_relative_to_naive():
-    from pipeline.evaluation import fit_spread
+    from pipeline.evaluation.comparison import fit_spread
 
     truth = np.zeros((4, 1))
     forecasts = {"Naive": np.array([[1.0], [1.0], [2.0], [2.0]]), "AutoETS": np.array([[0.5], [0.5], [3.0], [3.0]])}
@@ -66,7 +66,7 @@ def test_fit_spread_reports_each_fit_relative_to_naive():
 
 
 def test_comparison_refuses_forecasts_of_different_windows(tmp_path):
-    from pipeline.evaluation import _load_forecasts
+    from pipeline.evaluation.comparison import _load_forecasts
 
     (tmp_path / "t").mkdir()
     (tmp_path / "b").mkdir()

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import schema
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.features import build_features, load_features, run_features, window_starts
-from pipeline.validation import run_validation, validate_frame
+from pipeline.core import schema
+from pipeline.core.config import load_config
+from pipeline.data.io import read_raw
+from pipeline.data.validation import run_validation, validate_frame
+from pipeline.features.windowing import build_features, load_features, run_features, window_starts
 from tests.conftest import tiny_frame
 
 
@@ -164,7 +164,7 @@ def test_recent_train_steps_put_the_last_rows_into_the_training_part(make_case):
 
 
 def test_recent_train_steps_that_leave_no_room_are_refused(make_case):
-    from pipeline.errors import DataQualityError
+    from pipeline.core.errors import DataQualityError
 
     long, cfg = _long(make_case)
     too_many = cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": 100})})

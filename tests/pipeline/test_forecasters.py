@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.baselines import StatsBaseline, resolve_baselines
-from pipeline.training import LSTMForecaster
+from pipeline.models.baselines import StatsBaseline, resolve_baselines
+from pipeline.models.lstm import LSTMForecaster
 
 MODELS = ["LSTM", "Naive", "SeasonalNaive", "AutoETS", "AutoARIMA", "MSTL"]
 

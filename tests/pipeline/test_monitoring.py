@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.errors import MonitoringError, RegistryError
-from pipeline.monitoring import run_check
+from pipeline.core.config import load_config
+from pipeline.core.errors import MonitoringError, RegistryError
+from pipeline.loop.monitoring import run_check
 from pipeline.runner import run_training_pipeline
-from pipeline.store import store_for
+from pipeline.store.sql import store_for
 from tests.conftest import _free_port, register_folder, sine_frame, write_sine_case
 
 pytestmark = pytest.mark.slow

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import PipelineConfig
-from pipeline.errors import MonitoringError
-from pipeline.monitoring import (
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import MonitoringError
+from pipeline.loop.monitoring import (
     _decision,
     _threshold,
     check_id,
-    naive_forecasts,
+    naive_forecast_frame,
     naive_rolling_rmse,
     reference_of,
     retrain_config,
@@ -119,9 +119,9 @@ def test_naive_forecasts_are_the_value_at_the_origin_or_one_season_back():
     origins = list(obs["ds"].iloc[30:34])
     scored = _scored(obs, origins, horizon=30)
     y = obs.set_index("ds")["y"]
-    naive = naive_forecasts(scored, obs, "naive")
+    naive = naive_forecast_frame(scored, obs, "naive")
     np.testing.assert_array_equal(naive, y[scored["origin"]].to_numpy())
-    seasonal = naive_forecasts(scored, obs, "seasonal_naive", season=24)
+    seasonal = naive_forecast_frame(scored, obs, "seasonal_naive", season=24)
     # step 1..24 -> one season back, step 25..30 -> two seasons back: never after the origin
     back = np.where(scored["step"] <= 24, 24, 48)
     np.testing.assert_array_equal(seasonal, y[scored["ds"] - pd.to_timedelta(back, unit="h")].to_numpy())
@@ -135,9 +135,9 @@ def test_naive_forecasts_use_no_observation_after_the_origin():
     later = obs.assign(y=np.where(obs["ds"] > origin, -1.0, obs["y"]))  # everything after the origin changed
     cut = obs[obs["ds"] <= origin]  # or absent (observations as of T)
     for model in ("naive", "seasonal_naive"):
-        expected = naive_forecasts(scored, obs, model)
-        np.testing.assert_array_equal(naive_forecasts(scored, later, model), expected)
-        np.testing.assert_array_equal(naive_forecasts(scored, cut, model), expected)
+        expected = naive_forecast_frame(scored, obs, model)
+        np.testing.assert_array_equal(naive_forecast_frame(scored, later, model), expected)
+        np.testing.assert_array_equal(naive_forecast_frame(scored, cut, model), expected)
 
 
 def test_naive_rolling_rmse_compares_the_same_origins():
@@ -155,7 +155,7 @@ def test_naive_rolling_rmse_compares_the_same_origins():
     assert naive_rolling_rmse(incomplete, obs, horizon=4)[2] == 9
     assert naive_rolling_rmse(scored.iloc[:0], obs, 4)[2] == 0
     with pytest.raises(MonitoringError, match="naive_model"):
-        naive_forecasts(scored, obs, "drift")
+        naive_forecast_frame(scored, obs, "drift")
 
 
 def _rule(cfg, rule: str, **monitoring):

@@ -25,7 +25,7 @@ def _two_series() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.runner import run_training_pipeline
 
     root = tmp_path_factory.mktemp("multi")
@@ -54,9 +54,9 @@ def test_both_series_are_validated_windowed_and_scored(run):
 
 
 def test_pyfunc_reproduces_the_saved_test_forecasts_of_each_series(run):
-    from pipeline.features import load_preprocessor
-    from pipeline.serving import ForecastModel
-    from pipeline.training import LSTMForecaster
+    from pipeline.features.windowing import load_preprocessor
+    from pipeline.models.lstm import LSTMForecaster
+    from pipeline.serving.pyfunc import ForecastModel
 
     _, csv, result = run
     run_dir = Path(result["run_dir"])
@@ -74,9 +74,9 @@ def test_pyfunc_reproduces_the_saved_test_forecasts_of_each_series(run):
 
 
 def test_pyfunc_last_origin_forecast_per_series(run):
-    from pipeline.features import load_preprocessor
-    from pipeline.serving import ForecastModel
-    from pipeline.training import LSTMForecaster
+    from pipeline.features.windowing import load_preprocessor
+    from pipeline.models.lstm import LSTMForecaster
+    from pipeline.serving.pyfunc import ForecastModel
 
     _, csv, result = run
     run_dir = Path(result["run_dir"])

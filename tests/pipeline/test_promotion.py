@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from pipeline import aliases, promotion
-from pipeline.errors import RegistryError
+from pipeline.core.errors import RegistryError
+from pipeline.loop import promotion
+from pipeline.registry import aliases
 
 pytestmark = pytest.mark.slow
 _names = itertools.count()
@@ -58,7 +59,7 @@ def tags(client, name: str, version: int) -> dict:
 
 @pytest.fixture
 def store(tmp_path):
-    from pipeline.store import ForecastStore
+    from pipeline.store.sql import ForecastStore
 
     return ForecastStore(f"sqlite:///{tmp_path / 'store' / 'forecasts.db'}")
 
@@ -129,7 +130,7 @@ def test_a_decision_on_stale_aliases_is_refused(client, mlflow_server):
 
 
 def test_a_failing_store_leaves_the_registry_as_before(client, mlflow_server, tmp_path):
-    from pipeline.store import ForecastStore
+    from pipeline.store.sql import ForecastStore
 
     (tmp_path / "not-a-dir").write_text("a file where the store's folder should be")
     broken = ForecastStore(f"sqlite:///{tmp_path / 'not-a-dir' / 'forecasts.db'}", attempts=1)
@@ -150,7 +151,7 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     set_aliases(client, name, champion=1, challenger=2)
     script = textwrap.dedent(f"""
         import mlflow
-        from pipeline import promotion
+        from pipeline.loop import promotion
         client = mlflow.tracking.MlflowClient({mlflow_server!r})
         promotion.promote(client, {mlflow_server!r}, {name!r}, 2, reason="dies", as_of="2025-01-01")
     """)
@@ -243,7 +244,7 @@ def write_scores(store, name: str, versions: tuple[int, int], sds: tuple[float, 
 def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_rejects_a_bad_challenger(client, mlflow_server, store, tmp_path):
     import yaml
 
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from tests.conftest import tiny_config_dict
 
     name = make_model(client, 3)

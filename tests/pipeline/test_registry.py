@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import DataQualityError, RegistryError
+from pipeline.core.config import load_config
+from pipeline.core.errors import DataQualityError, RegistryError
 from pipeline.runner import run_training_pipeline
 from tests.conftest import _free_port, register_folder, write_sine_case
 
@@ -80,7 +80,7 @@ def test_first_version_is_champion_and_challenger_with_tags(registered, client):
 
 def _alias_events(registered) -> list[tuple]:
     """The forecast store's alias-event rows of the model: what registration recorded, newest first."""
-    from pipeline.store import store_for
+    from pipeline.store.sql import store_for
 
     return [(e["alias"], e["from_version"], e["to_version"], e["action"]) for e in store_for(registered["cfg"]).alias_events(MODEL_NAME)]
 
@@ -92,22 +92,28 @@ def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registe
     with np.load(run_dir / "features" / "arrays.npz") as z:
         origins = (z["starts_test"][index] + 24 - 1).tolist()
     script = textwrap.dedent(f"""
+        import sys  # only the model's shipped package can be imported: drop the editable install's finder
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
         import json, mlflow, pandas as pd
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         raw = pd.read_csv({str(registered['csv'])!r})
         out = [model.predict(raw.iloc[: o + 1])["y_hat"].tolist() for o in {origins}]
-        import os, pipeline  # the package the model brought (code_paths), not the installed one
-        files = sorted(f[:-3] for f in os.listdir(os.path.dirname(pipeline.__file__)) if f.endswith(".py"))
-        print(json.dumps({{"out": out, "files": files, "from": pipeline.__file__}}))
+        import pipeline, sys  # the package the model brought (code_paths), not the installed one
+        from pathlib import Path
+        root = Path(pipeline.__file__).parent
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*.py"))
+        outside = sorted(n for n, m in sys.modules.items() if n.startswith("pipeline") and not Path(m.__file__).is_relative_to(root))
+        print(json.dumps({{"out": out, "files": files, "from": pipeline.__file__, "outside": outside}}))
     """)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     served = np.array(printed["out"])
-    from pipeline.serving import INFERENCE_MODULES
+    from pipeline.serving.pyfunc import INFERENCE_FILES
 
-    assert printed["files"] == sorted(INFERENCE_MODULES), printed  # only what inference needs ships with the model
+    assert printed["files"] == sorted(INFERENCE_FILES), printed  # only what inference needs ships with the model
+    assert printed["outside"] == [], printed  # and the model imported nothing of the installed package
     assert "/code/pipeline/" in printed["from"], printed["from"]
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=1e-5)
 
@@ -164,7 +170,7 @@ def test_unreachable_server_fails_clearly_and_leaves_the_registry_untouched(regi
 
 
 def test_failed_gate_registers_nothing_and_the_run_says_why(registered, client):
-    from pipeline.evaluation import run_comparison
+    from pipeline.evaluation.comparison import run_comparison
 
     run = _copy_run(registered, "run-gate")
     strict = registered["cfg"].model_copy(update={"gate": registered["cfg"].gate.model_copy(update={"min_relative_improvement": 0.99})})

@@ -1,6 +1,6 @@
 """The replay's tick loop, its records and its summary.
 
-The fast tests drive :func:`pipeline.replay.run_replay` with small stage functions that
+The fast tests drive :func:`pipeline.loop.replay.run_replay` with small stage functions that
 compute a real rolling naive-forecast RMSE on the replay's drifted data copy and keep a
 registry in a dict, so the loop's logic (clock, data copy, trigger -> training run ->
 canary, idempotent reruns, summary, plot) is checked in a second. The slow test runs the
@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.errors import ConfigError
-from pipeline.replay import ReplayError, ReplaySpec, Stages, rows_before_copy, run_replay, schedule_step, summarize
-from pipeline.scenarios import Scenario
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError
+from pipeline.data.io import read_raw
+from pipeline.loop.replay import ReplayError, ReplaySpec, Stages, rows_before_copy, run_replay, schedule_step, summarize
+from pipeline.loop.scenarios import Scenario
 from tests.conftest import tiny_frame
 
 START, END, INJECT = pd.Timestamp("2024-01-05"), pd.Timestamp("2024-01-09"), pd.Timestamp("2024-01-07")
@@ -170,7 +170,7 @@ def test_rows_before_copy_is_what_training_as_of_sees(cfg, tmp_path):
 @pytest.mark.slow
 def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     """Real stages: the x3 target fault fires the rule after the injection and a challenger is registered."""
-    pytest.importorskip("pipeline.monitoring")
+    pytest.importorskip("pipeline.loop.monitoring")
     import sqlalchemy as sa
     import yaml
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.errors import ConfigError, DataQualityError
-from pipeline.scenarios import SCENARIO_DIR, Scenario, apply_scenario, load_scenario, write_scenario_data
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError, DataQualityError
+from pipeline.data.io import read_raw
+from pipeline.loop.scenarios import SCENARIO_DIR, Scenario, apply_scenario, load_scenario, write_scenario_data
 from tests.conftest import ROOT, tiny_frame
 
 INJECT = "2024-01-03 00:00:00"

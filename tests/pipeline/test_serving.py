@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline import schema
-from pipeline.config import load_config
-from pipeline.data import raw_to_long, read_raw
-from pipeline.errors import DataQualityError
-from pipeline.features import build_features, transform
-from pipeline.serving import ForecastModel
-from pipeline.training import LSTMForecaster, build_model
-from pipeline.validation import validate_frame
+from pipeline.core import schema
+from pipeline.core.config import load_config
+from pipeline.core.errors import DataQualityError
+from pipeline.data.io import raw_to_long, read_raw
+from pipeline.data.validation import validate_frame
+from pipeline.features.windowing import build_features, transform
+from pipeline.models.lstm import LSTMForecaster, build_model
+from pipeline.serving.pyfunc import ForecastModel
 from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 
 
@@ -113,7 +113,7 @@ def test_transform_never_refits(served):
 
 def test_validation_and_serving_share_one_raw_to_long(served):
     cfg, raw, model = served
-    from pipeline.serving import history_to_long
+    from pipeline.serving.pyfunc import history_to_long
 
     validated = validate_frame(raw, cfg).frame
     served_long = history_to_long(raw, model.prep)
@@ -144,10 +144,14 @@ def test_inference_modules_are_the_served_models_import_closure():
     import subprocess
     import sys
 
-    from pipeline.serving import INFERENCE_MODULES
+    from pipeline.serving.pyfunc import INFERENCE_FILES
 
-    probe = "import sys, pipeline.serving, pipeline.training; print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))"
+    probe = (
+        "import sys, pipeline, pipeline.serving.pyfunc, pipeline.models.lstm; from pathlib import Path; "
+        "root = Path(pipeline.__file__).parent; "
+        "print(sorted(str(Path(m.__file__).relative_to(root)) for n, m in sys.modules.items() if n == 'pipeline' or n.startswith('pipeline.')))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    loaded = {m.split(".", 1)[1] if "." in m else "__init__" for m in eval(out)}  # noqa: S307 - our own printout
-    assert loaded <= set(INFERENCE_MODULES), f"the served model imports {sorted(loaded - set(INFERENCE_MODULES))} too"
-    assert {"monitoring", "replay", "registry", "promotion"}.isdisjoint(INFERENCE_MODULES)
+    loaded = set(eval(out))  # noqa: S307 - our own printout
+    assert loaded == set(INFERENCE_FILES), f"imported but not shipped: {sorted(loaded - set(INFERENCE_FILES))}; shipped, not imported: {sorted(set(INFERENCE_FILES) - loaded)}"
+    assert not any(f.startswith(("training/", "loop/", "registry/", "store/", "data/validation", "models/baselines")) for f in INFERENCE_FILES)

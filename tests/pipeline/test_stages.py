@@ -30,8 +30,8 @@ def test_publish_moves_the_folder_and_replaces_the_target(tmp_path):
 
 
 def test_run_stage_names_a_missing_input_and_labels_errors_with_the_stage(make_case, tmp_path):
-    from pipeline.config import load_config
-    from pipeline.errors import SchemaValidationError
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import SchemaValidationError
     from tests.conftest import tiny_frame
 
     with pytest.raises(KeyError, match=r"stage 'compare' needs the results of \['baselines', 'train'\]"):
@@ -44,7 +44,7 @@ def test_run_stage_names_a_missing_input_and_labels_errors_with_the_stage(make_c
 
 @pytest.mark.slow
 def test_runner_calls_the_stages_in_list_order(make_case, tmp_path):
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.runner import run_training_pipeline
 
     config, _ = make_case(frame=sine_frame(), features={"lookback": 24, "horizon": 4}, training=FAST_TRAINING, model=FAST_MODEL,
@@ -57,8 +57,8 @@ def test_runner_calls_the_stages_in_list_order(make_case, tmp_path):
 
 
 def test_registration_names_a_missing_input_before_touching_mlflow(tmp_path):
-    from pipeline.errors import ConfigError
-    from pipeline.registry import track_and_register
+    from pipeline.core.errors import ConfigError
+    from pipeline.registry.registration import track_and_register
 
     with pytest.raises(ConfigError, match=r"missing \['data'\]"):
         track_and_register(None, tmp_path / "run", {"report": "r.json"}, tmp_path, tmp_path, tmp_path)
@@ -68,8 +68,8 @@ def test_registration_names_a_missing_input_before_touching_mlflow(tmp_path):
 
 
 def test_validated_from_folder_rebuilds_the_validate_result(tmp_path):
-    from pipeline import artifacts
-    from pipeline.validation import validated_from_folder
+    from pipeline.core import artifacts
+    from pipeline.data.validation import validated_from_folder
 
     artifacts.write_json(artifacts.VALIDATION_REPORT.at(tmp_path), {"data_sha256": "abc", "as_of": "2024-01-02T00:00:00"})
     assert validated_from_folder(tmp_path) == {

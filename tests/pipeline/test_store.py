@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import StoreError
-from pipeline.store import SCHEMA_VERSION, ForecastStore
+from pipeline.core.errors import StoreError
+from pipeline.store.sql import SCHEMA_VERSION, ForecastStore
 
 
 def _forecasts(version: int, origins: pd.DatetimeIndex, h: int = 3, bias: float = 0.0, alias: str = "champion") -> pd.DataFrame:

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.baselines import StatsBaseline, resolve_baselines
 from pipeline.cli import main
-from pipeline.errors import TrainingError
-from pipeline.evaluation import forecast_metrics
-from pipeline.model import RecurrentForecaster
-from pipeline.training import LSTMForecaster, WindowTensors, _val_loss, resolve_device, train_member
+from pipeline.core.errors import TrainingError
+from pipeline.evaluation.comparison import forecast_metrics
+from pipeline.models.baselines import StatsBaseline, resolve_baselines
+from pipeline.models.lstm import LSTMForecaster, WindowTensors
+from pipeline.models.network import RecurrentForecaster
+from pipeline.training.lstm import _val_loss, resolve_device, train_member
 from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame
 
 
@@ -53,7 +54,7 @@ def test_an_untrained_highway_leaves_the_forecast_unchanged_and_can_copy_a_seaso
 def test_weights_saved_before_the_highway_existed_still_load(tiny_features, tmp_path):
     cfg, fs = tiny_features
     old = cfg.model_copy(update={"model": cfg.model.model_copy(update={"ar_highway": False})})
-    from pipeline.training import build_model
+    from pipeline.models.lstm import build_model
 
     lstm = LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, old.model)], fs.prep, model_config=old.model)
     path = lstm.save(tmp_path / "model.pt")
@@ -84,7 +85,7 @@ def _ridge(z, t, lam):
 
 
 def _highway_model(cfg, fs, **flags):
-    from pipeline.training import build_model
+    from pipeline.models.lstm import build_model
 
     torch.manual_seed(0)
     mc = cfg.model.model_copy(update={"ar_highway": True, **flags})
@@ -93,7 +94,7 @@ def _highway_model(cfg, fs, **flags):
 
 @pytest.mark.parametrize("reference", list(REFERENCES))
 def test_the_least_squares_highway_starts_as_the_ridge_forecaster_with_the_best_validation_penalty(tiny_features, reference):
-    from pipeline.training import RIDGE_GRID, fit_highway
+    from pipeline.training.lstm import RIDGE_GRID, fit_highway
 
     cfg, fs = tiny_features
     model = _highway_model(cfg, fs, **REFERENCES[reference])
@@ -118,7 +119,7 @@ def test_the_least_squares_highway_starts_as_the_ridge_forecaster_with_the_best_
 
 def test_the_solved_highway_keeps_float32_under_bf16_autocast(tiny_features):
     """Training on CUDA runs under bf16 autocast; the fixed linear part must not be rounded to bf16 there."""
-    from pipeline.training import fit_highway
+    from pipeline.training.lstm import fit_highway
 
     cfg, fs = tiny_features
     model = _highway_model(cfg, fs).eval()
@@ -140,7 +141,7 @@ def test_the_solved_highway_keeps_float32_under_bf16_autocast(tiny_features):
 
 
 def test_without_validation_windows_the_penalty_is_chosen_by_leave_one_out(tiny_features):
-    from pipeline.training import RIDGE_GRID, fit_highway
+    from pipeline.training.lstm import RIDGE_GRID, fit_highway
 
     cfg, fs = tiny_features
     model = _highway_model(cfg, fs)
@@ -164,7 +165,7 @@ def test_without_validation_windows_the_penalty_is_chosen_by_leave_one_out(tiny_
 
 
 def test_a_resumed_training_keeps_its_fitted_highway_and_does_not_fit_again(tiny_features, tmp_path, monkeypatch):
-    import pipeline.training as training
+    import pipeline.training.lstm as training
 
     cfg, fs = tiny_features
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"ar_highway": True}),
@@ -180,7 +181,8 @@ def test_a_resumed_training_keeps_its_fitted_highway_and_does_not_fit_again(tiny
 
 
 def test_training_holds_the_least_squares_highway_and_keeps_the_linear_start_when_training_only_hurts(tiny_features, tmp_path):
-    from pipeline.training import build_model, fit_highway
+    from pipeline.models.lstm import build_model
+    from pipeline.training.lstm import fit_highway
 
     cfg, fs = tiny_features
     mc = cfg.model.model_copy(update={"ar_highway": True})
@@ -209,8 +211,8 @@ def test_training_holds_the_least_squares_highway_and_keeps_the_linear_start_whe
 
 
 def test_an_unset_batch_size_keeps_enough_steps_per_epoch_on_small_data(tiny_features, tmp_path):
-    from pipeline.config import TrainingConfig
-    from pipeline.training import resolve_batch_size
+    from pipeline.core.config import TrainingConfig
+    from pipeline.training.lstm import resolve_batch_size
 
     tc = TrainingConfig()
     assert resolve_batch_size(tc, 1_500) == 46  # CO2 weekly's size: 32 steps per epoch, not 6 at 256
@@ -329,7 +331,7 @@ def test_training_on_cuda_uses_bf16_autocast_and_matches_cpu_quality(tiny_featur
 
 @pytest.mark.gpu
 def test_cuda_falls_back_to_host_memory_when_the_matrix_does_not_fit(tiny_features, tmp_path, monkeypatch):
-    import pipeline.training as training
+    import pipeline.training.lstm as training
 
     cfg, fs = tiny_features
     monkeypatch.setattr(training, "DEVICE_RESIDENT_SHARE", 0.0)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.data import read_raw
-from pipeline.errors import DataLoadError, SchemaValidationError
-from pipeline.validation import run_validation, validate_frame
+from pipeline.core.config import load_config
+from pipeline.core.errors import DataLoadError, SchemaValidationError
+from pipeline.data.io import read_raw
+from pipeline.data.validation import run_validation, validate_frame
 from tests.conftest import ROOT, tiny_frame
 
 

@@ -1,0 +1,55 @@
+"""Season lengths of a frequency: the one place a season is derived from ``data.freq``.
+
+Every consumer (the baselines, MASE, the monitoring check's seasonal naive forecast) asks
+:func:`season_length` for the configured-or-derived season, so a config that sets none still
+gets one number everywhere.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+_DAY = pd.Timedelta("1D")
+
+
+def seasons_for_freq(freq: str) -> tuple[int, ...]:
+    """Season lengths (steps) of a pandas frequency, shortest first.
+
+    Sub-daily: a day and a week (``h``: 24, 168; ``30min``: 48, 336; ``10min``: 144, 1008);
+    ``D``: 7; ``B``: 5; weekly: 52; monthly: 12; quarterly: 4; otherwise 1 (no season).
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    code = offset.rule_code.split("-")[0]
+    if code == "B":
+        return (5,)
+    if code.startswith("W"):
+        return (52,)
+    if code in ("M", "MS", "ME", "BM", "BMS", "BME", "SM", "SMS", "SME"):
+        return (12,)
+    if code.startswith("Q") or code.startswith("BQ"):
+        return (4,)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:
+        return (1,)
+    if step < _DAY and _DAY % step == pd.Timedelta(0):
+        per_day = int(_DAY // step)
+        return (per_day, 7 * per_day)
+    if step == _DAY:
+        return (7,)
+    return (1,)
+
+
+def steps_per_week(freq: str) -> int:
+    """Steps in one week of ``freq`` (1 when a step is a week or longer or not fixed)."""
+    try:
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except ValueError:
+        return 1
+    return max(1, int(pd.Timedelta("7D") // step))
+
+
+def season_length(cfg) -> int:
+    """``baselines.season_length`` of a :class:`pipeline.core.config.PipelineConfig`, or the
+    shortest season of ``data.freq`` (:func:`seasons_for_freq`) when unset; in steps."""
+    return cfg.baselines.season_length or seasons_for_freq(cfg.data.freq)[0]
