@@ -81,7 +81,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("validate", "pipeline.data.validation:run_validation", (), "validation"),
     Stage("features", "pipeline.features.windowing:run_features", (("validate", "data"),), "features"),
     Stage("train", "pipeline.training.lstm:run_training", (("features", "features"),), "training"),
-    Stage("baselines", "pipeline.models.baselines:run_baselines", (("features", "features"),), "baselines"),
+    Stage("baselines", "pipeline.training.baselines:run_baselines", (("features", "features"),), "baselines"),
     Stage(
         "compare", "pipeline.evaluation.comparison:run_comparison",
         (("features", "features"), ("train", "training"), ("baselines", "baselines")), "evaluation",

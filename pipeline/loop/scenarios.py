@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.core.errors import ConfigError, DataQualityError
 
 #: folder of the shipped scenario files
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
 Kind = Literal["none", "scale", "unit_change", "level_shift", "trend", "noise"]
 

@@ -27,7 +27,7 @@ def test_no_module_spells_an_artifact_file_name_outside_the_catalog():
     offenders = [
         f"{path.relative_to(ROOT)}:{line}: {text!r}"
         for folder in SHIPPED for path in sorted((ROOT / folder).rglob("*.py"))
-        if path != ROOT / "pipeline" / "artifacts.py" for line, text in file_name_literals(path)
+        if path != ROOT / "pipeline" / "core" / "artifacts.py" for line, text in file_name_literals(path)
     ]  # fmt: skip
     assert not offenders, "file names belong in pipeline.core.artifacts.CATALOG:\n" + "\n".join(offenders)
 
