@@ -30,6 +30,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline dags tests benchmarks tools components
+	$(BIN)/lint-imports
 	$(BIN)/hadolint docker/Dockerfile
 
 demo: setup

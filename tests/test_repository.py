@@ -50,3 +50,32 @@ def test_every_shipped_config_loads(path):
 
     cfg = load_config(path)
     assert cfg.name and cfg.features.horizon >= 1
+
+
+def test_import_contracts_hold():
+    """The layers of ``pipeline/`` (pyproject ``[tool.importlinter]``): no upward import, no cycle
+    between layers, and a served model's package imports no training, loop or registry code."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "BROKEN" not in proc.stdout and proc.stdout.count("KEPT") >= 2, proc.stdout[-2000:]
+
+
+def test_import_contracts_catch_an_upward_import(tmp_path):
+    """The contract is not vacuous: a copy of the package with one upward import (core -> loop) fails it."""
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    schema = tmp_path / "pipeline" / "core" / "schema.py"
+    schema.write_text(schema.read_text() + "\nfrom pipeline.loop import canary  # noqa: E402,F401\n")
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "pipeline.core.schema -> pipeline.loop.canary" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("package", ["core", "data", "features", "models", "training", "evaluation", "registry", "store", "serving", "loop"])
+def test_subpackage_init_imports_no_torch(package):
+    """DAG parsing imports these packages: their ``__init__`` must not pull in torch."""
+    probe = f"import sys, pipeline.{package}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "False", f"importing pipeline.{package} imports torch"
