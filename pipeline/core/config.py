@@ -300,7 +300,7 @@ class MonitoringConfig(_Section):
     #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
     naive_ratio: float = Field(1.0, gt=0)
     #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``
-    #: (the value one season earlier, season = ``baselines.season_length``)
+    #: (the value one season earlier, season = :func:`pipeline.core.seasons.season_length`)
     naive_model: Literal["naive", "seasonal_naive"] = "naive"
     #: a retrain triggered by monitoring trains with ``features.recent_train_steps`` = this
     #: (0: the plain split, whose test part holds the most recent days)

@@ -9,7 +9,7 @@ them all.
 * RMSE and MAE over every (window, step) pair; RMSE per horizon step.
 * MASE (Hyndman & Koehler, 2006, "Another look at measures of forecast accuracy"):
   MAE divided by the in-sample MAE of the seasonal-naive forecast on the training
-  part (season: the resolved ``baselines.season_length``; 1 gives the naive forecast).
+  part (season: :func:`pipeline.core.seasons.season_length`, the configured or derived season; 1 gives the naive forecast).
 * Spread over fit windows: each refitted baseline's RMSE per fit, relative to Naive's on
   the same origins, so a baseline whose score depends on where its fit window falls shows it.
 * The gate: lower RMSE is better. The LSTM passes when
@@ -212,12 +212,12 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
         DataQualityError: the training and baselines stages forecast different test windows.
     """
     from pipeline.features.windowing import load_features
-    from pipeline.models.baselines import resolve_baselines
+    from pipeline.core.seasons import season_length
 
     fs = load_features(features_dir)
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)
     truth = fs.targets("test")[index]
-    scale = mase_scale(fs, resolve_baselines(cfg, quiet=True).season_length)
+    scale = mase_scale(fs, season_length(cfg))
     train_info = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_dir))
     base_info = artifacts.read_json(artifacts.BASELINE_TIMINGS.at(baselines_dir))
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}

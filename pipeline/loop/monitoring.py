@@ -47,6 +47,7 @@ import pandas as pd
 
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
+from pipeline.core.seasons import season_length
 from pipeline.core.errors import MonitoringError, RegistryError, SchemaValidationError
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, is_not_found
 
@@ -375,7 +376,7 @@ def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     scored = store.scored(state["model_name"], state["versions"][CHAMPION], since=T - pd.Timedelta(mc.window), until=T)
     rmse, n = rolling_rmse(scored, cfg.features.horizon)
     champ, naive, n_naive = naive_rolling_rmse(scored, obs[obs[schema.DS] < T], cfg.features.horizon, mc.naive_model,
-                                               cfg.baselines.season_length, _step(cfg))  # fmt: skip
+                                               season_length(cfg), _step(cfg))  # fmt: skip
     if mc.rule != "training_rmse":  # the skill rule compares the two on the same origins
         rmse, n = champ, n_naive
     state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, naive_rmse=None if math.isnan(naive) else naive)
