@@ -198,3 +198,19 @@ def runs_of_true(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     padded = np.concatenate([[0], missing.astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(padded))
     return edges[0::2], edges[1::2] - edges[0::2]
+
+
+def long_to_raw(long: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """Long frame ``unique_id, ds, y`` (+ covariates) -> the raw columns of the input CSV: what a
+    user sends the served model (the inverse of :func:`raw_to_long` on the grid).
+
+    Timestamps are written as ``%Y-%m-%d %H:%M:%S`` strings, the series id only when the config
+    names a series-id column. Rows without a timestamp are dropped; the index is ``0..n-1``.
+    """
+    frame = pd.DataFrame({data.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()})
+    frame[data.target_column] = long[schema.Y].to_numpy()
+    for col in (*data.covariates, *data.categorical_covariates):
+        frame[col] = long[col].to_numpy()
+    if data.series_id_column:
+        frame[data.series_id_column] = long[schema.UNIQUE_ID].to_numpy()
+    return frame.dropna(subset=[data.timestamp_column]).reset_index(drop=True)

@@ -211,8 +211,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     Raises:
         DataQualityError: the training and baselines stages forecast different test windows.
     """
-    from pipeline.features.windowing import load_features
     from pipeline.core.seasons import season_length
+    from pipeline.features.windowing import load_features
 
     fs = load_features(features_dir)
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)

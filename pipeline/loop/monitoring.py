@@ -47,9 +47,10 @@ import pandas as pd
 
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import MonitoringError, SchemaValidationError
 from pipeline.core.seasons import season_length
-from pipeline.core.errors import MonitoringError, RegistryError, SchemaValidationError
-from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, is_not_found
+from pipeline.data.io import long_to_raw
+from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,9 @@ def _step(cfg: PipelineConfig) -> pd.Timedelta:
 
 def _client(cfg: PipelineConfig):
     """An MLflow client on the configured tracking URI, after a bounded health check."""
-    import mlflow
-    from pipeline.registry.server import check_server, tracking_uri
+    from pipeline.registry.server import connect
 
-    uri = tracking_uri(cfg)
-    check_server(uri, training=False)
-    mlflow.set_tracking_uri(uri)
-    return mlflow.tracking.MlflowClient()
+    return connect(cfg)[0]
 
 
 def resolve_aliases(client, name: str) -> dict[str, dict[str, Any]]:
@@ -111,16 +108,11 @@ def resolve_aliases(client, name: str) -> dict[str, dict[str, Any]]:
     Raises:
         RegistryError: MLflow answered with an error other than ``RESOURCE_DOES_NOT_EXIST``.
     """
-    from mlflow.exceptions import MlflowException
+    from pipeline.registry.aliases import mlflow_call, snapshot
 
-    try:
-        aliases = client.get_registered_model(name).aliases or {}
-        wanted = {a: int(aliases[a]) for a in (CHAMPION, *SHADOW_ALIASES) if a in aliases}
-        return {a: {"version": v, "tags": dict(client.get_model_version(name, str(v)).tags)} for a, v in wanted.items()}
-    except MlflowException as exc:
-        if is_not_found(exc):
-            return {}
-        raise RegistryError(f"MLflow could not resolve the aliases of {name!r}: {exc}") from exc
+    found = snapshot(client, name)
+    wanted = {a: found[a] for a in (CHAMPION, *SHADOW_ALIASES) if a in found}
+    return {a: {"version": v, "tags": dict(mlflow_call(f"read {name} v{v}", client.get_model_version, name, str(v)).tags)} for a, v in wanted.items()}
 
 
 def load_version(name: str, version: int):
@@ -206,17 +198,6 @@ def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name
     return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
 
 
-def _history(long: pd.DataFrame, cfg: PipelineConfig) -> pd.DataFrame:
-    """Validated long frame -> the raw columns the pyfunc takes (what a user would send)."""
-    d = cfg.data
-    frame = pd.DataFrame({d.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S"), d.target_column: long[schema.Y]})
-    for col in (*d.covariates, *d.categorical_covariates):
-        frame[col] = long[col]
-    if d.series_id_column:
-        frame[d.series_id_column] = long[schema.UNIQUE_ID]
-    return frame.dropna(subset=[d.timestamp_column])
-
-
 def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Stage 1: forecast the origins in ``[since, T)`` with every aliased version; store them.
 
@@ -259,7 +240,7 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
     if long is None:
         return state
     long.to_parquet(out / OBSERVED, index=False)
-    history = _history(long, cfg)
+    history = long_to_raw(long, cfg.data)
     for alias, model in models.items():
         frame = _forecast_version(model, history, aliases[alias], alias, name, start, T)
         state["n_forecasts"][alias] = store.upsert_forecasts(frame)

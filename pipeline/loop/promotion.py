@@ -110,8 +110,7 @@ def current_aliases(client, model_name: str) -> dict[str, int | None]:
     Raises:
         RegistryError: the model does not exist or MLflow failed.
     """
-    model = aliases.mlflow_call(f"read registered model {model_name!r}", client.get_registered_model, model_name)
-    found = {alias: int(version) for alias, version in (model.aliases or {}).items()}
+    found = aliases.snapshot(client, model_name, missing_ok=False)
     return {alias: found.get(alias) for alias in ALIASES}
 
 
@@ -421,14 +420,12 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         ``{"as_of", "settled": [moves], "rollback": {...}, "challenger": {...}, "outlet": event or None}``;
         ``outlet`` is the ``champion`` Asset event of the move that changed ``champion``.
     """
-    import mlflow
 
     uri = server.tracking_uri(cfg)
     name = cfg.mlflow.registered_model_name
     with server.bounded_http_retries():
         if client is None:
-            mlflow.set_tracking_uri(uri)
-            client = mlflow.tracking.MlflowClient()
+            client = server.client(uri)
         with aliases.registry_lock(uri, name):
             recover(client, uri, name)
         settled = [m.as_dict() for m in settle_challengers(client, uri, name, as_of, store)]
@@ -442,13 +439,10 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
 
 
 def _operator_session(cfg):
-    import mlflow
     from pipeline.store.sql import store_for
 
-    uri = server.tracking_uri(cfg)
-    server.check_server(uri, training=False)
-    mlflow.set_tracking_uri(uri)
-    return mlflow.tracking.MlflowClient(), uri, cfg.mlflow.registered_model_name, store_for(cfg)
+    client, uri = server.connect(cfg)
+    return client, uri, cfg.mlflow.registered_model_name, store_for(cfg)
 
 
 def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = False) -> AliasMove:

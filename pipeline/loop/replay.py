@@ -432,11 +432,10 @@ def _ensure_champion(
 
 
 def _champion_version(cfg: PipelineConfig) -> int | None:
-    import mlflow
     from pipeline.registry.aliases import CHAMPION, alias_version
+    from pipeline.registry.server import connect
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri)
-    return alias_version(client, cfg.mlflow.registered_model_name, CHAMPION)
+    return alias_version(connect(cfg)[0], cfg.mlflow.registered_model_name, CHAMPION)
 
 
 # ------------------------------------------------------------------ results

@@ -98,26 +98,37 @@ def mlflow_call(what: str, fn, *args):
         raise RegistryError(f"MLflow failed to {what}: {exc}") from exc
 
 
-def alias_version(client, model_name: str, alias: str) -> int | None:
-    """The version ``alias`` points at, or ``None`` when the model or the alias does not exist.
+def snapshot(client, model_name: str, missing_ok: bool = True) -> dict[str, int]:
+    """``{alias: version}`` of every alias of ``model_name``, in one read: the one way aliases are read.
 
     Read from the registered model's alias map (``get_registered_model(name).aliases``), not
     ``get_model_version_by_alias``: MLflow's SQL and file stores answer a missing alias with
     ``INVALID_PARAMETER_VALUE``, the same code as a malformed request, so that answer cannot
-    tell "absent" from "refused". A missing *model* is ``RESOURCE_DOES_NOT_EXIST``.
+    tell "absent" from "refused". An alias that is not set is absent from the dict; a model
+    that does not exist (``RESOURCE_DOES_NOT_EXIST``) gives ``{}`` when ``missing_ok``.
 
     Raises:
-        RegistryError: any other MLflow error (server error, timeout): "unknown" is never "absent".
+        RegistryError: the model does not exist and not ``missing_ok``, or any other MLflow
+            error (server error, timeout): "unknown" is never "absent".
     """
     import mlflow
 
     try:
-        found = client.get_registered_model(model_name).aliases
+        found = client.get_registered_model(model_name).aliases or {}
     except mlflow.exceptions.MlflowException as exc:
-        if is_not_found(exc):
-            return None
-        raise RegistryError(f"could not read alias {alias!r} of {model_name!r} (not a 'not found' answer): {exc}") from exc
-    return int(found[alias]) if alias in found else None
+        if is_not_found(exc) and missing_ok:
+            return {}
+        raise RegistryError(f"could not read the aliases of {model_name!r}: {exc}") from exc
+    return {alias: int(version) for alias, version in found.items()}
+
+
+def alias_version(client, model_name: str, alias: str) -> int | None:
+    """The version ``alias`` points at, or ``None`` when the model or the alias does not exist (:func:`snapshot`).
+
+    Raises:
+        RegistryError: any other MLflow error.
+    """
+    return snapshot(client, model_name).get(alias)
 
 
 def ensure_registered_model(client, model_name: str, description: str = "") -> None:

@@ -40,17 +40,10 @@ log = logging.getLogger(__name__)
 
 def _input_example(cfg: PipelineConfig, validated_data: Path, lookback: int) -> pd.DataFrame:
     """The last ``lookback`` raw rows of the validated data, typed like a user's frame."""
-    from pipeline.core import schema
+    from pipeline.data.io import long_to_raw
 
     long = pd.read_parquet(validated_data).tail(lookback)
-    d = cfg.data
-    frame = pd.DataFrame({d.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()})
-    frame[d.target_column] = long[schema.Y].to_numpy()
-    for col in (*d.covariates, *d.categorical_covariates):
-        frame[col] = long[col].to_numpy()
-    if d.series_id_column:
-        frame[d.series_id_column] = long[schema.UNIQUE_ID].to_numpy()
-    return frame.reset_index(drop=True)
+    return long_to_raw(long, cfg.data)
 
 
 def model_artifacts(features_dir: Path, training_dir: Path) -> dict[str, str]:
@@ -276,7 +269,7 @@ def track_and_register(
 
 
 def _track_and_register(mlflow, cfg, uri: str, run_path: Path, inputs: tracking.RunInputs, validated: dict, tags: dict, fingerprint: str) -> dict[str, Any]:
-    client = mlflow.tracking.MlflowClient()
+    client = server.client(uri)
     exp = client.get_experiment_by_name(cfg.mlflow.experiment_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment_name, artifact_location=server.artifact_location(cfg, uri))
     with tracking.find_or_start_run(mlflow, client, exp_id, run_path.name, fingerprint) as run:

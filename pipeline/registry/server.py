@@ -99,9 +99,15 @@ def connect(cfg: PipelineConfig, training: bool = False):
     Raises:
         RegistryError: the server does not answer (see :func:`check_server`).
     """
-    import mlflow
-
     uri = tracking_uri(cfg)
     check_server(uri, training=training)
+    return client(uri), uri
+
+
+def client(uri: str):
+    """An ``MlflowClient`` on ``uri``, with the ``mlflow`` module's tracking URI set to it too
+    (fluent runs and ``models:/`` loads read that one): the one way this package builds a client."""
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
-    return mlflow.tracking.MlflowClient(tracking_uri=uri), uri
+    return mlflow.tracking.MlflowClient(tracking_uri=uri)
