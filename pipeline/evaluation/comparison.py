@@ -81,6 +81,16 @@ class GateDecision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> GateDecision:
+        """The decision :meth:`to_dict` wrote (``gate.json``); unknown keys are ignored."""
+        return cls(**{k: payload[k] for k in cls.__dataclass_fields__ if k in payload})
+
+    @classmethod
+    def load(cls, evaluation_dir: Path) -> GateDecision:
+        """The gate verdict of an evaluation folder (``artifacts.GATE``): what registration requires."""
+        return cls.from_dict(artifacts.read_json(artifacts.GATE.at(evaluation_dir)))
+
     def raise_if_failed(self) -> GateDecision:
         if not self.passed:
             raise GateFailedError("; ".join(self.reasons))

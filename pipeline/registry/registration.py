@@ -32,6 +32,7 @@ import pandas as pd
 from pipeline.core import artifacts, faults, runs
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import RegistryError
+from pipeline.evaluation.comparison import GateDecision
 from pipeline.registry import aliases, server, tracking
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,16 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
         return aliases.version_aliases(client, name, version)
 
 
-def register(mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.RunInputs, run_id: str, info: dict, validated: dict) -> dict[str, Any]:
-    """Steps 1-4 for a run whose gate passed; each step is skipped when already done."""
+def register(
+    mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.RunInputs, run_id: str, info: dict, validated: dict, gate: GateDecision,
+) -> dict[str, Any]:  # fmt: skip
+    """Steps 1-4 for a run whose gate passed; each step is skipped when already done.
+
+    Raises:
+        GateFailedError: ``gate`` did not pass (the one check every orchestrator's path goes
+            through: the Airflow skip and the KFP ``dsl.If`` only avoid calling this).
+    """
+    gate.raise_if_failed()
     name = cfg.mlflow.registered_model_name
     tags = version_tags(info, validated, run_id)
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
@@ -275,12 +284,13 @@ def _track_and_register(mlflow, cfg, uri: str, run_path: Path, inputs: tracking.
     with tracking.find_or_start_run(mlflow, client, exp_id, run_path.name, fingerprint) as run:
         info = tracking.log_run_contents(mlflow, cfg, inputs, validated, tags)
         result: dict[str, Any] = {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": exp_id}
-        if not info["gate"]["passed"]:
-            reason = "; ".join(info["gate"]["reasons"][:1])
+        gate = GateDecision.from_dict(info["gate"])
+        if not gate.passed:
+            reason = "; ".join(gate.reasons[:1])
             mlflow.set_tag("registration", f"skipped: gate failed: {reason}")
             log.warning("not registering: the comparison gate failed: %s", reason)
             _withdraw(client, cfg, uri, run.info.run_id, info, validated)
             return {**result, "registration": f"skipped: gate failed: {reason}"}
-        result.update(register(mlflow, client, cfg, uri, inputs, run.info.run_id, info, validated))
+        result.update(register(mlflow, client, cfg, uri, inputs, run.info.run_id, info, validated, gate))
         mlflow.set_tag("registration", f"{result['registered_model']} v{result['registered_version']}")
         return result
