@@ -116,9 +116,11 @@ def snapshot(client, model_name: str, missing_ok: bool = True) -> dict[str, int]
     try:
         found = client.get_registered_model(model_name).aliases or {}
     except mlflow.exceptions.MlflowException as exc:
-        if is_not_found(exc) and missing_ok:
+        if not is_not_found(exc):
+            raise RegistryError(f"could not read the aliases of {model_name!r} (not a 'not found' answer): {exc}") from exc
+        if missing_ok:
             return {}
-        raise RegistryError(f"could not read the aliases of {model_name!r}: {exc}") from exc
+        raise RegistryError(f"registered model {model_name!r} does not exist: {exc}") from exc
     return {alias: int(version) for alias, version in found.items()}
 
 
