@@ -153,6 +153,7 @@ def lstm_monitoring():
         trigger_dag_id="lstm_training",
         trigger_run_id=check["trigger_run_id"],
         conf=check["conf"],
+        logical_date=check["as_of"],  # the retrain is "as of T" in Airflow too, not the wall clock
         skip_when_already_exists=True,  # a rerun of the same check does not trigger twice
     )
     branch(check["decision"]) >> [trigger_retrain, EmptyOperator(task_id="hold")]
