@@ -2,9 +2,10 @@
 
 Exit codes: 0 success; 1 a data, training or registry error (message on stderr, no
 traceback); 2 a usage or config error; 3 an internal error (a bug: rerun with ``-v`` for
-the traceback); 130 interrupted (Ctrl-C). With ``--json`` the last line of stdout is always
-one JSON object: the result, or ``{"error", "kind", "stage", "message", "run_id",
-"run_dir", "resume"}`` on failure.
+the traceback); 130 interrupted (Ctrl-C); 141 stdout was closed early (``| head``), quietly.
+With ``--json`` the last line of stdout is always one JSON object: the result, or
+``{"error", "kind", "stage", "message", "run_id", "run_dir", "resume"}`` on failure.
+Every subcommand goes through the same handler (:func:`main`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,22 @@ from pipeline.core.errors import ConfigError, PipelineError
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
+#: flags that take a timestamp: checked before anything runs, so a bad one is a usage error naming the flag
+TIME_FLAGS = ("as_of", "since", "until", "start", "end", "inject_at")
+#: exit code when stdout's reader went away early (``| head``), as a shell tool killed by SIGPIPE
+EXIT_PIPE_CLOSED = 141
+
+
+def _plain(text: str) -> str:
+    """Docstring text for a terminal: RST ``literals`` without their backticks."""
+    return text.replace(":func:", "").replace("`", "")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstm-pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lstm-pipeline", description=_plain(__doc__.splitlines()[0]),
+        epilog=_plain(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -58,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     published.add_argument("--since", help="first origin (inclusive, ISO timestamp)")
     published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
     published.add_argument("--alias", default="champion", help="alias the forecasts were issued under (default champion)")
+    published.add_argument("--json", action="store_true", help="after the CSV, print one JSON object (rows, period) as the last line")
     _registry_parsers(sub)
     replay = sub.add_parser("replay", help="replay the monitoring loop over history with an injected fault")
     common(replay)
@@ -70,7 +86,30 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--replay-id", help="folder name under <artifact_root>/replay/ (default: from the parameters)")
     replay.add_argument("--use-config-stores", action="store_true", help="use the config's MLflow and forecast stores")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _user_parsers(sub)
+    for action in sub._choices_actions:  # each subcommand's --help opens with what it does; -v works after it too
+        page = sub.choices[action.dest]
+        page.description = page.description or action.help
+        page.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO level")
     return parser
+
+
+def _user_parsers(sub) -> None:
+    """``forecast`` (the registered model on new history) and ``init`` (a starter config from a CSV)."""
+    fc = sub.add_parser("forecast", help="forecast the next h steps of a history file with the registered model")
+    fc.add_argument("--config", required=True, type=Path, help="use-case YAML (names the tracking URI and the model)")
+    fc.add_argument("--input", required=True, type=Path, help="history CSV (may be gzipped) or parquet, the training file's columns")
+    which = fc.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="registry alias to use (default champion)")
+    which.add_argument("--version", type=int, help="model version to use instead of an alias")
+    fc.add_argument("--out", type=Path, help="write the forecasts here (.csv or .parquet; default: CSV on stdout)")
+    fc.add_argument("--json", action="store_true", help="print one JSON object as the last line (the forecasts too without --out)")
+    init = sub.add_parser("init", help="write a starter config (defaults only) from a CSV's columns and inferred freq")
+    init.add_argument("--csv", required=True, type=Path, help="your data file")
+    init.add_argument("--target", help="column to forecast (default: the first numeric column after the timestamp)")
+    init.add_argument("--timestamp", help="timestamp column (default: the first column that parses as timestamps)")
+    init.add_argument("--out", type=Path, help="config file to write (default configs/<csv name>.yaml; never overwritten)")
+    init.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
 def _registry_parsers(sub) -> None:
@@ -92,14 +131,12 @@ def _registry_parsers(sub) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def _registry_command(args) -> int:
+def _registry_command(cfg, args) -> int:
     """``promote`` / ``rollback`` / ``registry``: an operator's time is theirs, so ``--as-of`` defaults to now."""
     from datetime import datetime
 
-    from pipeline.core.config import load_config
     from pipeline.loop import promotion
 
-    cfg = load_config(args.config)
     as_of = getattr(args, "as_of", None) or datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
     if args.command == "registry":
         result = promotion.registry_report(cfg, args.events)
@@ -114,12 +151,10 @@ def _registry_command(args) -> int:
     return 0
 
 
-def _monitor(args) -> int:
+def _monitor(cfg, args) -> int:
     """``monitor``: exit 0 for every decision (a decision is not an error)."""
-    from pipeline.core.config import load_config
     from pipeline.loop.monitoring import RESULT_KEYS, run_check
 
-    cfg = load_config(args.config)
     check = run_check(cfg, args.as_of, data_path=args.data, out_dir=args.out_dir, since=args.since)
     print(f"check {check['check_id']}: decision {check['decision']}")
     for reason in check["reasons"]:
@@ -131,13 +166,13 @@ def _monitor(args) -> int:
     return 0
 
 
-def _forecasts(args) -> int:
-    from pipeline.core.config import load_config
+def _forecasts(cfg, args) -> int:
     from pipeline.store.sql import store_for
 
-    cfg = load_config(args.config)
     frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
     frame.to_csv(sys.stdout, index=False)
+    if args.json:
+        print(json.dumps({"rows": len(frame), "since": args.since, "until": args.until, "alias": args.alias}))
     return 0
 
 
@@ -181,7 +216,36 @@ def _cmd_replay(cfg, run_path: Path, args) -> dict[str, Any]:
     return replay_from_args(cfg, args)
 
 
+def _forecast(cfg, args) -> int:
+    """``forecast``: the registered model's next ``h`` steps for ``--input`` (:mod:`pipeline.predict`)."""
+    from pipeline.predict import run_forecast
+
+    result = run_forecast(cfg, args.input, alias=args.alias, version=args.version, out=args.out, as_records=args.json and not args.out)
+    if args.out:
+        print(f"{result['rows']} forecast rows of {result['series']} series from {result['model']} v{result['version']} -> {args.out}", file=sys.stderr)
+    elif not args.json:
+        result.pop("frame").to_csv(sys.stdout, index=False)
+    result.pop("frame", None)
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def _init(args) -> int:
+    """``init``: a defaults-only starter config from a CSV (:mod:`pipeline.data.starter`)."""
+    from pipeline.data.starter import write_starter_config
+
+    result = write_starter_config(args.csv, out=args.out, target=args.target, timestamp=args.timestamp)
+    print(result["summary"])
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
 COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
+#: commands without a run folder: ``(cfg, args) -> exit code`` (``init`` has no config yet: ``(args)``)
+OTHER_COMMANDS = {"monitor": _monitor, "forecasts": _forecasts, "forecast": _forecast,
+                  "promote": _registry_command, "rollback": _registry_command, "registry": _registry_command}  # fmt: skip
 
 
 def check_run_id(run_id: str) -> str:
@@ -226,42 +290,85 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         return _parser().parse_args(argv)
     except SystemExit as exc:
         if exc.code not in (0, None) and "--json" in argv:
-            print(json.dumps({"error": "usage error (see stderr)", "kind": "UsageError", "stage": None, "exit_code": exc.code}))
+            print(json.dumps({"error": "usage error (see stderr)", "kind": "UsageError", "stage": "usage", "exit_code": exc.code}))
         raise
 
 
+def check_time_flags(args: argparse.Namespace) -> None:
+    """Every timestamp flag given (``--as-of``, ``--since``, ...) parses as a timestamp.
+
+    Raises:
+        ConfigError: the first that does not, naming the flag, the value and the expected form.
+    """
+    import pandas as pd
+
+    for name in TIME_FLAGS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            ok = pd.Timestamp(value) is not pd.NaT
+        except (ValueError, TypeError, OverflowError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: expected an ISO timestamp such as 2014-06-01 or 2014-06-01T06:00, found {value!r}")
+
+
+def _pipe_closed() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as a shell tool does on SIGPIPE."""
+    import os
+
+    try:  # Python would report the failed flush of stdout at exit; point it at /dev/null instead
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_PIPE_CLOSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; every subcommand's errors end here (see the module docstring for the exit codes)."""
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.core import artifacts
-    from pipeline.core.config import load_config
-
-    if args.command in ("monitor", "forecasts", "promote", "rollback", "registry"):
-        try:
-            return {"monitor": _monitor, "forecasts": _forecasts}.get(args.command, _registry_command)(args)
-        except ConfigError as err:
-            return _fail(args, 2, type(err).__name__, str(err), "config", None, None)
-        except PipelineError as err:
-            return _fail(args, 1, type(err).__name__, str(err), getattr(err, "stage", None) or args.command, None, None)
-    run_id, run_path = None, None
+    where: dict[str, Any] = {"run_id": None, "run_path": None, "started": False}
     try:
-        cfg = load_config(args.config, _overrides(args))
-        run_id = check_run_id(args.run_id) if args.run_id is not None else artifacts.new_run_id()
+        return _dispatch(args, where)
+    except BrokenPipeError:
+        return _pipe_closed()
     except ConfigError as err:
-        return _fail(args, 2, type(err).__name__, str(err), "config", None, None)
-    run_path = artifacts.run_dir(cfg.run.artifact_root, run_id)
-    if args.command == "train":
-        print(f"run id {run_id} ({run_path}); resume an interrupted run with --run-id {run_id}", file=sys.stderr)
-    try:
-        result = COMMANDS[args.command](cfg, run_path, args)
+        if not where["started"]:  # the config, a flag or the run id: nothing ran
+            return _fail(args, 2, type(err).__name__, str(err), "config", None, None)
+        return _fail(args, 1, type(err).__name__, str(err), err.stage or args.command, where["run_id"], where["run_path"])
     except PipelineError as err:
-        return _fail(args, 1, type(err).__name__, str(err), err.stage or args.command, run_id, run_path)
+        return _fail(args, 1, type(err).__name__, str(err), err.stage or args.command, where["run_id"], where["run_path"])
     except KeyboardInterrupt:
-        return _fail(args, 130, "Interrupted", "interrupted", None, run_id, run_path)
+        return _fail(args, 130, "Interrupted", "interrupted", args.command, where["run_id"], where["run_path"])
     except Exception as err:  # last resort: a bug must still end in one message (and JSON), not a traceback
         if args.verbose:
             traceback.print_exc()
-        return _fail(args, 3, "InternalError", f"{type(err).__name__}: {err} (a bug; rerun with -v for the traceback)", None, run_id, run_path)
+        hint = "" if args.verbose else "; rerun with -v for the traceback"
+        return _fail(args, 3, "InternalError", f"{type(err).__name__}: {err} (a bug{hint})", args.command, where["run_id"], where["run_path"])
+
+
+def _dispatch(args: argparse.Namespace, where: dict[str, Any]) -> int:
+    """Setup (config, flags, run id), then the command; ``where`` records how far it got, for :func:`main`."""
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+
+    check_time_flags(args)
+    if args.command == "init":
+        where["started"] = True
+        return _init(args)
+    if args.command in OTHER_COMMANDS:
+        cfg = load_config(args.config)
+        where["started"] = True
+        return OTHER_COMMANDS[args.command](cfg, args)
+    cfg = load_config(args.config, _overrides(args))
+    run_id = where["run_id"] = check_run_id(args.run_id) if args.run_id is not None else artifacts.new_run_id()
+    run_path = where["run_path"] = artifacts.run_dir(cfg.run.artifact_root, run_id)
+    if args.command == "train":
+        print(f"run id {run_id} ({run_path}); resume an interrupted run with --run-id {run_id}", file=sys.stderr)
+    where["started"] = True
+    result = COMMANDS[args.command](cfg, run_path, args)
     if args.json:
         print(json.dumps({**result, "run_id": run_id}, default=str))
     return 0

@@ -88,6 +88,8 @@ def summary_table(result: dict[str, Any]) -> str:
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
         f"gate: {'PASSED' if result['gate_passed'] else 'FAILED'}",
         *(f"  {r}" for r in result["gate_reasons"]),
+        *(["what to try (the gate failed):"] if result.get("gate_next_steps") else []),
+        *(f"  {r}" for r in result.get("gate_next_steps", [])),
     ]
     if result.get("registered_version"):
         lines.append(

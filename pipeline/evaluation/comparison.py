@@ -119,6 +119,46 @@ def comparison_gate(lstm_rmse: float, baseline_rmse: dict[str, float], min_relat
     return GateDecision(passed, lstm_rmse, best, best_rmse, threshold, m, rel, reasons)
 
 
+def noise_floor(cfg: PipelineConfig) -> float | None:
+    """The RMSE no forecaster can beat, when the data says: a generated series' ``noise_std``; ``None`` for a file."""
+    synthetic = cfg.data.synthetic
+    return float(synthetic.noise_std) if synthetic is not None and cfg.data.path is None else None
+
+
+def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str, Any], training_rmse: float, season_length: int) -> list[str]:
+    """For a failed gate: what was compared, the noise floor if known, and what to try next (empty when it passed).
+
+    Each line is advice read off the run: the config's tuned-looking values, the windows against the
+    season, whether training hit its epoch limit, in-sample against test RMSE. Nothing is changed.
+    """
+    if gate.passed or gate.best_baseline is None or not np.isfinite(gate.lstm_rmse):
+        return []
+    fc, mc, tc, m = cfg.features, cfg.model, cfg.training, gate.min_relative_improvement
+    out = [f"compared: LSTM test RMSE {gate.lstm_rmse:.4g} against the best of {', '.join(cfg.baselines.models or ()) or 'the default baselines'} "
+           f"({gate.best_baseline} {gate.best_baseline_rmse:.4g}) on the same test origins, {fc.horizon} step(s) ahead; "
+           f"the gate needs RMSE <= {gate.threshold_rmse:.4g} ({m:.0%} better)"]  # fmt: skip
+    floor = noise_floor(cfg)
+    if floor is None:
+        out.append("noise floor: unknown for a data file (for a generated series it is its noise_std)")
+    else:
+        reachable = gate.threshold_rmse is not None and gate.threshold_rmse > floor
+        out.append(f"noise floor: RMSE {floor:.4g} (the series' noise_std); the gate's bar {gate.threshold_rmse:.4g} is "
+                   + ("above it: reachable" if reachable else "below it: no forecaster can pass it; the baseline is already near the floor"))
+    if not mc.ar_highway:
+        out.append("try: remove model.ar_highway: false (a value tuned for another series; the default highway is on)")
+    if fc.lookback < season_length:
+        out.append(f"try: features.lookback >= one season ({season_length} steps; now {fc.lookback})")
+    if any(e >= tc.max_epochs for e in train_info.get("epochs_run", [])):
+        out.append(f"try: a higher training.max_epochs (every member ran all {tc.max_epochs} epochs)")
+    if np.isfinite(training_rmse) and training_rmse < 0.7 * gate.lstm_rmse:
+        out.append(f"try: more regularisation (in-sample RMSE {training_rmse:.4g} is far below the test RMSE: overfitting): model.dropout, training.weight_decay, a smaller model.hidden_size")
+    if tc.n_seeds == 1:
+        out.append("try: training.n_seeds: 3 (an average of three members is steadier)")
+    out.append(f"or keep {gate.best_baseline}: when no setting beats it by {m:.0%}, it is the better forecaster for this series; "
+               "lowering gate.min_relative_improvement only registers a model that is not clearly better")
+    return out
+
+
 def fit_spread(truth: np.ndarray, forecasts: dict[str, np.ndarray], fit_of_row: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """Per refitted model: RMSE of each fit's origins, and relative to Naive's RMSE on those origins.
 
@@ -227,7 +267,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     fs = load_features(features_dir)
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)
     truth = fs.targets("test")[index]
-    scale = mase_scale(fs, season_length(cfg))
+    season = season_length(cfg)
+    scale = mase_scale(fs, season)
     train_info = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_dir))
     base_info = artifacts.read_json(artifacts.BASELINE_TIMINGS.at(baselines_dir))
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}
@@ -254,13 +295,14 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
             "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
             "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
         })  # fmt: skip
-        artifacts.write_json(artifacts.GATE.at(tmp), gate.to_dict())
+        next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season_length)
+        artifacts.write_json(artifacts.GATE.at(tmp), {**gate.to_dict(), "next_steps": next_steps})
         plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index)
     for reason in gate.reasons[:1]:
         (log.info if gate.passed else log.warning)("gate: %s", reason)
     return {
         "gate_passed": gate.passed, "lstm_rmse": gate.lstm_rmse, "training_rmse": summary["training_rmse"],
         "best_baseline": gate.best_baseline, "best_baseline_rmse": gate.best_baseline_rmse,
-        "baselines": baseline_rmse, "evaluation": str(target), "gate_reasons": gate.reasons,
+        "baselines": baseline_rmse, "evaluation": str(target), "gate_reasons": gate.reasons, "gate_next_steps": next_steps,
         "n_origins": summary["n_origins"], "origin_step": summary["origin_step"],
     }  # fmt: skip

@@ -38,7 +38,7 @@ from typing import Any
 
 from pipeline.core import faults
 from pipeline.core.errors import PipelineError, RegistryError
-from pipeline.registry import aliases, server
+from pipeline.registry.registration import aliases, server
 
 log = logging.getLogger(__name__)
 
@@ -473,6 +473,9 @@ def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
     Also restores a move that died half way (its journal), so what it prints is true.
     """
     client, uri, name, store = _operator_session(cfg)
+    if not _is_registered(client, name):  # a new user's state, not a failure: say what makes a version
+        return {"model": name, "tracking_uri": uri, "aliases": dict.fromkeys(ALIASES), "versions": [], "events": [],
+                "recovered": None, "registered": False}  # fmt: skip
     with aliases.registry_lock(uri, name):
         recovered = recover(client, uri, name)
     now = current_aliases(client, name)
@@ -487,11 +490,35 @@ def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
         for mv in sorted(found, key=lambda m: int(m.version))
     ]  # fmt: skip
     return {"model": name, "tracking_uri": uri, "aliases": now, "versions": versions,
-            "events": store.alias_events(name, n_events), "recovered": recovered}  # fmt: skip
+            "events": store.alias_events(name, n_events), "recovered": recovered, "registered": True}  # fmt: skip
+
+
+def _is_registered(client, name: str) -> bool:
+    """Whether the registered model exists; ``False`` only on MLflow's "does not exist".
+
+    Raises:
+        RegistryError: any other answer (a 5xx, a timeout).
+    """
+    import mlflow
+
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if aliases.is_not_found(exc):
+            return False
+        raise RegistryError(f"MLflow failed to read registered model {name!r} (not a 'not found' answer): {exc}") from exc
+    return True
+
+
+def _v(version: int | None) -> str:
+    return f"v{version}" if version else "-"
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The ``registry`` command's text: a versions table, then the last alias events."""
+    if report.get("registered") is False:
+        return (f"{report['model']} at {report['tracking_uri']}: no version registered yet. `lstm-pipeline train --config F` "
+                "registers one when it passes the comparison gate (its summary says why when it does not).")  # fmt: skip
     lines = [f"{report['model']} at {report['tracking_uri']}", "aliases: " + ", ".join(f"{a}=v{v}" if v else f"{a}=-" for a, v in report["aliases"].items())]
     if report.get("recovered"):
         lines.append(f"restored an interrupted {report['recovered']['action']} (aliases back to {report['recovered']['before']})")
@@ -500,5 +527,6 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{v['version']:>7}  {','.join(v['aliases']) or '-':<28} {v['gate']:<7} {v['lstm_rmse']:<10} {v['canary'] or '-':<12} {v['canary_reason'][:120]}")
     lines.append("last alias events (newest first):")
     for e in report["events"]:
-        lines.append(f"  {e['as_of']}  {e['action']:<8} {e['alias']:<18} v{e['from_version'] or '-'} -> v{e['to_version'] or '-'}  {e['reason'][:120]}")
+        when = str(e["as_of"]) if e.get("as_of") is not None else "(time not recorded)"
+        lines.append(f"  {when:<19}  {e['action']:<8} {e['alias']:<18} {_v(e['from_version'])} -> {_v(e['to_version'])}  {e['reason'][:120]}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from pipeline.core import artifacts, faults, runs
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import RegistryError
 from pipeline.evaluation.comparison import GateDecision
-from pipeline.registry import aliases, server, tracking
+from pipeline.registry.registration import aliases, server, tracking
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     example = _input_example(cfg, inputs.validated_data, prep.lookback)
     model = ForecastModel()
     model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep))
-    signature = _optional_inputs(infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS))  # also proves the example is usable
+    typed = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
+    signature = _optional_inputs(typed)
     with tempfile.TemporaryDirectory() as tmp:
         return mlflow.pyfunc.log_model(
             name="model",
@@ -92,22 +93,33 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
             code_paths=[str(_inference_package(tmp))],
             signature=signature,
             input_example=example,
+            metadata={"input_types": input_types(typed), "input_casts": "numbers -> float64, timestamp -> datetime, categorical -> text"},
             pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
         )
 
 
 def _optional_inputs(signature):
-    """The signature with every input column optional, so a missing column reaches the model's own check.
+    """The signature with every input column optional and of type ``any``: the model checks and casts them.
 
     MLflow enforces required input columns before ``predict`` runs and answers with a long
     schema error; the pipeline's :func:`pipeline.serving.pyfunc.history_to_long` names the column
-    and lists what it expects instead. The columns and types stay documented.
+    and lists what it expects instead. MLflow's type check also refuses frames that
+    ``pd.read_csv`` makes every day (an ``int64`` column against a ``double`` one: "Can not
+    safely convert int64 to float64"; a timestamp parsed with ``parse_dates``), so each column
+    is declared ``any`` and the model casts it (numbers to float64, timestamps with the
+    config's format, categorical codes to text). The column names stay in the signature; the
+    types the example had are in the model's metadata (:func:`input_types`).
     """
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+    inputs = Schema([ColSpec(AnyType(), c.name, required=False) for c in signature.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
+
+
+def input_types(signature) -> dict[str, str]:
+    """``{column: MLflow type}`` of the inferred (typed) signature's inputs: what each column holds."""
+    return {c.name: str(c.type) for c in signature.inputs.inputs}
 
 
 def _version(module: str) -> str:
@@ -205,9 +217,11 @@ def register(
     from pipeline.store.sql import store_for
 
     store = store_for(cfg)
+    # the event's time: the run's as-of (a retrain, a replay), else when the move happened (UTC), as an operator's move
+    when = validated.get("as_of") or pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
 
     def record(alias: str, old: int | None, new: int, reason: str, evidence: dict) -> None:
-        store.record_alias_event(name, alias, old, new, "register", reason, evidence, validated.get("as_of"))
+        store.record_alias_event(name, alias, old, new, "register", reason, evidence, when)
 
     found = assign_aliases(client, uri, name, version, info["gate"], record)
     return {"registered_model": name, "registered_version": version, "aliases": found}

@@ -72,9 +72,28 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
     if history.empty:
         required = [prep.timestamp_column, prep.target_column, *prep.covariates, *prep.categorical_levels]
         raise DataQualityError(f"history is empty: expected at least lookback={prep.lookback} rows of columns {required}")
-    long = raw_to_long(history, prep, where="history")
+    long = raw_to_long(_categoricals_as_text(history, prep), prep, where="history")
     _check_finite(long, prep)
     return long
+
+
+def _categoricals_as_text(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
+    """Categorical columns a CSV reader typed as numbers (``1``, ``2.0``, ``True``) as the text of the file.
+
+    The levels were fitted on the file's text; ``pd.read_csv`` turns a column of codes into
+    ``int64`` (``float64`` once a cell is empty). Whole floats print without ``.0``; missing stays missing.
+    Returns ``history`` itself when nothing needs a cast (it is never modified).
+    """
+    numeric = [c for c in prep.categorical_covariates if c in history and not pd.api.types.is_string_dtype(history[c]) and history[c].dtype != object]
+    if not numeric:
+        return history
+    out = history.copy()
+    for col in numeric:
+        values = out[col]
+        whole = pd.api.types.is_float_dtype(values) and bool((values.dropna() % 1 == 0).all())
+        text = (values.astype("Int64") if whole else values).astype(str)
+        out[col] = text.where(values.notna(), None).astype(object)
+    return out
 
 
 def _check_finite(long: pd.DataFrame, prep: Preprocessor) -> None:

@@ -1,0 +1,159 @@
+"""Forecasts for new data from a registered model: what ``lstm-pipeline forecast`` runs.
+
+The model is the registered pyfunc (:mod:`pipeline.serving.pyfunc`) loaded from the config's
+tracking URI by alias (default ``champion``) or version, so a forecast here is exactly
+what the served model gives; the history is a file with the training file's columns.
+Output, one row per series and step: ``unique_id, ds, step, yhat`` (plus ``warning`` when an
+input lies far outside the training range). The model has no prediction intervals, so there
+are no interval columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.core import schema
+from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import DataLoadError, PipelineError, RegistryError
+
+log = logging.getLogger(__name__)
+
+#: the forecast file's columns, in order (``warning`` only when the model warned)
+FORECAST_COLUMNS = [schema.UNIQUE_ID, schema.DS, "step", "yhat"]
+
+
+def read_history(path: Path, cfg: PipelineConfig) -> pd.DataFrame:
+    """The history file as the model takes it: CSV (``.csv``, ``.csv.gz``) as text cells, or parquet.
+
+    Raises:
+        DataLoadError: the file is missing, empty or unreadable (names the file).
+    """
+    from pipeline.data.io import read_raw
+
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if not path.is_file():
+            raise DataLoadError(f"history file not found: {path}")
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataLoadError(f"history file {path} could not be read as parquet: {exc}") from exc
+    return read_raw(cfg.data, path)
+
+
+def resolve_version(client, name: str, alias: str | None, version: int | None) -> tuple[int, str | None]:
+    """``(version, alias)`` to load: ``version`` if given, else the one ``alias`` (default ``champion``) points at.
+
+    Raises:
+        RegistryError: the model is not registered, the alias is not set, or the version does
+            not exist; the message lists what the registry holds.
+    """
+    import mlflow
+    from pipeline.registry import aliases
+
+    try:
+        model = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if aliases.is_not_found(exc):
+            raise RegistryError(
+                f"no model {name!r} is registered yet: `lstm-pipeline train --config F` registers one when it passes "
+                "the comparison gate (mlflow.registered_model_name names it)"
+            ) from exc
+        raise RegistryError(f"MLflow failed to read registered model {name!r}: {exc}") from exc
+    held = {a: int(v) for a, v in (model.aliases or {}).items()}
+    versions = sorted(int(v.version) for v in aliases.mlflow_call("list versions", client.search_model_versions, f"name='{name}'"))
+    if version is not None:
+        if version not in versions:
+            raise RegistryError(f"{name} has no version {version}; registered versions: {versions or 'none'}")
+        return version, None
+    alias = alias or aliases.CHAMPION
+    if alias not in held:
+        raise RegistryError(f"{name} has no alias {alias!r}; aliases: {held or 'none'}, versions: {versions or 'none'} (use --version V)")
+    return held[alias], alias
+
+
+def load_model(cfg: PipelineConfig, alias: str | None = None, version: int | None = None):
+    """``(pyfunc model, version, alias)`` from the config's tracking URI.
+
+    Raises:
+        RegistryError: the server is unreachable, or the model, alias or version is missing.
+    """
+    import mlflow
+    from pipeline.registry import server
+
+    client, uri = server.connect(cfg)
+    name = cfg.mlflow.registered_model_name
+    with server.bounded_http_retries():
+        found, alias = resolve_version(client, name, alias, version)
+        try:
+            return mlflow.pyfunc.load_model(f"models:/{name}/{found}"), found, alias
+        except mlflow.exceptions.MlflowException as exc:
+            raise RegistryError(f"could not load {name} v{found} from {uri}: {exc}") from exc
+
+
+def tidy(forecast: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's ``[unique_id,] ds, step, y_hat[, warning]`` -> ``unique_id, ds, step, yhat[, warning]``."""
+    out = forecast.rename(columns={"y_hat": "yhat"})
+    if schema.UNIQUE_ID not in out:
+        out.insert(0, schema.UNIQUE_ID, schema.DEFAULT_SERIES_ID)
+    return out[FORECAST_COLUMNS + (["warning"] if "warning" in out else [])].reset_index(drop=True)
+
+
+def write_forecast(frame: pd.DataFrame, out: Path) -> Path:
+    """Write ``frame`` to ``out`` (``.parquet``/``.pq``: parquet, anything else: CSV), via a temporary name."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return out
+
+
+def run_forecast(
+    cfg: PipelineConfig, input_path: Path, alias: str | None = None, version: int | None = None, out: Path | None = None,
+    as_records: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The model's next ``features.horizon`` steps after the last row of each series in ``input_path``.
+
+    Args:
+        input_path: history with the training file's columns on the ``data.freq`` grid, at
+            least ``features.lookback`` rows per series ending at the forecast origin.
+        alias / version: which registered version (default: ``champion``).
+        out: where to write the forecasts (CSV or parquet by suffix); ``None`` writes nothing.
+        as_records: also return the rows as a list of dicts (``forecast``), for ``--json``.
+
+    Returns:
+        ``{"model", "version", "alias", "input", "rows", "series", "origin_end", "out", "frame"}``:
+        ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64, target units)``
+        frame, ``origin_end`` the last forecast timestamp.
+
+    Raises:
+        DataLoadError / DataQualityError: the file is missing or unusable (column, row, timestamp named).
+        RegistryError: no such model, alias or version, or the server is unreachable.
+    """
+    history = read_history(input_path, cfg)
+    model, found, alias = load_model(cfg, alias, version)
+    try:
+        frame = tidy(model.predict(history))
+    except PipelineError:
+        raise
+    except Exception as exc:  # MLflow's own input checks
+        import mlflow
+
+        if isinstance(exc, mlflow.exceptions.MlflowException):
+            raise DataLoadError(f"{input_path}: the model refused the history: {exc}") from exc
+        raise
+    result = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias, "input": str(input_path),
+              "rows": len(frame), "series": int(frame[schema.UNIQUE_ID].nunique()),
+              "origin_end": str(frame[schema.DS].max()) if len(frame) else None,
+              "out": str(write_forecast(frame, out)) if out is not None else None, "frame": frame}  # fmt: skip
+    if as_records:
+        result["forecast"] = frame.assign(ds=frame[schema.DS].astype(str)).to_dict(orient="records")
+    return result
