@@ -295,7 +295,7 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
             "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
             "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
         })  # fmt: skip
-        next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season_length)
+        next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season)
         artifacts.write_json(artifacts.GATE.at(tmp), {**gate.to_dict(), "next_steps": next_steps})
         plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index)
     for reason in gate.reasons[:1]:

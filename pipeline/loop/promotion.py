@@ -38,7 +38,7 @@ from typing import Any
 
 from pipeline.core import faults
 from pipeline.core.errors import PipelineError, RegistryError
-from pipeline.registry.registration import aliases, server
+from pipeline.registry import aliases, server
 
 log = logging.getLogger(__name__)
 

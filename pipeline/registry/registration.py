@@ -33,7 +33,7 @@ from pipeline.core import artifacts, faults, runs
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import RegistryError
 from pipeline.evaluation.comparison import GateDecision
-from pipeline.registry.registration import aliases, server, tracking
+from pipeline.registry import aliases, server, tracking
 
 log = logging.getLogger(__name__)
 
