@@ -211,11 +211,11 @@ def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     assert not (tmp_path / "mlflow").exists()
 
 
-def test_cli_replay_bad_options_exit_1_with_the_reason(cfg, capsys):
+def test_cli_replay_bad_options_exit_with_the_reason(cfg, capsys):
     from pipeline.cli import main
 
     base = ["replay", "--config", str(cfg.source), "--end", "2024-01-09"]
-    assert main([*base, "--start", "last tuesday"]) == 1
+    assert main([*base, "--start", "last tuesday"]) == 2  # a bad flag is a usage error, checked before any work
     assert "expected a timestamp" in capsys.readouterr().err
     assert main([*base, "--start", "2024-01-05", "--scenario", "no_such"]) == 1
     assert "shipped scenarios" in capsys.readouterr().err
