@@ -216,7 +216,7 @@ def test_cli_replay_bad_options_exit_with_the_reason(cfg, capsys):
 
     base = ["replay", "--config", str(cfg.source), "--end", "2024-01-09"]
     assert main([*base, "--start", "last tuesday"]) == 2  # a bad flag is a usage error, checked before any work
-    assert "expected a timestamp" in capsys.readouterr().err
+    assert "expected an ISO timestamp" in capsys.readouterr().err
     assert main([*base, "--start", "2024-01-05", "--scenario", "no_such"]) == 1
     assert "shipped scenarios" in capsys.readouterr().err
 
