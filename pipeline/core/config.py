@@ -86,8 +86,11 @@ class DataConfig(_Section):
     series_id_column: str | None = None
     #: pandas offset alias of the sampling grid, e.g. ``h``, ``30min``, ``D``
     freq: str
-    #: strftime format of the timestamp column; ``None`` lets pandas infer it
+    #: strftime format of the timestamp column; ``None`` lets pandas infer it from the first value
     timestamp_format: str | None = None
+    #: IANA zone (e.g. ``Europe/London``) of naive timestamps and of calendar features; ``None``:
+    #: naive timestamps are taken as they are (timestamps with a UTC offset are always converted to UTC)
+    timezone: str | None = None
     #: longest run of missing values (in steps) that is interpolated for model input
     max_gap: Int = Field(6, ge=0)
     max_missing_fraction: Float = Field(0.2, ge=0, le=1)
@@ -103,6 +106,19 @@ class DataConfig(_Section):
             pd.tseries.frequencies.to_offset(value)
         except ValueError as exc:
             raise ValueError(f"expected a pandas offset alias such as 'h', '30min' or 'D', got {value!r}") from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_iana(cls, value: str | None) -> str | None:
+        import zoneinfo
+
+        if value is None:
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"expected an IANA time zone such as 'UTC', 'Europe/London' or 'Australia/Sydney', got {value!r}") from exc
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import pandas as pd
 from pipeline.core import schema
 from pipeline.core.config import DataConfig, SyntheticSource
 from pipeline.core.errors import DataLoadError, DataQualityError
+
+log = logging.getLogger(__name__)
 
 
 def generate_synthetic(source: SyntheticSource, freq: str, timestamp_column: str, target_column: str) -> pd.DataFrame:
@@ -101,6 +105,22 @@ def file_sha256(path: Path | None) -> str | None:
 # ---------------------------------------------------------------- raw -> long (one copy)
 
 
+# ---------------------------------------------------------------- timestamps (one parser, one convention)
+#
+# The convention: inside the pipeline ``ds`` is a naive ``datetime64`` on one clock.
+# * Timestamps written with a UTC offset (``2012-01-01T13:00:00Z``, ``...+10:00``) are converted
+#   to UTC and the offset dropped: the clock is UTC.
+# * Naive timestamps with ``data.timezone`` set (an IANA name such as ``Europe/London``) are local
+#   time there and converted to UTC; the repeated hour at a DST end is told apart by file order,
+#   an hour skipped at a DST start is refused with its line.
+# * Naive timestamps without ``data.timezone`` are taken as they are (no conversion).
+# Cut-offs (``as_of``, ``--since``) are read on the same clock: naive means UTC, an offset is
+# converted. Calendar features use local time when ``data.timezone`` is set; forecasts come out
+# with an offset when the input had one or ``data.timezone`` is set (see :func:`output_zone`).
+
+_OFFSET = r"(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
 def as_of_timestamp(as_of) -> pd.Timestamp:
     """A cut-off ``T`` (str, datetime, Timestamp; tz-aware is converted to UTC) as a naive UTC Timestamp.
 
@@ -116,16 +136,147 @@ def as_of_timestamp(as_of) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
+def to_utc_naive(values: pd.Series) -> pd.Series:
+    """A datetime column on the pipeline's clock: tz-aware -> UTC, offset dropped; naive unchanged."""
+    values = pd.to_datetime(values)
+    return values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
+
+
+def utc_offsets(values: pd.Series) -> pd.Series:
+    """The UTC offset written at the end of each timestamp string (``Z``, ``+10:00``), ``none`` without one."""
+    text = values.astype("string")
+    return text.str.extract(_OFFSET, expand=False).fillna("none").astype(object)
+
+
+def mixed_offsets(values: pd.Series, where: str = "data") -> list[str]:
+    """Located examples when a timestamp column mixes UTC offsets (or offsets and none); ``[]`` when it does not.
+
+    One example per offset: the first line (``index + 2``, the file line of a raw frame) that has it.
+    """
+    present = values[values.notna()]
+    offsets = utc_offsets(present)
+    firsts = offsets.drop_duplicates()
+    if len(firsts) < 2:
+        return []
+    return [f"{where}, line {int(i) + 2}: {present[i]!r} (offset {offsets[i]})" for i in firsts.index]
+
+
+def output_zone(spec, values: pd.Series | None = None) -> str | None:
+    """The zone forecasts are written in: ``spec.timezone``, else ``UTC`` when the input timestamps
+    carried an offset, else ``None`` (naive in, naive out)."""
+    zone = getattr(spec, "timezone", None)
+    if zone:
+        return zone
+    if values is None:
+        return None
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "UTC" if values.dt.tz is not None else None
+    first = values[values.notna()]
+    return "UTC" if len(first) and utc_offsets(first.iloc[:1]).iat[0] != "none" else None
+
+
+def in_zone(values: pd.Series, zone: str | None) -> pd.Series:
+    """Naive UTC datetimes -> tz-aware in ``zone`` (unchanged when ``zone`` is ``None``)."""
+    return values if zone is None else pd.to_datetime(values).dt.tz_localize("UTC").dt.tz_convert(zone)
+
+
+def parse_timestamps(frame: pd.DataFrame, spec, where: str = "data", strict: bool = True) -> pd.Series:
+    """The timestamp column of a raw frame -> naive ``datetime64`` on the pipeline's clock (see above).
+
+    The one timestamp parser (validation, the served model, monitoring, replay, scenarios).
+    Vectorised: with ``spec.timestamp_format`` every value is parsed with that format, without it
+    the format pandas infers from the first value (``pd.to_datetime``), never row by row.
+
+    Args:
+        frame: raw rows; index = file row. Strings are parsed as above; an already typed
+            datetime column is taken to be on the pipeline's clock (naive: unchanged; aware: to UTC).
+        spec: ``timestamp_column`` and optionally ``timestamp_format``, ``timezone`` and
+            ``series_id_column`` (a :class:`~pipeline.core.config.DataConfig` or a fitted Preprocessor).
+        where: names the data in error messages.
+        strict: refuse what does not parse; lenient (``False``) gives ``NaT`` for it and reads
+            mixed offsets as instants (for cut-offs taken before validation names the rows).
+
+    Returns:
+        ``datetime64`` Series, same index; ``NaT`` where the value is missing.
+
+    Raises:
+        DataQualityError (strict): a value does not parse (line and expected format named), the
+            column mixes UTC offsets, or a naive local time does not exist / is ambiguous in
+            ``spec.timezone`` at a DST change.
+    """
+    col, fmt = spec.timestamp_column, getattr(spec, "timestamp_format", None)
+    values = frame[col]
+    if pd.api.types.is_datetime64_any_dtype(values):  # already typed: on the pipeline's clock (aware: converted)
+        return to_utc_naive(values)
+    else:
+        mixed = mixed_offsets(values, where)
+        if mixed and strict:
+            raise DataQualityError(
+                f"{where}: column {col!r} mixes UTC offsets ({'; '.join(mixed)}); expected one offset for the "
+                "whole column (e.g. UTC) or naive local times with data.timezone"
+            )
+        present = values[values.notna()]
+        aware = bool(len(present)) and (utc_offsets(present) != "none").any()
+        if aware and fmt and "%z" not in fmt and not fmt.endswith("Z"):
+            fmt = "ISO8601"  # a format without %z describes naive timestamps; offsets are read as ISO 8601
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            parsed = pd.to_datetime(values, format=fmt, utc=aware, errors="coerce")
+        if any("Could not infer format" in str(w.message) for w in caught):
+            log.warning(
+                "%s: the format of %r could not be inferred, so timestamps are parsed one by one (slow); set data.timestamp_format",
+                where, present.iat[0] if len(present) else None,
+            )
+        bad = parsed.isna() & values.notna()
+        if bad.any() and strict:
+            i = bad.idxmax()
+            expected = f"the format {fmt!r} (data.timestamp_format)" if fmt else f"the format of line {int(present.index[0]) + 2} ({present.iat[0]!r})"
+            raise DataQualityError(
+                f"{where}, line {int(i) + 2}: column {col!r} has {values[i]!r}, which is not a timestamp in {expected}; "
+                f"{int(bad.sum())} value(s) do not parse (set data.timestamp_format to name the format)"
+            )
+    if aware:
+        return parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    zone = getattr(spec, "timezone", None)
+    return _local_to_utc(parsed, frame, spec, zone, where, strict) if zone else parsed
+
+
+def _local_to_utc(naive: pd.Series, frame: pd.DataFrame, spec, zone: str, where: str, strict: bool) -> pd.Series:
+    """Naive local times in ``zone`` -> naive UTC, per series in file order (DST repeats told apart by order)."""
+    sid = getattr(spec, "series_id_column", None)
+    keys = frame[sid].astype(str) if sid and sid in frame else pd.Series("", index=frame.index)
+    out = pd.Series(pd.NaT, index=naive.index, dtype=naive.dtype)
+    for _, idx in naive[naive.notna()].groupby(keys[naive.notna()], sort=False).groups.items():
+        part = pd.DatetimeIndex(naive.loc[idx])
+        try:
+            local = part.tz_localize(zone, ambiguous="infer", nonexistent="raise")
+        except ValueError:
+            local = part.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+            if strict:
+                i = idx[int(np.flatnonzero(local.isna())[0])]
+                gone = part.tz_localize(zone, ambiguous=np.zeros(len(part), bool), nonexistent="NaT").isna()
+                why = (
+                    "does not exist there (the clocks jump forward at the DST start)" if gone[idx.get_loc(i)]
+                    else "is ambiguous there (the hour repeats at the DST end) and file order does not tell which is which"
+                )
+                raise DataQualityError(
+                    f"{where}, line {int(i) + 2}: local time {str(frame[spec.timestamp_column][i])!r} in data.timezone={zone!r} {why}; "
+                    "expected local times that exist once, or timestamps written with their UTC offset"
+                ) from None
+        out.loc[idx] = local.tz_convert("UTC").tz_localize(None)
+    return out
+
+
 def rows_before(raw: pd.DataFrame, spec, as_of) -> pd.DataFrame:
     """The raw rows observed before ``as_of`` (``ds < T``), as of ``T``.
 
     Rows whose timestamp does not parse are kept, so validation can name them.
-    ``spec`` has ``timestamp_column`` (and optionally ``timestamp_format``).
+    ``spec`` has ``timestamp_column`` (and optionally ``timestamp_format``, ``timezone``).
     """
     col = spec.timestamp_column
     if col not in raw.columns:
         return raw
-    ts = pd.to_datetime(raw[col], format=getattr(spec, "timestamp_format", None), errors="coerce")
+    ts = parse_timestamps(raw, spec, strict=False)
     return raw[ts.isna() | (ts < as_of_timestamp(as_of))]
 
 
@@ -139,7 +290,7 @@ def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
     for col in (spec.timestamp_column, spec.target_column, *spec.covariates):
         try:
             if col == spec.timestamp_column:
-                out[col] = pd.to_datetime(raw[col], format=getattr(spec, "timestamp_format", None))
+                out[col] = parse_timestamps(raw, spec, where)
             else:
                 out[col] = pd.to_numeric(raw[col]).astype("float64")
         except (ValueError, TypeError) as exc:
@@ -204,10 +355,13 @@ def long_to_raw(long: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     """Long frame ``unique_id, ds, y`` (+ covariates) -> the raw columns of the input CSV: what a
     user sends the served model (the inverse of :func:`raw_to_long` on the grid).
 
-    Timestamps are written as ``%Y-%m-%d %H:%M:%S`` strings, the series id only when the config
-    names a series-id column. Rows without a timestamp are dropped; the index is ``0..n-1``.
+    Timestamps are written as ``%Y-%m-%d %H:%M:%S`` strings (``%Y-%m-%dT%H:%M:%S+00:00`` when
+    ``data.timezone`` is set: ``ds`` is UTC then, and a naive string would read as local time), the
+    series id only when the config names a series-id column. Rows without a timestamp are dropped;
+    the index is ``0..n-1``.
     """
-    frame = pd.DataFrame({data.timestamp_column: long[schema.DS].dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()})
+    layout = "%Y-%m-%dT%H:%M:%S+00:00" if data.timezone else "%Y-%m-%d %H:%M:%S"
+    frame = pd.DataFrame({data.timestamp_column: long[schema.DS].dt.strftime(layout).to_numpy()})
     frame[data.target_column] = long[schema.Y].to_numpy()
     for col in (*data.covariates, *data.categorical_covariates):
         frame[col] = long[col].to_numpy()

@@ -73,6 +73,10 @@ class Preprocessor:
     scaler_state: dict[str, list[float]]
     feature_names: list[str]
     split_boundaries: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: how the served model parses timestamps (:func:`pipeline.data.io.parse_timestamps`)
+    timestamp_format: str | None = None
+    #: ``data.timezone``: naive input is local time there; calendar features use local time
+    timezone: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -222,7 +226,10 @@ def _calendar_value(ds: pd.Series, name: str) -> np.ndarray:
     return getattr(ds.dt, name).to_numpy(dtype=np.float64)
 
 
-def _calendar(ds: pd.Series, names: list[str]) -> list[np.ndarray]:
+def _calendar(ds: pd.Series, names: list[str], zone: str | None = None) -> list[np.ndarray]:
+    """sin/cos of each calendar value; ``ds`` is naive UTC when ``zone`` is set, read in local time there."""
+    if zone and names:
+        ds = ds.dt.tz_localize("UTC").dt.tz_convert(zone)
     blocks = []
     for name in names:
         angle = 2 * np.pi * _calendar_value(ds, name) / _CALENDAR_PERIOD[name]
@@ -239,7 +246,7 @@ def design_matrix(part: pd.DataFrame, prep: Preprocessor, where: str = "data") -
         DataQualityError: an unseen categorical level, or a negative target under ``log1p``.
     """
     numeric = prep.scaler().transform(_numeric_block(part, prep.target_transform, prep.covariates, where))
-    blocks = [numeric, *_one_hot(part, prep.categorical_levels, where), *_calendar(part[schema.DS], prep.calendar_features)]
+    blocks = [numeric, *_one_hot(part, prep.categorical_levels, where), *_calendar(part[schema.DS], prep.calendar_features, prep.timezone)]
     return np.column_stack(blocks).astype(np.float32)
 
 
@@ -414,6 +421,7 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
         categorical_levels=levels, calendar_features=list(calendar), target_transform=f.target_transform,
         max_gap=d.max_gap, scaler_kind=f.scaler, scaler_state=_fit_scaler(f.scaler, numeric),
         feature_names=_feature_names(cfg, levels, calendar), split_boundaries=bounds,
+        timestamp_format=d.timestamp_format, timezone=d.timezone,
     )  # fmt: skip
 
 

@@ -49,7 +49,7 @@ from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import MonitoringError, SchemaValidationError
 from pipeline.core.seasons import season_length
-from pipeline.data.io import long_to_raw
+from pipeline.data.io import long_to_raw, to_utc_naive
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 log = logging.getLogger(__name__)
@@ -158,12 +158,12 @@ def read_observations(cfg: PipelineConfig, as_of, start, data_path: Path | None 
         value, ISO or ``None``), ``rows``, and on a failed validation ``failures`` (each with
         file line numbers); then ``long`` is ``None``.
     """
-    from pipeline.data.io import as_of_timestamp, read_raw, rows_before
+    from pipeline.data.io import as_of_timestamp, parse_timestamps, read_raw, rows_before
     from pipeline.data.validation import validate_frame
 
     d, T = cfg.data, as_of_timestamp(as_of)
     raw = rows_before(read_raw(d, data_path), d, T)
-    ts = pd.to_datetime(raw[d.timestamp_column], format=d.timestamp_format, errors="coerce") if d.timestamp_column in raw else None
+    ts = parse_timestamps(raw, d, strict=False) if d.timestamp_column in raw else None
     has_y = pd.to_numeric(raw[d.target_column], errors="coerce").notna() if d.target_column in raw else None
     last = ts[has_y].max() if ts is not None and has_y is not None else None
     info: dict[str, Any] = {"last_observed": None if last is None or pd.isna(last) else last.isoformat()}
@@ -195,6 +195,7 @@ def _since(cfg: PipelineConfig, store, T: pd.Timestamp, since) -> pd.Timestamp:
 
 def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name: str, since, T) -> pd.DataFrame:
     frame = model.predict(None, history, params={"origins": "all", "origin_start": since.isoformat(), "origin_end": T.isoformat()})
+    frame["origin"], frame[schema.DS] = to_utc_naive(frame["origin"]), to_utc_naive(frame[schema.DS])  # the store's clock
     return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
 
 

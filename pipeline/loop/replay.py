@@ -38,7 +38,7 @@ import pandas as pd
 
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import ConfigError, DataLoadError, PipelineError
 from pipeline.loop.scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,11 @@ def rows_before_copy(cfg: PipelineConfig, data_path: Path, as_of: pd.Timestamp, 
     inputs, so two replays whose data agree before ``as_of`` share one training run (same
     data sha256, same run fingerprint).
     """
-    from pipeline.data.io import read_raw
+    from pipeline.data.io import parse_timestamps, read_raw
     from pipeline.loop.scenarios import write_scenario_data
 
     raw = read_raw(cfg.data, data_path)
-    ds = pd.to_datetime(raw[cfg.data.timestamp_column], format=cfg.data.timestamp_format, errors="coerce")
+    ds = parse_timestamps(raw, cfg.data, strict=False)
     keep = (ds < as_of) & (ds >= since) if since is not None else ds < as_of
     return write_scenario_data(raw[keep.to_numpy()], target)
 
@@ -245,7 +245,7 @@ def prepare_data(cfg: PipelineConfig, spec: ReplaySpec, folder: Path) -> Path:
     raw = read_raw(cfg.data)
     inject = spec.inject_at if spec.inject_at is not None else spec.start
     drifted = apply_scenario(
-        raw, spec.scenario, inject, cfg.data.timestamp_column, cfg.data.target_column, cfg.data.timestamp_format
+        raw, spec.scenario, inject, cfg.data.timestamp_column, cfg.data.target_column, cfg.data.timestamp_format, cfg.data.timezone
     )
     return write_scenario_data(drifted, artifacts.REPLAY_DATA.at(folder))
 
@@ -564,11 +564,12 @@ def _events(ax, ts: pd.Series, timeline: pd.DataFrame, inject_at) -> None:
 def _timestamp(text: str | None, what: str) -> pd.Timestamp | None:
     if text is None:
         return None
+    from pipeline.data.io import as_of_timestamp
+
     try:
-        ts = pd.Timestamp(text)
-    except ValueError as exc:
+        return as_of_timestamp(text)
+    except DataLoadError as exc:
         raise ReplayError(f"replay {what}: expected a timestamp such as '2014-07-01 00:00', found {text!r}") from exc
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
 def summary_text(summary: dict[str, Any]) -> str:

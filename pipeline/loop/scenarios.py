@@ -29,6 +29,7 @@ Scenarios are declared in small YAML files under ``configs/scenarios/<name>.yaml
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.core.errors import ConfigError, DataQualityError
+from pipeline.data.io import as_of_timestamp, parse_timestamps
 
 #: folder of the shipped scenario files
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
@@ -127,6 +129,7 @@ def apply_scenario(
     timestamp_column: str,
     target_column: str,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
 ) -> pd.DataFrame:
     """Return a copy of ``raw`` with ``scenario`` applied to rows whose timestamp is ``>= inject_at``.
 
@@ -134,7 +137,8 @@ def apply_scenario(
         raw: raw frame, every column ``object``/``str`` with ``NaN`` for empty cells; not modified.
         scenario: the fault; ``scenario.column`` ``None`` targets ``target_column``.
         inject_at: first affected timestamp (same clock as the data).
-        timestamp_column, timestamp_format: how to parse the timestamps (format ``None``: inferred).
+        timestamp_column, timestamp_format, timezone: how to parse the timestamps
+            (:func:`pipeline.data.io.parse_timestamps`; format ``None``: inferred).
 
     Returns:
         A new frame, same shape, columns and row order. Only cells of the scenario's column at
@@ -154,10 +158,11 @@ def apply_scenario(
             raise DataQualityError(
                 f"scenario {sc.name!r}: expected column {col!r} in the data, found columns {list(raw.columns)}"
             )
-    ds = pd.to_datetime(raw[timestamp_column], format=timestamp_format, errors="coerce")
+    spec = SimpleNamespace(timestamp_column=timestamp_column, timestamp_format=timestamp_format, timezone=timezone)
+    ds = parse_timestamps(raw, spec, where=f"scenario {sc.name!r}")
     if ds.isna().any():
         row = int(np.flatnonzero(ds.isna().to_numpy())[0])
-        raise DataQualityError(f"scenario {sc.name!r}: unparseable timestamp {raw[timestamp_column].iloc[row]!r} at row {row}")
+        raise DataQualityError(f"scenario {sc.name!r}, line {row + 2}: expected a timestamp in column {timestamp_column!r}, found none")
     values = pd.to_numeric(raw[column], errors="coerce")
     bad = values.isna() & raw[column].notna()
     if bad.any():
@@ -165,7 +170,7 @@ def apply_scenario(
         raise DataQualityError(
             f"scenario {sc.name!r}: expected numbers in column {column!r}, found {raw[column].iloc[row]!r} at row {row}"
         )
-    start = pd.Timestamp(inject_at)
+    start = as_of_timestamp(inject_at)
     hit = (ds >= start).to_numpy() & values.notna().to_numpy()
     if not hit.any():
         return out

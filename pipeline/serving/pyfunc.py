@@ -152,14 +152,17 @@ def _last_origin_starts(fs: FeatureSet) -> np.ndarray:
 
 
 def _in_range(fs: FeatureSet, starts: np.ndarray, start: str, end: str) -> np.ndarray:
+    from pipeline.core.errors import DataLoadError
+    from pipeline.data.io import as_of_timestamp
+
     origin_ds = fs.ds[starts + fs.prep.lookback - 1]
     keep = np.ones(len(starts), dtype=bool)
-    try:
+    try:  # on the pipeline's clock: naive is UTC, an offset is converted
         if start:
-            keep &= origin_ds >= np.datetime64(pd.Timestamp(start))
+            keep &= origin_ds >= as_of_timestamp(start).to_datetime64()
         if end:
-            keep &= origin_ds < np.datetime64(pd.Timestamp(end))
-    except ValueError as exc:
+            keep &= origin_ds < as_of_timestamp(end).to_datetime64()
+    except DataLoadError as exc:
         raise DataQualityError(f"params origin_start/origin_end: expected ISO timestamps, found {start!r}/{end!r}") from exc
     return starts[keep]
 
@@ -227,10 +230,15 @@ class ForecastModel(PythonModel):
         return self.forecaster.predict_windows(x)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from pipeline.data.io import in_zone, output_zone
+
         fs = transform(history_to_long(model_input, self.prep), self.prep)
         starts = forecast_starts(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
         frame = forecast_frame(fs, starts, self.predict_windows(x))
+        zone = output_zone(self.prep, pd.DataFrame(model_input).get(self.prep.timestamp_column))
+        if zone:  # offset in, offset out (``data.timezone``, else UTC): the same instants, written with their offset
+            frame[ORIGIN], frame[schema.DS] = in_zone(frame[ORIGIN], zone), in_zone(frame[schema.DS], zone)
         warnings = range_warnings(x, self.prep, [fs.series_ids[k] for k in fs.series[starts]])
         if warnings:  # the result says so too: a ``warning`` column appears only then
             log.warning("forecast inputs out of the training range: %s", "; ".join(warnings))

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from pipeline.core import artifacts
 from pipeline.core.errors import StoreError
+from pipeline.data.io import as_of_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,7 @@ def default_store_url(artifact_root: Path) -> str:
 
 def _ts(value) -> Any:
     """Anything timestamp-like -> naive UTC ``datetime`` (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.to_pydatetime()
+    return None if value is None else as_of_timestamp(value).to_pydatetime()
 
 
 def _json(value: Any) -> str:
