@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--since", help="first origin to forecast (default: the previous check's T, at most one window back)")
     monitor.add_argument("--out-dir", type=Path, help="where the check's files go (default <artifact_root>/monitoring/<check id>)")
     monitor.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    published = sub.add_parser("forecasts", help="print the published (champion) forecasts of a period as CSV")
+    published = sub.add_parser("forecasts", help="print the published (champion) forecasts of a period as CSV (UTC; data.timezone when set)")
     published.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
     published.add_argument("--since", help="first origin (inclusive, ISO timestamp)")
     published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
@@ -169,7 +169,12 @@ def _monitor(cfg, args) -> int:
 def _forecasts(cfg, args) -> int:
     from pipeline.store.sql import store_for
 
+    from pipeline.data.io import in_zone
+
     frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
+    for col in ("origin", "ds", "as_of"):  # the store holds UTC; shown in data.timezone (with its offset) when set
+        if col in frame and cfg.data.timezone:
+            frame[col] = in_zone(frame[col], cfg.data.timezone)
     frame.to_csv(sys.stdout, index=False)
     if args.json:
         print(json.dumps({"rows": len(frame), "since": args.since, "until": args.until, "alias": args.alias}))
