@@ -74,7 +74,7 @@ def lstm_training():
         if ctx.get("dag_run") and (ctx["dag_run"].conf or {}).get("check_id"):  # a monitoring trigger
             from pipeline.loop.monitoring import retrain_config
 
-            cfg = retrain_config(cfg)  # monitoring.retrain_recent_steps (default 0: unchanged)
+            cfg = retrain_config(cfg)  # retrain.mode (default refit: train through T up to a validation tail)
         run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
         path = save_resolved(cfg, artifacts.resolved_config_path(run))
         return {"config": str(path), "run_dir": str(run), "as_of": params.get("as_of")}

@@ -167,9 +167,8 @@ def _monitor(cfg, args) -> int:
 
 
 def _forecasts(cfg, args) -> int:
-    from pipeline.store.sql import store_for
-
     from pipeline.data.io import in_zone
+    from pipeline.store.sql import store_for
 
     frame = store_for(cfg).published(cfg.mlflow.registered_model_name, args.since, args.until, alias=args.alias)
     for col in ("origin", "ds", "as_of"):  # the store holds UTC; shown in data.timezone (with its offset) when set

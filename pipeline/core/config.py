@@ -151,9 +151,16 @@ class FeaturesConfig(_Section):
     #: test are the parts just before them); 0 = the plain chronological split. A retrain
     #: triggered by monitoring sets it from ``monitoring.retrain_recent_steps``
     recent_train_steps: Int = Field(0, ge=0)
+    #: > 0: the refit protocol of a triggered retrain (``retrain.mode: refit``): the last this
+    #: many steps of each series are the validation part (early stopping) and are also scored
+    #: as the test part (the gate's sanity check); everything before is training. The
+    #: fractions are then unused. Set by :func:`pipeline.loop.monitoring.retrain_config`
+    validation_tail_steps: Int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _fractions(self) -> FeaturesConfig:
+        if self.validation_tail_steps and self.recent_train_steps:
+            raise ValueError("features.validation_tail_steps (refit protocol) and features.recent_train_steps exclude each other; set one")
         if self.validation_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 f"validation_fraction + test_fraction must leave at least 10% for training, "
@@ -352,6 +359,27 @@ class MonitoringConfig(_Section):
         return _timedelta(value, f"monitoring.{info.field_name}")
 
 
+class RetrainConfig(_Section):
+    """How a retrain triggered by monitoring (or a replay policy) trains and is judged (docs/LOOP.md 8).
+
+    The scheduled (untriggered) training keeps the chronological train / validation / test split.
+    """
+
+    #: ``refit``: train on all history before ``T`` up to a short validation tail just before
+    #: ``T`` (early stopping; also the gate's sanity check); no test part from the past: the
+    #: question is the model's skill after ``T``, which the canary's shadow scoring answers.
+    #: ``scheduled``: the scheduled protocol (its test part holds the days before ``T``, the
+    #: post-fault days a retrain needs to learn from; ``monitoring.retrain_recent_steps`` applies)
+    mode: Literal["refit", "scheduled"] = "refit"
+    #: steps in the validation tail; default ``max(4 x h, one week of steps)``
+    #: (:func:`pipeline.loop.monitoring.validation_tail_steps`)
+    validation_steps: Int | None = Field(None, ge=1)
+    #: the gate for a refit challenger: its RMSE on the tail must be <= (1 - m) x the best
+    #: baseline's there. Default 0 (no worse than the baselines): a sanity check; the canary
+    #: then decides against the champion on live origins
+    min_relative_improvement: Float = Field(0.0, ge=-1, lt=1)
+
+
 class PipelineConfig(_Section):
     """The whole use case. Build it with :func:`load_config`."""
 
@@ -367,6 +395,7 @@ class PipelineConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     run: RunConfig = RunConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    retrain: RetrainConfig = RetrainConfig()
     #: the file this config was read from (set by load_config)
     source: Path | None = None
 

@@ -370,11 +370,22 @@ def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int, int]:
     """Rows where validation, test and the recent training part start, for a series of ``n`` rows.
 
     The fractions apply to the rows before the last ``features.recent_train_steps`` rows
-    (those go back into the training part; ``n`` when there are none).
+    (those go back into the training part; ``n`` when there are none). With
+    ``features.validation_tail_steps`` (the refit protocol) validation and test both start
+    ``validation_tail_steps`` rows before the end: one tail, scored twice.
 
     Raises:
-        DataQualityError: ``recent_train_steps`` leaves too few rows for the other parts.
+        DataQualityError: ``recent_train_steps`` or ``validation_tail_steps`` leaves too few rows for the other parts.
     """
+    tail = cfg.features.validation_tail_steps
+    if tail:
+        need = 2 * (cfg.features.lookback + cfg.features.horizon)
+        if n - tail < need or tail < cfg.features.horizon:
+            raise DataQualityError(
+                f"features.validation_tail_steps ({tail}) leaves {n - tail} of {n} steps for training; expected at least "
+                f"2 x (lookback + horizon) = {need} before the tail, and a tail of at least horizon = {cfg.features.horizon} steps"
+            )
+        return n - tail, n - tail, n
     recent = cfg.features.recent_train_steps
     m = n - recent
     if recent and m < 2 * (cfg.features.lookback + cfg.features.horizon):
@@ -408,6 +419,8 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
         bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row])}
         if recent_row < len(part):  # the recent training part (absent: plain chronological split)
             bounds[str(uid)]["recent_start"] = str(part[schema.DS].iat[recent_row])
+        if cfg.features.validation_tail_steps:  # refit protocol: the test part is the validation tail
+            bounds[str(uid)]["test_is_validation"] = "true"
     train = pd.concat(train_parts)
     levels = {
         col: list(d.categorical_levels.get(col) or sorted(train[col].dropna().unique().tolist()))
@@ -512,9 +525,10 @@ def _split_starts(fs: FeatureSet, series_len: dict[int, int], prep: Preprocessor
     recent_start = _recent_starts(prep, fs.series_ids)
     k = fs.series[s]
     recent = ds[first] >= recent_start[k]  # targets in the recent training part (its inputs may reach back into test)
+    tail = np.array([prep.split_boundaries[u].get("test_is_validation") == "true" for u in fs.series_ids])[k]
     split_of = {
         "train": (ds[last - 1] < val_start[k]) | recent,
-        "val": (ds[first] >= val_start[k]) & (ds[last - 1] < test_start[k]),
+        "val": (ds[first] >= val_start[k]) & ((ds[last - 1] < test_start[k]) | tail),
         "test": (ds[first] >= test_start[k]) & (ds[last - 1] < recent_start[k]),
     }
     out = {name: s[m] for name, m in split_of.items()}

@@ -48,7 +48,7 @@ import pandas as pd
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import MonitoringError, SchemaValidationError
-from pipeline.core.seasons import season_length
+from pipeline.core.seasons import season_length, steps_per_week
 from pipeline.data.io import long_to_raw, to_utc_naive
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
@@ -512,17 +512,43 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     return check
 
 
-def retrain_config(cfg: PipelineConfig) -> PipelineConfig:
-    """The config a retrain triggered by monitoring trains with.
+def validation_tail_steps(cfg: PipelineConfig) -> int:
+    """``retrain.validation_steps``, or ``max(4 x h, one week of data.freq steps)`` when unset.
 
-    ``features.recent_train_steps = monitoring.retrain_recent_steps`` when that is set (the
-    most recent days, those that show a fault, go into the training part instead of all
-    into the test part); otherwise ``cfg`` itself.
+    Four horizons give at least ``3h + 1`` fully observed validation windows for early
+    stopping; a week covers the daily and weekly cycles once, so the tail is not one kind of day.
     """
+    return cfg.retrain.validation_steps or max(4 * cfg.features.horizon, steps_per_week(cfg.data.freq))
+
+
+def retrain_config(cfg: PipelineConfig) -> PipelineConfig:
+    """The config a retrain triggered by monitoring (or a replay policy) trains with (docs/LOOP.md 8).
+
+    ``retrain.mode: refit`` (default): ``features.validation_tail_steps`` =
+    :func:`validation_tail_steps` (train through ``T`` up to the tail; the tail validates and is
+    the sanity-check test part) and the gate's margin = ``retrain.min_relative_improvement``.
+    ``scheduled``: ``features.recent_train_steps = monitoring.retrain_recent_steps`` when that
+    is set (the most recent days go into the training part), otherwise ``cfg`` itself.
+    """
+    if cfg.retrain.mode == "refit":
+        features = cfg.features.model_copy(update={"validation_tail_steps": validation_tail_steps(cfg), "recent_train_steps": 0})
+        gate = cfg.gate.model_copy(update={"min_relative_improvement": cfg.retrain.min_relative_improvement})
+        return cfg.model_copy(update={"features": features, "gate": gate})
     steps = cfg.monitoring.retrain_recent_steps
     if not steps:
         return cfg
     return cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": steps})})
+
+
+def retrain_tags(tcfg: PipelineConfig) -> dict[str, str]:
+    """What a triggered training run records about its protocol (MLflow tags)."""
+    f = tcfg.features
+    tags = {"retrain.mode": tcfg.retrain.mode}
+    if f.validation_tail_steps:
+        tags["retrain.validation_steps"] = str(f.validation_tail_steps)
+    if f.recent_train_steps:
+        tags["recent_train_steps"] = str(f.recent_train_steps)
+    return tags
 
 
 def _conf(cfg: PipelineConfig, check: dict) -> dict[str, Any]:

@@ -310,12 +310,11 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
     }
     if check["decision"] == "retrain":
         conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
-        from pipeline.loop.monitoring import retrain_config
+        from pipeline.loop.monitoring import retrain_config, retrain_tags
 
         tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
-        tcfg = retrain_config(cfg)  # monitoring.retrain_recent_steps: the latest days go into the training part
-        if tcfg is not cfg:
-            tags["recent_train_steps"] = str(tcfg.features.recent_train_steps)
+        tcfg = retrain_config(cfg)  # retrain.mode: refit (default) or the scheduled protocol
+        tags.update(retrain_tags(tcfg))
         out = train_as_of(tcfg, stages, replay_id, as_of, data_path, tags)
         row.update(
             trained_run=Path(out.get("run_dir", "")).name or None,

@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.core import schema
 from pipeline.core.config import load_config
+from pipeline.core.errors import DataQualityError
 from pipeline.data.io import read_raw
 from pipeline.data.validation import run_validation, validate_frame
 from pipeline.features.windowing import build_features, load_features, run_features, window_starts
@@ -161,6 +162,23 @@ def test_recent_train_steps_put_the_last_rows_into_the_training_part(make_case):
     # the scaler sees the recent rows too
     train = pd.concat([long.iloc[:67], long.iloc[96:]])
     np.testing.assert_allclose(fs.prep.scaler_state["mean_"], [train["y"].mean(), train["temp"].mean()])
+
+
+def test_a_validation_tail_is_validated_and_scored_as_the_test_part(make_case):
+    """The refit protocol: train on everything before the tail; the tail's windows are both val and test."""
+    long, cfg = _long(make_case)
+    tail_cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"validation_tail_steps": 24})})
+    fs = build_features(long, tail_cfg)
+    ds, L, H = long[schema.DS].to_numpy(), cfg.features.lookback, cfg.features.horizon
+    bounds = fs.prep.split_boundaries["series_0"]
+    assert bounds["val_start"] == bounds["test_start"] == str(long[schema.DS].iat[96]) and bounds["test_is_validation"] == "true"
+    np.testing.assert_array_equal(fs.starts["val"], fs.starts["test"])
+    assert len(fs.starts["val"]) == 24 - H + 1 and (ds[fs.starts["val"] + L] >= ds[96]).all()
+    assert (ds[fs.starts["train"] + L + H - 1] < ds[96]).all() and len(fs.starts["train"]) == 96 - L - H + 1
+    np.testing.assert_allclose(fs.prep.scaler_state["mean_"], [long["y"].iloc[:96].mean(), long["temp"].iloc[:96].mean()])
+    short = cfg.model_copy(update={"features": cfg.features.model_copy(update={"validation_tail_steps": 100})})
+    with pytest.raises(DataQualityError, match=r"validation_tail_steps \(100\) leaves 20 of 120 steps"):
+        build_features(long, short)
 
 
 def test_recent_train_steps_that_leave_no_room_are_refused(make_case):

@@ -198,7 +198,16 @@ def test_naive_ratio_scales_the_threshold_and_a_missing_naive_rmse_never_fires(c
     assert _threshold(cfg, _state(naive_rmse=0.1)) == pytest.approx(2.0)  # the default stays the mission's rule
 
 
+def test_retrain_config_refits_through_T_by_default(cfg):
+    tcfg = retrain_config(cfg)
+    assert tcfg.features.validation_tail_steps == max(4 * cfg.features.horizon, 168) and tcfg.gate.min_relative_improvement == 0.0
+    assert cfg.features.validation_tail_steps == 0 and cfg.gate.min_relative_improvement == 0.05  # the scheduled protocol is untouched
+    tuned = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"validation_steps": 30, "min_relative_improvement": -0.1})})
+    assert retrain_config(tuned).features.validation_tail_steps == 30 and retrain_config(tuned).gate.min_relative_improvement == -0.1
+
+
 def test_retrain_config_puts_recent_steps_into_training_only_when_set(cfg):
+    cfg = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"mode": "scheduled"})})
     assert retrain_config(cfg) is cfg
     on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"retrain_recent_steps": 48})})
     assert retrain_config(on).features.recent_train_steps == 48 and on.features.recent_train_steps == 0

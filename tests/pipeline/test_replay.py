@@ -221,12 +221,29 @@ def test_cli_replay_bad_options_exit_with_the_reason(cfg, capsys):
     assert "shipped scenarios" in capsys.readouterr().err
 
 
-def test_a_triggered_retrain_trains_with_the_recent_steps_the_initial_one_without(cfg):
-    class Recording(LoopStages):
-        def train(self, cfg, as_of, data_path, run_path, tags):
-            self.calls.append(("recent", cfg.features.recent_train_steps, tags.get("recent_train_steps")))
-            return super().train(cfg, as_of, data_path, run_path, tags)
+class Recording(LoopStages):
+    def train(self, cfg, as_of, data_path, run_path, tags):
+        f = cfg.features
+        self.calls.append(("recent", f.recent_train_steps, tags.get("recent_train_steps")))
+        self.calls.append(("protocol", f.validation_tail_steps, cfg.gate.min_relative_improvement, tags.get("retrain.mode")))
+        return super().train(cfg, as_of, data_path, run_path, tags)
 
+
+def _scheduled(cfg):
+    return cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"mode": "scheduled"})})
+
+
+def test_a_triggered_retrain_refits_through_T_the_initial_one_keeps_the_split(cfg):
+    loop = Recording()
+    summary = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
+    protocol = [c[1:] for c in loop.calls if c[0] == "protocol"]
+    # initial champion: the scheduled split and gate; the retrain: a one-week tail (168 h > 4 x h), a no-worse gate
+    assert protocol == [(0, 0.05, None), (168, 0.0, "refit")]
+    assert loop.versions[2]["tags"]["retrain.validation_steps"] == "168" and summary["registrations"] == 1
+
+
+def test_a_triggered_retrain_trains_with_the_recent_steps_the_initial_one_without(cfg):
+    cfg = _scheduled(cfg)
     on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"retrain_recent_steps": 36})})
     loop = Recording()
     summary = run_replay(on, _spec(), stages=loop.stages(), progress=False)
