@@ -28,7 +28,7 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 #: flags that take a timestamp: checked before anything runs, so a bad one is a usage error naming the flag
-TIME_FLAGS = ("as_of", "since", "until", "start", "end", "inject_at")
+TIME_FLAGS = ("as_of", "since", "until", "start", "end", "inject_at", "incident_at")
 #: exit code when stdout's reader went away early (``| head``), as a shell tool killed by SIGPIPE
 EXIT_PIPE_CLOSED = 141
 
@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--end", required=True, help="last tick T1")
     replay.add_argument("--scenario", default="none", help="a name under configs/scenarios/ or a scenario YAML file")
     replay.add_argument("--inject-at", help="when the fault starts (default: --start)")
+    replay.add_argument("--incident-at", help="a fault already in the data began here: inject nothing (--scenario none), measure from here")
+    replay.add_argument("--policy", default="rule", help="what triggers a retrain: never | periodic:<every> (e.g. periodic:7D) | rule (default) | oracle[:<lag>]")
     replay.add_argument("--step", help="tick step such as 1D or 6h (default: monitoring.schedule)")
     replay.add_argument("--history", help="train on this much history before T only, e.g. 180D (default: all)")
     replay.add_argument("--replay-id", help="folder name under <artifact_root>/replay/ (default: from the parameters)")

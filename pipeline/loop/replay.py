@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core import artifacts
@@ -57,6 +59,73 @@ class ReplayError(PipelineError):
 Check = Callable[..., dict]
 Train = Callable[..., dict]
 Canary = Callable[..., dict]
+Promote = Callable[..., dict]
+#: the window over which a promotion is judged afterwards (``worse_promotions``) and after
+#: which the post-fault RMSE counts as settled (``rmse_post_fault_settled``)
+SETTLE_WINDOW = pd.Timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What triggers a retrain in a replay; every policy runs the same stage functions.
+
+    - ``never``: the initial champion serves throughout (no training);
+    - ``periodic:<every>``: retrain every ``<every>`` since the last training, through the canary
+      (what teams do today);
+    - ``rule``: the monitoring rule as configured (the default);
+    - ``oracle[:<lag>]``: one retrain at the incident plus ``<lag>`` (default ``3D``), promoted
+      without a canary: what perfect detection buys.
+    """
+
+    kind: str = "rule"
+    every: pd.Timedelta | None = None
+    lag: pd.Timedelta = pd.Timedelta(days=3)
+
+    def __str__(self) -> str:
+        if self.kind == "periodic":
+            return f"periodic:{_duration_text(self.every)}"
+        if self.kind == "oracle":
+            return f"oracle:{_duration_text(self.lag)}"
+        return self.kind
+
+    def trigger(self, check: dict, as_of: pd.Timestamp, last_trained: pd.Timestamp, incident: pd.Timestamp | None, oracle_done: bool) -> str | None:
+        """The reason to train at ``as_of`` under this policy, or ``None``."""
+        if self.kind == "rule":
+            return "rule" if check.get("decision") == "retrain" else None
+        if self.kind == "periodic":
+            return f"periodic: {_duration_text(as_of - last_trained)} since the last training" if as_of - last_trained >= self.every else None
+        if self.kind == "oracle" and incident is not None and not oracle_done and as_of >= incident + self.lag:
+            return f"oracle: the incident at {incident.isoformat()} plus {_duration_text(self.lag)}"
+        return None
+
+
+def _duration_text(delta: pd.Timedelta | None) -> str:
+    if delta is None:
+        return "?"
+    days, rest = divmod(delta, pd.Timedelta(days=1))
+    return f"{int(days)}D" if rest == pd.Timedelta(0) else f"{int(delta / pd.Timedelta(hours=1))}h"
+
+
+def parse_policy(text: str | None) -> Policy:
+    """``never`` | ``periodic:<every>`` | ``rule`` | ``oracle[:<lag>]`` (durations such as ``7D``, ``12h``).
+
+    Raises:
+        ReplayError: anything else, naming the flag, what was found and what is expected.
+    """
+    expected = "expected never, periodic:<every> (e.g. periodic:7D), rule, or oracle[:<lag>] (e.g. oracle:3D)"
+    raw = (text or "rule").strip()
+    kind, _, arg = raw.partition(":")
+    if kind in ("never", "rule") and not arg:
+        return Policy(kind)
+    if kind in ("periodic", "oracle") and (arg or kind == "oracle"):
+        try:
+            delta = pd.Timedelta(arg) if arg else Policy().lag
+        except ValueError:
+            delta = None
+        if delta is None or delta is pd.NaT or delta <= pd.Timedelta(0):
+            raise ReplayError(f"replay --policy {raw!r}: {arg!r} is not a positive duration; {expected}")
+        return Policy(kind, every=delta) if kind == "periodic" else Policy(kind, lag=delta)
+    raise ReplayError(f"replay --policy: {expected}; found {raw!r}")
 
 
 def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, out_dir: Path) -> dict:
@@ -112,7 +181,21 @@ def _default_canary(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path) -
         "reason": first.get("reason"),
         "alias_move": "; ".join(x for x in (move, settled and f"settled: {settled}") if x) or None,
         "watch": watch.get("action"),
+        "to_version": event.get("to_version") if event.get("action") == "promote" else None,
     }
+
+
+def _default_promote(cfg: PipelineConfig, as_of: pd.Timestamp, version: int, reason: str) -> dict:
+    """Promote ``version`` to champion without a canary (the ``oracle`` policy): the canary's own
+    vetted, recorded, atomic transaction (:func:`pipeline.loop.promotion.promote`)."""
+    from pipeline.loop.promotion import CHAMPION, promote
+    from pipeline.registry.server import connect
+    from pipeline.store.sql import store_for
+
+    client, uri = connect(cfg)  # promote() takes the registry lock and finishes a crashed move first
+    move = promote(client, uri, cfg.mlflow.registered_model_name, int(version), reason=reason, as_of=as_of.isoformat(),
+                   evidence={"policy": "oracle"}, store=store_for(cfg))  # fmt: skip
+    return {"action": "promote", "reason": reason, "alias_move": f"champion v{move.before.get(CHAMPION)} -> v{version} (promote)", "to_version": int(version)}
 
 
 @dataclass(frozen=True)
@@ -129,6 +212,8 @@ class Stages:
     train: Train = _default_train
     canary: Canary | None = _default_canary
     champion: Callable[[PipelineConfig], int | None] = field(default=None)  # type: ignore[assignment]
+    #: ``promote(cfg, as_of, version, reason) -> dict`` (``action``, ``alias_move``): the oracle's direct promotion
+    promote: Promote = _default_promote
 
     def __post_init__(self) -> None:
         if self.champion is None:
@@ -149,6 +234,11 @@ class ReplaySpec:
     history: pd.Timedelta | None = None
     #: keep the config's MLflow/store settings instead of the replay's own (expert use)
     use_config_stores: bool = False
+    #: what triggers a retrain (default: the monitoring rule)
+    policy: Policy = field(default_factory=Policy)
+    #: a recorded incident: the data already holds a fault that began here; nothing is
+    #: injected (the scenario must be ``none``) and the outcome is measured from this time
+    incident_at: pd.Timestamp | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -193,6 +283,10 @@ def default_replay_id(cfg: PipelineConfig, spec: ReplaySpec) -> str:
         parts.append("at" + spec.inject_at.strftime(fmt))
     if spec.history is not None:
         parts.append(f"h{spec.history.days}d")
+    if spec.incident_at is not None:
+        parts.append("incident" + spec.incident_at.strftime(fmt))
+    if spec.policy.kind != "rule":
+        parts.append(str(spec.policy).replace(":", ""))
     return artifacts.safe_run_id("-".join(parts))
 
 
@@ -284,8 +378,28 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, folder: Path, inject_at) -> dict:
-    """One clock tick: check, retrain when the rule says so, canary. Returns the timeline row."""
+def _cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (baseline workers), user + system."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_tick(
+    cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Timestamp, data_path: Path, folder: Path, inject_at,
+    policy: Policy | None = None, last_trained: pd.Timestamp | None = None, oracle_done: bool = False,
+) -> dict:  # fmt: skip
+    """One clock tick: check, retrain when the policy says so, canary. Returns the timeline row.
+
+    Args:
+        inject_at: the incident (``None``: a clean replay); the oracle retrains after it.
+        policy: what triggers a retrain (default: the monitoring rule).
+        last_trained: when the current champion line last trained (``periodic``).
+        oracle_done: the oracle's one retrain has happened.
+    """
+    policy = policy or Policy()
+    wall0, cpu0 = time.perf_counter(), _cpu_s()
     check = stages.check(cfg, as_of, data_path, folder / "checks" / _stamp(as_of))
     row: dict[str, Any] = {
         "as_of": as_of.isoformat(),
@@ -300,31 +414,42 @@ def run_tick(cfg: PipelineConfig, stages: Stages, replay_id: str, as_of: pd.Time
         "naive_rmse": _number(check.get("naive_rmse")),
         "drift_share": _number(check.get("drift_share")),
         "check_id": check.get("check_id"),
+        "policy_trigger": None,
         "trained_run": None,
         "registered_version": None,
         "registration": None,
         "canary_action": None,
         "canary_reason": None,
         "alias_move": None,
+        "promoted_version": None,
         "canary_watch": None,
     }
-    if check["decision"] == "retrain":
-        conf = check.get("conf") or {"reason": row["reasons"], "check_id": check.get("check_id"), "as_of": row["as_of"]}
+    why = policy.trigger(check, as_of, last_trained if last_trained is not None else as_of, inject_at, oracle_done)
+    if why is not None:
         from pipeline.loop.monitoring import retrain_config, retrain_tags
 
+        conf = check.get("conf") if policy.kind == "rule" else None
+        conf = conf or {"reason": row["reasons"] if policy.kind == "rule" else why, "check_id": check.get("check_id"), "as_of": row["as_of"]}
         tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
+        tags["replay.policy"] = str(policy)
         tcfg = retrain_config(cfg)  # retrain.mode: refit (default) or the scheduled protocol
         tags.update(retrain_tags(tcfg))
         out = train_as_of(tcfg, stages, replay_id, as_of, data_path, tags)
         row.update(
+            policy_trigger=why,
             trained_run=Path(out.get("run_dir", "")).name or None,
             registered_version=out.get("registered_version"),
             registration=out.get("registration") or f"v{out.get('registered_version')} {out.get('aliases')}",
         )
-    if stages.canary is not None:
+        if policy.kind == "oracle" and out.get("registered_version") is not None:
+            moved = stages.promote(cfg, as_of, int(out["registered_version"]), f"{why}: promoted without a canary")
+            row.update(canary_action=moved.get("action"), canary_reason=moved.get("reason"), alias_move=moved.get("alias_move"),
+                       promoted_version=moved.get("to_version", int(out["registered_version"])))  # fmt: skip
+    if stages.canary is not None and policy.kind != "oracle":
         can = stages.canary(cfg, as_of, data_path)
         row.update(canary_action=can.get("action"), canary_reason=can.get("reason"), alias_move=can.get("alias_move"),
-                   canary_watch=can.get("watch"))  # fmt: skip
+                   canary_watch=can.get("watch"), promoted_version=can.get("to_version"))  # fmt: skip
+    row.update(wall_s=round(time.perf_counter() - wall0, 3), cpu_s=round(_cpu_s() - cpu0, 3))
     return row
 
 
@@ -362,11 +487,20 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     inject = spec.inject_at if spec.inject_at is not None else spec.start
     if inject < spec.start:
         raise ReplayError(f"replay: the fault must start at or after --start ({spec.start}), found --inject-at {inject}")
-    _bind_manifest(folder, {
+    if spec.incident_at is not None and spec.scenario.kind != "none":
+        raise ReplayError(
+            f"replay --incident-at {spec.incident_at}: a recorded incident injects nothing; expected --scenario none, found {spec.scenario.name!r}"
+        )
+    faulty = spec.scenario.kind != "none" or spec.incident_at is not None
+    incident = spec.incident_at if spec.incident_at is not None else inject
+    manifest = {
         "config": str(cfg.source or ""), "scenario": spec.scenario.model_dump(), "start": spec.start.isoformat(),
         "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step),
         "history": str(spec.history) if spec.history is not None else None, **spec.extra,
-    })  # fmt: skip
+    }  # fmt: skip
+    if spec.policy.kind != "rule" or spec.incident_at is not None:  # absent for the default: older replays keep their manifest
+        manifest.update(policy=str(spec.policy), incident_at=spec.incident_at.isoformat() if spec.incident_at is not None else None)
+    _bind_manifest(folder, manifest)
     rcfg = cfg if spec.use_config_stores else isolated_config(cfg, folder)
     data_path = prepare_data(cfg, spec, folder)
     from pipeline.registry.server import tracking_uri
@@ -382,18 +516,24 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
             if record.exists():
                 row = artifacts.read_json(record)
             else:
-                row = run_tick(rcfg, stages, replay_id, as_of, data_path, folder, inject)
+                trained = [pd.Timestamp(r["as_of"]) for r in rows if r.get("trained_run")]
+                row = run_tick(rcfg, stages, replay_id, as_of, data_path, folder, incident if faulty else None,
+                               policy=spec.policy, last_trained=max([spec.start, *trained]), oracle_done=bool(trained))  # fmt: skip
                 artifacts.write_json(record, row)
             rows.append(row)
             bar.set_postfix_str(f"{as_of:%Y-%m-%d %H:%M} {row['decision']}")
     timeline = pd.DataFrame(rows)
-    for col in ("champion_version", "registered_version", "n_origins_scored"):
+    for col in ("champion_version", "registered_version", "n_origins_scored", "promoted_version"):
+        if col not in timeline:  # a tick recorded before the column existed
+            timeline[col] = None
         timeline[col] = pd.to_numeric(timeline[col]).astype("Int64")  # versions stay integers next to gaps
     timeline.to_csv(artifacts.REPLAY_TIMELINE.at(folder), index=False)
-    summary = summarize(timeline, inject, spec.scenario.kind != "none", initial)
-    summary.update(replay_id=replay_id, scenario=spec.scenario.name, replay_dir=str(folder),
+    summary = summarize(timeline, incident, faulty, initial)
+    summary.update(outcome(timeline, incident if faulty else None, _published_scores(rcfg, stages), rcfg.features.horizon,
+                           _shadow(rcfg, stages), initial))  # fmt: skip
+    summary.update(policy=str(spec.policy), replay_id=replay_id, scenario=spec.scenario.name, replay_dir=str(folder),
                    timeline=str(artifacts.REPLAY_TIMELINE.at(folder)), tracking_uri=uri)  # fmt: skip
-    summary["plot"] = str(plot_timeline(timeline, inject if spec.scenario.kind != "none" else None, artifacts.REPLAY_PLOT.at(folder)))
+    summary["plot"] = str(plot_timeline(timeline, incident if faulty else None, artifacts.REPLAY_PLOT.at(folder)))
     artifacts.write_json(artifacts.REPLAY_SUMMARY.at(folder), summary)
     return summary
 
@@ -418,6 +558,7 @@ def _ensure_champion(
 
         window = f"--h{history.days}d" if history is not None else ""
         run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}{window}--{run_fingerprint(cfg, None)[:8]}")
+        wall0, cpu0 = time.perf_counter(), _cpu_s()
         res = train_as_of(cfg, stages, replay_id, start, data_path, {"trigger.reason": "initial champion of the replay"}, run_path)
         version = stages.champion(cfg)
         if version is None:
@@ -425,7 +566,8 @@ def _ensure_champion(
                 f"replay {replay_id}: the initial training as of {start} registered no champion "
                 f"({res.get('registration', 'no registered version')}); see {res.get('run_dir')}"
             )
-        out = {"champion_version": version, "trained": True, "training_rmse": res.get("training_rmse"), "run_dir": res.get("run_dir")}
+        out = {"champion_version": version, "trained": True, "training_rmse": res.get("training_rmse"), "run_dir": res.get("run_dir"),
+               "wall_s": round(time.perf_counter() - wall0, 3), "cpu_s": round(_cpu_s() - cpu0, 3)}  # fmt: skip
     artifacts.write_json(record, out)
     return out
 
@@ -509,6 +651,93 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
     return out
 
 
+def _published_scores(cfg: PipelineConfig, stages: Stages) -> pd.DataFrame | None:
+    """The champion's published forecasts with their observations, from the replay's store (``None``
+    when the checks are not the real ones: nothing was stored)."""
+    if stages.check is not _default_check:
+        return None
+    from pipeline.store.sql import store_for
+
+    return store_for(cfg).published_scores(cfg.mlflow.registered_model_name)
+
+
+def _shadow(cfg: PipelineConfig, stages: Stages) -> Callable[..., pd.DataFrame] | None:
+    """``paired(new, old, since, until)``: both versions' scores on the same origins (the replaced
+    champion keeps being forecast as ``previous_champion``)."""
+    if stages.check is not _default_check:
+        return None
+    from pipeline.store.sql import store_for
+
+    store = store_for(cfg)
+    return lambda new, old, since, until: store.paired_scores(cfg.mlflow.registered_model_name, new, old, since, until)
+
+
+def _full_origins(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Rows of the origins whose ``horizon`` steps are all observed."""
+    if frame.empty:
+        return frame
+    n = frame.groupby(["unique_id", "origin"])["step"].transform("size")
+    return frame[(n == horizon) & frame["y"].notna()]
+
+
+def _rmse(frame: pd.DataFrame, column: str = "y_hat") -> float | None:
+    if frame is None or frame.empty:
+        return None
+    return float(np.sqrt(np.mean((frame[column].to_numpy(float) - frame["y"].to_numpy(float)) ** 2)))
+
+
+def outcome(
+    timeline: pd.DataFrame, incident: pd.Timestamp | None, published: pd.DataFrame | None, horizon: int,
+    paired: Callable[..., pd.DataFrame] | None = None, initial: dict | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What the policy bought, in the issue's terms (original units; fully observed origins, all steps).
+
+    - ``rmse_published``: the published champion forecasts over the whole replay; ``rmse_pre_fault``
+      origins before the incident; ``rmse_post_fault`` from it; ``rmse_post_fault_settled`` from the
+      incident plus :data:`SETTLE_WINDOW` (7 days);
+    - ``trainings``: retrains during the replay (the initial champion not counted);
+    - ``worse_promotions``: promotions after which the new champion's RMSE over the next 7 days of
+      origins exceeds the replaced champion's shadow RMSE on the same origins
+      (``worse_promotions_unmeasured``: promotions without such pairs, e.g. at the replay's end);
+    - ``recovery_delay_h``: hours from the incident to the first promotion at or after it;
+    - ``cpu_s``, ``wall_s``: the ticks' (and the initial training's) CPU and wall seconds, as run
+      (a rerun that reuses ticks reports the first run's figures).
+    """
+    ts = pd.to_datetime(timeline["as_of"])
+    full = _full_origins(published, horizon) if published is not None else None
+    out: dict[str, Any] = {"rmse_published": _rmse(full), "rmse_pre_fault": None, "rmse_post_fault": None, "rmse_post_fault_settled": None}
+    if full is not None:
+        if incident is None:
+            out["rmse_pre_fault"] = out["rmse_published"]
+        else:
+            out["rmse_pre_fault"] = _rmse(full[full["origin"] < incident])
+            out["rmse_post_fault"] = _rmse(full[full["origin"] >= incident])
+            out["rmse_post_fault_settled"] = _rmse(full[full["origin"] >= incident + SETTLE_WINDOW])
+    promoted = timeline.index[timeline["canary_action"].fillna("").eq("promote")]
+    worse = unmeasured = 0
+    for i in promoted:
+        at, old = ts[i], timeline.at[i, "champion_version"]
+        new = timeline.at[i, "promoted_version"] if "promoted_version" in timeline else None
+        if (new is None or pd.isna(new)) and i + 1 < len(timeline):
+            new = timeline.at[i + 1, "champion_version"]
+        pairs = paired(int(new), int(old), at, at + SETTLE_WINDOW) if paired is not None and pd.notna(new) and pd.notna(old) else None
+        pairs = _full_origins(pairs, horizon) if pairs is not None else None
+        if pairs is None or pairs.empty:
+            unmeasured += 1
+        elif _rmse(pairs, "y_hat_a") > _rmse(pairs, "y_hat_b"):
+            worse += 1
+    after = ts[promoted][ts[promoted] >= incident] if incident is not None and len(promoted) else pd.Series(dtype="datetime64[ns]")
+    out.update(
+        trainings=int(timeline["trained_run"].notna().sum()),
+        worse_promotions=worse,
+        worse_promotions_unmeasured=unmeasured,
+        recovery_delay_h=_hours(after.min(), incident) if len(after) else None,
+        cpu_s=round(float(pd.to_numeric(timeline.get("cpu_s"), errors="coerce").sum()) + float((initial or {}).get("cpu_s") or 0), 1),
+        wall_s=round(float(pd.to_numeric(timeline.get("wall_s"), errors="coerce").sum()) + float((initial or {}).get("wall_s") or 0), 1),
+    )
+    return out
+
+
 def plot_timeline(timeline: pd.DataFrame, inject_at: pd.Timestamp | None, path: Path) -> Path:
     """Two panels: rolling RMSE with its threshold and the events; drift share. PNG at ``path``."""
     import matplotlib
@@ -584,6 +813,14 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"registrations: {summary['registrations']}; canary: {summary['canary_decisions'] or 'no decision'}",
         f"promotions {summary['promotions']}, rejections {summary['rejections']}, rollbacks {summary['rollbacks']}",
     ]
+    def _f(v):
+        return "-" if v is None else f"{v:.4g}"
+
+    lines.insert(1, f"policy: {summary.get('policy', 'rule')}; trainings {summary.get('trainings')}; "
+                    f"worse promotions {summary.get('worse_promotions')} (unmeasured {summary.get('worse_promotions_unmeasured')})")
+    lines.append(f"published champion RMSE: all {_f(summary.get('rmse_published'))}, before the fault {_f(summary.get('rmse_pre_fault'))}, "
+                 f"after {_f(summary.get('rmse_post_fault'))}, settled (7 days on) {_f(summary.get('rmse_post_fault_settled'))}; "
+                 f"recovery delay {_f(summary.get('recovery_delay_h'))} h; cpu {summary.get('cpu_s')} s, wall {summary.get('wall_s')} s")
     if summary.get("recovery_ratio") is not None:
         lines.append(
             f"recovery: rolling RMSE / new champion's training RMSE = {summary['recovery_ratio']:.2f} "
@@ -606,6 +843,8 @@ def replay_from_args(cfg: PipelineConfig, args) -> dict[str, Any]:
         replay_id=args.replay_id,
         history=pd.Timedelta(args.history) if args.history else None,
         use_config_stores=args.use_config_stores,
+        policy=parse_policy(getattr(args, "policy", None)),
+        incident_at=_timestamp(getattr(args, "incident_at", None), "--incident-at"),
     )
     summary = run_replay(cfg, spec, progress=not args.no_progress)
     print(summary_text(summary))

@@ -293,6 +293,22 @@ class ForecastStore:
         )
         return self._read(query, ("origin", "ds", "as_of"))
 
+    def published_scores(self, model_name: str, since=None, until=None, alias: str = "champion") -> pd.DataFrame:
+        """The forecasts issued under ``alias`` joined with their observed ``y`` (scored ones only).
+
+        Returns:
+            ``unique_id, origin, step, ds, y_hat, y, version`` sorted by ``unique_id, origin, step``.
+        """
+        f, s = forecasts.c, scores.c
+        on = sa.and_(f.model_name == s.model_name, f.version == s.version, f.unique_id == s.unique_id, f.origin == s.origin, f.step == s.step)
+        query = (
+            sa.select(f.unique_id, f.origin, f.step, f.ds, f.y_hat, s.y, f.version)
+            .join(scores, on)
+            .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
+            .order_by(f.unique_id, f.origin, f.step)
+        )
+        return self._read(query, ("origin", "ds"))
+
     def _read(self, query, dates: tuple[str, ...]) -> pd.DataFrame:
         frame = self._run(lambda conn: pd.read_sql(query, conn))
         for col in dates:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,18 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.data.io import read_raw
-from pipeline.loop.replay import ReplayError, ReplaySpec, Stages, rows_before_copy, run_replay, schedule_step, summarize
+from pipeline.loop.replay import (
+    Policy,
+    ReplayError,
+    ReplaySpec,
+    Stages,
+    outcome,
+    parse_policy,
+    rows_before_copy,
+    run_replay,
+    schedule_step,
+    summarize,
+)
 from pipeline.loop.scenarios import Scenario
 from tests.conftest import tiny_frame
 
@@ -38,7 +50,14 @@ class LoopStages:
         self.pending_ticks = 0
 
     def stages(self) -> Stages:
-        return Stages(check=self.check, train=self.train, canary=self.canary, champion=lambda cfg: self.aliases.get("champion"))
+        return Stages(check=self.check, train=self.train, canary=self.canary, champion=lambda cfg: self.aliases.get("champion"), promote=self.promote)
+
+    def promote(self, cfg, as_of, version, reason):
+        self.calls.append(("promote", as_of, version))
+        old = self.aliases["champion"]
+        self.aliases["champion"] = version
+        self.aliases.pop("challenger", None)
+        return {"action": "promote", "reason": reason, "alias_move": f"champion v{old} -> v{version}", "to_version": version}
 
     def _rmse(self, data_path, cfg, lo, hi) -> float:
         raw = read_raw(cfg.data, data_path)
@@ -253,3 +272,96 @@ def test_a_triggered_retrain_trains_with_the_recent_steps_the_initial_one_withou
     plain = Recording()
     run_replay(cfg, _spec(replay_id="plain"), stages=plain.stages(), progress=False)
     assert [c[1:] for c in plain.calls if c[0] == "recent"] == [(0, None), (0, None)]
+
+
+# ------------------------------------------------------------------ policies
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [("rule", Policy()), ("never", Policy("never")), ("periodic:7D", Policy("periodic", every=pd.Timedelta("7D"))),
+     ("oracle", Policy("oracle")), ("oracle:12h", Policy("oracle", lag=pd.Timedelta("12h")))],
+)  # fmt: skip
+def test_policies_parse(text, policy):
+    assert parse_policy(text) == policy
+    assert parse_policy(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["weekly", "periodic", "periodic:soon", "periodic:-1D", "never:1D", "oracle:0h"])
+def test_a_bad_policy_is_refused_naming_it_and_the_choices(text):
+    with pytest.raises(ReplayError, match=rf"--policy.*{text.split(':')[-1]}.*|--policy.*expected never, periodic:<every>"):
+        parse_policy(text)
+
+
+def test_cli_refuses_a_bad_policy_before_any_work(cfg, capsys):
+    from pipeline.cli import main
+
+    assert main(["replay", "--config", str(cfg.source), "--start", "2024-01-05", "--end", "2024-01-09", "--policy", "weekly"]) == 1
+    assert "expected never, periodic:<every>" in capsys.readouterr().err
+    assert not (cfg.run.artifact_root / "replay").exists()
+
+
+def _trains(loop):
+    return [c[1] for c in loop.calls if c[0] == "train"][1:]  # after the initial champion
+
+
+def test_never_serves_the_initial_champion_throughout(cfg):
+    loop = LoopStages()
+    summary = run_replay(cfg, _spec(policy=Policy("never")), stages=loop.stages(), progress=False)
+    assert _trains(loop) == [] and summary["trainings"] == 0 and summary["promotions"] == 0
+    assert summary["policy"] == "never" and summary["detection_delay_h"] is not None  # the rule still fires; nothing acts on it
+    assert summary["replay_id"].endswith("-never")
+
+
+def test_periodic_retrains_on_its_schedule_through_the_canary(cfg):
+    loop = LoopStages()
+    summary = run_replay(cfg, _spec(policy=parse_policy("periodic:1D")), stages=loop.stages(), progress=False)
+    assert _trains(loop) == [START + pd.Timedelta(days=d) for d in (1, 2, 3, 4)]
+    assert summary["trainings"] == 4 and summary["promotions"] >= 1
+    assert not any(c[0] == "promote" for c in loop.calls)  # promoted by the canary only
+    assert loop.versions[2]["tags"]["replay.policy"] == "periodic:1D" and loop.versions[2]["tags"]["trigger.reason"].startswith("periodic")
+
+
+def test_oracle_retrains_once_after_the_incident_and_promotes_without_a_canary(cfg):
+    loop = LoopStages()
+    summary = run_replay(cfg, _spec(policy=parse_policy("oracle:12h")), stages=loop.stages(), progress=False)
+    assert _trains(loop) == [INJECT + pd.Timedelta("12h")]
+    assert [c for c in loop.calls if c[0] == "promote"] == [("promote", INJECT + pd.Timedelta("12h"), 2)]
+    assert not any(c[0] == "canary" for c in loop.calls)
+    assert summary["promotions"] == 1 and summary["recovery_delay_h"] == 12.0 and loop.aliases["champion"] == 2
+
+
+def test_a_recorded_incident_injects_nothing_and_is_measured_from_its_time(cfg):
+    loop = LoopStages()
+    clean = Scenario(name="none", kind="none")
+    spec = ReplaySpec(start=START, end=END, scenario=clean, step=pd.Timedelta(hours=12), incident_at=INJECT, policy=parse_policy("oracle:1D"))
+    summary = run_replay(cfg, spec, stages=loop.stages(), progress=False)
+    replayed = read_raw(cfg.data, Path(summary["replay_dir"]) / "data.csv.gz")
+    pd.testing.assert_frame_equal(replayed, read_raw(cfg.data))  # nothing injected
+    assert summary["inject_at"] == INJECT.isoformat() and _trains(loop) == [INJECT + pd.Timedelta("1D")]
+    with pytest.raises(ReplayError, match="a recorded incident injects nothing; expected --scenario none"):
+        run_replay(cfg, _spec(incident_at=INJECT, replay_id="both"), stages=LoopStages().stages(), progress=False)
+
+
+def test_outcome_measures_the_published_forecasts_and_judges_each_promotion():
+    incident = pd.Timestamp("2024-01-10")
+    origins = pd.date_range("2024-01-01", "2024-01-25", freq="D")
+    rows = [{"unique_id": "s", "origin": o, "step": k, "y": 0.0, "version": 1 if o < incident else 2,
+             "y_hat": 1.0 if o < incident else (3.0 if o < incident + pd.Timedelta("7D") else 2.0)} for o in origins for k in (1, 2)]  # fmt: skip
+    published = pd.DataFrame(rows)
+    published = published[~((published["origin"] == origins[-1]) & (published["step"] == 2))]  # a partly observed origin: left out
+    timeline = pd.DataFrame({
+        "as_of": [incident - pd.Timedelta("1D"), incident], "champion_version": [1, 1], "canary_action": [None, "promote"],
+        "promoted_version": [None, 2], "trained_run": [None, "r"], "cpu_s": [1.0, 2.0], "wall_s": [1.5, 2.5],
+    })  # fmt: skip
+
+    def paired(new, old, since, until):
+        assert (new, old, since, until) == (2, 1, incident, incident + pd.Timedelta("7D"))
+        return pd.DataFrame({"unique_id": "s", "origin": [incident] * 2, "step": [1, 2], "y": 0.0, "y_hat_a": 3.0, "y_hat_b": 1.0})
+
+    out = outcome(timeline, incident, published, horizon=2, paired=paired, initial={"cpu_s": 10.0, "wall_s": 20.0})
+    assert out["rmse_pre_fault"] == pytest.approx(1.0) and out["rmse_post_fault_settled"] == pytest.approx(2.0)
+    n_post, n_settled = 15, 8  # fully observed origins from the incident; from the incident + 7 days
+    assert out["rmse_post_fault"] == pytest.approx(np.sqrt((7 * 9 + n_settled * 4) / n_post))
+    assert out["worse_promotions"] == 1 and out["worse_promotions_unmeasured"] == 0
+    assert out["trainings"] == 1 and out["recovery_delay_h"] == 0.0 and (out["cpu_s"], out["wall_s"]) == (13.0, 24.0)
