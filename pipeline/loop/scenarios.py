@@ -12,6 +12,20 @@ real deployment's data changes, from an injection timestamp ``inject_at`` on:
 | ``trend`` | ``x + slope_per_day * days since inject_at`` | a drifting sensor |
 | ``noise`` | ``x + N(0, noise_std)`` (seeded) | a degraded sensor |
 
+The faults above change the data's units or quality: data faults, which no retrain should
+"learn". The next ones change the process itself (concept drift): a model that learns the
+new behaviour forecasts well again, so a retrain can fix them.
+
+| kind | what happens | real cause |
+| --- | --- | --- |
+| ``profile_change`` | ``x * (1 + amplitude * cos(2 pi (hour - peak_hour) / 24))``: load moves towards ``peak_hour`` | a time-of-use tariff |
+| ``dynamics_change`` | the series from ``inject_at`` on runs ``factor`` times slower: ``x'[i0 + k] = x[i0 + k / factor]`` (linear interpolation) | a production line slowed down |
+| ``covariate_relation`` | ``x + factor * (c - mean of c before inject_at)`` for the covariate ``covariate`` | a retrofit makes the load follow outdoor temperature |
+| ``time_shift`` | ``x'[i] = x[i - lag_steps]``: the target lags its calendar and covariates | a feed's clock moved (a time-zone misconfiguration) |
+
+``dynamics_change`` and ``time_shift`` treat the rows as one series in file order (use them on
+single-series data).
+
 Functions here are pure: they take the raw frame (all columns strings, as
 :func:`pipeline.data.io.read_raw` returns it) and return a changed copy; rows before
 ``inject_at`` and every other column keep their original text byte for byte; a missing
@@ -43,7 +57,11 @@ from pipeline.data.io import as_of_timestamp, parse_timestamps
 #: folder of the shipped scenario files
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 
-Kind = Literal["none", "scale", "unit_change", "level_shift", "trend", "noise"]
+Kind = Literal[
+    "none", "scale", "unit_change", "level_shift", "trend", "noise", "profile_change", "dynamics_change", "covariate_relation", "time_shift"
+]
+#: the kinds a retrain can fix (concept drift); the others are data faults
+CONCEPT_DRIFT = ("profile_change", "dynamics_change", "covariate_relation", "time_shift")
 
 
 class Scenario(BaseModel):
@@ -63,6 +81,13 @@ class Scenario(BaseModel):
     slope_per_day: float = 0.0
     noise_std: float = Field(0.0, ge=0)
     seed: int = 0
+    #: ``profile_change``: relative size of the moved load and the hour (0-24) it moves towards
+    amplitude: float = 0.0
+    peak_hour: float = Field(0.0, ge=0, lt=24)
+    #: ``covariate_relation``: the covariate whose relation to the target changes
+    covariate: str | None = None
+    #: ``time_shift``: steps the target lags behind its timestamps
+    lag_steps: int = Field(0, ge=0)
     #: clip changed values into ``[clip_min, clip_max]`` (e.g. a concentration stays >= 0)
     clip_min: float | None = None
     clip_max: float | None = None
@@ -106,8 +131,26 @@ def _format(values: np.ndarray) -> list[str]:
     return [str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v)) for v in values]
 
 
-def _changed(x: np.ndarray, days: np.ndarray, sc: Scenario) -> np.ndarray:
-    if sc.kind in ("scale", "unit_change"):
+def _changed(x: np.ndarray, days: np.ndarray, sc: Scenario, ctx: dict | None = None) -> np.ndarray:
+    """The changed values of the hit rows ``x``; ``ctx`` (concept-drift kinds): ``ds`` of the hit
+    rows, ``full`` (the whole column, float, NaN where missing), ``rows`` (positions of the hit rows),
+    ``first`` (position of the first row at or after ``inject_at``), ``cov`` / ``cov_ref``."""
+    ctx = ctx or {}
+    if sc.kind == "profile_change":
+        hour = (ctx["ds"].dt.hour + ctx["ds"].dt.minute / 60.0).to_numpy(dtype=float)
+        out = x * (1.0 + sc.amplitude * np.cos(2 * np.pi * (hour - sc.peak_hour) / 24.0))
+    elif sc.kind == "dynamics_change":
+        full, first = ctx["full"], ctx["first"]
+        known = np.flatnonzero(np.isfinite(full))
+        where = first + (ctx["rows"] - first) / max(sc.factor, 1e-9)
+        out = np.interp(where, known, full[known])
+    elif sc.kind == "covariate_relation":
+        out = x + sc.factor * (ctx["cov"] - ctx["cov_ref"])
+    elif sc.kind == "time_shift":
+        full, rows = ctx["full"], ctx["rows"]
+        out = np.where(rows - sc.lag_steps >= 0, full[np.maximum(rows - sc.lag_steps, 0)], np.nan)
+        out = np.where(np.isfinite(out), out, x)  # no value lag_steps back: unchanged
+    elif sc.kind in ("scale", "unit_change"):
         out = x * sc.factor + (sc.offset if sc.kind == "unit_change" else 0.0)
     elif sc.kind == "level_shift":
         out = x + sc.offset
@@ -153,7 +196,9 @@ def apply_scenario(
     out = raw.copy(deep=True)
     if sc.kind == "none":
         return out
-    for col in (column, timestamp_column):
+    for col in (column, timestamp_column, *([sc.covariate] if sc.kind == "covariate_relation" else [])):
+        if col is None:
+            raise DataQualityError(f"scenario {sc.name!r}: kind covariate_relation needs 'covariate', the column whose relation to the target changes")
         if col not in raw.columns:
             raise DataQualityError(
                 f"scenario {sc.name!r}: expected column {col!r} in the data, found columns {list(raw.columns)}"
@@ -175,7 +220,12 @@ def apply_scenario(
     if not hit.any():
         return out
     days = ((ds[hit] - start) / pd.Timedelta(days=1)).to_numpy()
-    new = _changed(values[hit].to_numpy(dtype=float), days, sc)
+    full = values.to_numpy(dtype=float)
+    ctx = {"ds": ds[hit], "full": full, "rows": np.flatnonzero(hit), "first": int(np.argmax((ds >= start).to_numpy()))}
+    if sc.kind == "covariate_relation":
+        cov = pd.to_numeric(raw[sc.covariate], errors="coerce").to_numpy(dtype=float)
+        ctx.update(cov=np.nan_to_num(cov[hit], nan=float(np.nanmean(cov[~(ds >= start).to_numpy()]))), cov_ref=float(np.nanmean(cov[~(ds >= start).to_numpy()])))
+    new = _changed(values[hit].to_numpy(dtype=float), days, sc, ctx)
     out.loc[hit, column] = _format(new)
     return out
 

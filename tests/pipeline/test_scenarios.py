@@ -11,7 +11,7 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError, DataQualityError
 from pipeline.data.io import read_raw
-from pipeline.loop.scenarios import SCENARIO_DIR, Scenario, apply_scenario, load_scenario, write_scenario_data
+from pipeline.loop.scenarios import CONCEPT_DRIFT, SCENARIO_DIR, Scenario, apply_scenario, load_scenario, write_scenario_data
 from tests.conftest import ROOT, tiny_frame
 
 INJECT = "2024-01-03 00:00:00"
@@ -136,3 +136,63 @@ def test_written_copy_is_byte_identical_on_rewrite(raw, tmp_path):
     time.sleep(1.1)  # a gzip header with a time stamp would differ now
     b = write_scenario_data(out, tmp_path / "a.csv.gz").read_bytes()
     assert a == b
+
+
+# ------------------------------------------------------------------ concept drift: faults a retrain can fix
+
+
+def _unchanged_elsewhere(raw, out):
+    early = _split(raw)
+    pd.testing.assert_frame_equal(out[early], raw[early])
+    for col in ("time", "temp", "wind"):
+        pd.testing.assert_series_equal(out[col], raw[col])
+    assert out["load"].isna().equals(raw["load"].isna())
+    return ~early & raw["load"].notna().to_numpy()
+
+
+def test_profile_change_moves_load_towards_the_peak_hour(raw):
+    out = _apply(raw, kind="profile_change", amplitude=0.3, peak_hour=18.0)
+    late = _unchanged_elsewhere(raw, out)
+    hour = pd.to_datetime(raw["time"]).dt.hour.to_numpy()[late]
+    ratio = _num(out, "load")[late] / _num(raw, "load")[late]
+    np.testing.assert_allclose(ratio, 1 + 0.3 * np.cos(2 * np.pi * (hour - 18) / 24), rtol=1e-12)
+    assert ratio[hour == 18].max() == pytest.approx(1.3) and ratio[hour == 6].min() == pytest.approx(0.7)
+
+
+def test_dynamics_change_slows_the_series_from_the_injection(raw):
+    clean = raw.copy()
+    clean.loc[60, "load"] = "10.0"  # a full column, so positions interpolate between real values only
+    out = _apply(clean, kind="dynamics_change", factor=2.0)
+    x, y = _num(clean, "load"), _num(out, "load")
+    i0 = int(np.argmax(~_split(clean)))
+    assert (y[:i0] == x[:i0]).all()
+    for k in range(0, 40, 2):  # even steps land on a row: the value factor x k / factor rows on
+        assert y[i0 + k] == pytest.approx(x[i0 + k // 2])
+    assert y[i0 + 1] == pytest.approx((x[i0] + x[i0 + 1]) / 2)  # odd steps: halfway
+
+
+def test_covariate_relation_adds_a_gain_on_the_covariate(raw):
+    out = _apply(raw, kind="covariate_relation", covariate="temp", factor=-4.0)
+    late = _unchanged_elsewhere(raw, out)
+    temp = _num(raw, "temp")
+    ref = np.nanmean(temp[_split(raw)])
+    np.testing.assert_allclose(_num(out, "load")[late], _num(raw, "load")[late] - 4.0 * (temp[late] - ref), rtol=1e-12)
+    with pytest.raises(DataQualityError, match="needs 'covariate'"):
+        _apply(raw, kind="covariate_relation", factor=1.0)
+
+
+def test_time_shift_makes_the_target_lag_its_timestamps(raw):
+    out = _apply(raw, kind="time_shift", lag_steps=3)
+    late = _unchanged_elsewhere(raw, out)
+    rows = np.flatnonzero(late)
+    x = _num(raw, "load")
+    expected = np.where(np.isfinite(x[rows - 3]), x[rows - 3], x[rows])
+    np.testing.assert_allclose(_num(out, "load")[late], expected)
+
+
+@pytest.mark.parametrize("name", ["tariff_profile", "line_slowdown", "temperature_response", "clock_shift"])
+def test_shipped_concept_drift_scenarios_load_and_tell_their_story(name):
+    sc = load_scenario(name)
+    assert sc.kind in CONCEPT_DRIFT and sc.description
+    text = (SCENARIO_DIR / f"{name}.yaml").read_text()
+    assert text.startswith("#") and len(text.splitlines()[0]) > 40  # the real-world story comes first
