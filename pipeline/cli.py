@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
         p.add_argument("--data", type=Path, help="CSV to use instead of data.path")
-        p.add_argument("--run-id", help="run folder name under run.artifact_root (default: new)")
+        p.add_argument("--run-id", help="run folder name under run.artifact_root (default: new for train and replay; "
+                       "for validate and features, one per config and data, reused by a rerun)")
         p.add_argument("--artifact-root", type=Path, help="override run.artifact_root")
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -248,6 +249,8 @@ def _init(args) -> int:
     return 0
 
 
+#: commands whose run folder, without ``--run-id``, is named by their config and data (reruns reuse it)
+INPUT_BOUND_COMMANDS = ("validate", "features")
 COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 #: commands without a run folder: ``(cfg, args) -> exit code`` (``init`` has no config yet: ``(args)``)
 OTHER_COMMANDS = {"monitor": _monitor, "forecasts": _forecasts, "forecast": _forecast,
@@ -355,6 +358,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, 3, "InternalError", f"{type(err).__name__}: {err} (a bug{hint})", args.command, where["run_id"], where["run_path"])
 
 
+def _run_id(cfg, args: argparse.Namespace) -> str:
+    """``--run-id``; else, for ``validate`` / ``features``, the id of their inputs
+    (:func:`pipeline.core.runs.inputs_run_id`: a rerun reuses its folder); else a new id."""
+    from pipeline.core import artifacts
+    from pipeline.core.runs import inputs_run_id
+    from pipeline.data.io import file_sha256
+
+    if args.run_id is not None:
+        return check_run_id(args.run_id)
+    path = cfg.data.path
+    if args.command in INPUT_BOUND_COMMANDS and (path is None or Path(path).is_file()):  # a missing file: validation names it
+        return inputs_run_id(cfg, file_sha256(path))
+    return artifacts.new_run_id()
+
+
 def _dispatch(args: argparse.Namespace, where: dict[str, Any]) -> int:
     """Setup (config, flags, run id), then the command; ``where`` records how far it got, for :func:`main`."""
     from pipeline.core import artifacts
@@ -369,10 +387,12 @@ def _dispatch(args: argparse.Namespace, where: dict[str, Any]) -> int:
         where["started"] = True
         return OTHER_COMMANDS[args.command](cfg, args)
     cfg = load_config(args.config, _overrides(args))
-    run_id = where["run_id"] = check_run_id(args.run_id) if args.run_id is not None else artifacts.new_run_id()
+    run_id = where["run_id"] = _run_id(cfg, args)
     run_path = where["run_path"] = artifacts.run_dir(cfg.run.artifact_root, run_id)
     if args.command == "train":
         print(f"run id {run_id} ({run_path}); resume an interrupted run with --run-id {run_id}", file=sys.stderr)
+    elif args.run_id is None and artifacts.RUN_MANIFEST.in_run(run_path).exists():
+        print(f"run folder {run_path} reused: same config and data as an earlier {args.command} call", file=sys.stderr)
     where["started"] = True
     result = COMMANDS[args.command](cfg, run_path, args)
     if args.json:

@@ -95,6 +95,12 @@ def summary_table(result: dict[str, Any]) -> str:
         lines.append(
             f"registered: {result['registered_model']} v{result['registered_version']} aliases {result['aliases']}"
         )
+        if result.get("same_inputs_as"):
+            earlier = ", ".join(f"v{v}" for v in result["same_inputs_as"])
+            lines.append(
+                f"  same inputs as {earlier} (config, data sha256, code, as-of): each run registers its own version; "
+                "aliases moved by the usual rules only (README: 'Rerunning the same train')"
+            )
     elif "registration" in result:
         lines.append(f"registration: {result['registration']}")
     lines.append(f"artifacts: {result['run_dir']}")

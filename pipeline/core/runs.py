@@ -35,6 +35,23 @@ def run_fingerprint(cfg: PipelineConfig, data_sha256: str | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def inputs_run_id(cfg: PipelineConfig, data_sha256: str | None) -> str:
+    """The run id of a ``validate`` / ``features`` call without ``--run-id``: ``<config name>-<fingerprint>``.
+
+    Those commands are deterministic functions of the config and the data, so a rerun with
+    the same inputs rewrites the same folder instead of leaving a new one per call; other
+    inputs give another id. (``train`` keeps a new id per call: an interrupted training is
+    resumed by naming its id, and an identical rerun is recognised in the registry.)
+
+    Args:
+        data_sha256: hex sha256 of the data file, ``None`` for the config's synthetic series.
+
+    Returns:
+        A path-safe folder name, e.g. ``beijing_pm25-3f2a9c1b0d4e5f6a``.
+    """
+    return artifacts.safe_run_id(f"{cfg.name}-{run_fingerprint(cfg, data_sha256)}")
+
+
 def bind_run_folder(cfg: PipelineConfig, run_path: Path, data_sha256: str | None, record: bool = True) -> str:
     """Check ``<run>/run.json`` on reuse, and record it on first use when ``record``: one run id, one config and data.
 

@@ -44,6 +44,8 @@ _SCALER_STATE = {
     "robust": ("center_", "scale_"),
 }
 _CALENDAR_PERIOD = {"hour": 24.0, "dayofweek": 7.0, "dayofyear": 365.25}
+#: the pandas accessor of each config name (``Series.dt.dayofweek`` is deprecated in pandas 3: Pandas4Warning)
+_CALENDAR_ATTR = {"dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 SPLITS = ("train", "val", "test")
 
 
@@ -223,7 +225,7 @@ def _calendar_value(ds: pd.Series, name: str) -> np.ndarray:
     """``ds.dt.<name>`` as float64; ``hour`` includes the minutes (30-minute data: 0, 0.5, ..., 23.5)."""
     if name == "hour":
         return ds.dt.hour.to_numpy(dtype=np.float64) + ds.dt.minute.to_numpy(dtype=np.float64) / 60.0
-    return getattr(ds.dt, name).to_numpy(dtype=np.float64)
+    return getattr(ds.dt, _CALENDAR_ATTR.get(name, name)).to_numpy(dtype=np.float64)
 
 
 def _calendar(ds: pd.Series, names: list[str], zone: str | None = None) -> list[np.ndarray]:

@@ -15,6 +15,15 @@ a rerun after a crash at any point finishes what is missing and repeats nothing:
    ``challenger`` moves to the version unless a newer version holds it, and ``champion``
    is set when the model has none, a decision read inside the lock.
 
+Each pipeline run registers its own version, even when an earlier version was trained from
+the same inputs (equal :data:`SAME_INPUTS_TAGS`: config and data fingerprint, code, as-of);
+the result names those versions (``same_inputs_as``) and ``train`` prints them. Reusing the
+earlier version instead would be wrong twice over: the fingerprint leaves out the
+machine-local keys (``training.device``, ``training.num_threads``), which change the weights,
+so equal inputs do not prove an equal model; and step 2's "one version per run, found by
+``run_id``" is what makes a crashed registration resumable. Aliases never move because of
+it: the new version gets ``challenger``/``champion`` by the rules of step 4 only.
+
 A run whose gate failed registers nothing; if an earlier gate passed the same run and
 registered it, the version's tags are rewritten to the new verdict, ``challenger`` leaves
 it, and a version that is ``champion`` makes the stage fail (roll back explicitly).
@@ -140,6 +149,28 @@ def version_tags(info: dict, validated: dict, run_id: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+#: version tags that name a version's inputs; two versions with equal values were trained from identical inputs
+SAME_INPUTS_TAGS = ("pipeline_fingerprint", "code_sha256", "as_of")
+
+
+def input_tags(cfg: PipelineConfig, validated: dict) -> dict[str, str]:
+    """The version tags of :data:`SAME_INPUTS_TAGS`: config and data fingerprint, code, as-of (``""`` when none)."""
+    return {
+        "pipeline_fingerprint": runs.run_fingerprint(cfg, validated.get("data_sha256")),
+        "code_sha256": tracking.code_sha256(), "as_of": str(validated.get("as_of") or ""),
+    }  # fmt: skip
+
+
+def same_inputs_versions(client, name: str, version: int, tags: dict[str, str]) -> list[int]:
+    """The other versions of ``name`` trained from the same inputs as ``version`` (equal :data:`SAME_INPUTS_TAGS`), sorted.
+
+    Versions registered before these tags existed never match.
+    """
+    key = {k: tags[k] for k in SAME_INPUTS_TAGS}
+    found = client.search_model_versions(f"name='{name}'")
+    return sorted(int(v.version) for v in found if int(v.version) != version and {k: v.tags.get(k, "" if k == "as_of" else None) for k in key} == key)
+
+
 def _run_version(client, name: str, run_id: str) -> int | None:
     """Step 2's lookup: the version made from ``run_id``, if any (the lowest, if a crash made two)."""
     found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
@@ -200,13 +231,17 @@ def register(
 ) -> dict[str, Any]:  # fmt: skip
     """Steps 1-4 for a run whose gate passed; each step is skipped when already done.
 
+    Returns:
+        ``{"registered_model", "registered_version", "aliases", "same_inputs_as"}``; the last
+        lists the other versions trained from the same inputs (:func:`same_inputs_versions`).
+
     Raises:
         GateFailedError: ``gate`` did not pass (the one check every orchestrator's path goes
             through: the Airflow skip and the KFP ``dsl.If`` only avoid calling this).
     """
     gate.raise_if_failed()
     name = cfg.mlflow.registered_model_name
-    tags = version_tags(info, validated, run_id)
+    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated)}
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
     if version is None:
@@ -224,7 +259,10 @@ def register(
         store.record_alias_event(name, alias, old, new, "register", reason, evidence, when)
 
     found = assign_aliases(client, uri, name, version, info["gate"], record)
-    return {"registered_model": name, "registered_version": version, "aliases": found}
+    same = same_inputs_versions(client, name, version, tags)
+    if same:
+        log.info("%s v%s was trained from the same inputs as v%s (config, data, code, as-of)", name, version, ", v".join(map(str, same)))
+    return {"registered_model": name, "registered_version": version, "aliases": found, "same_inputs_as": same}
 
 
 def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, validated: dict) -> None:
@@ -237,7 +275,7 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
     version = _run_version(client, name, run_id)
     if version is None:
         return
-    _write_tags(client, name, version, version_tags(info, validated, run_id), tracking.describe(info))
+    _write_tags(client, name, version, {**version_tags(info, validated, run_id), **input_tags(cfg, validated)}, tracking.describe(info))
     reason = f"the latest comparison gate failed this version: {'; '.join(info['gate']['reasons'][:1])}"
     with aliases.registry_lock(uri, name):
         if aliases.alias_version(client, name, aliases.CHALLENGER) == version:
@@ -266,7 +304,7 @@ def track_and_register(
 
     Returns:
         ``{"mlflow_run_id", "mlflow_experiment_id", "registered_model", "registered_version",
-        "aliases"}`` or, when the gate failed, ``{"mlflow_run_id", "mlflow_experiment_id",
+        "aliases", "same_inputs_as"}`` or, when the gate failed, ``{"mlflow_run_id", "mlflow_experiment_id",
         "registration": "skipped: <reason>"}``.
 
     Raises:

@@ -38,6 +38,19 @@ def git_commit() -> str:
         return "unknown"
 
 
+def code_sha256() -> str:
+    """sha256 (first 16 hex) of the ``pipeline`` package's Python sources: the code a run ran.
+
+    Unlike the git commit it also tells an edited working tree from its commit.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def find_or_start_run(mlflow, client, experiment_id: str, run_key: str, fingerprint: str):
     """Start the pipeline run's MLflow run, or resume it when one with the same fingerprint exists.
 
@@ -154,7 +167,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: 
     params = [Param(k, v) for k, v in {**flat_params(cfg), **derived_params(cfg, inputs.training)}.items() if k not in existing]
     metrics = _metrics(history, training, comparison)
     run_tags = {
-        "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(),
+        "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(), "code_sha256": code_sha256(),
         "package_version": __version__, "device": training["device"], "gate": "passed" if gate["passed"] else "failed",
         **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **tags,
     }  # fmt: skip

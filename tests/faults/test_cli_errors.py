@@ -105,6 +105,7 @@ def test_every_subcommand_help_says_what_it_does(capsys):
             main([name, "--help"])
         page = capsys.readouterr().out
         assert page.split("\n\n")[1].strip(), (name, page[:300])  # a description line under the usage
+        assert "``" not in page and ":func:" not in page, (name, page)  # plain text, no RST markup
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out

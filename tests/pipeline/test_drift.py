@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +46,20 @@ def test_reference_is_capped_at_its_most_recent_rows():
     reference = pd.concat([_sample(5_000, rng, shift=50.0), _sample(1_000, rng)], ignore_index=True)
     result = detect(reference, _sample(500, rng), ["y", "temp"], ["wind"], MonitoringConfig(reference_max_rows=1_000))
     assert result.n_reference == 1_000 and "y" not in result.drifted_columns
+
+
+def test_a_constant_column_is_scored_without_a_numpy_warning():
+    """Hours of snow: 0 in every reference row; 0 again (no drift) or snowing (drift) now. No NaN
+    anywhere, so Evidently's correlation widget divides by the constant column's zero spread."""
+    rng = np.random.default_rng(4)
+    reference, quiet = _sample(2_000, rng).assign(snow=0.0), _sample(168, rng).assign(snow=0.0)
+    snowing = _sample(168, rng).assign(snow=rng.integers(0, 5, 168).astype(float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value encountered in divide" fails the test
+        same = detect(reference, quiet, ["y", "temp", "snow"], ["wind"], MonitoringConfig())
+        moved = detect(reference, snowing, ["y", "temp", "snow"], ["wind"], MonitoringConfig())
+    assert same.scores["snow"] == 0.0 and "snow" not in same.drifted_columns
+    assert moved.scores["snow"] >= 0.2 and "snow" in moved.drifted_columns
 
 
 def test_an_empty_sample_is_a_clear_error():

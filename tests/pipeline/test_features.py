@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import DataQualityError
 from pipeline.data.io import read_raw
 from pipeline.data.validation import run_validation, validate_frame
-from pipeline.features.windowing import build_features, load_features, run_features, window_starts
+from pipeline.features.windowing import build_features, design_matrix, load_features, run_features, window_starts
 from tests.conftest import tiny_frame
 
 
@@ -140,6 +141,24 @@ def test_log1p_target_transform_round_trips(make_case):
     fs = build_features(long, cfg)
     np.testing.assert_allclose(fs.prep.inverse_target(fs.windows("train").y), fs.targets("train"), rtol=1e-5)
     assert fs.prep.feature_names[-2:] == ["hour_sin", "hour_cos"]
+
+
+def test_calendar_features_are_the_phase_of_each_timestamp_and_warn_nothing(make_case):
+    """hour, day of week and day of year as sin/cos of their phase, built without a warning
+    (a deprecated pandas accessor, ``Series.dt.dayofweek``, printed a Pandas4Warning per call)."""
+    long, cfg = _long(make_case, frame=tiny_frame(n=120, start="2024-12-29 00:00:00"),
+                      features={"calendar_features": ["hour", "dayofweek", "dayofyear"]})  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fs = build_features(long, cfg)
+        matrix = design_matrix(long, fs.prep)
+    ds = long[schema.DS]
+    names = fs.prep.feature_names
+    expected = {"hour": (ds.dt.hour, 24), "dayofweek": (ds.dt.day_of_week, 7), "dayofyear": (ds.dt.day_of_year, 365.25)}
+    for name, (value, period) in expected.items():
+        angle = 2 * np.pi * value.to_numpy(dtype=np.float64) / period
+        np.testing.assert_allclose(matrix[:, names.index(f"{name}_sin")], np.sin(angle), atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(matrix[:, names.index(f"{name}_cos")], np.cos(angle), atol=1e-6, err_msg=name)
 
 
 def test_recent_train_steps_put_the_last_rows_into_the_training_part(make_case):

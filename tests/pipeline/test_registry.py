@@ -75,6 +75,8 @@ def test_first_version_is_champion_and_challenger_with_tags(registered, client):
     assert mv.tags["best_baseline"] == "Naive" and mv.tags["gate"] == "passed"
     assert "best baseline Naive" in mv.description and "| model | RMSE |" in mv.description
     assert mv.current_stage in (None, "None")  # aliases only, no deprecated stages
+    assert len(mv.tags["pipeline_fingerprint"]) == 16 and len(mv.tags["code_sha256"]) == 16 and mv.tags["as_of"] == ""
+    assert res["same_inputs_as"] == []
     assert _alias_events(registered) == [("champion", None, 1, "register"), ("challenger", None, 1, "register")]  # newest first
 
 
@@ -202,3 +204,11 @@ def test_concurrent_registrations_leave_a_consistent_state(registered, client):
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion
     assert int(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) in versions
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == len({1, *versions})
+    # copies of run-1 (same config, data, code): registered anyway, and said, on the result and in train's summary
+    from pipeline.runner import summary_table
+
+    for r in results:
+        assert 1 in r["same_inputs_as"] and r["registered_version"] not in r["same_inputs_as"], r
+        line = summary_table({**registered["result"], **r})
+        assert f"registered: {MODEL_NAME} v{r['registered_version']}" in line and "same inputs as v1" in line, line
+    assert "same inputs" not in summary_table(registered["result"])

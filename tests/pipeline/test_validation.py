@@ -37,6 +37,24 @@ def test_valid_tiny_file_cli_exit_0_and_report_in_run_folder(make_case, tmp_path
     assert report["success"] and report["rows"] == 120
 
 
+def test_reruns_of_validate_and_features_reuse_the_folder_of_their_inputs(make_case, tmp_path, capsys):
+    """Without --run-id the folder is named by the config and the data: a rerun rewrites it, other data get another."""
+    config, csv = make_case()
+    ids, errs = [], []
+    for command in ("validate", "features", "validate", "features"):
+        assert main([command, "--config", str(config), "--json"]) == 0
+        out, err = capsys.readouterr()
+        ids.append(json.loads(out.splitlines()[-1])["run_id"])
+        errs.append(err)
+    assert len(set(ids)) == 1 and ids[0].startswith("tiny-"), ids
+    assert [p.name for p in (tmp_path / "artifacts").iterdir()] == [ids[0]]
+    assert "reused" not in errs[0] and all(f"{ids[0]} reused: same config and data" in e for e in errs[1:]), errs
+    tiny_frame(n=130).to_csv(csv, index=False)  # other data: another folder, the first one untouched
+    assert main(["validate", "--config", str(config), "--json"]) == 0
+    other = json.loads(capsys.readouterr().out.splitlines()[-1])["run_id"]
+    assert other != ids[0] and sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == sorted([ids[0], other])
+
+
 def _assert_fails(config, capsys, *needles, run_id="bad"):
     code = _cli(config, run_id=run_id)
     err = capsys.readouterr().err
