@@ -371,7 +371,7 @@ class RetrainConfig(_Section):
     #: ``scheduled``: the scheduled protocol (its test part holds the days before ``T``, the
     #: post-fault days a retrain needs to learn from; ``monitoring.retrain_recent_steps`` applies)
     mode: Literal["refit", "scheduled"] = "refit"
-    #: steps in the validation tail; default ``max(4 x h, one week of steps)``
+    #: steps in the validation tail; default ``max(2 x h, one day of steps)``
     #: (:func:`pipeline.loop.monitoring.validation_tail_steps`)
     validation_steps: Int | None = Field(None, ge=1)
     #: the gate for a refit challenger: its RMSE on the tail must be <= (1 - m) x the best

@@ -40,6 +40,15 @@ def seasons_for_freq(freq: str) -> tuple[int, ...]:
     return (1,)
 
 
+def steps_per_day(freq: str) -> int:
+    """Steps in one day of ``freq`` (1 when a step is a day or longer or not fixed)."""
+    try:
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except ValueError:
+        return 1
+    return max(1, int(pd.Timedelta("1D") // step))
+
+
 def steps_per_week(freq: str) -> int:
     """Steps in one week of ``freq`` (1 when a step is a week or longer or not fixed)."""
     try:

@@ -48,7 +48,7 @@ import pandas as pd
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import MonitoringError, SchemaValidationError
-from pipeline.core.seasons import season_length, steps_per_week
+from pipeline.core.seasons import season_length, steps_per_day
 from pipeline.data.io import long_to_raw, to_utc_naive
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
@@ -513,12 +513,13 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def validation_tail_steps(cfg: PipelineConfig) -> int:
-    """``retrain.validation_steps``, or ``max(4 x h, one week of data.freq steps)`` when unset.
+    """``retrain.validation_steps``, or ``max(2 x h, one day of data.freq steps)`` when unset.
 
-    Four horizons give at least ``3h + 1`` fully observed validation windows for early
-    stopping; a week covers the daily and weekly cycles once, so the tail is not one kind of day.
+    Short on purpose: the steps just before ``T`` are the post-fault ones a retrain has to learn
+    from, and every step in the tail is one the model does not train on. Two horizons give
+    ``h + 1`` fully observed windows for early stopping; a day covers the daily cycle once.
     """
-    return cfg.retrain.validation_steps or max(4 * cfg.features.horizon, steps_per_week(cfg.data.freq))
+    return cfg.retrain.validation_steps or max(2 * cfg.features.horizon, steps_per_day(cfg.data.freq))
 
 
 def retrain_config(cfg: PipelineConfig) -> PipelineConfig:

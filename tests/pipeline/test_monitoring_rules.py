@@ -200,7 +200,7 @@ def test_naive_ratio_scales_the_threshold_and_a_missing_naive_rmse_never_fires(c
 
 def test_retrain_config_refits_through_T_by_default(cfg):
     tcfg = retrain_config(cfg)
-    assert tcfg.features.validation_tail_steps == max(4 * cfg.features.horizon, 168) and tcfg.gate.min_relative_improvement == 0.0
+    assert tcfg.features.validation_tail_steps == max(2 * cfg.features.horizon, 24) and tcfg.gate.min_relative_improvement == 0.0
     assert cfg.features.validation_tail_steps == 0 and cfg.gate.min_relative_improvement == 0.05  # the scheduled protocol is untouched
     tuned = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"validation_steps": 30, "min_relative_improvement": -0.1})})
     assert retrain_config(tuned).features.validation_tail_steps == 30 and retrain_config(tuned).gate.min_relative_improvement == -0.1

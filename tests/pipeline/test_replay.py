@@ -256,9 +256,9 @@ def test_a_triggered_retrain_refits_through_T_the_initial_one_keeps_the_split(cf
     loop = Recording()
     summary = run_replay(cfg, _spec(), stages=loop.stages(), progress=False)
     protocol = [c[1:] for c in loop.calls if c[0] == "protocol"]
-    # initial champion: the scheduled split and gate; the retrain: a one-week tail (168 h > 4 x h), a no-worse gate
-    assert protocol == [(0, 0.05, None), (168, 0.0, "refit")]
-    assert loop.versions[2]["tags"]["retrain.validation_steps"] == "168" and summary["registrations"] == 1
+    # initial champion: the scheduled split and gate; the retrain: a one-day tail (24 h > 2 x h), a no-worse gate
+    assert protocol == [(0, 0.05, None), (24, 0.0, "refit")]
+    assert loop.versions[2]["tags"]["retrain.validation_steps"] == "24" and summary["registrations"] == 1
 
 
 def test_a_triggered_retrain_trains_with_the_recent_steps_the_initial_one_without(cfg):
