@@ -107,7 +107,12 @@ def connect(cfg: PipelineConfig, training: bool = False):
 def client(uri: str):
     """An ``MlflowClient`` on ``uri``, with the ``mlflow`` module's tracking URI set to it too
     (fluent runs and ``models:/`` loads read that one): the one way this package builds a client."""
+    import os
+    import sys
+
     import mlflow
 
+    if not sys.stderr.isatty():  # MLflow's per-download bars are carriage returns in a log or a pipe
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     return mlflow.tracking.MlflowClient(tracking_uri=uri)

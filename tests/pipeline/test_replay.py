@@ -365,3 +365,40 @@ def test_outcome_measures_the_published_forecasts_and_judges_each_promotion():
     assert out["rmse_post_fault"] == pytest.approx(np.sqrt((7 * 9 + n_settled * 4) / n_post))
     assert out["worse_promotions"] == 1 and out["worse_promotions_unmeasured"] == 0
     assert out["trainings"] == 1 and out["recovery_delay_h"] == 0.0 and (out["cpu_s"], out["wall_s"]) == (13.0, 24.0)
+
+
+@pytest.mark.slow
+def test_the_loop_heals_a_dynamics_change_and_never_trains_on_the_future(tmp_path):
+    """Real stages, synthetic sine (noise floor 0.1): from 2024-01-23 the series runs at half speed
+    (``line_slowdown``). The rule detects it, refits through T, the canary promotes, and the published
+    forecasts after the fault beat the never-retrained champion's; no training saw ``ds >= T``."""
+    import yaml
+
+    from pipeline.core import artifacts
+    from pipeline.loop.scenarios import load_scenario
+    from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
+
+    csv = tmp_path / "input.csv"
+    sine_frame(n=29 * 24).to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL)
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24, "n_jobs": 1, "progress": False}
+    raw["monitoring"] = {"window": "1D", "min_origins": 12, "cooldown": "2D", "schedule": "12h"}
+    raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
+    raw["mlflow"] = {"experiment_name": "heal", "registered_model_name": "heal"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "config.yaml")
+    inject = pd.Timestamp("2024-01-23")
+    out = {}
+    for policy in ("never", "rule"):
+        spec = ReplaySpec(start=pd.Timestamp("2024-01-21"), end=pd.Timestamp("2024-01-29"), scenario=load_scenario("line_slowdown"),
+                          inject_at=inject, policy=parse_policy(policy))  # fmt: skip
+        out[policy] = run_replay(cfg, spec, progress=False)
+    rule, never = out["rule"], out["never"]
+    assert never["trainings"] == 0 and rule["trainings"] >= 1 and rule["false_triggers"] == 0
+    assert rule["detection_delay_h"] <= 24 and rule["promotions"] >= 1 and rule["worse_promotions"] == 0
+    assert rule["rmse_post_fault"] < 0.9 * never["rmse_post_fault"]
+    timeline = pd.read_csv(rule["timeline"])
+    for _, row in timeline.dropna(subset=["trained_run"]).iterrows():
+        run = artifacts.run_dir(Path(rule["replay_dir"]) / "runs", row["trained_run"])
+        seen = pd.read_parquet(artifacts.VALIDATED_DATA.at(artifacts.step_dir(run, artifacts.VALIDATION)))
+        assert seen["ds"].max() < pd.Timestamp(row["as_of"]), f"training {row['trained_run']} read data at or after its T"
