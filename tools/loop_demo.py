@@ -73,7 +73,12 @@ def _f(value) -> str:
 
 
 def main() -> int:
+    import logging
+
     from pipeline.loop.replay import summary_text
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)  # its model-logging notes are not the demo's news
 
     config = write_case(WORK)
     rule = replay(config, "rule")
