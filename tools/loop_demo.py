@@ -26,7 +26,7 @@ NOISE_STD = 0.1
 
 
 def write_case(root: Path, name: str = "loop-demo") -> Path:
-    """The generated series (``series.csv``) and its config (``config.yaml``) under ``root``; returns the config.
+    """The generated series (``<name>.csv``) and its config (``config.yaml``) under ``root``; returns the config.
 
     The same bytes every time (seeded), so reruns reuse their training runs. The gate compares
     with the naive forecast only: on this sine the seasonal naive sits at sqrt(2) x the noise
@@ -41,10 +41,11 @@ def write_case(root: Path, name: str = "loop-demo") -> Path:
         "temp": 5 + np.cos(2 * np.pi * t / 24) + rng.normal(0, 0.1, n),
     })  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(root / "series.csv", index=False)
+    csv = root / f"{name}.csv"  # input data, named after the case (not a pipeline artifact)
+    frame.to_csv(csv, index=False)
     cfg = {
         "name": name,
-        "data": {"path": "series.csv", "timestamp_column": "time", "target_column": "load", "covariates": ["temp"], "freq": "h", "max_gap": 2},
+        "data": {"path": csv.name, "timestamp_column": "time", "target_column": "load", "covariates": ["temp"], "freq": "h", "max_gap": 2},
         "features": {"lookback": 24, "horizon": 4, "calendar_features": []},
         "model": {"hidden_size": 16, "num_layers": 1, "dropout": 0.0, "ar_highway": False},
         "training": {"max_epochs": 40, "min_epochs": 5, "patience": 8, "batch_size": 32, "learning_rate": 0.01, "progress": False, "num_threads": 1},
