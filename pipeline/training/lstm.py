@@ -43,6 +43,7 @@ import torch
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig, TrainingConfig
 from pipeline.core.errors import DataQualityError, TrainingError
+from pipeline.core.progress import Progress
 from pipeline.core.runs import per_member
 from pipeline.features.windowing import FeatureSet
 from pipeline.models.lstm import EVAL_BATCH, LSTMForecaster, WindowTensors, build_model
@@ -356,10 +357,9 @@ def _check_finite(epoch: int, train_loss: float, tc: TrainingConfig) -> None:
         )
 
 
-def _progress(tc: TrainingConfig, start: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=tc.max_epochs, initial=start, desc=desc, unit="epoch", disable=not tc.progress, leave=False)
+def _progress(tc: TrainingConfig, start: int, desc: str) -> Progress:
+    """Epoch progress (:class:`pipeline.core.progress.Progress`): a bar on a terminal, a plain line every 10 s elsewhere."""
+    return Progress(tc.max_epochs, desc, "epoch", enabled=tc.progress, initial=start)
 
 
 @dataclass
@@ -491,7 +491,7 @@ def train_member(
             session.start_from(_val_loss(session.model, tensors, val_starts))
             log.info("highway fitted by least squares (ridge lambda %g, chosen by %s): validation MSE %.5g before the first epoch",
                      fitted["ridge_lambda"], fitted["chosen_by"], session.result.best_val_loss)  # fmt: skip
-    bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
+    bar = _progress(tc, session.state["epoch"], f"LSTM seed {seed}")
     while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
         epoch, t0 = session.state["epoch"] + 1, time.perf_counter()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -502,16 +502,16 @@ def train_member(
         row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc, cut)
         session.result.seconds = time.perf_counter() - started
         session.save(ckpt_path, fingerprint)
-        bar.update(1)
-        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", lr=f"{row['lr']:.1e}")
+        bar.update(1, train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
+                   best=f"{session.result.best_val_loss:.4g} (epoch {session.result.best_epoch})", steps=session.result.steps)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-    bar.close()
     if not session.result.stop_reason:  # a checkpoint already at max_epochs (written before stop reasons were kept)
         session.stop("max_epochs")
     log.info("seed %d: training stopped by %s after %d epoch(s), %d step(s), %.1fs; best epoch %d (validation MSE %.5g)",
              seed, session.result.stop_reason, session.state["epoch"], session.result.steps, session.result.seconds,
              session.result.best_epoch, session.result.best_val_loss)  # fmt: skip
+    bar.close(stopped=session.result.stop_reason)
     if session.state["best"] is not None:
         session.model.load_state_dict(session.state["best"])
     return session.model, session.result
