@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.progress import show_plain_lines
 
 #: a run id given on the command line is a plain folder name: no path separators, no ``..``
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -338,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; every subcommand's errors end here (see the module docstring for the exit codes)."""
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    show_plain_lines()  # training/baseline/replay progress reaches a redirected stderr as plain lines (a bar on a terminal)
     where: dict[str, Any] = {"run_id": None, "run_path": None, "started": False}
     try:
         return _dispatch(args, where)

@@ -65,6 +65,8 @@ def run_training_pipeline(
     result: dict[str, Any] = {
         **results["compare"],
         "device": results["train"]["device"],
+        "stop_reason": results["train"].get("stop_reason"),
+        "train_steps": results["train"].get("steps"),
         "rows": results["validate"]["rows"],
         "windows": results["features"]["windows"],
         "skipped_baselines": results["baselines"]["skipped"],
@@ -86,6 +88,7 @@ def summary_table(result: dict[str, Any]) -> str:
         f"validated rows: {result['rows']}; windows: {result['windows']}",
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
+        *([f"LSTM training stopped by {result['stop_reason']} after {', '.join(map(str, result['train_steps'] or []))} optimiser step(s)"] if result.get("stop_reason") else []),
         f"gate: {'PASSED' if result['gate_passed'] else 'FAILED'}",
         *(f"  {r}" for r in result["gate_reasons"]),
         *(["what to try (the gate failed):"] if result.get("gate_next_steps") else []),

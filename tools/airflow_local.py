@@ -79,7 +79,8 @@ _DAG_TEST = textwrap.dedent(
 
 
 _RUNNING = re.compile(r"\[DAG TEST\] running task <TaskInstance: [\w.-]+?\.(\w+) ")
-_OURS = re.compile(r"\[(info|warning|error)\s*\] (.*?)\s+\[pipeline\.\w+\]")
+#: a pipeline log line in a task log: ``[info     ] <message>   [pipeline.training.lstm] ...`` (any module depth)
+_OURS = re.compile(r"\[(info|warning|error)\s*\] (.*?)\s+\[pipeline(?:\.\w+)+\]")
 _STATE = re.compile(r"new_state=(\w+)")
 
 

@@ -55,6 +55,12 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
         out.append(f"rows validated: {report['rows']} ({gaps.get('runs', 0)} gaps in the target, longest {gaps.get('longest_run', 0)} steps); valid: {report['success']}")
     else:
         out.append("validation did not run to a report: see the task log below")
+    facts_path = artifacts.TRAINING_FACTS.at(artifacts.step_dir(run_dir, artifacts.TRAINING))
+    if facts_path.exists():
+        facts = artifacts.read_json(facts_path)
+        if facts.get("stop_reason"):
+            out.append(f"LSTM training: stopped by {', '.join(facts['stop_reason'])} after {', '.join(map(str, facts['steps']))} "
+                       f"optimiser step(s), {facts['train_seconds']:.0f} s")
     evaluation = artifacts.step_dir(run_dir, artifacts.EVALUATION)
     if artifacts.COMPARISON_TABLE.at(evaluation).exists():
         table = pd.read_csv(artifacts.COMPARISON_TABLE.at(evaluation))

@@ -12,6 +12,7 @@ from any working directory (CLI, Airflow worker, Kubeflow container).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,50 @@ def _yaml_scientific(value: Any) -> Any:
 Int = StrictInt
 Bool = StrictBool
 Float = Annotated[StrictFloat, BeforeValidator(_yaml_scientific)]
+
+
+#: ``HH:MM:SS`` or Lightning's ``DD:HH:MM:SS`` (``Trainer(max_time="00:12:00:00")``), seconds may carry a fraction
+_CLOCK = re.compile(r"\s*(\d+:)?\d+:\d{1,2}:\d{1,2}(\.\d+)?\s*")
+
+
+def _duration(value: Any) -> Any:
+    """A positive duration as a :class:`datetime.timedelta`, from any of its documented spellings.
+
+    Accepted: a number of seconds (``480``, ``0.5``); ``"HH:MM:SS"`` (``"00:08:00"``) or
+    Lightning's ``"DD:HH:MM:SS"``; a pandas or ISO 8601 duration string (``"8min"``, ``"90s"``,
+    ``"PT8M"``: what :meth:`PipelineConfig.model_dump` writes); a ``timedelta``. Unquoted in YAML,
+    ``8:00`` and ``1:30:00`` are read by YAML 1.1 as base-60 integers (480 and 5400 seconds), so
+    they mean 8 minutes and 1 h 30 min either way; a quoted two-part ``"08:00"`` is ambiguous and refused.
+
+    Raises:
+        ValueError: anything else, or a duration that is not positive (naming what was found).
+    """
+    import pandas as pd
+
+    expected = "a positive duration: seconds (480), 'HH:MM:SS' ('00:08:00'), 'DD:HH:MM:SS' or a pandas/ISO 8601 duration ('8min', 'PT8M')"
+    if isinstance(value, bool):
+        raise ValueError(f"expected {expected}, found {value!r}")
+    try:
+        if isinstance(value, timedelta):
+            out = value
+        elif isinstance(value, int | float):
+            out = timedelta(seconds=value)
+        elif isinstance(value, str) and _CLOCK.fullmatch(value):
+            *days, hours, minutes, seconds = value.strip().split(":")
+            out = timedelta(days=int(days[0]) if days else 0, hours=int(hours), minutes=int(minutes), seconds=float(seconds))
+        elif isinstance(value, str) and ":" not in value:
+            out = pd.Timedelta(value.strip()).to_pytimedelta()
+        else:
+            raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"expected {expected}, found {value!r}") from None
+    if out <= timedelta(0):
+        raise ValueError(f"expected {expected}, found {value!r} (not positive)")
+    return out
+
+
+#: a positive wall-clock duration; see :func:`_duration` for the spellings accepted
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class _Section(BaseModel):
@@ -191,11 +236,33 @@ class ModelConfig(_Section):
     highway_fit: Literal["least_squares", "joint"] = "least_squares"
 
 
+#: default ``training.max_time``: with it, ``train`` on up to about 100k rows ends within 10 minutes on
+#: 2 CPU cores, baselines included (validation 10-50 s and every default baseline 150-260 s wall at
+#: 100k rows on that machine, docs/BENCHMARKS.md "Cost growth"; the rest is this LSTM budget)
+DEFAULT_MAX_TIME = timedelta(minutes=5)
+
+
 class TrainingConfig(_Section):
-    """Optimisation: Adam, gradient clipping, ReduceLROnPlateau, early stopping."""
+    """Optimisation: Adam, gradient clipping, ReduceLROnPlateau, early stopping, a training budget.
+
+    Training stops at the first of: early stopping (``patience`` epochs without a better
+    validation loss, after ``min_epochs``), ``max_epochs``, ``max_steps`` optimiser steps (per
+    member, counted across epochs) or ``max_time`` of wall clock (for all ``n_seeds`` members
+    together: each member gets an equal share of what the members before it left). The names
+    are Lightning's (``Trainer(max_steps=, max_time=)``) and neuralforecast's (``max_steps``). A
+    budget is checked after every optimiser step, so it may end an epoch part way; that part
+    epoch is still validated, and the weights kept are always those with the best validation
+    loss. The reason is recorded (``early_stopping``, ``max_epochs``, ``max_steps``, ``max_time``)
+    in the training facts, ``train --json`` and the MLflow tag ``stop_reason``.
+    """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_epochs: Int = Field(100, ge=1)
+    #: optimiser steps per member, at most; ``None``: no step limit (neuralforecast's default is 1000)
+    max_steps: Int | None = Field(None, ge=1)
+    #: wall-clock budget of the whole LSTM training (every member, highway fit and validation passes
+    #: included; prediction and baselines not); ``None``: no time limit. Spellings: :func:`_duration`
+    max_time: Duration | None = DEFAULT_MAX_TIME
     min_epochs: Int = Field(10, ge=0)
     patience: Int = Field(10, ge=1)
     #: windows per optimiser step; default (``None``): :func:`pipeline.training.lstm.resolve_batch_size`,

@@ -20,6 +20,15 @@ from pipeline.core.errors import ConfigError
 MACHINE_LOCAL_KEYS = ("data.path", "run.artifact_root", "training.device", "training.progress", "training.num_threads", "mlflow.tracking_uri", "mlflow.artifact_location")
 
 
+def per_member(values) -> str:
+    """One text for a value of every ensemble member: the value when all members agree, else each, comma-separated.
+
+    ``per_member([256, 256]) == "256"``; ``per_member(["max_time", "early_stopping"]) == "max_time,early_stopping"``.
+    """
+    texts = [str(v) for v in values]
+    return texts[0] if len(set(texts)) == 1 else ",".join(texts)
+
+
 def flat_params(cfg: PipelineConfig) -> dict[str, str]:
     """The resolved config as dotted MLflow params (values cut to 6000 characters)."""
     import pandas as pd

@@ -150,6 +150,10 @@ def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str,
         out.append(f"try: features.lookback >= one season ({season_length} steps; now {fc.lookback})")
     if any(e >= tc.max_epochs for e in train_info.get("epochs_run", [])):
         out.append(f"try: a higher training.max_epochs (every member ran all {tc.max_epochs} epochs)")
+    budget = {"max_steps": f"training.max_steps ({tc.max_steps})", "max_time": f"training.max_time ({tc.max_time})"}
+    cut = sorted({budget[r] for r in train_info.get("stop_reason", []) if r in budget})
+    if cut:
+        out.append(f"try: a larger {' and '.join(cut)} or null for no limit (the training budget, not early stopping, ended training)")
     if np.isfinite(training_rmse) and training_rmse < 0.7 * gate.lstm_rmse:
         out.append(f"try: more regularisation (in-sample RMSE {training_rmse:.4g} is far below the test RMSE: overfitting): model.dropout, training.weight_decay, a smaller model.hidden_size")
     if tc.n_seeds == 1:

@@ -464,7 +464,7 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
             :func:`isolated_config`) unless ``spec.use_config_stores``.
         spec: clock, scenario and injection time (default: ``start``).
         stages: the stage functions (default: the DAGs' ones).
-        progress: a tqdm bar with one step per tick.
+        progress: one step per tick (:class:`pipeline.core.progress.Progress`: a bar on a terminal, plain lines elsewhere).
 
     Returns:
         The summary dict (see :func:`summarize`) plus ``replay_dir``, ``timeline``, ``plot``.
@@ -474,7 +474,7 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
         ConfigError: the replay id exists with other parameters; the schedule has no fixed step.
         PipelineError subclasses from the stages (the ticks done so far are kept).
     """
-    from tqdm.auto import tqdm
+    from pipeline.core.progress import Progress
 
     stages = stages or Stages()
     if spec.history is not None and stages.train is _default_train:
@@ -510,8 +510,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     with tracking_env(uri):
         shared = Path(cfg.run.artifact_root).resolve() / REPLAY / "_initial"
         initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared, spec.history)
-        bar = tqdm(clock, desc=f"replay {spec.scenario.name}", unit="tick", disable=not progress)
-        for as_of in bar:
+        bar = Progress(len(clock), f"replay {spec.scenario.name}", "tick", enabled=progress)
+        for as_of in clock:
             record = folder / "ticks" / f"{_stamp(as_of)}.json"
             if record.exists():
                 row = artifacts.read_json(record)
@@ -521,7 +521,8 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
                                policy=spec.policy, last_trained=max([spec.start, *trained]), oracle_done=bool(trained))  # fmt: skip
                 artifacts.write_json(record, row)
             rows.append(row)
-            bar.set_postfix_str(f"{as_of:%Y-%m-%d %H:%M} {row['decision']}")
+            bar.update(1, tick=f"{as_of:%Y-%m-%d %H:%M}", decision=row["decision"])
+        bar.close()
     timeline = pd.DataFrame(rows)
     for col in ("champion_version", "registered_version", "n_origins_scored", "promoted_version"):
         if col not in timeline:  # a tick recorded before the column existed

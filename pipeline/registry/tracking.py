@@ -23,7 +23,7 @@ from pipeline import __version__
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import ConfigError, RegistryError
-from pipeline.core.runs import flat_params
+from pipeline.core.runs import flat_params, per_member
 
 RUN_TAG = "pipeline_run_id"
 FINGERPRINT_TAG = "pipeline_fingerprint"
@@ -137,17 +137,23 @@ def derived_params(cfg: PipelineConfig, training_folder: Path) -> dict[str, str]
     ensemble member, comma-separated, where members differ.
     """
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))
-
-    def joined(values) -> str:  # one value when every member has it, else one per member
-        texts = [str(v) for v in values]
-        return texts[0] if len(set(texts)) == 1 else ",".join(texts)
-
     out = {}
     if cfg.training.batch_size is None and facts.get("batch_size"):
-        out["training.batch_size"] = joined(facts["batch_size"])
+        out["training.batch_size"] = per_member(facts["batch_size"])
     if any(v is not None for v in facts.get("highway_ridge_lambda", [])):
-        out["model.highway_ridge_lambda"] = joined(facts["highway_ridge_lambda"])
+        out["model.highway_ridge_lambda"] = per_member(facts["highway_ridge_lambda"])
     return out
+
+
+def training_tags(training_folder: Path) -> dict[str, str]:
+    """MLflow run tags of how training ended, from the training facts (``artifacts.TRAINING_FACTS``).
+
+    ``stop_reason``: why training stopped (``early_stopping``, ``max_epochs``, ``max_steps`` or
+    ``max_time``; one per member, comma-separated, where members differ); ``train_steps``:
+    optimiser steps per member, likewise. Facts written before stop reasons were kept give no tags.
+    """
+    facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))
+    return {tag: per_member(facts[key]) for tag, key in (("stop_reason", "stop_reason"), ("train_steps", "steps")) if facts.get(key)}
 
 
 def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: dict, tags: dict[str, str]) -> dict:
@@ -169,7 +175,7 @@ def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: 
     run_tags = {
         "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(), "code_sha256": code_sha256(),
         "package_version": __version__, "device": training["device"], "gate": "passed" if gate["passed"] else "failed",
-        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **tags,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **training_tags(inputs.training), **tags,
     }  # fmt: skip
     for i in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=[])

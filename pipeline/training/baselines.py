@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig
+from pipeline.core.progress import Progress
 from pipeline.models.baselines import StatsBaseline, origins_of, resolve_baselines, run_task
 
 log = logging.getLogger(__name__)
@@ -24,26 +25,21 @@ log = logging.getLogger(__name__)
 def run_tasks(tasks: list[dict], n_jobs: int, progress: bool, log_every: float = 30.0):
     """Yield each task's result in order; joblib processes when ``n_jobs != 1``.
 
-    A tqdm bar on a terminal, and one log line (done, elapsed, expected remaining) at
-    most every ``log_every`` seconds for Airflow's log.
+    Progress (:class:`pipeline.core.progress.Progress`): a bar on a terminal; elsewhere (a
+    file, Airflow's log) one plain line (done, elapsed, expected remaining) at most every
+    ``log_every`` seconds.
     """
-    from tqdm.auto import tqdm
-
     if n_jobs == 1 or len(tasks) <= 1:
         results = map(run_task, tasks)
     else:
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run_task)(t) for t in tasks)
-    t0 = last = time.perf_counter()
-    with tqdm(total=len(tasks), desc="baseline fits", unit="fit", disable=not progress, leave=False) as bar:
+    t0 = time.perf_counter()
+    with Progress(len(tasks), "baseline fits", "fit", enabled=progress, every_s=log_every) as bar:
         for done, result in enumerate(results, start=1):
-            bar.update(1)
-            now = time.perf_counter()
-            if progress and (now - last >= log_every or done == len(tasks)):
-                left = (now - t0) / done * (len(tasks) - done)
-                log.info("baselines: %d/%d fits done, %.0fs elapsed, about %.0fs left", done, len(tasks), now - t0, left)
-                last = now
+            left = (time.perf_counter() - t0) / done * (len(tasks) - done)
+            bar.update(1, left=f"about {left:.0f}s")
             yield result
 
 

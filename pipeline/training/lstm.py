@@ -11,6 +11,13 @@ stopping; after ``min_epochs``, training stops once it has not improved for
 ``patience`` epochs and the best weights are restored (the recipe of Keras'
 ``EarlyStopping(restore_best_weights=True)`` and PyTorch's ``ReduceLROnPlateau``).
 
+A budget bounds every run: ``training.max_steps`` optimiser steps per member and
+``training.max_time`` of wall clock for all members together (split by :func:`fit_members`),
+checked after every step as Lightning's ``Trainer(max_steps=, max_time=)`` does. A budget
+that ends an epoch part way still validates that part epoch; the weights returned are the
+best by validation loss whatever stopped training, and :attr:`TrainResult.stop_reason` says
+what did (:data:`STOP_REASONS`).
+
 On CUDA the whole stacked feature matrix is moved to the device once and windows
 are gathered there by index (no per-batch host-to-device copies), under bf16
 autocast. Each epoch writes ``checkpoint.pt``; calling :func:`train_member` again
@@ -36,6 +43,8 @@ import torch
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig, TrainingConfig
 from pipeline.core.errors import DataQualityError, TrainingError
+from pipeline.core.progress import Progress
+from pipeline.core.runs import per_member
 from pipeline.features.windowing import FeatureSet
 from pipeline.models.lstm import EVAL_BATCH, LSTMForecaster, WindowTensors, build_model
 from pipeline.models.network import RecurrentForecaster
@@ -64,14 +73,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: why a member's training stopped, in the order they are checked after an epoch
+STOP_REASONS = ("early_stopping", "max_steps", "max_time", "max_epochs")
+
+
 @dataclass
 class TrainResult:
-    """What one member's training did. ``history`` has one dict per epoch."""
+    """What one member's training did. ``history`` has one dict per epoch (the last may be a part epoch
+    cut by the budget: its ``steps`` tell)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = float("inf")
     stopped_early: bool = False
+    #: one of :data:`STOP_REASONS`; empty while training runs
+    stop_reason: str = ""
+    #: optimiser steps taken (all epochs, a resumed run's earlier ones included)
+    steps: int = 0
     resumed_from_epoch: int = 0
     device: str = "cpu"
     seconds: float = 0.0
@@ -166,10 +184,19 @@ def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch
     return torch.cat(outs).cpu().numpy()
 
 
-def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_size: int) -> float:
+def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_size: int,
+           steps_left: int | None = None, deadline: float | None = None) -> tuple[float, int, str | None]:  # fmt: skip
+    """One pass over ``starts`` in a seeded order, ended early by the budget.
+
+    ``steps_left``: optimiser steps still allowed (``None``: no limit); ``deadline``: a
+    :func:`time.perf_counter` time (``None``: no limit). Both are checked after each step, so
+    at least one step is taken. Returns the mean training MSE (scaled) over the windows seen,
+    the steps taken and ``"max_steps"`` / ``"max_time"`` when the budget ran out, else ``None``.
+    """
     model.train()
     order = starts[torch.randperm(len(starts), generator=generator).to(starts.device)]
     total = torch.zeros((), device=tensors.device)  # summed on the device: one sync per epoch
+    steps, seen, cut = 0, 0, None
     for i in range(0, len(order), batch_size):
         x, y = tensors.gather(order[i : i + batch_size])
         with _autocast(tensors.device):
@@ -179,7 +206,14 @@ def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_siz
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip_norm)
         opt.step()
         total += loss.detach() * len(x)
-    return float(total) / max(len(order), 1)
+        steps, seen = steps + 1, seen + len(x)
+        if steps_left is not None and steps >= steps_left:
+            cut = "max_steps"
+        elif deadline is not None and time.perf_counter() >= deadline:
+            cut = "max_time"
+        if cut is not None:
+            break
+    return float(total) / max(seen, 1), steps, cut
 
 
 def _val_loss(model, tensors, starts) -> float:
@@ -323,10 +357,9 @@ def _check_finite(epoch: int, train_loss: float, tc: TrainingConfig) -> None:
         )
 
 
-def _progress(tc: TrainingConfig, start: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=tc.max_epochs, initial=start, desc=desc, unit="epoch", disable=not tc.progress, leave=False)
+def _progress(tc: TrainingConfig, start: int, desc: str) -> Progress:
+    """Epoch progress (:class:`pipeline.core.progress.Progress`): a bar on a terminal, a plain line every 10 s elsewhere."""
+    return Progress(tc.max_epochs, desc, "epoch", enabled=tc.progress, initial=start)
 
 
 @dataclass
@@ -346,6 +379,11 @@ class _Session:
         opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
         return cls(model, opt, sched, TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False})
+
+    def stop(self, reason: str) -> None:
+        """Training is over, for ``reason`` (one of :data:`STOP_REASONS`)."""
+        self.state["done"], self.result.stop_reason = True, reason
+        self.result.stopped_early = reason == "early_stopping"
 
     def resume(self, path: Path, fingerprint: str, device: torch.device) -> None:
         """Load ``path`` if it is a checkpoint of this very training (same fingerprint)."""
@@ -377,10 +415,12 @@ class _Session:
         self.result.best_val_loss, self.result.best_epoch, self.result.start_val_loss = val_loss, 0, val_loss
         self.state["best"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig) -> dict:
-        """Step the scheduler, keep the best weights, decide early stopping; returns the history row."""
+    def record(self, epoch: int, train_loss: float, val_loss: float, seconds: float, tc: TrainingConfig, cut: str | None = None) -> dict:
+        """Step the scheduler, keep the best weights, decide early stopping, else the budget's
+        ``cut`` (:func:`_epoch`) or ``max_epochs``; returns the history row."""
         self.sched.step(val_loss)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": self.opt.param_groups[0]["lr"], "seconds": seconds}
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": self.opt.param_groups[0]["lr"],
+               "seconds": seconds, "steps": self.result.steps}  # fmt: skip
         self.result.history.append(row)
         if val_loss < self.result.best_val_loss:
             self.result.best_val_loss, self.result.best_epoch, self.state["bad"] = val_loss, epoch, 0
@@ -389,7 +429,11 @@ class _Session:
             self.state["bad"] += 1
         self.state["epoch"] = epoch
         if epoch >= tc.min_epochs and self.state["bad"] >= tc.patience:
-            self.state["done"], self.result.stopped_early = True, True
+            self.stop("early_stopping")
+        elif cut is not None:
+            self.stop(cut)
+        elif epoch >= tc.max_epochs:
+            self.stop("max_epochs")
         return row
 
 
@@ -400,8 +444,14 @@ def train_member(
     seed: int,
     device: torch.device,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    time_budget_s: float | None = None,
 ) -> tuple[RecurrentForecaster, TrainResult]:
-    """Train one model on ``fs``'s train windows; early-stop on its val windows.
+    """Train one model on ``fs``'s train windows; early-stop on its val windows, within the budget.
+
+    The budget: at most ``training.max_steps`` optimiser steps and ``time_budget_s`` seconds
+    of wall clock (default: all of ``training.max_time``; :func:`fit_members` passes each
+    member its share), counted from the start of this member's training (highway fit
+    included) plus the seconds of a resumed checkpoint. ``result.stop_reason`` says what ended it.
 
     Writes ``folder/checkpoint.pt`` after every epoch (atomically; the one before is kept as
     ``checkpoint.pt.prev``); if a checkpoint with the same fingerprint (config, data, code
@@ -429,6 +479,10 @@ def train_member(
     fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
     session.resume(ckpt_path, fingerprint, device)
     session.result.batch_size = batch_size
+    if time_budget_s is None and tc.max_time is not None:
+        time_budget_s = tc.max_time.total_seconds()
+    started = time.perf_counter() - session.result.seconds  # the budget's clock: a resumed run's seconds count
+    deadline = None if time_budget_s is None else started + time_budget_s
     if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
         session.model.highway.requires_grad_(False)  # held fixed: the network learns the residual
         if session.state["epoch"] == 0:  # a resumed run keeps its checkpoint's highway, penalty and best weights
@@ -437,21 +491,27 @@ def train_member(
             session.start_from(_val_loss(session.model, tensors, val_starts))
             log.info("highway fitted by least squares (ridge lambda %g, chosen by %s): validation MSE %.5g before the first epoch",
                      fitted["ridge_lambda"], fitted["chosen_by"], session.result.best_val_loss)  # fmt: skip
-    started = time.perf_counter() - session.result.seconds
-    bar = _progress(tc, session.state["epoch"], f"train seed {seed}")
+    bar = _progress(tc, session.state["epoch"], f"LSTM seed {seed}")
     while not session.state["done"] and session.state["epoch"] < tc.max_epochs:
         epoch, t0 = session.state["epoch"] + 1, time.perf_counter()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        train_loss = _epoch(session.model, session.opt, tensors, train_starts, tc, generator, batch_size)
+        steps_left = None if tc.max_steps is None else tc.max_steps - session.result.steps
+        train_loss, steps, cut = _epoch(session.model, session.opt, tensors, train_starts, tc, generator, batch_size, steps_left, deadline)
         _check_finite(epoch, train_loss, tc)
-        row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc)
+        session.result.steps += steps
+        row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc, cut)
         session.result.seconds = time.perf_counter() - started
         session.save(ckpt_path, fingerprint)
-        bar.update(1)
-        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", lr=f"{row['lr']:.1e}")
+        bar.update(1, train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
+                   best=f"{session.result.best_val_loss:.4g} (epoch {session.result.best_epoch})", steps=session.result.steps)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-    bar.close()
+    if not session.result.stop_reason:  # a checkpoint already at max_epochs (written before stop reasons were kept)
+        session.stop("max_epochs")
+    log.info("seed %d: training stopped by %s after %d epoch(s), %d step(s), %.1fs; best epoch %d (validation MSE %.5g)",
+             seed, session.result.stop_reason, session.state["epoch"], session.result.steps, session.result.seconds,
+             session.result.best_epoch, session.result.best_val_loss)  # fmt: skip
+    bar.close(stopped=session.result.stop_reason)
     if session.state["best"] is not None:
         session.model.load_state_dict(session.state["best"])
     return session.model, session.result
@@ -464,6 +524,11 @@ def fit_members(
     """Train ``cfg.training.n_seeds`` members (seeds ``run.seed + k``) into ``work_dir/member_<k>/``
     (checkpoints; a rerun resumes): what :meth:`pipeline.models.lstm.LSTMForecaster.fit` runs.
 
+    ``training.max_time`` is the budget of all members together: member ``k`` of ``n`` gets
+    ``(max_time - seconds used by members 0..k-1) / (n - k)``, an equal share of what is left
+    (a member that stops early leaves its time to the next). ``training.max_steps`` holds for
+    each member (each is one model with its own optimiser, as one Lightning ``Trainer`` each).
+
     Returns:
         The members in eval mode, one :class:`TrainResult` each, and the device they are on.
     """
@@ -471,8 +536,10 @@ def fit_members(
     if dev.type == "cpu" and cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     members, results = [], []
-    for k in range(cfg.training.n_seeds):
-        model, res = train_member(fs, cfg, Path(work_dir) / f"member_{k}", cfg.run.seed + k, dev, on_epoch_end)
+    n, total = cfg.training.n_seeds, cfg.training.max_time
+    for k in range(n):
+        share = None if total is None else max(total.total_seconds() - sum(r.seconds for r in results), 0.0) / (n - k)
+        model, res = train_member(fs, cfg, Path(work_dir) / f"member_{k}", cfg.run.seed + k, dev, on_epoch_end, share)
         members.append(model.eval())
         results.append(res)
     return members, results, dev
@@ -510,8 +577,10 @@ def run_training(
     ``LOSS_CURVE`` and ``TRAINING_FORECASTS`` (``forecasts.npz``; ``test``: ``(n_origins, horizon)``
     original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
-    in-sample RMSE). Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
-    resumes; never published as part of the model). Returns the folder and the device.
+    in-sample RMSE). ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see
+    :data:`STOP_REASONS`) and the budget (``max_steps``, ``max_time_seconds``). Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
+    resumes; never published as part of the model). Returns ``{"training": folder, "device",
+    "stop_reason": one text (:func:`pipeline.core.runs.per_member`), "steps": [per member]}``.
     """
     from pipeline.core import faults
     from pipeline.evaluation.origins import select_origins
@@ -534,6 +603,9 @@ def run_training(
         "stopped_early": [r.stopped_early for r in results], "resumed_from_epoch": [r.resumed_from_epoch for r in results],
         "batch_size": [r.batch_size for r in results], "highway_ridge_lambda": [r.highway_ridge_lambda for r in results],
         "start_val_loss": [r.start_val_loss for r in results],
+        "stop_reason": [r.stop_reason for r in results], "steps": [r.steps for r in results],
+        "max_steps": cfg.training.max_steps,
+        "max_time_seconds": cfg.training.max_time.total_seconds() if cfg.training.max_time is not None else None,
         "device": str(forecaster.device_), "train_seconds": train_seconds, "predict_seconds": predict_seconds,
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
@@ -547,4 +619,4 @@ def run_training(
         artifacts.write_json(artifacts.TRAINING_FACTS.at(tmp), metrics)
         faults.point("training_written_before_rename")
     log.info("LSTM trained on %s in %.1fs; forecasts for %d test origins written", metrics["device"], train_seconds, len(test_index))
-    return {"training": str(out), "device": metrics["device"]}
+    return {"training": str(out), "device": metrics["device"], "stop_reason": per_member(metrics["stop_reason"]), "steps": metrics["steps"]}

@@ -84,3 +84,10 @@ def test_invalid_data_fails_validate_schema_and_touches_nothing(first_run, airfl
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert {p: p.stat().st_mtime_ns for p in good_run.rglob("*")} == before
     assert len(_run_dirs(case)) == 2  # the failed run wrote only into its own folder
+
+
+def test_the_task_log_holds_the_pipeline_lines_make_demo_echoes(first_run):
+    from tools.airflow_local import _progress_line
+
+    shown = [short for line in first_run["log"].splitlines() if (short := _progress_line(line))]
+    assert any("training stopped by" in s for s in shown), "\n".join(shown[-40:])  # pipeline.training.lstm's INFO line

@@ -63,6 +63,8 @@ def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
     tags = run.data.tags
     assert len(tags["data_sha256"]) == 64 and tags["device"] == "cpu" and tags["package_version"] == "0.1.0"
     assert tags["airflow_dag_id"] == "lstm_training" and "git_commit" in tags
+    assert tags["stop_reason"] == facts["stop_reason"][0] in ("early_stopping", "max_epochs")  # why training stopped
+    assert tags["train_steps"] == str(facts["steps"][0])
 
 
 def test_first_version_is_champion_and_challenger_with_tags(registered, client):

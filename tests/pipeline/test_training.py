@@ -239,7 +239,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny_features, tmp_p
     cfg, fs = tiny_features
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 0.05, "max_epochs": 60, "min_epochs": 1, "patience": 2, "lr_patience": 50})})
     model, result = train_member(fs, cfg, tmp_path / "m", seed=1, device=torch.device("cpu"))
-    assert result.stopped_early and len(result.history) < 60
+    assert result.stopped_early and result.stop_reason == "early_stopping" and len(result.history) < 60
     assert len(result.history) - result.best_epoch == 2
     best_val = min(r["val_loss"] for r in result.history)
     assert result.best_val_loss == pytest.approx(best_val)
@@ -316,7 +316,11 @@ def test_train_cli_json_summary(make_case, capsys, tmp_path):
     for key in ("lstm_rmse", "training_rmse", "rmse_per_step", "device", "train_seconds", "n_origins", "origin_step"):
         assert key in evaluated, key
     assert evaluated["lstm_rmse"] == summary["lstm_rmse"] and summary["n_origins"] == evaluated["n_origins"] > 0
-    assert "lstm_rmse" not in json.loads((run / "training" / "metrics.json").read_text())  # one source: evaluation
+    facts = json.loads((run / "training" / "metrics.json").read_text())
+    assert "lstm_rmse" not in facts  # one source: evaluation
+    assert facts["stop_reason"][0] in ("early_stopping", "max_epochs") and facts["steps"][0] > 0
+    assert summary["stop_reason"] == facts["stop_reason"][0] and summary["train_steps"] == facts["steps"]  # train --json says why it stopped
+    assert f"LSTM training stopped by {summary['stop_reason']} after" in "\n".join(out)
 
 
 @pytest.mark.gpu
