@@ -100,3 +100,41 @@ def test_interval_levels_default_and_validation(tmp_path):
             load_config(_config(tmp_path, interval_levels=bad))
     with pytest.raises(ConfigError, match="evaluation.interval_levels.0"):
         load_config(_config(tmp_path, interval_levels=["80%"]))
+
+
+def _untrained(cfg, fs):
+    import torch
+
+    from pipeline.models.lstm import LSTMForecaster, build_model
+
+    torch.manual_seed(0)
+    return LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)], fs.prep)
+
+
+@pytest.mark.parametrize(
+    ("features", "source"),
+    [({}, "validation"), ({"validation_tail_steps": 30}, "validation_tail"), ({"validation_fraction": 0.0}, None)],
+)
+def test_training_calibrates_on_the_validation_windows_or_the_refit_tail(make_case, features, source):
+    """Scheduled split: the validation part; refit protocol: its short tail (30 steps, 27 windows: what
+    is there); no validation part: no intervals. The quantile is the conformal one of the windows' residuals."""
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.features.windowing import build_features
+    from pipeline.training.lstm import calibrate_intervals
+    from tests.conftest import FAST_MODEL, sine_frame
+
+    config, _ = make_case(frame=sine_frame(), features={"lookback": 24, "horizon": 4, **features}, model=FAST_MODEL)
+    cfg = load_config(config)
+    fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    forecaster = _untrained(cfg, fs)
+    calibration = calibrate_intervals(forecaster, fs, cfg)
+    if source is None:
+        assert len(fs.starts["val"]) == 0 and calibration is None
+        return
+    assert calibration.source == source and calibration.n_windows == len(fs.starts["val"]) > 0
+    scores = np.abs(fs.targets("val") - forecaster.predict(fs, "val"))
+    np.testing.assert_allclose(calibration.quantiles["80"], conformal_quantile(scores, 80))
+    if source == "validation_tail":
+        np.testing.assert_array_equal(fs.starts["val"], fs.starts["test"])  # the tail is also the refit's test part
+    assert calibrate_intervals(forecaster, fs, cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"interval_levels": ()})})) is None
