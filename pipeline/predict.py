@@ -3,9 +3,11 @@
 The model is the registered pyfunc (:mod:`pipeline.serving.pyfunc`) loaded from the config's
 tracking URI by alias (default ``champion``) or version, so a forecast here is exactly
 what the served model gives; the history is a file with the training file's columns.
-Output, one row per series and step: ``unique_id, ds, step, yhat`` (plus ``warning`` when an
-input lies far outside the training range). The model has no prediction intervals, so there
-are no interval columns.
+Output, one row per series and step: ``unique_id, ds, step, yhat``, then the prediction
+intervals the version was registered with, ``yhat_lo_<level>, yhat_hi_<level>`` per level of
+``evaluation.interval_levels`` (split-conformal, :mod:`pipeline.models.conformal`; none for a
+version registered without a calibration), plus ``warning`` when an input lies far outside the
+training range.
 """
 
 from __future__ import annotations
@@ -96,11 +98,13 @@ def load_model(cfg: PipelineConfig, alias: str | None = None, version: int | Non
 
 
 def tidy(forecast: pd.DataFrame) -> pd.DataFrame:
-    """The pyfunc's ``[unique_id,] ds, step, y_hat[, warning]`` -> ``unique_id, ds, step, yhat[, warning]``."""
+    """The pyfunc's ``[unique_id,] ds, step, y_hat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]``
+    -> ``unique_id, ds, step, yhat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]`` (interval columns as the model gave them)."""
     out = forecast.rename(columns={"y_hat": "yhat"})
     if schema.UNIQUE_ID not in out:
         out.insert(0, schema.UNIQUE_ID, schema.DEFAULT_SERIES_ID)
-    return out[FORECAST_COLUMNS + (["warning"] if "warning" in out else [])].reset_index(drop=True)
+    bands = [c for c in out.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]
+    return out[FORECAST_COLUMNS + bands + (["warning"] if "warning" in out else [])].reset_index(drop=True)
 
 
 def write_forecast(frame: pd.DataFrame, out: Path) -> Path:
@@ -132,7 +136,8 @@ def run_forecast(
     Returns:
         ``{"model", "version", "alias", "input", "rows", "series", "origin_end", "out", "frame"}``:
         ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64, target units)``
-        frame, ``origin_end`` the last forecast timestamp.
+        frame with ``yhat_lo_<level>, yhat_hi_<level>`` (float64, target units) per level when the
+        version has intervals, ``origin_end`` the last forecast timestamp.
 
     Raises:
         DataLoadError / DataQualityError: the file is missing or unusable (column, row, timestamp named).

@@ -88,6 +88,8 @@ def summary_table(result: dict[str, Any]) -> str:
         f"validated rows: {result['rows']}; windows: {result['windows']}",
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
+        *[f"LSTM {k[len('test_coverage_'):]}% interval: test coverage {100 * v:.1f}%, mean width {result[k.replace('coverage', 'width')]:.4g}"
+          for k, v in result.items() if k.startswith("test_coverage_")],
         *([f"LSTM training stopped by {result['stop_reason']} after {', '.join(map(str, result['train_steps'] or []))} optimiser step(s)"] if result.get("stop_reason") else []),
         f"gate: {'PASSED' if result['gate_passed'] else 'FAILED'}",
         *(f"  {r}" for r in result["gate_reasons"]),

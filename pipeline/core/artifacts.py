@@ -27,6 +27,7 @@ TRAINING_FACTS     training        metrics.json              device, epochs, sec
 TRAINING_HISTORY   training        history.json              loss and learning rate per epoch
 LOSS_CURVE         training        loss_curve.png            loss per epoch
 TRAINING_FORECASTS training        forecasts.npz             LSTM forecasts on the scored origins
+INTERVALS          training        intervals.json            conformal calibration: score quantiles per level and step
 BASELINE_FORECASTS baselines       forecasts.npz             every baseline on the same origins
 BASELINE_TIMINGS   baselines       timings.json              fit/predict seconds, skipped models
 EVALUATION_METRICS evaluation      metrics.json              the LSTM's test metrics (one source)
@@ -110,6 +111,7 @@ TRAINING_FACTS = Artifact(TRAINING, "metrics.json", "json", "device, epochs, sec
 TRAINING_HISTORY = Artifact(TRAINING, "history.json", "json", "train/validation loss and learning rate per epoch and member")
 LOSS_CURVE = Artifact(TRAINING, "loss_curve.png", "png", "loss per epoch")
 TRAINING_FORECASTS = Artifact(TRAINING, "forecasts.npz", "npz", "LSTM forecasts (original units) on the scored test and train origins")
+INTERVALS = Artifact(TRAINING, "intervals.json", "json", "split-conformal calibration on the validation windows: score quantiles per level and horizon step")
 BASELINE_FORECASTS = Artifact(BASELINES, "forecasts.npz", "npz", "every baseline's forecasts on the same origins")
 BASELINE_TIMINGS = Artifact(BASELINES, "timings.json", "json", "fit and predict seconds per baseline, skipped models")
 EVALUATION_METRICS = Artifact(EVALUATION, "metrics.json", "json", "the LSTM's test metrics (their one source) and training RMSE")

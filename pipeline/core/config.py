@@ -309,12 +309,28 @@ class BaselinesConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    """Which test origins every model is scored on (the LSTM and every baseline alike)."""
+    """Which test origins every model is scored on (the LSTM and every baseline alike), and the
+    levels of the LSTM's prediction intervals."""
 
     #: score every ``origin_step``-th test window; default: the smallest step leaving at most
     #: ``max_origins`` windows; 1 keeps every origin
     origin_step: Int | None = Field(None, ge=1)
     max_origins: Int = Field(3000, ge=1)
+    #: nominal coverages (percent, ``0 < level < 100``) of the LSTM's split-conformal prediction
+    #: intervals, calibrated on the validation windows (:mod:`pipeline.models.conformal`); the served
+    #: model returns ``yhat_lo_<level>`` / ``yhat_hi_<level>``, and the test part's coverage and mean
+    #: width are reported per level. ``[]``: no intervals
+    interval_levels: tuple[Float, ...] = (80.0, 95.0)
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _levels_in_percent(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        expected = "distinct coverage levels in percent with 0 < level < 100, e.g. [80, 95]"
+        bad = [f"item {i} is {v:g}" for i, v in enumerate(value) if not 0 < v < 100]
+        bad += [f"item {i} repeats {v:g}" for i, v in enumerate(value) if v in value[:i]]
+        if bad:
+            raise ValueError(f"expected {expected}; {', '.join(bad)}")
+        return tuple(sorted(value))
 
 
 class GateConfig(_Section):

@@ -20,3 +20,18 @@ NAIVE = "Naive"
 SEASONAL_NAIVE = "SeasonalNaive"
 AUTO_ETS = "AutoETS"
 AUTO_ARIMA = "AutoARIMA"
+
+#: prefixes of a forecast's prediction-interval columns: ``yhat_lo_<level>``, ``yhat_hi_<level>``
+#: (``level`` in percent; the pyfunc, ``lstm-pipeline forecast`` and the forecast store share them)
+INTERVAL_LO, INTERVAL_HI = "yhat_lo_", "yhat_hi_"
+
+
+def level_label(level: float | str) -> str:
+    """``80`` / ``80.0`` / ``"80"`` -> ``"80"``, ``97.5`` -> ``"97.5"``: the suffix of a level's interval columns."""
+    return f"{float(level):g}"
+
+
+def interval_columns(level: float | str) -> tuple[str, str]:
+    """A level's interval column names: ``interval_columns(80) == ("yhat_lo_80", "yhat_hi_80")``."""
+    label = level_label(level)
+    return INTERVAL_LO + label, INTERVAL_HI + label

@@ -14,6 +14,9 @@ them all.
   the same origins, so a baseline whose score depends on where its fit window falls shows it.
 * The gate: lower RMSE is better. The LSTM passes when
   ``lstm_rmse <= (1 - gate.min_relative_improvement) * best_baseline_rmse``.
+* Prediction intervals (when training wrote a calibration, ``artifacts.INTERVALS``): per level,
+  the empirical coverage and mean width of the LSTM's bands on the same test origins
+  (:mod:`pipeline.evaluation.intervals`); reported, not gated.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pandas as pd
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import DataQualityError, GateFailedError
+from pipeline.evaluation.intervals import flat_metrics, interval_metrics
 from pipeline.features.windowing import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -202,9 +206,14 @@ def comparison_table(metrics: dict[str, dict[str, Any]], timings: dict[str, dict
     return table.sort_values("rmse", kind="stable").reset_index(drop=True)
 
 
-def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path, index: np.ndarray, n_points: int = 500) -> Path:
+def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path, index: np.ndarray, n_points: int = 500,
+                   bands: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:  # fmt: skip
     """Step-1 forecasts vs actuals over the first ``n_points`` scored test windows (``index``),
-    and the full ``h``-step forecast of the last one, as a PNG."""
+    and the full ``h``-step forecast of the last one, as a PNG.
+
+    ``bands``: the LSTM's prediction intervals ``{level_label: (lo, hi)}``, each ``(n_origins, horizon)``
+    like the forecasts, drawn as shaded bands (the widest palest) in both panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,12 +223,19 @@ def plot_forecasts(fs: FeatureSet, forecasts: dict[str, np.ndarray], path: Path,
     ds = fs.ds[starts[:n_points] + fs.prep.lookback]
     actual = fs.targets("test")[index]
     fig, axes = plt.subplots(2, 1, figsize=(11, 7))
+    last = starts[-1] + fs.prep.lookback
+    steps = fs.ds[last : last + fs.prep.horizon]
+    for k, (label, (lo, hi)) in enumerate(sorted((bands or {}).items(), key=lambda kv: -float(kv[0]))):
+        shade = {"color": "tab:blue", "alpha": 0.15 + 0.15 * k, "lw": 0, "label": f"{schema.LSTM} {label}% interval"}
+        axes[0].fill_between(ds, lo[:n_points, 0], hi[:n_points, 0], **shade)
+        if len(steps) > 1:
+            axes[1].fill_between(steps, lo[-1], hi[-1], **shade)
+        else:  # one step: a bar, as a band of one point has no width
+            axes[1].vlines(steps, lo[-1], hi[-1], lw=10, **{k: v for k, v in shade.items() if k != "lw"})
     axes[0].plot(ds, actual[:n_points, 0], color="black", lw=1.2, label="actual")
     for name, pred in forecasts.items():
         axes[0].plot(ds, pred[:n_points, 0], lw=0.9, label=name)
     axes[0].set_title(f"one-step-ahead forecasts, first {len(ds)} scored test origins")
-    last = starts[-1] + fs.prep.lookback
-    steps = fs.ds[last : last + fs.prep.horizon]
     axes[1].plot(steps, actual[-1], color="black", marker="o", ms=3, label="actual")
     for name, pred in forecasts.items():
         axes[1].plot(steps, pred[-1], marker=".", label=name)
@@ -253,14 +269,31 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     return forecasts, fits, index, train
 
 
+def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
+    """``(calibration or None, per-level test coverage and width, bands for the plot)`` from the training folder."""
+    from pipeline.models.conformal import IntervalCalibration
+
+    path = artifacts.INTERVALS.at(training_dir)
+    if not path.exists():
+        return None, {}, None
+    calibration = IntervalCalibration.load(path)
+    intervals = interval_metrics(calibration, truth, lstm)
+    for label, m in intervals.items():
+        log.info("LSTM %s%% interval: test coverage %.1f%% (n=%d), mean width %.4g", label, 100 * m["coverage"], m["n"], m["mean_width"])
+    return calibration, intervals, calibration.bands(lstm)
+
+
 def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, training_dir: Path, baselines_dir: Path) -> dict[str, Any]:
     """Stage entry point: score every model on the same test origins; decide the gate.
 
     Writes ``<run>/evaluation/{metrics.json, comparison.csv, comparison.json, gate.json, forecast.png}``;
     ``metrics.json`` is the LSTM's summary the registry logs (``lstm_rmse``, ``lstm_mae``,
     ``lstm_mase``, ``training_rmse``, ``rmse_per_step``, ``device``, ``train_seconds``,
-    ``n_origins``, ``origin_step``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
-    "best_baseline", "best_baseline_rmse", "baselines": {name: rmse}, "evaluation": folder, ...}``.
+    ``n_origins``, ``origin_step``, and with a calibration ``intervals``:
+    ``{level: {"coverage", "mean_width", "n", "coverage_per_step", "width_per_step"}}`` and
+    ``interval_calibration`` ``{"source", "n_windows"}``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
+    "best_baseline", "best_baseline_rmse", "baselines": {name: rmse}, "evaluation": folder, ...}``
+    plus ``test_coverage_<level>`` (share in [0, 1]) and ``test_width_<level>`` (target units) per level.
 
     Raises:
         DataQualityError: the training and baselines stages forecast different test windows.
@@ -285,11 +318,13 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     spread = fit_spread(truth, forecasts, fits)
     gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
     lstm = metrics[schema.LSTM]
+    calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM])
     summary = {
         "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
         "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],
         "n_origins": int(len(index)), "origin_step": int(base_info["origin_step"]), "n_test_windows": int(len(fs.starts["test"])),
         "n_train_origins": int(len(train["index"])),
+        **({"intervals": intervals, "interval_calibration": {"source": calibration.source, "n_windows": calibration.n_windows}} if calibration else {}),
     }  # fmt: skip
     target = artifacts.step_dir(run_path, artifacts.EVALUATION)
     with artifacts.atomic_dir(target) as tmp:
@@ -301,12 +336,12 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
         })  # fmt: skip
         next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season)
         artifacts.write_json(artifacts.GATE.at(tmp), {**gate.to_dict(), "next_steps": next_steps})
-        plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index)
+        plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index, bands=bands)
     for reason in gate.reasons[:1]:
         (log.info if gate.passed else log.warning)("gate: %s", reason)
     return {
         "gate_passed": gate.passed, "lstm_rmse": gate.lstm_rmse, "training_rmse": summary["training_rmse"],
         "best_baseline": gate.best_baseline, "best_baseline_rmse": gate.best_baseline_rmse,
         "baselines": baseline_rmse, "evaluation": str(target), "gate_reasons": gate.reasons, "gate_next_steps": next_steps,
-        "n_origins": summary["n_origins"], "origin_step": summary["origin_step"],
+        "n_origins": summary["n_origins"], "origin_step": summary["origin_step"], **flat_metrics(intervals),
     }  # fmt: skip

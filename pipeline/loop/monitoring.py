@@ -59,6 +59,7 @@ OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFE
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
     "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
+    "interval_coverage",
 )  # fmt: skip
 
 
@@ -363,7 +364,23 @@ def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
         rmse, n = champ, n_naive
     state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, naive_rmse=None if math.isnan(naive) else naive)
     state["threshold"] = _threshold(cfg, state)
+    state["interval_coverage"] = interval_coverage(store, state, T - pd.Timedelta(mc.window), T)
     return state
+
+
+def interval_coverage(store, state: dict[str, Any], since, until) -> dict[str, dict[str, Any]]:
+    """Rolling coverage of the champion's published prediction intervals: per level, the share of
+    scored forecasts with origins in ``[since, until)`` whose observed ``y`` lies in ``[lo, hi]``.
+
+    Returns:
+        ``{level: {"level", "coverage" (share in [0, 1]), "mean_width" (target units), "n"}}``
+        (:func:`pipeline.evaluation.intervals.rolling_coverage`); ``{}`` for a champion without intervals.
+        Recorded with the check (its row's ``payload`` in the store, ``check.json``) and as MLflow
+        metrics ``coverage_<level>``; informational: the retrain rule does not read it.
+    """
+    from pipeline.evaluation.intervals import rolling_coverage
+
+    return rolling_coverage(store.scored_intervals(state["model_name"], state["versions"][CHAMPION], since=since, until=until))
 
 
 def _threshold(cfg: PipelineConfig, state: dict) -> float | None:
@@ -582,6 +599,7 @@ def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
     T = pd.Timestamp(check["as_of"])
     ms, step = int(T.timestamp() * 1000), int(T.timestamp() // 3600)  # step: hours since the epoch, so reruns overwrite the point's x
     values = {k: check.get(k) for k in ("rolling_rmse", "threshold", "training_rmse", "naive_rmse", "drift_share", "n_origins_scored")}
+    values.update({f"coverage_{k}": v["coverage"] for k, v in (check.get("interval_coverage") or {}).items() if v["n"]})
     client.log_batch(run_id, metrics=[Metric(k, float(v), ms, step) for k, v in values.items() if v is not None])
     folder = Path(check["out_dir"])
     for path in (folder / CHECK, *(Path(p) for p in (check.get("report") or {}).values())):

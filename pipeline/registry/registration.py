@@ -57,12 +57,17 @@ def _input_example(cfg: PipelineConfig, validated_data: Path, lookback: int) -> 
 
 
 def model_artifacts(features_dir: Path, training_dir: Path) -> dict[str, str]:
-    """The files the pyfunc model ships, by the name ``load_context`` reads them under."""
+    """The files the pyfunc model ships, by the name ``load_context`` reads them under.
+
+    ``reference`` (drift) and ``intervals`` (the conformal calibration) only when the stages wrote them.
+    """
     reference = artifacts.DRIFT_REFERENCE.at(features_dir)  # drift reference for monitoring
+    intervals = artifacts.INTERVALS.at(training_dir)  # prediction intervals' calibration
     return {
         "preprocessing": str(artifacts.PREPROCESSING.at(features_dir)),
         "weights": str(artifacts.MODEL_WEIGHTS.at(training_dir)),
         **({"reference": str(reference)} if reference.exists() else {}),
+        **({"intervals": str(intervals)} if intervals.exists() else {}),
     }
 
 
@@ -85,13 +90,16 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     from mlflow.models import infer_signature
 
     from pipeline.features.windowing import load_preprocessor
+    from pipeline.models.conformal import IntervalCalibration
     from pipeline.models.lstm import LSTMForecaster
     from pipeline.serving.pyfunc import SIGNATURE_PARAMS, ForecastModel
 
     prep = load_preprocessor(inputs.features)
     example = _input_example(cfg, inputs.validated_data, prep.lookback)
     model = ForecastModel()
-    model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep))
+    intervals = artifacts.INTERVALS.at(inputs.training)
+    model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep), None,
+              IntervalCalibration.load(intervals) if intervals.exists() else None)  # the signature's outputs name the interval columns
     typed = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
     signature = _optional_inputs(typed)
     with tempfile.TemporaryDirectory() as tmp:

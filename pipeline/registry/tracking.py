@@ -24,6 +24,7 @@ from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import ConfigError, RegistryError
 from pipeline.core.runs import flat_params, per_member
+from pipeline.evaluation.intervals import flat_metrics
 
 RUN_TAG = "pipeline_run_id"
 FINGERPRINT_TAG = "pipeline_fingerprint"
@@ -82,6 +83,7 @@ def _metrics(history: list, training: dict, comparison: dict) -> list:
     for model, m in comparison["metrics"].items():
         finals.update({f"{model}_rmse": m["rmse"], f"{model}_mae": m["mae"], f"{model}_mase": m["mase"]})
     finals.update({f"lstm_rmse_step_{i + 1}": v for i, v in enumerate(training["rmse_per_step"])})
+    finals.update(flat_metrics(training.get("intervals", {})))  # test_coverage_<level>, test_width_<level>
     return metrics + [Metric(k, float(v), now, 0) for k, v in finals.items() if v == v]
 
 

@@ -18,6 +18,13 @@ passes them through):
   At each origin it equals the ``"last"`` forecast of the history cut at that origin
   (``tests/pipeline/test_serving.py``).
 
+Prediction intervals: a version registered with a calibration (artifact ``intervals``,
+:class:`pipeline.models.conformal.IntervalCalibration`) adds, in both modes, ``yhat_lo_<level>``
+and ``yhat_hi_<level>`` (float64, original units) per level of ``evaluation.interval_levels``
+(e.g. ``yhat_lo_80, yhat_hi_80, yhat_lo_95, yhat_hi_95``) after ``y_hat``: split-conformal bands
+per horizon step. A version without one (registered before intervals, or trained with
+``interval_levels: []`` or no validation part) returns ``y_hat`` only.
+
 Pattern: MLflow "Custom Python models" (``mlflow.pyfunc.PythonModel``,
 https://mlflow.org/docs/latest/ml/model/python_model/).
 """
@@ -33,6 +40,7 @@ import pandas as pd
 from pipeline.core import schema
 from pipeline.core.errors import DataQualityError
 from pipeline.features.windowing import FeatureSet, Preprocessor, transform
+from pipeline.models.conformal import IntervalCalibration, interval_columns
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ INFERENCE_FILES = (
     "core/__init__.py", "core/artifacts.py", "core/config.py", "core/errors.py", "core/schema.py",
     "data/__init__.py", "data/io.py",
     "features/__init__.py", "features/windowing.py",
-    "models/__init__.py", "models/lstm.py", "models/network.py",
+    "models/__init__.py", "models/conformal.py", "models/lstm.py", "models/network.py",
     "serving/__init__.py", "serving/pyfunc.py",
 )  # fmt: skip
 
@@ -198,13 +206,25 @@ def forecast_frame(fs: FeatureSet, starts: np.ndarray, y_hat: np.ndarray) -> pd.
     })  # fmt: skip
 
 
+def add_intervals(frame: pd.DataFrame, y_hat: np.ndarray, calibration: IntervalCalibration | None) -> pd.DataFrame:
+    """``frame`` (rows in ``y_hat``'s ``(n_windows, horizon)`` order) with ``yhat_lo_<level>``,
+    ``yhat_hi_<level>`` per calibrated level, in place; unchanged when ``calibration`` is ``None``."""
+    if calibration is None:
+        return frame
+    for label, (lo, hi) in calibration.bands(np.asarray(y_hat, dtype=np.float64).reshape(-1, calibration.horizon)).items():
+        lo_col, hi_col = interval_columns(float(label))
+        frame[lo_col], frame[hi_col] = lo.reshape(-1), hi.reshape(-1)
+    return frame
+
+
 class ForecastModel(PythonModel):
     """MLflow pyfunc: raw history DataFrame -> forecasts in original units (see the module docstring).
 
     Artifacts: ``preprocessing`` (JSON written by the features stage), ``weights``
-    (``model.pt`` written by the training stage) and, since monitoring, ``reference``
+    (``model.pt`` written by the training stage), since monitoring ``reference``
     (the training part's raw columns, for drift; ``reference_path`` is ``None`` for an
-    older version).
+    older version) and, since prediction intervals, ``intervals`` (the conformal calibration;
+    ``calibration`` is ``None`` for an older version).
     """
 
     def load_context(self, context) -> None:
@@ -214,11 +234,14 @@ class ForecastModel(PythonModel):
 
         with open(context.artifacts["preprocessing"]) as fh:
             prep = Preprocessor.from_dict(json.load(fh))
-        self.use(LSTMForecaster.load(context.artifacts["weights"], prep, "cpu"), context.artifacts.get("reference"))
+        intervals = context.artifacts.get("intervals")
+        calibration = IntervalCalibration.load(intervals) if intervals else None
+        self.use(LSTMForecaster.load(context.artifacts["weights"], prep, "cpu"), context.artifacts.get("reference"), calibration)
 
-    def use(self, forecaster, reference_path: str | None = None) -> ForecastModel:
-        """Serve a fitted :class:`pipeline.models.lstm.LSTMForecaster` (its ``prep_`` is the preprocessing)."""
-        self.forecaster, self.prep, self.reference_path = forecaster, forecaster.prep_, reference_path
+    def use(self, forecaster, reference_path: str | None = None, calibration: IntervalCalibration | None = None) -> ForecastModel:
+        """Serve a fitted :class:`pipeline.models.lstm.LSTMForecaster` (its ``prep_`` is the preprocessing)
+        with its interval ``calibration`` (``None``: point forecasts only)."""
+        self.forecaster, self.prep, self.reference_path, self.calibration = forecaster, forecaster.prep_, reference_path, calibration
         return self
 
     def predict_windows(self, x: np.ndarray) -> np.ndarray:
@@ -235,7 +258,8 @@ class ForecastModel(PythonModel):
         fs = transform(history_to_long(model_input, self.prep), self.prep)
         starts = forecast_starts(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
-        frame = forecast_frame(fs, starts, self.predict_windows(x))
+        y_hat = self.predict_windows(x)
+        frame = add_intervals(forecast_frame(fs, starts, y_hat), y_hat, getattr(self, "calibration", None))
         zone = output_zone(self.prep, pd.DataFrame(model_input).get(self.prep.timestamp_column))
         if zone:  # offset in, offset out (``data.timezone``, else UTC): the same instants, written with their offset
             frame[ORIGIN], frame[schema.DS] = in_zone(frame[ORIGIN], zone), in_zone(frame[schema.DS], zone)

@@ -11,6 +11,8 @@ Rows are keyed so that a rerun of the same interval overwrites, never duplicates
 * ``forecasts`` and ``scores``: ``(model_name, version, unique_id, origin, step)``;
   a forecast keeps the alias its version held when it was issued and the check's
   ``as_of``; a score is a forecast joined with the observed ``y`` of its target ``ds``;
+* ``forecast_intervals``: ``KEY + level``: the prediction interval ``lo, hi`` (target units)
+  of a stored forecast at ``level`` percent (a version registered with intervals; since schema 2);
 * ``checks``: ``check_id`` (one row per monitoring check, every number it used);
 * ``alias_events``: one row per alias move (append-only audit log).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,15 +37,13 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from pipeline.core import artifacts
+from pipeline.core import artifacts, schema
 from pipeline.core.errors import StoreError
 from pipeline.data.io import as_of_timestamp
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-#: ``{to_version: migrate(connection)}``: applied in order to a database at a lower version
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+SCHEMA_VERSION = 2
 KEY = ["model_name", "version", "unique_id", "origin", "step"]
 CHECK_COLUMNS = (
     "model_name", "as_of", "champion_version", "decision", "n_origins_scored", "rolling_rmse",
@@ -77,12 +78,27 @@ checks = sa.Table(
     sa.Column("n_origins_scored", sa.Integer), sa.Column("rolling_rmse", sa.Float), sa.Column("training_rmse", sa.Float),
     sa.Column("threshold", sa.Float), sa.Column("drift_share", sa.Float), sa.Column("payload", sa.Text),
 )  # fmt: skip
+#: a forecast's prediction interval per level (``level`` in percent; ``lo``/``hi`` in target units, may be infinite)
+forecast_intervals = sa.Table(
+    "forecast_intervals", metadata,
+    *(c for c in _forecast_columns() if c.primary_key), sa.Column("level", sa.Float, primary_key=True),
+    sa.Column("lo", sa.Float, nullable=False), sa.Column("hi", sa.Float, nullable=False),
+)  # fmt: skip
+INTERVAL_KEY = [*KEY, "level"]
+#: the interval columns of a forecast frame: ``yhat_lo_<level>`` / ``yhat_hi_<level>`` (the pyfunc's names)
+INTERVAL_COLUMN = re.compile(rf"^({schema.INTERVAL_LO}|{schema.INTERVAL_HI})(\d+(?:\.\d+)?)$")
 alias_events = sa.Table(
     "alias_events", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True), sa.Column("model_name", sa.String(200), index=True),
     sa.Column("alias", sa.String(50)), sa.Column("from_version", sa.Integer), sa.Column("to_version", sa.Integer),
     sa.Column("action", sa.String(40)), sa.Column("reason", sa.Text), sa.Column("evidence", sa.Text), sa.Column("as_of", sa.DateTime),
 )  # fmt: skip
+
+
+#: ``{to_version: migrate(connection)}``: applied in order to a database at a lower version
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    2: lambda conn: forecast_intervals.create(conn, checkfirst=True),  # prediction intervals (create_all made it already)
+}
 
 
 def default_store_url(artifact_root: Path) -> str:
@@ -100,6 +116,30 @@ def _json(value: Any) -> str:
     from pipeline.core.artifacts import json_default
 
     return json.dumps(value, default=json_default, allow_nan=True, sort_keys=True)
+
+
+def _interval_rows(frame: pd.DataFrame, rows: list[dict]) -> list[dict]:
+    """``forecast_intervals`` rows from ``frame``'s ``yhat_lo_<level>`` / ``yhat_hi_<level>`` columns.
+
+    ``rows`` are :meth:`ForecastStore._forecast_rows` of the same frame (same order: their keys are
+    reused). A band with a missing end is skipped; an infinite end is kept (too few calibration windows).
+
+    Raises:
+        StoreError: a level has only one of its two columns.
+    """
+    sides: dict[float, dict[str, str]] = {}
+    for col in frame.columns:
+        match = INTERVAL_COLUMN.match(str(col))
+        if match:
+            sides.setdefault(float(match.group(2)), {})[match.group(1)] = col
+    out = []
+    for level, cols in sorted(sides.items()):
+        if len(cols) != 2:
+            raise StoreError(f"interval level {level:g}: expected both {list(schema.interval_columns(level))}, the frame has only {list(cols.values())}")
+        lo, hi = frame[cols[schema.INTERVAL_LO]].to_numpy(dtype=float), frame[cols[schema.INTERVAL_HI]].to_numpy(dtype=float)
+        out += [{**{k: row[k] for k in KEY}, "level": level, "lo": float(a), "hi": float(b)}
+                for row, a, b in zip(rows, lo, hi, strict=True) if not (pd.isna(a) or pd.isna(b))]  # fmt: skip
+    return out
 
 
 class ForecastStore:
@@ -203,14 +243,25 @@ class ForecastStore:
         return rows.to_dict("records")
 
     def upsert_forecasts(self, frame: pd.DataFrame) -> int:
-        """Insert or overwrite forecasts; returns the number of rows.
+        """Insert or overwrite forecasts, with their prediction intervals when the frame has them; returns the number of forecasts.
 
         Args:
             frame: ``model_name, version, unique_id, origin, step, ds, y_hat, alias, as_of``
-                (``alias`` the version held when issued; ``as_of`` the check's ``T``).
+                (``alias`` the version held when issued; ``as_of`` the check's ``T``), optionally
+                ``yhat_lo_<level>, yhat_hi_<level>`` per level (the pyfunc's interval columns; one
+                ``forecast_intervals`` row per forecast and level, in the same transaction).
+
+        Raises:
+            StoreError: a column is missing, or a level has only one of its two interval columns.
         """
         rows = self._forecast_rows(frame, ("alias", "as_of"))
-        self._run(lambda conn: self._upsert(conn, forecasts, rows, KEY), write=True)
+        bands = _interval_rows(frame, rows)
+
+        def write(conn: sa.Connection) -> None:
+            self._upsert(conn, forecasts, rows, KEY)
+            self._upsert(conn, forecast_intervals, bands, INTERVAL_KEY)
+
+        self._run(write, write=True)
         return len(rows)
 
     def record_scores(self, frame: pd.DataFrame) -> int:
@@ -283,7 +334,9 @@ class ForecastStore:
         """The forecasts issued under ``alias`` (default: the published champion ones), ``since <= origin < until``.
 
         Returns:
-            ``unique_id, origin, step, ds, y_hat, version, alias, as_of`` sorted by ``unique_id, origin, step``.
+            ``unique_id, origin, step, ds, y_hat, version, alias, as_of`` sorted by ``unique_id, origin, step``,
+            then ``yhat_lo_<level>, yhat_hi_<level>`` per stored interval level (NaN for a forecast
+            without one; no such columns when none has).
         """
         f = forecasts.c
         query = (
@@ -291,7 +344,7 @@ class ForecastStore:
             .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
             .order_by(f.unique_id, f.origin, f.step)
         )
-        return self._read(query, ("origin", "ds", "as_of"))
+        return self._with_intervals(self._read(query, ("origin", "ds", "as_of")), model_name, since, until, alias)
 
     def published_scores(self, model_name: str, since=None, until=None, alias: str = "champion") -> pd.DataFrame:
         """The forecasts issued under ``alias`` joined with their observed ``y`` (scored ones only).
@@ -308,6 +361,41 @@ class ForecastStore:
             .order_by(f.unique_id, f.origin, f.step)
         )
         return self._read(query, ("origin", "ds"))
+
+    def scored_intervals(self, model_name: str, version: int, since=None, until=None) -> pd.DataFrame:
+        """The prediction intervals of one version's scored forecasts with ``since <= origin < until``.
+
+        Returns:
+            ``unique_id, origin, step, ds, level, lo, hi, y`` sorted by ``unique_id, origin, step, level``
+            (empty for a version stored without intervals).
+        """
+        s, i = scores.c, forecast_intervals.c
+        on = sa.and_(*(s[k] == i[k] for k in KEY))
+        query = (
+            sa.select(s.unique_id, s.origin, s.step, s.ds, i.level, i.lo, i.hi, s.y)
+            .join(forecast_intervals, on)
+            .where(s.model_name == model_name, s.version == int(version), *self._window(scores, since, until))
+            .order_by(s.unique_id, s.origin, s.step, i.level)
+        )
+        return self._read(query, ("origin", "ds"))
+
+    def _with_intervals(self, frame: pd.DataFrame, model_name: str, since, until, alias: str) -> pd.DataFrame:
+        """``frame`` (published forecasts) with ``yhat_lo_<level>, yhat_hi_<level>`` columns for the levels stored."""
+        f, i = forecasts.c, forecast_intervals.c
+        on = sa.and_(*(f[k] == i[k] for k in KEY))
+        query = (
+            sa.select(f.unique_id, f.origin, f.step, f.version, i.level, i.lo, i.hi).join(forecast_intervals, on)
+            .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
+        )  # fmt: skip
+        bands = self._read(query, ("origin",))
+        if bands.empty or frame.empty:
+            return frame
+        wide = bands.pivot_table(index=["unique_id", "origin", "step", "version"], columns="level", values=["lo", "hi"], aggfunc="first")
+        levels = sorted(bands["level"].unique())
+        names = {(side, level): schema.interval_columns(level)[0 if side == "lo" else 1] for level in levels for side in ("lo", "hi")}
+        wide.columns = [names[c] for c in wide.columns]
+        order = [names[(side, level)] for level in levels for side in ("lo", "hi")]
+        return frame.merge(wide[order].reset_index(), on=["unique_id", "origin", "step", "version"], how="left")
 
     def _read(self, query, dates: tuple[str, ...]) -> pd.DataFrame:
         frame = self._run(lambda conn: pd.read_sql(query, conn))

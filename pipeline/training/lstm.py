@@ -46,6 +46,7 @@ from pipeline.core.errors import DataQualityError, TrainingError
 from pipeline.core.progress import Progress
 from pipeline.core.runs import per_member
 from pipeline.features.windowing import FeatureSet
+from pipeline.models.conformal import IntervalCalibration
 from pipeline.models.lstm import EVAL_BATCH, LSTMForecaster, WindowTensors, build_model
 from pipeline.models.network import RecurrentForecaster
 
@@ -565,6 +566,37 @@ def plot_loss_curve(history: list[list[dict]], path: Path) -> Path:
     return path
 
 
+def calibrate_intervals(forecaster: LSTMForecaster, fs: FeatureSet, cfg: PipelineConfig) -> IntervalCalibration | None:
+    """Split-conformal calibration of the fitted ``forecaster`` on every validation window of ``fs``.
+
+    The levels are ``evaluation.interval_levels``; the scores are absolute residuals per horizon
+    step, in ``log1p`` units when ``features.target_transform`` is ``log1p``
+    (:class:`pipeline.models.conformal.IntervalCalibration`). Under the refit protocol
+    (``features.validation_tail_steps``, ``retrain.mode: refit``) the validation windows are the
+    short tail before ``T``, which is also the test part: the calibration uses what is there
+    (``source`` ``validation_tail``; a level that needs more windows than the tail has gets an
+    infinite band), and the test coverage of such a run is in-sample.
+
+    Returns:
+        The calibration, or ``None`` when no level is configured or there is no validation window
+        (``features.validation_fraction: 0``): the model then serves point forecasts only.
+    """
+    levels = cfg.evaluation.interval_levels
+    n = len(fs.starts["val"])
+    if not levels or n == 0:
+        if levels:
+            log.warning("no validation windows: the prediction intervals %s cannot be calibrated; the model serves yhat only", list(levels))
+        return None
+    source = "validation_tail" if cfg.features.validation_tail_steps else "validation"
+    calibration = IntervalCalibration.fit(fs.targets("val"), forecaster.predict(fs, "val"), levels, fs.prep.target_transform, source)
+    unsupported = [k for k, q in calibration.quantiles.items() if not np.isfinite(q).all()]
+    if unsupported:
+        log.warning("%d %s window(s) are too few for the %s%% interval(s): their bands are infinite (need >= 100 / (100 - level) - 1)",
+                    n, source, ", ".join(unsupported))  # fmt: skip
+    log.info("prediction intervals %s%% calibrated on %d %s window(s)", ", ".join(calibration.quantiles), n, source)
+    return calibration
+
+
 def run_training(
     cfg: PipelineConfig, run_path: Path, features_dir: Path, device: str | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -578,7 +610,9 @@ def run_training(
     original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
     in-sample RMSE). ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see
-    :data:`STOP_REASONS`) and the budget (``max_steps``, ``max_time_seconds``). Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
+    :data:`STOP_REASONS`) and the budget (``max_steps``, ``max_time_seconds``). ``INTERVALS``
+    (``intervals.json``) holds the prediction intervals' calibration (:func:`calibrate_intervals`),
+    absent when there is none. Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
     resumes; never published as part of the model). Returns ``{"training": folder, "device",
     "stop_reason": one text (:func:`pipeline.core.runs.per_member`), "steps": [per member]}``.
     """
@@ -595,6 +629,7 @@ def run_training(
     test_pred = forecaster.predict(fs, "test", test_index)
     predict_seconds = time.perf_counter() - t0
     train_pred = forecaster.predict(fs, "train", train_index)
+    calibration = calibrate_intervals(forecaster, fs, cfg)
     results = forecaster.results_
     epochs = sum(len(r.history) for r in results)
     train_seconds = sum(r.seconds for r in results)
@@ -610,6 +645,7 @@ def run_training(
         "samples_per_second": len(fs.starts["train"]) * epochs / train_seconds if train_seconds else None,
         "n_train_windows": int(len(fs.starts["train"])), "n_test_windows": int(len(fs.starts["test"])),
         "n_origins": int(len(test_index)), "origin_step": step,
+        "interval_calibration_windows": calibration.n_windows if calibration else 0,
     }  # fmt: skip
     with artifacts.atomic_dir(out) as tmp:
         forecaster.save(artifacts.MODEL_WEIGHTS.at(tmp))
@@ -617,6 +653,8 @@ def run_training(
         artifacts.write_json(artifacts.TRAINING_HISTORY.at(tmp), [r.history for r in results])
         plot_loss_curve([r.history for r in results], artifacts.LOSS_CURVE.at(tmp))
         artifacts.write_json(artifacts.TRAINING_FACTS.at(tmp), metrics)
+        if calibration is not None:
+            calibration.save(artifacts.INTERVALS.at(tmp))
         faults.point("training_written_before_rename")
     log.info("LSTM trained on %s in %.1fs; forecasts for %d test origins written", metrics["device"], train_seconds, len(test_index))
     return {"training": str(out), "device": metrics["device"], "stop_reason": per_member(metrics["stop_reason"]), "steps": metrics["steps"]}

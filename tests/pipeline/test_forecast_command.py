@@ -92,7 +92,9 @@ def test_forecast_command_writes_the_next_h_values_as_csv_parquet_and_json(env, 
         out = tmp_path / name
         assert main(["forecast", "--config", str(env["config"]), "--input", str(env["csv"]), "--out", str(out), "--json"]) == 0
         got = pd.read_parquet(out) if name.endswith("parquet") else pd.read_csv(out, parse_dates=["ds"])
-        assert list(got.columns) == ["unique_id", "ds", "step", "yhat"]
+        assert list(got.columns) == ["unique_id", "ds", "step", "yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+        assert (got["yhat_lo_80"] < got["yhat"]).all() and (got["yhat"] < got["yhat_hi_80"]).all()
+        assert (got["yhat_lo_95"] < got["yhat_lo_80"]).all() and (got["yhat_hi_80"] < got["yhat_hi_95"]).all()
         assert got["step"].tolist() == [1, 2, 3, 4] and (got["unique_id"] == "series_0").all()
         assert str(got["ds"].iat[0]) == "2024-01-17 16:00:00"
         np.testing.assert_allclose(got["yhat"].to_numpy(), expected, rtol=1e-6)
@@ -104,6 +106,7 @@ def test_forecast_command_writes_the_next_h_values_as_csv_parquet_and_json(env, 
     assert main(["forecast", "--config", str(env["config"]), "--input", str(env["csv"]), "--json"]) == 0
     records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["forecast"]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["ds"] == "2024-01-17 16:00:00"
+    assert {"yhat_lo_80", "yhat_hi_95"} <= set(records[0])
 
 
 def _error(capsys) -> tuple[dict, str]:

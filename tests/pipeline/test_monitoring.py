@@ -215,3 +215,24 @@ def test_the_naive_rule_compares_the_champion_with_the_last_observed_value(env):
     assert check["threshold"] == pytest.approx(check["naive_rmse"])
     assert check["decision"] == ("retrain" if check["rolling_rmse"] > check["naive_rmse"] else "ok"), check["reasons"]
     assert "naive RMSE" in check["reasons"][0]
+
+
+def test_the_check_records_rolling_coverage_of_the_published_intervals(env):
+    """The champion's intervals are stored with its forecasts; the check row holds their coverage per level."""
+    from pipeline.evaluation.intervals import coverage
+
+    cfg = load_config(_write(env["root"], env["frame"], "coverage"))
+    check = run_check(cfg, T, since=T0)
+    store = store_for(cfg)
+    assert {"yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"} <= set(store.published(MODEL_NAME).columns)
+    got = check["interval_coverage"]
+    assert set(got) == {"80", "95"}
+    # recomputed independently from the stored bands and observations of the same window
+    scored = store.scored_intervals(MODEL_NAME, 1, since=T - pd.Timedelta(MONITORING["window"]), until=T)
+    for level in (80.0, 95.0):
+        rows = scored[scored["level"] == level]
+        assert got[f"{level:g}"] == {"level": level, **coverage(rows["y"], rows["lo"], rows["hi"])} and len(rows) > 100
+    assert got["95"]["coverage"] >= got["80"]["coverage"] and got["95"]["mean_width"] > got["80"]["mean_width"]
+    assert store.last_checks(MODEL_NAME, 1)[0]["interval_coverage"] == got  # recorded in the store with the check
+    shifted = run_check(load_config(_write(env["root"], _scaled(env["frame"]), "coverage_scaled")), T, since=T0)
+    assert shifted["interval_coverage"]["80"]["coverage"] < got["80"]["coverage"] - 0.3  # bands miss a target scaled x3

@@ -53,8 +53,10 @@ def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
     facts = json.loads((Path(registered["result"]["run_dir"]) / "training" / "metrics.json").read_text())
     assert run.data.params["training.batch_size"] == str(facts["batch_size"][0]) != "None"  # the value used, not the unset config
     assert float(run.data.params["model.highway_ridge_lambda"]) == facts["highway_ridge_lambda"][0] > 0
-    for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4"):
+    for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4", "test_coverage_80", "test_width_95"):
         assert key in run.data.metrics, key
+    assert run.data.metrics["test_coverage_95"] == pytest.approx(registered["result"]["test_coverage_95"])  # train --json's number
+    assert 0 < run.data.metrics["test_width_80"] < run.data.metrics["test_width_95"]
     assert run.data.metrics["lstm_rmse"] == pytest.approx(registered["result"]["lstm_rmse"])
     epochs = json.loads((Path(registered["result"]["run_dir"]) / "training" / "history.json").read_text())[0]
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == len(epochs)
@@ -102,12 +104,13 @@ def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registe
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         raw = pd.read_csv({str(registered['csv'])!r})
         out = [model.predict(raw.iloc[: o + 1])["y_hat"].tolist() for o in {origins}]
+        columns = list(model.predict(raw.tail(30)).columns)
         import pipeline, sys  # the package the model brought (code_paths), not the installed one
         from pathlib import Path
         root = Path(pipeline.__file__).parent
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*.py"))
         outside = sorted(n for n, m in sys.modules.items() if n.startswith("pipeline") and not Path(m.__file__).is_relative_to(root))
-        print(json.dumps({{"out": out, "files": files, "from": pipeline.__file__, "outside": outside}}))
+        print(json.dumps({{"out": out, "files": files, "from": pipeline.__file__, "outside": outside, "columns": columns}}))
     """)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["uri"]}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -120,6 +123,7 @@ def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registe
     assert printed["outside"] == [], printed  # and the model imported nothing of the installed package
     assert "/code/pipeline/" in printed["from"], printed["from"]
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=1e-5)
+    assert printed["columns"] == ["ds", "step", "y_hat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]  # intervals ship too
 
 
 def _pyfunc(registered):
@@ -133,7 +137,7 @@ def test_predict_bad_inputs_name_what_is_wrong(registered, client):
     model = _pyfunc(registered)
     raw = pd.read_csv(registered["csv"])
     out = model.predict(raw.tail(30))
-    assert list(out.columns) == ["ds", "step", "y_hat"] and out["step"].tolist() == [1, 2, 3, 4]
+    assert list(out.columns[:3]) == ["ds", "step", "y_hat"] and out["step"].tolist() == [1, 2, 3, 4]
     assert str(out["ds"].iat[0]) == "2024-01-17 16:00:00"
     with pytest.raises(DataQualityError, match=r"history has 10 steps, at least lookback=24"):
         model.predict(raw.tail(10))
@@ -143,6 +147,41 @@ def test_predict_bad_inputs_name_what_is_wrong(registered, client):
     bad.loc[bad.index[-1], "wind"] = "W"
     with pytest.raises(DataQualityError, match=r"'wind'.*\['W'\]"):
         model.predict(bad)
+
+
+def test_registered_model_serves_the_intervals_calibrated_on_validation(registered, client):
+    """The version ships the training stage's calibration: each band is ``y_hat +- q_step`` of ``intervals.json``."""
+    calibration = json.loads((Path(registered["result"]["run_dir"]) / "training" / "intervals.json").read_text())
+    assert calibration["source"] == "validation" and calibration["n_windows"] > 0 and calibration["levels"] == [80.0, 95.0]
+    out = _pyfunc(registered).predict(pd.read_csv(registered["csv"]))
+    for level in ("80", "95"):
+        q = np.asarray(calibration["quantiles"][level])
+        assert np.isfinite(q).all() and (q > 0).all()
+        np.testing.assert_allclose(out[f"yhat_hi_{level}"] - out["y_hat"], q, rtol=1e-6)
+        np.testing.assert_allclose(out["y_hat"] - out[f"yhat_lo_{level}"], q, rtol=1e-6)
+    assert (out["yhat_hi_95"] - out["yhat_lo_95"] >= out["yhat_hi_80"] - out["yhat_lo_80"]).all()
+
+
+def test_a_version_without_calibration_still_predicts_point_forecasts(registered, client, tmp_path):
+    """A model logged as versions were before intervals (no ``intervals`` artifact) loads and returns ``y_hat`` only."""
+    import mlflow
+    from pipeline.registry import registration
+    from pipeline.serving.pyfunc import ForecastModel
+
+    run = Path(registered["result"]["run_dir"])
+    old_artifacts = registration.model_artifacts(run / "features", run / "training")
+    assert "intervals" in old_artifacts
+    del old_artifacts["intervals"]
+    mlflow.set_experiment("tiny-sine-old-style")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=ForecastModel(), artifacts=old_artifacts,
+                                       code_paths=[str(registration._inference_package(tmp_path))])  # fmt: skip
+    old = mlflow.pyfunc.load_model(info.model_uri)
+    raw = pd.read_csv(registered["csv"])
+    out = old.predict(raw.tail(30))
+    assert list(out.columns) == ["ds", "step", "y_hat"]
+    np.testing.assert_allclose(out["y_hat"], _pyfunc(registered).predict(raw.tail(30))["y_hat"], rtol=1e-6)
+    assert not any(c.startswith("yhat_") for c in old.predict(raw, params={"origins": "all"}).columns)
 
 
 def _copy_run(registered, name):

@@ -98,6 +98,27 @@ def test_last_mode_keeps_its_frame_and_errors(served):
         model.predict(None, raw, params={"origins": "every"})
 
 
+def test_a_calibrated_model_adds_interval_columns_in_both_modes(served):
+    """``yhat_lo_<level>`` / ``yhat_hi_<level>`` beside ``y_hat``: the calibrated quantile of each step around it."""
+    from pipeline.models.conformal import IntervalCalibration
+
+    _, raw, model = served
+    quantiles = {"80": [0.1, 0.2, 0.3, 0.4], "95": [0.5, 0.6, 0.7, np.inf]}
+    calibration = IntervalCalibration((80.0, 95.0), quantiles, "none", 100, horizon=4)
+    banded = ForecastModel().use(model.forecaster, None, calibration)
+    bands = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+    last = banded.predict(None, raw.tail(30))
+    assert list(last.columns) == [schema.DS, "step", "y_hat", *bands]
+    np.testing.assert_allclose(last["y_hat"], model.predict(None, raw.tail(30))["y_hat"])  # the point forecast is unchanged
+    np.testing.assert_allclose(last["yhat_hi_80"] - last["y_hat"], [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(last["y_hat"] - last["yhat_lo_95"], [0.5, 0.6, 0.7, np.inf])
+    multi = banded.predict(None, raw, params={"origins": "all"})
+    assert list(multi.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "y_hat", *bands]
+    np.testing.assert_allclose((multi["yhat_hi_80"] - multi["y_hat"]).to_numpy(), np.tile([0.1, 0.2, 0.3, 0.4], len(multi) // 4))
+    empty = banded.predict(None, raw, params={"origins": "all", "origin_start": "2030-01-01"})
+    assert empty.empty and bands[0] in empty
+
+
 def test_transform_never_refits(served):
     cfg, raw, model = served
     prep = model.prep

@@ -100,3 +100,59 @@ def test_unreachable_store_fails_clearly_after_bounded_retries(tmp_path):
     store = ForecastStore(f"sqlite:///{blocker}/x.db", attempts=2, backoff_s=0.01)  # a path under a file
     with pytest.raises(StoreError, match="unreachable after 2 attempts"):
         store.last_checks("m")
+
+
+def _with_bands(frame: pd.DataFrame) -> pd.DataFrame:
+    """The forecasts with the pyfunc's interval columns: 80% = y_hat +- 0.5, 95% = y_hat +- 2 (95% hi infinite at step 3)."""
+    out = frame.assign(yhat_lo_80=frame["y_hat"] - 0.5, yhat_hi_80=frame["y_hat"] + 0.5, yhat_lo_95=frame["y_hat"] - 2.0)
+    return out.assign(yhat_hi_95=np.where(out["step"] == 3, np.inf, out["y_hat"] + 2.0))
+
+
+def test_interval_columns_round_trip_and_are_scored(store, tmp_path):
+    origins = pd.date_range("2024-01-01 00:00", periods=4, freq="h")
+    frame = _with_bands(_forecasts(1, origins, bias=1.0))  # y_hat = y + 1: outside the 80% band, inside the 95% one
+    assert store.upsert_forecasts(frame) == 12
+    store.upsert_forecasts(frame)  # a rerun overwrites, never duplicates
+    rows = sqlite3.connect(tmp_path / "sub" / "forecasts.db").execute("select count(*) from forecast_intervals").fetchone()[0]
+    assert rows == 12 * 2
+    published = store.published("m")
+    bands = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+    assert list(published.columns[-4:]) == bands
+    np.testing.assert_allclose(published[bands].to_numpy(), frame[bands].to_numpy())  # infinity included
+    store.score(_observed("2024-01-01 00:00", 8))
+    scored = store.scored_intervals("m", 1)
+    assert list(scored.columns) == ["unique_id", "origin", "step", "ds", "level", "lo", "hi", "y"]
+    assert len(scored) == 12 * 2 and set(scored["level"]) == {80.0, 95.0}
+    inside = (scored["lo"] <= scored["y"]) & (scored["y"] <= scored["hi"])
+    assert not inside[scored["level"] == 80].any() and inside[scored["level"] == 95].all()
+    assert store.scored_intervals("m", 1, since="2024-01-01 02:00")["origin"].min() == origins[2]
+
+
+def test_forecasts_without_intervals_publish_as_before(store):
+    origins = pd.date_range("2024-01-01 00:00", periods=2, freq="h")
+    store.upsert_forecasts(_forecasts(1, origins))
+    assert list(store.published("m").columns) == ["unique_id", "origin", "step", "ds", "y_hat", "version", "alias", "as_of"]
+    store.score(_observed("2024-01-01 00:00", 6))
+    assert store.scored_intervals("m", 1).empty
+    with pytest.raises(StoreError, match="yhat_hi_80"):
+        store.upsert_forecasts(_forecasts(1, origins).assign(yhat_lo_80=0.0))
+
+
+def test_a_store_at_schema_1_is_upgraded_keeping_its_rows(tmp_path):
+    import sqlalchemy as sa
+
+    from pipeline.store import sql
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # what schema version 1 created: every table but forecast_intervals
+        for table in sql.metadata.sorted_tables:
+            if table.name != "forecast_intervals":
+                table.create(conn)
+        conn.execute(sql.schema_version.insert().values(version=1))
+    engine.dispose()
+    old = ForecastStore(f"sqlite:///{path}")
+    assert old.schema_version == SCHEMA_VERSION == 2
+    origins = pd.date_range("2024-01-01 00:00", periods=2, freq="h")
+    assert old.upsert_forecasts(_with_bands(_forecasts(1, origins))) == 6
+    assert "yhat_hi_95" in old.published("m")

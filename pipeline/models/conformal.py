@@ -1,0 +1,175 @@
+"""Split conformal prediction intervals, one per horizon step: calibration and bands.
+
+The method (split, or inductive, conformal prediction; Vovk, Gammerman & Shafer, 2005,
+*Algorithmic Learning in a Random World*, ch. 4; Angelopoulos & Bates, 2021, "A Gentle
+Introduction to Conformal Prediction and Distribution-Free Uncertainty Quantification",
+arXiv:2107.07511, section 1 and eq. (1)): the fitted forecaster predicts ``n`` windows it did
+not train on (the validation part), the nonconformity score of step ``j`` of window ``i`` is
+the absolute residual ``s_ij = |y_ij - yhat_ij|``, and the band of a new forecast at level
+``1 - alpha`` is ``yhat_j +- q_j`` with ``q_j`` the ``ceil((n + 1)(1 - alpha)) / n`` empirical
+quantile of ``s_1j .. s_nj`` (the finite-sample correction; ``q_j = inf`` when
+``ceil((n + 1)(1 - alpha)) > n``: too few windows for that level). One quantile per horizon
+step, as in CF-RNN (Stankeviciute, Alaa & van der Schaar, 2021, "Conformal Time-series
+Forecasting", NeurIPS), because the error grows with the step; this module makes no
+Bonferroni correction: each step's band holds its own level (per-step marginal coverage,
+not joint coverage of the whole path).
+
+Guarantee and its limits: with exchangeable calibration and test windows, coverage is at
+least ``1 - alpha`` marginally (Vovk et al., 2005, Prop. 4.1). Overlapping windows of one
+series are serially dependent and the test part comes later than the validation part, so
+on real data the guarantee is approximate (Barber, Candes, Ramdas & Tibshirani, 2023,
+"Conformal prediction beyond exchangeability", Ann. Statist. 51(2)): coverage on the test
+part is measured and reported, never assumed (:mod:`pipeline.evaluation.intervals`). The
+validation part also chose the early-stopping epoch and the highway's ridge penalty, a mild
+reuse that can make the bands a little narrow. Several series are pooled (one quantile per
+step over all of them: marginal over series).
+
+Scale: when the target has ``features.target_transform: log1p``, the residuals are taken
+in that space (``|log1p(y) - log1p(yhat)|``) and the band is mapped back with ``expm1``:
+multiplicative bands that stay above ``-1``. The map is monotone, so ``y`` is inside the
+band exactly when its transformed score is at most ``q_j``: the guarantee is unchanged.
+Otherwise (``none``) the bands are ``yhat +- q_j`` in original units.
+
+MAPIE (``mapie``) is not used: its regressors wrap an estimator with ``fit``/``predict`` on a
+2-D ``X`` and a 1-D ``y`` (one output), so ``h`` steps would need ``h`` wrappers around
+precomputed forecasts, and its time-series regressor (EnbPI, ACI) refits bootstrap copies of
+the estimator, which this pipeline's windowed, ensembled network does not fit. The split
+quantile it would compute is the few lines of :func:`conformal_quantile`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.schema import interval_columns, level_label  # noqa: F401 - re-exported
+
+#: the nonconformity score and the band construction, recorded with every calibration
+METHOD = "split conformal, absolute residual per horizon step"
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
+    """Per column, the ``ceil((n + 1) * level / 100) / n`` empirical quantile of ``scores``.
+
+    Args:
+        scores: ``(n, horizon)`` float64 nonconformity scores (absolute residuals), finite.
+        level: nominal coverage in percent, ``0 < level < 100``.
+
+    Returns:
+        ``(horizon,)`` float64: the ``k``-th smallest score of each column with
+        ``k = ceil((n + 1) * level / 100)`` (Angelopoulos & Bates, 2021, eq. (1));
+        ``inf`` where ``k > n`` (fewer than ``100 / (100 - level) - 1`` windows).
+
+    Raises:
+        ValueError: ``level`` outside ``(0, 100)`` or ``scores`` not 2-D.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not 0 < level < 100:
+        raise ValueError(f"expected a level in percent with 0 < level < 100, found {level!r}")
+    if scores.ndim != 2:
+        raise ValueError(f"expected scores of shape (n, horizon), found {scores.shape}")
+    n = scores.shape[0]
+    k = math.ceil((n + 1) * level / 100.0 - 1e-9)  # the tolerance keeps (n+1)*0.8 = 80.0000001 at 80
+    if n == 0 or k > n:
+        return np.full(scores.shape[1], np.inf)
+    return np.sort(scores, axis=0)[k - 1]
+
+
+@dataclass(frozen=True)
+class IntervalCalibration:
+    """A fitted split-conformal calibration: per level, one score quantile per horizon step.
+
+    Attributes:
+        levels: nominal coverages in percent, ascending.
+        quantiles: ``{level_label: [q_1 .. q_h]}`` score quantiles (``inf`` for a level the
+            calibration windows cannot support); in original units, or in ``log1p`` units
+            when ``space`` is ``log1p``.
+        space: ``none`` (residuals in original units) or ``log1p`` (see the module docstring).
+        n_windows: calibration windows used (all series together).
+        source: which windows: ``validation`` (the validation part) or ``validation_tail``
+            (the refit protocol's tail, which is also its test part).
+        method: :data:`METHOD`.
+    """
+
+    levels: tuple[float, ...]
+    quantiles: dict[str, list[float]]
+    space: str
+    n_windows: int
+    source: str = "validation"
+    method: str = METHOD
+    horizon: int = field(default=0)
+
+    @classmethod
+    def fit(cls, y_true: np.ndarray, y_pred: np.ndarray, levels, space: str = "none", source: str = "validation") -> IntervalCalibration:
+        """Calibrate on ``(n, horizon)`` observed targets and forecasts in original units.
+
+        Raises:
+            ValueError: shapes differ, a value is not finite, a level is outside ``(0, 100)``,
+                or ``space`` is unknown.
+        """
+        y_true, y_pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+        if y_true.shape != y_pred.shape or y_true.ndim != 2:
+            raise ValueError(f"expected targets and forecasts of one shape (n, horizon), found {y_true.shape} and {y_pred.shape}")
+        if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
+            raise ValueError("calibration targets and forecasts must be finite")
+        scores = np.abs(_to_space(y_true, space) - _to_space(y_pred, space))
+        levels = tuple(sorted(float(v) for v in levels))
+        quantiles = {level_label(v): conformal_quantile(scores, v).tolist() for v in levels}
+        return cls(levels, quantiles, space, int(y_true.shape[0]), source, METHOD, int(y_true.shape[1]))
+
+    def bands(self, y_hat: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``y_hat (n, horizon)`` original units -> ``{level_label: (lo, hi)}``, each ``(n, horizon)`` float64.
+
+        Raises:
+            ValueError: ``y_hat``'s last axis is not the calibrated horizon.
+        """
+        y_hat = np.asarray(y_hat, dtype=np.float64)
+        if y_hat.ndim != 2 or y_hat.shape[1] != self.horizon:
+            raise ValueError(f"expected forecasts of shape (n, {self.horizon}), found {y_hat.shape}")
+        center = _to_space(y_hat, self.space)
+        out = {}
+        for label, q in self.quantiles.items():
+            q = np.asarray(q, dtype=np.float64)[None, :]
+            with np.errstate(invalid="ignore", over="ignore"):
+                out[label] = (_from_space(center - q, self.space), _from_space(center + q, self.space))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "levels": list(self.levels)}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> IntervalCalibration:
+        known = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload}
+        return cls(**{**known, "levels": tuple(float(v) for v in payload["levels"])})
+
+    def save(self, path: Path) -> Path:
+        """Write JSON (``inf`` as ``Infinity``) via a temporary name."""
+        import os
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> IntervalCalibration:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _to_space(values: np.ndarray, space: str) -> np.ndarray:
+    if space == "none":
+        return values
+    if space == "log1p":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.log1p(values)
+    raise ValueError(f"interval space: expected 'none' or 'log1p', found {space!r}")
+
+
+def _from_space(values: np.ndarray, space: str) -> np.ndarray:
+    return np.expm1(values) if space == "log1p" else values

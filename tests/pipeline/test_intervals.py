@@ -1,0 +1,140 @@
+"""Split-conformal prediction intervals: the quantile, coverage on a synthetic series, the
+served columns, the config key, the test-part report (real MLflow server: tests/pipeline/test_registry.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError
+from pipeline.evaluation.intervals import coverage, interval_metrics, rolling_coverage
+from pipeline.models.conformal import IntervalCalibration, conformal_quantile
+from tests.conftest import tiny_config_dict
+
+
+def test_quantile_has_the_finite_sample_correction():
+    scores = np.arange(1.0, 10.0)[:, None] * np.array([[1.0, 10.0]])  # n = 9, two steps
+    # k = ceil((n + 1) * 0.8) = 8: the 8th smallest, not np.quantile's 0.8 point (7.4)
+    np.testing.assert_array_equal(conformal_quantile(scores, 80), [8.0, 80.0])
+    # k = ceil(10 * 0.95) = 10 > 9: no finite band can promise 95% from 9 windows
+    assert np.isinf(conformal_quantile(scores, 95)).all()
+    np.testing.assert_array_equal(conformal_quantile(np.arange(1.0, 20.0)[:, None], 95), [19.0])  # n = 19: k = 19
+    with pytest.raises(ValueError, match="0 < level < 100"):
+        conformal_quantile(scores, 100)
+
+
+def _ar1_windows(n: int, h: int, phi: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An AR(1) series cut into overlapping ``h``-step windows, with its optimal forecast ``phi**j * y_t``.
+
+    The ``j``-step error has variance ``sum(phi**(2i), i < j)``: it grows with the step, so a
+    single band for all steps would over-cover step 1 and under-cover step h.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n + h)
+    for t in range(1, n + h):
+        y[t] = phi * y[t - 1] + rng.normal()
+    origins = np.arange(n)
+    truth = np.stack([y[origins + j] for j in range(1, h + 1)], axis=1)
+    pred = np.stack([phi**j * y[origins] for j in range(1, h + 1)], axis=1)
+    return truth, pred
+
+
+def test_coverage_on_a_synthetic_series_is_near_nominal_at_every_step():
+    truth, pred = _ar1_windows(30_000, h=6)
+    cal, test = slice(0, 3000), slice(5000, 30_000)  # calibrate on an earlier part, test on a later one, as the pipeline does
+    calibration = IntervalCalibration.fit(truth[cal], pred[cal], [80, 95])
+    widths = np.diff(np.asarray(calibration.quantiles["80"]))
+    assert (widths > 0).all()  # one quantile per step: the band widens with the step
+    report = interval_metrics(calibration, truth[test], pred[test])
+    for label, nominal in (("80", 0.80), ("95", 0.95)):
+        assert report[label]["coverage"] == pytest.approx(nominal, abs=0.03)
+        assert np.allclose(report[label]["coverage_per_step"], nominal, atol=0.03)  # per step, not only overall
+        assert report[label]["n"] == truth[test].size
+    assert report["95"]["mean_width"] > report["80"]["mean_width"] > 0
+
+
+def test_log1p_bands_are_multiplicative_and_cover_the_same_points():
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(10, 1000, size=(2000, 2))
+    truth = pred * np.exp(rng.normal(0, 0.3, size=pred.shape))  # multiplicative noise
+    calibration = IntervalCalibration.fit(truth[:1000], pred[:1000], [80], space="log1p")
+    lo, hi = calibration.bands(pred[1000:])["80"]
+    assert (lo > 0).all() and ((hi - lo) / pred[1000:]).std() < 0.05  # width proportional to the level
+    assert coverage(truth[1000:], lo, hi)["coverage"] == pytest.approx(0.80, abs=0.03)
+
+
+def test_calibration_round_trips_through_json_with_infinite_bands(tmp_path):
+    truth, pred = _ar1_windows(10, h=3)  # 10 windows: 95% needs 19, so its band is infinite
+    calibration = IntervalCalibration.fit(truth, pred, [95, 80], source="validation_tail")
+    loaded = IntervalCalibration.load(calibration.save(tmp_path / "intervals.json"))
+    assert loaded == calibration and loaded.levels == (80.0, 95.0) and loaded.source == "validation_tail"
+    lo, hi = loaded.bands(pred)["95"]
+    assert np.isneginf(lo).all() and np.isposinf(hi).all()
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        loaded.bands(pred[:, :2])
+
+
+def test_rolling_coverage_counts_observations_inside_closed_bands():
+    import pandas as pd
+
+    scored = pd.DataFrame({"level": [80.0, 80.0, 80.0, 80.0, 95.0], "lo": [0, 0, 0, 0, -1], "hi": [1, 1, 1, 1, 2], "y": [0.0, 1.0, 0.5, 3.0, 3.0]})
+    got = rolling_coverage(scored)
+    assert got["80"] == {"level": 80.0, "coverage": 0.75, "mean_width": 1.0, "n": 4}  # both ends included
+    assert got["95"]["coverage"] == 0.0 and rolling_coverage(scored.iloc[:0]) == {}
+
+
+def _config(tmp_path, **evaluation):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "input.csv", tmp_path / "artifacts", evaluation=evaluation)))
+    return path
+
+
+def test_interval_levels_default_and_validation(tmp_path):
+    assert load_config(_config(tmp_path)).evaluation.interval_levels == (80.0, 95.0)
+    assert load_config(_config(tmp_path, interval_levels=[95, 50, 97.5])).evaluation.interval_levels == (50.0, 95.0, 97.5)
+    assert load_config(_config(tmp_path, interval_levels=[])).evaluation.interval_levels == ()
+    for bad, found in (([80, 100], "item 1 is 100"), ([0.0], "item 0 is 0"), ([-5], "item 0 is -5"), ([80, 80], "item 1 repeats 80")):
+        with pytest.raises(ConfigError, match=f"evaluation.interval_levels: .*0 < level < 100.*{found}"):
+            load_config(_config(tmp_path, interval_levels=bad))
+    with pytest.raises(ConfigError, match="evaluation.interval_levels.0"):
+        load_config(_config(tmp_path, interval_levels=["80%"]))
+
+
+def _untrained(cfg, fs):
+    import torch
+
+    from pipeline.models.lstm import LSTMForecaster, build_model
+
+    torch.manual_seed(0)
+    return LSTMForecaster.from_members([build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)], fs.prep)
+
+
+@pytest.mark.parametrize(
+    ("features", "source"),
+    [({}, "validation"), ({"validation_tail_steps": 30}, "validation_tail"), ({"validation_fraction": 0.0}, None)],
+)
+def test_training_calibrates_on_the_validation_windows_or_the_refit_tail(make_case, features, source):
+    """Scheduled split: the validation part; refit protocol: its short tail (30 steps, 27 windows: what
+    is there); no validation part: no intervals. The quantile is the conformal one of the windows' residuals."""
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.features.windowing import build_features
+    from pipeline.training.lstm import calibrate_intervals
+    from tests.conftest import FAST_MODEL, sine_frame
+
+    config, _ = make_case(frame=sine_frame(), features={"lookback": 24, "horizon": 4, **features}, model=FAST_MODEL)
+    cfg = load_config(config)
+    fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    forecaster = _untrained(cfg, fs)
+    calibration = calibrate_intervals(forecaster, fs, cfg)
+    if source is None:
+        assert len(fs.starts["val"]) == 0 and calibration is None
+        return
+    assert calibration.source == source and calibration.n_windows == len(fs.starts["val"]) > 0
+    scores = np.abs(fs.targets("val") - forecaster.predict(fs, "val"))
+    np.testing.assert_allclose(calibration.quantiles["80"], conformal_quantile(scores, 80))
+    if source == "validation_tail":
+        np.testing.assert_array_equal(fs.starts["val"], fs.starts["test"])  # the tail is also the refit's test part
+    assert calibrate_intervals(forecaster, fs, cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"interval_levels": ()})})) is None
