@@ -1,5 +1,5 @@
-"""Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold),
-and score -> canary -> publish_champion.
+"""Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold) and
+decide -> alert, and score -> canary -> publish_champion.
 
 Thin wiring over ``pipeline/loop/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
@@ -14,6 +14,12 @@ data_path}`` under the
 deterministic run id ``retrain__<model>_<T>``: a rerun of the same check finds that run and
 does not trigger a second one. With no ``champion`` registered, the tasks are skipped
 (not failed) and the check row says why.
+
+A data fault (the target or a covariate changed units, stuck, or left its range;
+``pipeline/loop/data_faults.py``) is the decision ``data_fault``: no retrain. ``alert`` then
+writes one WARNING line per fault to its task log and calls the notifier
+``monitoring.alerts.notifier`` (default ``pipeline.loop.notifiers.LogNotifier``, the log);
+it is skipped when the check found none. ``lstm-pipeline alerts`` lists them from the store.
 
 ``canary`` (``pipeline/loop/promotion.py``) decides on the challenger and watches a fresh
 promotion against ``previous_champion``; ``publish_champion`` emits the ``champion`` Asset
@@ -141,13 +147,26 @@ def lstm_monitoring():
 
         return monitoring.decide(_cfg(state), state)
 
+    @task(retries=1, retry_delay=timedelta(seconds=30))
+    def alert(state: dict, check_id: str, faults: list) -> int:
+        """Data faults: a WARNING line each in this log, then the configured notifier (skipped when none)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline.loop import notifiers
+
+        if not faults:
+            raise AirflowSkipException("no data fault")
+        return notifiers.alert(_cfg(state), {"check_id": check_id, "data_faults": faults}, get_current_context())
+
     @task.branch
     def branch(decision: str) -> str:
         return "trigger_retrain" if decision == "retrain" else "hold"
 
     scored = score(forecast())
     publish_champion(canary(scored))
-    check = decide(detect_drift(scored))
+    drifted = detect_drift(scored)
+    check = decide(drifted)
+    alert(drifted, check["check_id"], check["data_faults"])
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id="lstm_training",

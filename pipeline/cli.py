@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     published.add_argument("--until", help="last origin (exclusive, ISO timestamp)")
     published.add_argument("--alias", default="champion", help="alias the forecasts were issued under (default champion)")
     published.add_argument("--json", action="store_true", help="after the CSV, print one JSON object (rows, period) as the last line")
+    alerts = sub.add_parser("alerts", help="print the data-fault alerts of the monitoring checks, newest first (times UTC)")
+    alerts.add_argument("--config", required=True, type=Path, help="use-case YAML under configs/")
+    alerts.add_argument("--since", help="only alerts of checks as of this time or later (ISO timestamp)")
+    alerts.add_argument("--json", action="store_true", help="print one JSON object (the alerts) as the last line")
     _registry_parsers(sub)
     replay = sub.add_parser("replay", help="replay the monitoring loop over history with an injected fault")
     common(replay)
@@ -184,6 +188,22 @@ def _forecasts(cfg, args) -> int:
     return 0
 
 
+def _alerts(cfg, args) -> int:
+    """``alerts``: the data faults the checks found (``alerts`` rows of the forecast store)."""
+    from pipeline.store.sql import store_for
+
+    name = cfg.mlflow.registered_model_name
+    rows = store_for(cfg).alerts(name, since=args.since)
+    if not rows:
+        print(f"no data-fault alerts for {name}" + (f" in checks as of {args.since} or later" if args.since else ""))
+    for r in rows:
+        print(f"{r['as_of']:%Y-%m-%dT%H:%M:%S}  {r['column']} ({r['kind']}, series {r['unique_id']}) since {r['since']:%Y-%m-%dT%H:%M:%S}  [{r['check_id']}]")
+        print(f"  {r['message']}")
+    if args.json:
+        print(json.dumps({"model_name": name, "since": args.since, "rows": len(rows), "alerts": rows}, default=str))
+    return 0
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data.path": args.data,
@@ -254,7 +274,7 @@ def _init(args) -> int:
 INPUT_BOUND_COMMANDS = ("validate", "features")
 COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 #: commands without a run folder: ``(cfg, args) -> exit code`` (``init`` has no config yet: ``(args)``)
-OTHER_COMMANDS = {"monitor": _monitor, "forecasts": _forecasts, "forecast": _forecast,
+OTHER_COMMANDS = {"monitor": _monitor, "forecasts": _forecasts, "forecast": _forecast, "alerts": _alerts,
                   "promote": _registry_command, "rollback": _registry_command, "registry": _registry_command}  # fmt: skip
 
 

@@ -392,6 +392,57 @@ def _timedelta(value: str, key: str) -> str:
     return value
 
 
+class ColumnAlerts(_Section):
+    """Data-fault settings of one column (``monitoring.alerts.columns.<column>``; see
+    :mod:`pipeline.loop.data_faults`). Units: the column's own."""
+
+    #: the column's operating range: a value in the current window outside ``[min, max]`` is a data
+    #: fault (soft; ``data.ranges`` are hard limits that fail validation). Either may be omitted
+    min: Float | None = None
+    max: Float | None = None
+    #: this column's own thresholds instead of ``monitoring.alerts.max_shift`` / ``max_scale_ratio``
+    max_shift: Float | None = Field(None, gt=0)
+    max_scale_ratio: Float | None = Field(None, gt=1)
+    #: ``false``: no data-fault test on this column at all
+    check: Bool = True
+
+
+class AlertsConfig(_Section):
+    """The data-fault check (``monitoring.alerts``; :mod:`pipeline.loop.data_faults`, docs/LOOP.md 9).
+
+    Window defaults come from ``data.freq`` (:func:`pipeline.loop.data_faults.windows`):
+    ``current`` = max(1 day, 24 steps), ``reference`` = max(28 days, 4 x current) just before it,
+    ``stuck_for`` = ``current``.
+    """
+
+    #: ``false``: no data-fault check (the decision table skips ``data_fault``)
+    enabled: Bool = True
+    #: the recent window tested, ending at ``T``
+    current: Duration | None = None
+    #: the reference window just before ``current``: its median and IQR are the norm
+    reference: Duration | None = None
+    #: a value repeated unchanged for at least this long is "stuck"
+    stuck_for: Duration | None = None
+    #: data fault when ``|median(current) - median(reference)| / IQR(reference)`` exceeds this
+    max_shift: Float = Field(6.0, gt=0)
+    #: data fault when ``IQR(current) / IQR(reference)`` exceeds this
+    max_scale_ratio: Float = Field(8.0, gt=1)
+    #: fewest observed values a window needs before a column is tested
+    min_points: Int = Field(12, ge=3)
+    #: per-column ranges, thresholds and switches, keyed by the data's column name
+    columns: dict[str, ColumnAlerts] = Field(default_factory=dict)
+    #: dotted path of the Airflow notifier the monitoring DAG calls on a data fault
+    #: (built as ``cls(message=..., alerts=[...])``; see :mod:`pipeline.loop.notifiers`)
+    notifier: str = "pipeline.loop.notifiers.LogNotifier"
+
+    @field_validator("notifier")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value):
+            raise ValueError(f"expected a dotted path 'package.module.Class', found {value!r}")
+        return value
+
+
 class MonitoringConfig(_Section):
     """The monitoring check and the retrain rule (see ``pipeline/loop/monitoring.py``, LOOP.md sections 1-4)."""
 
@@ -435,6 +486,8 @@ class MonitoringConfig(_Section):
     store_url: str | None = None
     #: MLflow experiment of the monitoring runs (metrics over time, drift reports)
     experiment_name: str = "lstm-monitoring"
+    #: data-fault alerts (checked before the retrain rule; a data fault triggers no retrain)
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("window", "cooldown", "max_staleness")
     @classmethod
@@ -481,6 +534,15 @@ class PipelineConfig(_Section):
     retrain: RetrainConfig = RetrainConfig()
     #: the file this config was read from (set by load_config)
     source: Path | None = None
+
+    @model_validator(mode="after")
+    def _alert_columns_exist(self) -> PipelineConfig:
+        """``monitoring.alerts.columns`` names the target or numeric covariates only."""
+        known = (self.data.target_column, *self.data.covariates)
+        unknown = sorted(set(self.monitoring.alerts.columns) - set(known))
+        if unknown:
+            raise ValueError(f"monitoring.alerts.columns: {unknown} are not numeric columns of the data; expected some of {list(known)}")
+        return self
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:

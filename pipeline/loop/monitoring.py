@@ -26,7 +26,9 @@ when the last ``monitoring.drift_checks`` checks (this one included) all drifted
 Decisions, first match wins: ``no_champion`` (nothing registered under ``champion``);
 ``invalid_data`` (the observations fail validation: nothing is forecast or scored, the
 check lists the failed rows); ``stale_data`` (the last observation is older than
-``monitoring.max_staleness`` at ``T``); ``insufficient_data`` (fewer than ``min_origins``
+``monitoring.max_staleness`` at ``T``); ``data_fault`` (the target or a covariate changed
+units, stuck, or left its range: ``pipeline/loop/data_faults.py``; the rule's trigger is held
+and no retrain is triggered); ``insufficient_data`` (fewer than ``min_origins``
 complete origins); ``cooldown`` (the rule fires but a retrain was triggered less than
 ``monitoring.cooldown`` before ``T``, or a challenger is still in its canary); ``retrain``;
 ``ok``. Each check has a deterministic id (``<model>@<T>``) and trigger run id, so a
@@ -59,8 +61,10 @@ OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFE
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
     "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-    "interval_coverage",
+    "interval_coverage", "data_faults",
 )  # fmt: skip
+#: the last reason of a ``data_fault`` decision
+NO_RETRAIN = "no retrain: a data fault (a unit change, a stuck or out-of-range value) is fixed at its source, not by a new model"
 
 
 # ------------------------------------------------------------------ ids and time
@@ -205,7 +209,8 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
 
     Returns (XCom-sized): ``as_of, since, model_name, check_id, out_dir, status`` (``ready`` |
     ``no_champion`` | ``invalid_data``), ``versions`` ``{alias: version}``, ``training_rmse``,
-    ``last_observed``, ``n_forecasts`` ``{alias: rows}``, ``failures``.
+    ``last_observed``, ``n_forecasts`` ``{alias: rows}``, ``failures``, ``data_faults`` (the
+    :class:`~pipeline.loop.data_faults.DataFault` rows as dicts, over the observations before ``T``).
 
     Raises:
         RegistryError: the tracking server is unreachable (bounded retries). StoreError:
@@ -228,8 +233,8 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         return state
     state["training_rmse"] = _training_rmse(aliases[CHAMPION], name)
     span = (cfg.features.lookback + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
-    long, info = read_observations(cfg, T, min(start, T - pd.Timedelta(cfg.monitoring.window)) - span, data_path)
-    state.update(last_observed=info["last_observed"], failures=info.get("failures", []))
+    long, info, faults = _read_with_faults(cfg, T, min(start, T - pd.Timedelta(cfg.monitoring.window)) - span, data_path)
+    state.update(last_observed=info["last_observed"], failures=info.get("failures", []), data_faults=faults)
     if info.get("failures"):
         state["status"] = "invalid_data"
         return state
@@ -248,6 +253,29 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         state["n_forecasts"][alias] = store.upsert_forecasts(frame)
     log.info("check %s: forecast origins [%s, %s) with %s", state["check_id"], start, T, state["versions"])
     return state
+
+
+def _read_with_faults(cfg: PipelineConfig, T: pd.Timestamp, first: pd.Timestamp, data_path) -> tuple[pd.DataFrame | None, dict, list[dict]]:
+    """:func:`read_observations` from ``first``, and the data faults (``pipeline/loop/data_faults.py``).
+
+    The alerts need a longer span (their reference window): it is read once and cut back to
+    ``first`` for the rest of the check. When the longer span fails validation, the check's own
+    span is read again and judged as before (invalid_data only for its own rows), and the
+    faults are looked for in that shorter span.
+    """
+    from pipeline.loop import data_faults
+
+    if not cfg.monitoring.alerts.enabled:
+        return (*read_observations(cfg, T, first, data_path), [])
+    long, info = read_observations(cfg, T, min(first, T - data_faults.lookback(cfg)), data_path)
+    if info.get("failures"):
+        long, info = read_observations(cfg, T, first, data_path)
+        faults = [] if info.get("failures") else data_faults.detect(long, cfg, T)
+        return long, info, [f.as_dict() for f in faults]
+    faults = [f.as_dict() for f in data_faults.detect(long, cfg, T)]
+    if long is not None:
+        long = long[long[schema.DS] >= first].reset_index(drop=True)
+    return (None if long is None or long.empty else long), info, faults
 
 
 def _training_rmse(info: dict, name: str) -> float:
@@ -486,6 +514,8 @@ def _decision(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[s
     if age is None or age > pd.Timedelta(mc.max_staleness):
         return "stale_data", [f"no new observation for {age or 'ever'} before {T} (last at {last}; max_staleness {mc.max_staleness})"], None
     trigger, reasons = _rule(cfg, state, previous)
+    if state.get("data_faults"):  # before decay: a unit change is fixed at its source, not by a new model
+        return "data_fault", [*(f["message"] for f in state["data_faults"]), *reasons, NO_RETRAIN], trigger
     if state["n_origins_scored"] < mc.min_origins:
         return "insufficient_data", [f"{state['n_origins_scored']} complete origins scored in the window, {mc.min_origins} needed", *reasons], None
     if trigger is None:
@@ -513,19 +543,23 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     check = {
         **{k: state.get(k) for k in RESULT_KEYS}, "champion_version": state["versions"].get(CHAMPION),
         "decision": decision, "reasons": reasons, "trigger": trigger if decision == "retrain" else None,
-        "held_trigger": trigger if decision == "cooldown" else None,
+        "held_trigger": trigger if decision in ("cooldown", "data_fault") else None,
         "trigger_run_id": trigger_run_id(state["check_id"]) if decision == "retrain" else None,
         **{k: state.get(k) for k in ("model_name", "since", "versions", "last_observed", "failures", "n_forecasts",
                                      "n_scored", "drift_scores", "drifted", "out_dir")},
+        "data_faults": state.get("data_faults") or [],
     }  # fmt: skip
     check["conf"] = _conf(cfg, check) if decision == "retrain" else None
     artifacts.write_json(Path(state["out_dir"]) / CHECK, check)
     if check["champion_version"] is not None:
         _log_mlflow(cfg, check)
     store.record_check(check)  # last: a check that failed earlier leaves no row
-    (log.warning if decision in ("retrain", "stale_data", "invalid_data") else log.info)(
+    store.record_alerts(check)
+    (log.warning if decision in ("retrain", "stale_data", "invalid_data", "data_fault") else log.info)(
         "check %s: decision %s; %s", check["check_id"], decision, " | ".join(reasons)
     )
+    for fault in check["data_faults"]:
+        log.warning("DATA FAULT %s %s (%s) since %s: %s", check["check_id"], fault["column"], fault["kind"], fault["since"], fault["message"])
     return check
 
 
@@ -622,7 +656,7 @@ def run_check(cfg: PipelineConfig, as_of, data_path: Path | None = None, out_dir
 
     Returns:
         The check dict of :func:`decide` (``decision`` is one of ok, retrain,
-        insufficient_data, cooldown, no_champion, stale_data, invalid_data).
+        insufficient_data, cooldown, no_champion, stale_data, invalid_data, data_fault).
 
     Raises:
         RegistryError, StoreError: the tracking server or the store is unreachable after

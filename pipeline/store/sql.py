@@ -14,7 +14,9 @@ Rows are keyed so that a rerun of the same interval overwrites, never duplicates
 * ``forecast_intervals``: ``KEY + level``: the prediction interval ``lo, hi`` (target units)
   of a stored forecast at ``level`` percent (a version registered with intervals; since schema 2);
 * ``checks``: ``check_id`` (one row per monitoring check, every number it used);
-* ``alias_events``: one row per alias move (append-only audit log).
+* ``alias_events``: one row per alias move (append-only audit log);
+* ``alerts``: ``(check_id, unique_id, column_name, kind)``: the data faults a check found
+  (``lstm-pipeline alerts``; since schema 3); a rerun of the check replaces its rows.
 
 The champion's rows of ``forecasts`` are the product's published batch forecasts
 (:meth:`ForecastStore.published`, ``lstm-pipeline forecasts``).
@@ -43,7 +45,7 @@ from pipeline.data.io import as_of_timestamp
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KEY = ["model_name", "version", "unique_id", "origin", "step"]
 CHECK_COLUMNS = (
     "model_name", "as_of", "champion_version", "decision", "n_origins_scored", "rolling_rmse",
@@ -95,9 +97,18 @@ alias_events = sa.Table(
 )  # fmt: skip
 
 
-#: ``{to_version: migrate(connection)}``: applied in order to a database at a lower version
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("check_id", sa.String(300), primary_key=True), sa.Column("unique_id", sa.String(200), primary_key=True),
+    sa.Column("column_name", sa.String(200), primary_key=True), sa.Column("kind", sa.String(40), primary_key=True),
+    sa.Column("model_name", sa.String(200), index=True), sa.Column("as_of", sa.DateTime, index=True),
+    sa.Column("since", sa.DateTime), sa.Column("message", sa.Text), sa.Column("measured", sa.Text),
+)  # fmt: skip
+#: ``{to_version: migrate(connection)}``: applied in order to a database at a lower version; a
+#: database at an older version keeps every row it has (``create_all`` made the tables already)
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
-    2: lambda conn: forecast_intervals.create(conn, checkfirst=True),  # prediction intervals (create_all made it already)
+    2: lambda conn: forecast_intervals.create(conn, checkfirst=True),  # prediction intervals
+    3: lambda conn: alerts.create(conn, checkfirst=True),  # data-fault alerts
 }
 
 
@@ -425,6 +436,49 @@ class ForecastStore:
             query = query.where(checks.c.as_of < _ts(before))
         query = query.order_by(checks.c.as_of.desc()).limit(n)
         return [json.loads(p) for p in self._run(lambda conn: conn.execute(query).scalars().all())]
+
+    def record_alerts(self, check: dict[str, Any]) -> int:
+        """Replace the alert rows of ``check["check_id"]`` with its ``data_faults``; returns how many.
+
+        ``check`` needs ``check_id, model_name, as_of`` and ``data_faults`` (dicts with
+        ``column, unique_id, kind, since, message, measured``; see
+        :class:`pipeline.loop.data_faults.DataFault`). One transaction: a rerun of the same
+        check rewrites its rows, and a rerun that finds no fault leaves none.
+        """
+        rows = [
+            {"check_id": check["check_id"], "model_name": check["model_name"], "as_of": _ts(check["as_of"]),
+             "unique_id": str(f["unique_id"]), "column_name": f["column"], "kind": f["kind"], "since": _ts(f["since"]),
+             "message": f["message"], "measured": _json(f.get("measured") or {})}
+            for f in check.get("data_faults") or []
+        ]  # fmt: skip
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(alerts.delete().where(alerts.c.check_id == check["check_id"]))
+            if rows:
+                conn.execute(alerts.insert(), rows)
+
+        self._run(write, write=True)
+        return len(rows)
+
+    def alerts(self, model_name: str, since=None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The alerts of ``model_name`` raised by checks with ``as_of >= since``, newest check first.
+
+        Returns:
+            Dicts ``check_id, model_name, as_of, unique_id, column, kind, since, message,
+            measured`` (times as naive UTC ``datetime``, ``measured`` parsed).
+        """
+        a = alerts.c
+        query = sa.select(alerts).where(a.model_name == model_name)
+        if since is not None:
+            query = query.where(a.as_of >= _ts(since))
+        query = query.order_by(a.as_of.desc(), a.unique_id, a.column_name, a.kind)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = self._run(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+        for r in rows:
+            r["column"] = r.pop("column_name")
+            r["measured"] = json.loads(r["measured"]) if r["measured"] else {}
+        return rows
 
     def record_alias_event(
         self, model_name: str, alias: str, from_version: int | None, to_version: int | None, action: str,

@@ -98,6 +98,20 @@ def test_a_holding_rule_triggers_nothing(setup):
     assert result["tasks"]["decide"] == "success", result["log"][-5000:]
     assert result["tasks"]["hold"] == "success" and result["tasks"]["trigger_retrain"] == "skipped", result["tasks"]
     assert "decision ok" in result["log"]
+    assert result["tasks"]["alert"] == "skipped", result["tasks"]  # no data fault: no notifier call
+    assert _training_runs(setup["home"]) == before
+
+
+def test_a_data_fault_holds_the_retrain_and_the_alert_task_logs_and_notifies(setup):
+    """The target x3 fires the rule; temp x1000 over the last 10 h is a data fault: no lstm_training run."""
+    before = _training_runs(setup["home"])
+    frame = setup["scaled"].copy()
+    frame.loc[pd.to_datetime(frame["time"]) >= T - pd.Timedelta("10h"), "temp"] *= 1000
+    result = _monitor(setup, _write(setup["root"], frame, "unit_change"))
+    assert result["tasks"]["decide"] == "success", result["log"][-5000:]
+    assert result["tasks"]["hold"] == "success" and result["tasks"]["trigger_retrain"] == "skipped", result["tasks"]
+    assert result["tasks"]["alert"] == "success", result["tasks"]
+    assert "decision data_fault" in result["log"] and "DATA FAULT ALERT" in result["log"] and "'temp'" in result["log"]
     assert _training_runs(setup["home"]) == before
 
 

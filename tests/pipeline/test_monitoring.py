@@ -146,7 +146,8 @@ def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
     assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
-                        "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id"}  # fmt: skip
+                        "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
+                        "data_faults"}  # fmt: skip
 
 
 def test_published_forecasts_cli_prints_csv(env, capsys):
@@ -185,6 +186,28 @@ def test_a_champion_without_reference_sample_is_a_clear_error(env, capsys):
     assert store_for(cfg).last_checks("old-sine", 5) == [] and store_for(cfg).published("old-sine").empty
     assert main(["monitor", "--config", path, "--as-of", T.isoformat()]) == 1
     assert "MonitoringError" in capsys.readouterr().err
+
+
+def test_a_covariate_unit_change_is_a_data_fault_that_holds_the_retrain_and_is_stored(env, capsys):
+    """The target x3 fires the rule (as in the test above); temp x1000 from T - 10 h is a data fault: no retrain."""
+    frame = _scaled(env["frame"])
+    at = T - pd.Timedelta("10h")
+    frame.loc[pd.to_datetime(frame["time"]) >= at, "temp"] *= 1000
+    path = _write(env["root"], frame, "unit_change")
+    check = run_check(load_config(path), T, since=T0)
+    assert check["decision"] == "data_fault", check["reasons"]
+    assert check["trigger_run_id"] is None and check["conf"] is None and check["held_trigger"] == "rmse"
+    assert check["n_origins_scored"] == 44  # the alerts' longer read is cut back: the rule saw what it always sees
+    observed = pd.read_parquet(env["root"] / "artifacts" / "monitoring" / "monitored-sine_2024-01-20T16_00_00" / "observed.parquet")
+    assert observed["ds"].min() == T - pd.Timedelta("2D") - pd.Timedelta("30h")  # window start - (lookback + h + max_gap) steps
+    (fault,) = check["data_faults"]
+    assert (fault["column"], fault["since"]) == ("temp", at.isoformat()) and "scale" in fault["kind"]
+    row = store_for(load_config(path)).last_checks(MODEL_NAME, 1)[0]
+    assert row["decision"] == "data_fault" and row["data_faults"][0]["column"] == "temp" and row["reasons"][0] == fault["message"]
+    capsys.readouterr()
+    assert main(["alerts", "--config", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [(a["column"], a["check_id"], a["since"]) for a in out["alerts"]] == [("temp", check["check_id"], str(at.to_pydatetime()))]
 
 
 def test_a_challenger_is_shadow_scored_and_holds_a_firing_rule(env):

@@ -152,7 +152,7 @@ def test_a_store_at_schema_1_is_upgraded_keeping_its_rows(tmp_path):
         conn.execute(sql.schema_version.insert().values(version=1))
     engine.dispose()
     old = ForecastStore(f"sqlite:///{path}")
-    assert old.schema_version == SCHEMA_VERSION == 2
+    assert old.schema_version == SCHEMA_VERSION == 3
     origins = pd.date_range("2024-01-01 00:00", periods=2, freq="h")
     assert old.upsert_forecasts(_with_bands(_forecasts(1, origins))) == 6
     assert "yhat_hi_95" in old.published("m")
