@@ -344,24 +344,26 @@ class CanaryConfig(_Section):
 
     Lower RMSE is better. Origins are forecast origins scored by both versions, one per
     step of ``data.freq``; the Diebold-Mariano test needs more than ``2 * features.horizon``
-    of them, so a canary waits at least that long whatever ``min_origins`` says.
+    of them, so a canary waits at least that long whatever ``min_origins`` says. The origin
+    counts left unset (``None``) are derived from ``data.freq`` and ``features.horizon``
+    (:mod:`pipeline.core.cadence`: hourly data gets 72 / 336 / 72).
     """
 
-    #: paired origins needed before a promotion or a rejection for being worse
-    min_origins: int = Field(72, ge=3)
+    #: paired origins needed before a promotion or a rejection for being worse; default: max(3 days of steps, 2h + 1)
+    min_origins: int | None = Field(None, ge=3)
     #: the challenger's RMSE must be at most ``(1 - min_improvement) x`` the champion's
     min_improvement: float = Field(0.02, ge=0, lt=1)
     #: one-sided significance level of the Diebold-Mariano test
     alpha: float = Field(0.05, gt=0, lt=0.5)
-    #: paired origins after which a challenger without a significant win is rejected
-    max_origins: int = Field(336, ge=3)
+    #: paired origins after which a challenger without a significant win is rejected; default: max(14 days of steps, 4 x min_origins)
+    max_origins: int | None = Field(None, ge=3)
     #: origins after a promotion during which the previous champion is shadow-scored and
-    #: a significantly worse new champion is rolled back
-    rollback_origins: int = Field(72, ge=3)
+    #: a significantly worse new champion is rolled back; default: as ``min_origins``'
+    rollback_origins: int | None = Field(None, ge=3)
 
     @model_validator(mode="after")
     def _order(self) -> CanaryConfig:
-        if self.max_origins < self.min_origins:
+        if self.max_origins is not None and self.min_origins is not None and self.max_origins < self.min_origins:
             raise ValueError(f"max_origins ({self.max_origins}) must be >= min_origins ({self.min_origins})")
         return self
 
@@ -444,16 +446,28 @@ class AlertsConfig(_Section):
 
 
 class MonitoringConfig(_Section):
-    """The monitoring check and the retrain rule (see ``pipeline/loop/monitoring.py``, LOOP.md sections 1-4)."""
+    """The monitoring check and the retrain rule (see ``pipeline/loop/monitoring.py``, LOOP.md sections 1-4).
 
-    #: rolling RMSE is computed over the champion's forecasts with origins in ``[T - window, T)``
-    window: str = "7D"
+    ``window``, ``min_origins``, ``cooldown`` and ``max_staleness`` left unset (``None``) are
+    derived from ``data.freq`` and ``features.horizon`` (:mod:`pipeline.core.cadence`; hourly
+    data gets 7D, 24, 3D, 2D).
+    """
+
+    #: rolling RMSE is computed over the champion's forecasts with origins in ``[T - window, T)``;
+    #: default: max(7 days, min_origins + h steps)
+    window: str | None = None
     #: retrain when rolling RMSE > rmse_ratio x the version's training RMSE
     rmse_ratio: float = Field(2.0, gt=0)
     #: ``training_rmse`` (the mission's rule): retrain when rolling RMSE > rmse_ratio x training RMSE;
     #: ``naive``: when rolling RMSE > naive_ratio x the rolling RMSE of a naive forecast on the
-    #: same origins (a skill score: a hard season raises both); ``both``: when both fire
-    rule: Literal["training_rmse", "naive", "both"] = "training_rmse"
+    #: same origins (a skill score: a hard season raises both); ``both``: when both fire;
+    #: ``cusum``: a CUSUM of the loss differential against the naive forecast, calibrated per
+    #: version at registration to the in-control average run length ``arl0`` (docs/LOOP.md 10)
+    rule: Literal["training_rmse", "naive", "both", "cusum"] = "training_rmse"
+    #: ``cusum`` rule: the mean time between false signals it is calibrated for (a duration)
+    arl0: str = "730D"
+    #: ``cusum`` rule: the shift of the standardised loss differential to detect fastest (k = shift / 2)
+    cusum_shift: float = Field(1.0, gt=0)
     #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
     naive_ratio: float = Field(1.0, gt=0)
     #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``
@@ -462,12 +476,12 @@ class MonitoringConfig(_Section):
     #: a retrain triggered by monitoring trains with ``features.recent_train_steps`` = this
     #: (0: the plain split, whose test part holds the most recent days)
     retrain_recent_steps: int = Field(0, ge=0)
-    #: fully scored origins needed in the window before the rule may fire
-    min_origins: int = Field(24, ge=1)
-    #: no new retrain trigger within this long after one
-    cooldown: str = "3D"
-    #: ``stale_data`` when the last observation is older than this at ``T``
-    max_staleness: str = "2D"
+    #: fully scored origins needed in the window before the rule may fire; default: max(one day of steps, h, 14)
+    min_origins: int | None = Field(None, ge=1)
+    #: no new retrain trigger within this long after one; default: max(3 days, h steps)
+    cooldown: str | None = None
+    #: ``stale_data`` when the last observation is older than this at ``T``; default: max(2 days, 2 steps)
+    max_staleness: str | None = None
     #: Evidently drift methods and thresholds (distances, not p-values; see ``pipeline/loop/drift.py``)
     num_drift_method: str = "wasserstein"
     num_drift_threshold: float = Field(0.2, gt=0)
@@ -489,10 +503,10 @@ class MonitoringConfig(_Section):
     #: data-fault alerts (checked before the retrain rule; a data fault triggers no retrain)
     alerts: AlertsConfig = AlertsConfig()
 
-    @field_validator("window", "cooldown", "max_staleness")
+    @field_validator("window", "cooldown", "max_staleness", "arl0")
     @classmethod
-    def _durations(cls, value: str, info) -> str:
-        return _timedelta(value, f"monitoring.{info.field_name}")
+    def _durations(cls, value: str | None, info) -> str | None:
+        return value if value is None else _timedelta(value, f"monitoring.{info.field_name}")
 
 
 class RetrainConfig(_Section):
@@ -543,6 +557,25 @@ class PipelineConfig(_Section):
         if unknown:
             raise ValueError(f"monitoring.alerts.columns: {unknown} are not numeric columns of the data; expected some of {list(known)}")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cadence(cls, data: Any, handler) -> PipelineConfig:
+        """Fill the monitoring and canary values left unset from ``data.freq`` and ``h``; refuse an unmonitorable config."""
+        from pipeline.core.cadence import derived_defaults, unmonitorable
+
+        cfg = handler(data)
+        mon, can = cfg.monitoring, cfg.canary
+        derived = derived_defaults(cfg.data.freq, cfg.features.horizon, mon.min_origins, can.min_origins)
+        fill = {section: {k: v for k, v in values.items() if getattr(getattr(cfg, section), k) is None} for section, values in derived.items()}
+        if any(fill.values()):
+            cfg = cfg.model_copy(update={s: getattr(cfg, s).model_copy(update=v) for s, v in fill.items() if v})
+        problems = unmonitorable(cfg.data.freq, cfg.features.horizon, cfg.monitoring, cfg.canary)
+        if problems:
+            raise ValueError("cannot be monitored: " + "; ".join(problems))
+        if cfg.canary.max_origins < cfg.canary.min_origins:
+            raise ValueError(f"canary.max_origins ({cfg.canary.max_origins}) must be >= canary.min_origins ({cfg.canary.min_origins})")
+        return cfg
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:

@@ -232,6 +232,8 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         state["status"] = "no_champion"
         return state
     state["training_rmse"] = _training_rmse(aliases[CHAMPION], name)
+    if cfg.monitoring.rule == "cusum":  # the champion's own detector (pipeline/loop/detectors.py)
+        state["detector"] = {k: v for k, v in aliases[CHAMPION]["tags"].items() if k.startswith("cusum.")}
     span = (cfg.features.lookback + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
     long, info, faults = _read_with_faults(cfg, T, min(start, T - pd.Timedelta(cfg.monitoring.window)) - span, data_path)
     state.update(last_observed=info["last_observed"], failures=info.get("failures", []), data_faults=faults)
@@ -393,6 +395,8 @@ def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     state.update(rolling_rmse=None if math.isnan(rmse) else rmse, n_origins_scored=n, naive_rmse=None if math.isnan(naive) else naive)
     state["threshold"] = _threshold(cfg, state)
     state["interval_coverage"] = interval_coverage(store, state, T - pd.Timedelta(mc.window), T)
+    if mc.rule == "cusum":
+        state["cusum"] = _cusum(cfg, state, scored, obs[obs[schema.DS] < T], store)
     return state
 
 
@@ -411,10 +415,24 @@ def interval_coverage(store, state: dict[str, Any], since, until) -> dict[str, d
     return rolling_coverage(store.scored_intervals(state["model_name"], state["versions"][CHAMPION], since=since, until=until))
 
 
+def _cusum(cfg: PipelineConfig, state: dict, scored: pd.DataFrame, observed: pd.DataFrame, store) -> dict[str, Any]:
+    """The ``cusum`` rule's state after this check (:func:`pipeline.loop.detectors.cusum_update`)."""
+    from pipeline.loop import detectors
+
+    mc, version = cfg.monitoring, state["versions"][CHAMPION]
+    detector = detectors.detector_of(state.get("detector") or {}, state["model_name"], version)
+    frame = scored.assign(naive=naive_forecast_frame(scored, observed, mc.naive_model, season_length(cfg), _step(cfg)))
+    previous = store.last_checks(state["model_name"], 50, before=state["as_of"])
+    return detectors.cusum_update(detector, frame, cfg.features.horizon, _step(cfg), previous, version)
+
+
 def _threshold(cfg: PipelineConfig, state: dict) -> float | None:
     """The rolling RMSE above which the rule fires: ``rmse_ratio x training RMSE`` (rule
-    ``training_rmse``), ``naive_ratio x naive RMSE`` (``naive``), the larger of the two (``both``)."""
+    ``training_rmse``), ``naive_ratio x naive RMSE`` (``naive``), the larger of the two (``both``);
+    ``None`` for ``cusum`` (its decision interval is in the check's ``cusum``)."""
     mc = cfg.monitoring
+    if mc.rule == "cusum":
+        return None
     rmse, naive = state.get("training_rmse"), state.get("naive_rmse")
     by_training = None if rmse is None else mc.rmse_ratio * rmse
     by_naive = None if naive is None else mc.naive_ratio * naive
@@ -468,7 +486,11 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
         "naive": f"{mc.naive_ratio:g} x {mc.naive_model} RMSE {_fmt(state.get('naive_rmse'))} on the same origins",
     }
     term = terms[mc.rule] if mc.rule in terms else f"the larger of {terms['training_rmse']} and {terms['naive']}"
-    if rmse is not None and threshold is not None and rmse > threshold:
+    if mc.rule == "cusum":
+        fired_cusum, reason = _cusum_reason(cfg, state.get("cusum"))
+        fired += ["cusum"] if fired_cusum else []
+        reasons.append(reason)
+    elif rmse is not None and threshold is not None and rmse > threshold:
         fired.append("rmse")
         reasons.append(f"rolling RMSE {rmse:.4g} > {term} = {threshold:.4g} over {state['n_origins_scored']} origins")
     else:
@@ -481,6 +503,16 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
     elif state.get("drift_share") is not None:
         reasons.append(f"no dataset drift: column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f} < {mc.drift_share:g})")
     return ("+".join(fired) or None), reasons
+
+
+def _cusum_reason(cfg: PipelineConfig, c: dict | None) -> tuple[bool, str]:
+    if not c:
+        return False, "CUSUM: no scored origins yet"
+    mc = cfg.monitoring
+    what = f"CUSUM of the champion v{c['version']}'s loss differential against {mc.naive_model} (k {c['k']:.3g}, calibrated for ARL0 {c['arl0']})"
+    if c["alarm"]:
+        return True, f"{what} reached {c['max_statistic']:.4g} > decision interval {c['h']:.4g} over {c['n_new']} new origin(s)"
+    return False, f"{what} at {c['statistic']:.4g} <= decision interval {c['h']:.4g} ({c['n_new']} new origin(s))"
 
 
 def _takewhile_drifted(previous: list[dict]):
@@ -546,7 +578,7 @@ def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
         "held_trigger": trigger if decision in ("cooldown", "data_fault") else None,
         "trigger_run_id": trigger_run_id(state["check_id"]) if decision == "retrain" else None,
         **{k: state.get(k) for k in ("model_name", "since", "versions", "last_observed", "failures", "n_forecasts",
-                                     "n_scored", "drift_scores", "drifted", "out_dir")},
+                                     "n_scored", "drift_scores", "drifted", "out_dir", "cusum")},
         "data_faults": state.get("data_faults") or [],
     }  # fmt: skip
     check["conf"] = _conf(cfg, check) if decision == "retrain" else None

@@ -413,6 +413,8 @@ def run_tick(
         "threshold": _number(check.get("threshold")),
         "naive_rmse": _number(check.get("naive_rmse")),
         "drift_share": _number(check.get("drift_share")),
+        "cusum": _number((check.get("cusum") or {}).get("max_statistic")),  # rule cusum: the statistic and its decision interval
+        "cusum_h": _number((check.get("cusum") or {}).get("h")),
         "check_id": check.get("check_id"),
         "policy_trigger": None,
         "trained_run": None,

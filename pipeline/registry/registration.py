@@ -157,6 +157,33 @@ def version_tags(info: dict, validated: dict, run_id: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, str]:
+    """``cusum.*`` version tags: the version's own CUSUM detector (``monitoring.rule: cusum`` only, else ``{}``).
+
+    Calibrated on the version's test forecasts against ``monitoring.naive_model``
+    (:func:`pipeline.evaluation.cusum.calibrate_from_run`), deterministic under ``run.seed``. A
+    calibration that cannot be done (too few or constant differentials) does not stop the
+    registration: the version gets ``cusum.error`` with the reason, and a check that needs the
+    detector says so (``MonitoringError``).
+    """
+    mc = cfg.monitoring
+    if mc.rule != "cusum":
+        return {}
+    from pipeline.core.errors import DataQualityError
+    from pipeline.core.seasons import season_length
+    from pipeline.evaluation.cusum import TAG_PREFIX, calibrate_from_run
+
+    try:
+        detector = calibrate_from_run(inputs.features, inputs.training, mc.naive_model, season_length(cfg), mc.window, mc.arl0,
+                                      cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed)  # fmt: skip
+    except DataQualityError as exc:
+        log.warning("no CUSUM detector for this version: %s", exc)
+        return {TAG_PREFIX + "error": str(exc)[:5000]}
+    log.info("CUSUM detector: k %.3g, h %.4g for ARL0 %s (%.0f origins), on %d %s differentials", detector.k, detector.h, detector.arl0,
+             detector.arl0_origins, detector.n, detector.sample)  # fmt: skip
+    return detector.to_tags()
+
+
 #: version tags that name a version's inputs; two versions with equal values were trained from identical inputs
 SAME_INPUTS_TAGS = ("pipeline_fingerprint", "code_sha256", "as_of")
 
@@ -249,7 +276,7 @@ def register(
     """
     gate.raise_if_failed()
     name = cfg.mlflow.registered_model_name
-    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated)}
+    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **detector_tags(cfg, inputs)}
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
     if version is None:

@@ -1,0 +1,330 @@
+"""A calibrated one-sided CUSUM on the champion's loss differential against a reference forecast.
+
+The monitoring rule ``monitoring.rule: cusum`` (docs/LOOP.md 10). Pure computation: arrays in,
+numbers out; the registry calibrates a version's detector from its own test forecasts
+(:func:`calibrate_from_run`) and stores it as version tags (:meth:`CusumDetector.to_tags`); the
+monitoring check (:mod:`pipeline.loop.detectors`) runs it on the live scores.
+
+The monitored quantity, per forecast origin ``t`` (one per step of ``data.freq``, every
+``origin_step``-th one):
+
+* ``L_m(t)``, ``L_r(t)``: the mean squared error over the ``h`` steps (and the series) of the
+  model and of the reference forecast (``naive``: the last observed value; ``seasonal_naive``:
+  the value one season back), original units squared;
+* ``r_t = (L_m(t) - L_r(t)) / s_t``, the *relative* loss differential, where ``s_t`` is the mean
+  reference loss over the origins of the trailing ``monitoring.window`` ending at ``t``. The
+  differential cancels what hurts both forecasts (a hard season); dividing by ``s_t`` keeps its
+  scale from growing with the season's volatility (Beijing's MSE varies 60-fold over a year,
+  docs/LOOP.md 7.1), so one calibration holds all year;
+* ``z_t = (r_t - mean) / sd``, with ``mean`` the version's in-control mean (its own test part)
+  and ``sd`` the square root of the long-run (HAC) variance of ``r`` with Bartlett weights and
+  ``ceil(h / origin_step) - 1`` lags (Newey and West, 1987): the errors of overlapping ``h``-step
+  forecasts are correlated, so the variance of a sum of ``z`` is that of a unit random walk.
+
+The statistic is Page's (1954) one-sided CUSUM ``S_t = max(0, S_{t-1} + z_t - k)``; it signals
+when ``S_t > h_cusum`` (the decision interval). ``k = shift / 2`` (``monitoring.cusum_shift``,
+the shift in ``z`` to detect fastest, the classical choice: Montgomery, *Introduction to
+Statistical Quality Control*, 9.1.3). ``h_cusum`` is calibrated so that the in-control average
+run length equals ``monitoring.arl0`` (a duration, in origins): by bisection on the run lengths of
+a circular moving block bootstrap (Kuensch, 1989; Politis and Romano, 1992) of the version's
+own ``z``, in blocks of at least ``h`` steps, which keeps the overlap's correlation inside each
+block. Run lengths are counted on one long resampled stream, restarting ``S`` at 0 after each
+signal (renewal: ARL = stream length / number of signals).
+
+References:
+    Page, E.S. (1954). Continuous inspection schemes. Biometrika 41(1/2), 100-115.
+    Newey, W.K. and West, K.D. (1987). A simple, positive semi-definite, heteroskedasticity and
+    autocorrelation consistent covariance matrix. Econometrica 55(3), 703-708.
+    Kuensch, H.R. (1989). The jackknife and the bootstrap for general stationary observations.
+    Annals of Statistics 17(3), 1217-1241.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.cadence import step_duration
+from pipeline.core.errors import DataQualityError
+
+#: version tags of a detector are ``cusum.<field>``
+TAG_PREFIX = "cusum."
+#: fewer test differentials than this and the calibration adds the training part's (see :func:`calibrate_from_run`)
+MIN_DIFFERENTIALS = 200
+#: signals the bootstrap stream is long enough to hold at the target ARL0 (relative error about 1/sqrt(N)) ...
+SIGNALS = 400
+#: ... unless that is longer than this many values (hourly, ARL0 2 years: about 230 signals, 7% error)
+MAX_STREAM = 4_000_000
+
+
+def long_run_variance(x, lags: int) -> float:
+    """Newey-West (1987) long-run variance of ``x``: Bartlett weights ``1 - j / (lags + 1)``.
+
+    Args:
+        x: ``(n,)`` float, a stationary series (NaNs not allowed). lags: autocovariance lags
+            (``h - 1`` for the loss differential of ``h``-step forecasts; 0: the sample variance).
+
+    Returns:
+        ``gamma_0 + 2 sum_{j=1..lags} (1 - j / (lags + 1)) gamma_j`` (autocovariances with divisor
+        ``n``, about the sample mean); never negative (Newey and West's point).
+
+    Raises:
+        DataQualityError: fewer than ``lags + 2`` values or a non-finite one.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < lags + 2 or not np.isfinite(x).all():
+        raise DataQualityError(f"long-run variance with {lags} lags: expected at least {lags + 2} finite values, found {len(x)} ({int((~np.isfinite(x)).sum())} not finite)")
+    e, n = x - x.mean(), len(x)
+    total = float(e @ e) / n
+    for j in range(1, lags + 1):
+        total += 2.0 * (1.0 - j / (lags + 1)) * float(e[j:] @ e[:-j]) / n
+    return max(total, 0.0)
+
+
+def relative_differential(origins, loss_model, loss_reference, window) -> np.ndarray:
+    """``r_t = (L_m(t) - L_r(t)) / s_t``, ``s_t`` the mean ``L_r`` over origins in ``(t - window, t]``.
+
+    Args:
+        origins: ``(n,)`` datetime64, ascending, one per origin. loss_model, loss_reference:
+            ``(n,)`` float, per-origin mean squared errors (original units squared).
+        window: a duration (``"7D"``, a ``Timedelta``): the trailing scale window.
+
+    Returns:
+        ``(n,)`` float64, unitless; 0 where ``s_t`` is 0 and the losses are equal.
+    """
+    lm, lr = np.asarray(loss_model, dtype=np.float64), np.asarray(loss_reference, dtype=np.float64)
+    scale = pd.Series(lr, index=pd.DatetimeIndex(origins)).rolling(pd.Timedelta(window)).mean().to_numpy()
+    d = lm - lr
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(scale > 0, d / scale, np.where(d == 0, 0.0, np.sign(d) * 1e6))
+    return r
+
+
+def cusum_path(z, k: float, start: float = 0.0) -> np.ndarray:
+    """Page's one-sided CUSUM ``S_t = max(0, S_{t-1} + z_t - k)``, ``S_0 = start``, for every ``t``.
+
+    Computed in closed form (Lindley's recursion): ``S_t = C_t - min(-start, min_{s<=t} C_s)``,
+    ``C_t = sum_{s<=t} (z_s - k)``. ``z``: ``(n,)`` float; returns ``(n,)`` float64.
+    """
+    c = np.cumsum(np.asarray(z, dtype=np.float64) - k)
+    if len(c) == 0:
+        return c
+    return c - np.minimum(np.minimum.accumulate(c), -start)
+
+
+def block_bootstrap(x, length: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """A circular moving block bootstrap stream of ``x``: ``length`` values in blocks of ``block``.
+
+    Blocks start at uniform positions and wrap around the end (Politis and Romano, 1992), so
+    every value is equally likely. ``x``: ``(n,)``; returns ``(length,)`` float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, block = len(x), max(1, min(int(block), len(x)))
+    starts = rng.integers(0, n, size=-(-length // block))
+    idx = (starts[:, None] + np.arange(block)[None, :]) % n
+    return x[idx.ravel()[:length]]
+
+
+def count_signals(increments: np.ndarray, h: float, cap: int, chunk: int) -> tuple[int, int]:
+    """Signals of the CUSUM with decision interval ``h`` over a stream of ``z - k``, restarting at 0 after each.
+
+    Returns ``(signals, values consumed)``; stops early after ``cap`` signals.
+    """
+    pos, signals, start, n = 0, 0, 0.0, len(increments)
+    while pos < n and signals < cap:
+        c = np.cumsum(increments[pos : pos + chunk])
+        s = c - np.minimum(np.minimum.accumulate(c), -start)
+        hit = np.flatnonzero(s > h)
+        if hit.size:
+            signals, pos, start = signals + 1, pos + int(hit[0]) + 1, 0.0
+        else:
+            pos, start = pos + len(c), float(s[-1])
+    return signals, pos
+
+
+def average_run_length(increments: np.ndarray, h: float, target: float) -> float:
+    """In-control ARL (in values) of the CUSUM with interval ``h`` on a stream of ``z - k`` (renewal estimate)."""
+    cap = max(10, int(2 * len(increments) / target))
+    signals, used = count_signals(increments, h, cap, chunk=max(256, int(2 * target)))
+    return used / signals if signals else math.inf
+
+
+@dataclass(frozen=True)
+class CusumDetector:
+    """One version's calibrated detector (stored as ``cusum.<field>`` version tags).
+
+    Attributes:
+        mean: in-control mean of the relative loss differential (negative: the model beats the reference).
+        sd: square root of its long-run variance (Newey-West, ``lags`` lags).
+        k: reference value, in ``z`` units (``cusum_shift / 2``).
+        h: decision interval, in ``z`` units, calibrated to ``arl0_origins``.
+        arl0: the target in-control ARL as a duration (``monitoring.arl0``, e.g. ``730D``).
+        arl0_origins: the same in monitored origins (``arl0 / (origin_step x freq)``).
+        arl0_bootstrap: the ARL the calibrated ``h`` gave on the bootstrap stream (origins).
+        origin_step: the CUSUM reads every ``origin_step``-th origin (as the test part was scored).
+        lags: HAC lags (``ceil(h_steps / origin_step) - 1``). block: bootstrap block length (origins).
+        n: differentials the calibration used. sample: ``test`` or ``test+train``.
+        reference: ``naive`` or ``seasonal_naive``. window: the scale window (``monitoring.window``).
+    """
+
+    mean: float
+    sd: float
+    k: float
+    h: float
+    arl0: str
+    arl0_origins: float
+    arl0_bootstrap: float
+    origin_step: int
+    lags: int
+    block: int
+    n: int
+    sample: str
+    reference: str
+    window: str
+
+    def standardise(self, r) -> np.ndarray:
+        """``z = (r - mean) / sd`` (``r``: relative differentials)."""
+        return (np.asarray(r, dtype=np.float64) - self.mean) / self.sd
+
+    def to_tags(self) -> dict[str, str]:
+        """``{"cusum.<field>": text}``; floats with 8 significant digits."""
+        return {TAG_PREFIX + key: (f"{v:.8g}" if isinstance(v, float) else str(v)) for key, v in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> CusumDetector:
+        """The detector a version's tags hold.
+
+        Raises:
+            KeyError: a ``cusum.<field>`` tag is missing. ValueError: one is not a number where one is expected.
+        """
+        kinds = cls.__annotations__
+        values: dict[str, Any] = {}
+        for key, kind in kinds.items():
+            text = tags[TAG_PREFIX + key]
+            values[key] = float(text) if kind == "float" else int(text) if kind == "int" else text
+        return cls(**values)
+
+
+def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0, seed: int = 0, **meta) -> CusumDetector:
+    """Calibrate ``mean``, ``sd``, ``k`` and ``h`` on in-control relative differentials ``r``.
+
+    Args:
+        r: ``(n,)`` float, the version's in-control differentials, in time order.
+        arl0_origins: target in-control ARL in values of ``r`` (monitored origins).
+        lags: Newey-West lags. block: bootstrap block length (>= the overlap, ``ceil(h / origin_step)``).
+        shift: the mean shift of ``z`` to detect fastest; ``k = shift / 2``.
+        seed: bootstrap seed (the calibration is deterministic).
+        meta: ``arl0``, ``origin_step``, ``sample``, ``reference``, ``window`` for the record.
+
+    Returns:
+        :class:`CusumDetector`; ``h`` to about 1% (bisection), ``arl0_bootstrap`` the ARL it gave.
+
+    Raises:
+        DataQualityError: fewer than ``2 x block`` differentials, or they are constant.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < max(2 * block, lags + 2, 10):
+        raise DataQualityError(f"CUSUM calibration: expected at least {max(2 * block, lags + 2, 10)} loss differentials (2 blocks of {block}), found {len(r)}")
+    mean, var = float(r.mean()), long_run_variance(r, lags)
+    if not var > 0:
+        raise DataQualityError("CUSUM calibration: the loss differential is constant (zero long-run variance); nothing to standardise")
+    sd, k = math.sqrt(var), shift / 2.0
+    z = (r - mean) / sd
+    rng = np.random.default_rng(seed)
+    stream = block_bootstrap(z, int(min(SIGNALS * arl0_origins, max(MAX_STREAM, 50 * arl0_origins))), block, rng) - k
+    lo, hi = 0.0, 1.0
+    while average_run_length(stream, hi, arl0_origins) < arl0_origins and hi < 1e4:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 0.005 * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if average_run_length(stream, mid, arl0_origins) < arl0_origins else (lo, mid)
+    arl = average_run_length(stream, hi, arl0_origins)
+    return CusumDetector(mean=mean, sd=sd, k=k, h=hi, arl0_origins=float(arl0_origins), arl0_bootstrap=float(arl), lags=lags, block=block, n=len(r),
+                         arl0=str(meta.get("arl0", "")), origin_step=int(meta.get("origin_step", 1)), sample=str(meta.get("sample", "")),
+                         reference=str(meta.get("reference", "naive")), window=str(meta.get("window", "7D")))  # fmt: skip
+
+
+# ------------------------------------------------------------------ from a training run's folders
+
+
+def reference_forecasts(y: np.ndarray, series: np.ndarray, origin_rows: np.ndarray, horizon: int, model: str, season: int) -> np.ndarray:
+    """The reference forecast of each window, as the monitoring check computes it.
+
+    Args:
+        y, series: ``(N,)`` the stacked target (original units, NaN where missing) and series index.
+        origin_rows: ``(n,)`` int, each window's origin row (its last input).
+        model: ``naive`` (``y`` at the origin) or ``seasonal_naive`` (``y`` one season before each
+            target, ``season x ceil(step / season)`` rows back, statsforecast's SeasonalNaive).
+
+    Returns:
+        ``(n, horizon)`` float64; NaN where the value is missing or in another series.
+    """
+    steps = np.arange(1, horizon + 1)
+    offsets = np.zeros(horizon, dtype=np.int64) if model == "naive" else steps - season * (-(-steps // season))
+    rows = origin_rows[:, None] + offsets[None, :]
+    ok = (rows >= 0) & (series[np.clip(rows, 0, len(y) - 1)] == series[origin_rows][:, None])
+    return np.where(ok, y[np.clip(rows, 0, len(y) - 1)], np.nan)
+
+
+def per_origin_losses(origins, truth, model, reference) -> pd.DataFrame:
+    """Mean squared error of ``model`` and ``reference`` per origin time (over steps and series).
+
+    ``origins``: ``(n,)`` datetime64 of each window's origin; ``truth``, ``model``, ``reference``:
+    ``(n, h)``. Windows with a missing value are dropped. Returns a frame indexed by sorted
+    origin with ``loss_model, loss_reference``.
+    """
+    ok = np.isfinite(truth).all(1) & np.isfinite(model).all(1) & np.isfinite(reference).all(1)
+    frame = pd.DataFrame({"origin": np.asarray(origins)[ok], "loss_model": np.mean((model - truth) ** 2, 1)[ok],
+                          "loss_reference": np.mean((reference - truth) ** 2, 1)[ok]})  # fmt: skip
+    return frame.groupby("origin").mean().sort_index()
+
+
+def _split_losses(fs, forecasts: np.ndarray, index: np.ndarray, split: str, model: str, season: int) -> pd.DataFrame:
+    lookback, horizon = fs.prep.lookback, fs.prep.horizon
+    rows = fs.starts[split][index] + lookback - 1
+    ref = reference_forecasts(fs.y.astype(np.float64), fs.series, rows, horizon, model, season)
+    return per_origin_losses(fs.ds[rows], fs.targets(split)[index], np.asarray(forecasts, dtype=np.float64), ref)
+
+
+def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, season: int, window, arl0, freq: str,
+                       shift: float = 1.0, seed: int = 0) -> CusumDetector:  # fmt: skip
+    """A version's detector from its own test forecasts (``artifacts.TRAINING_FORECASTS``).
+
+    The differentials are the LSTM's against the reference forecast on the scored test origins
+    (every ``origin_step``-th window, :func:`pipeline.evaluation.origins.select_origins`). The
+    training stage does not keep validation forecasts, so the validation part is not used. When
+    the test part gives fewer than :data:`MIN_DIFFERENTIALS` (the refit protocol's short tail),
+    the scored training origins are added before them (``sample: test+train``): in-sample
+    forecasts are better than live ones, so such a detector is quicker to signal.
+
+    Args:
+        reference: ``naive`` or ``seasonal_naive`` (``monitoring.naive_model``). season: its season (steps).
+        window: the scale window (``monitoring.window``). arl0: the target ARL as a duration (``monitoring.arl0``).
+        freq: ``data.freq``. shift: ``monitoring.cusum_shift``.
+
+    Raises:
+        DataQualityError: too few differentials even with the training part, or a constant differential.
+    """
+    from pipeline.core import artifacts
+    from pipeline.features.windowing import load_features
+
+    fs = load_features(features_dir)
+    with np.load(artifacts.TRAINING_FORECASTS.at(training_dir)) as z:
+        test, test_index, train, train_index = z["test"], z["test_index"], z["train"], z["train_index"]
+    origin_step = int(test_index[1] - test_index[0]) if len(test_index) > 1 else 1
+    losses, sample = _split_losses(fs, test, test_index, "test", reference, season), "test"
+    if len(losses) < MIN_DIFFERENTIALS and len(train_index):
+        losses, sample = pd.concat([_split_losses(fs, train, train_index, "train", reference, season), losses]), "test+train"
+    r = relative_differential(losses.index.to_numpy(), losses["loss_model"], losses["loss_reference"], window)
+    overlap = -(-fs.prep.horizon // origin_step)
+    arl0_origins = pd.Timedelta(arl0) / (origin_step * step_duration(freq))
+    block = max(overlap, math.ceil(len(r) ** (1 / 3)))
+    return calibrate(r, arl0_origins, lags=overlap - 1, block=block, shift=shift, seed=seed,
+                     arl0=str(arl0), origin_step=origin_step, sample=sample, reference=reference, window=str(window))  # fmt: skip
+

@@ -1,0 +1,126 @@
+"""The ``cusum`` monitoring rule in the check: the champion's own detector on the live scores.
+
+The detector (``k``, the decision interval ``h``, the in-control mean and long-run standard
+deviation of the relative loss differential) was calibrated when the champion was registered
+and travels as its ``cusum.*`` version tags (:mod:`pipeline.evaluation.cusum`). A check:
+
+1. takes the champion's complete origins in ``[T - monitoring.window, T)`` (all ``h`` targets
+   observed, the reference forecast defined), every ``origin_step``-th one as in calibration;
+2. computes ``r_t``, the relative loss differential against the reference (``monitoring.naive_model``);
+3. continues the CUSUM from the state the last check of the same champion left (its statistic
+   and last origin, kept in that check's row of the forecast store, ``payload.cusum``) over the
+   origins after that one. No such check (a new champion, a first check, a rule switched on):
+   the statistic starts at 0 from the window's first origin. So the statistic resets when the
+   champion changes, and a rerun of a check (it reads only checks before ``T``) gives the same
+   number. It is not reset by a signal: it decays by at least ``k`` per in-control origin,
+   and the cooldown and canary guards hold repeated triggers.
+
+Why the state lives in the check rows rather than being recomputed from every score since the
+promotion: the reference forecast needs the observations, and a check reads only one window
+of them; the check row is written last (after the MLflow run), so a failed check leaves no
+state behind and the next check resumes from the last good one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core import schema
+from pipeline.core.errors import MonitoringError
+from pipeline.evaluation.cusum import TAG_PREFIX, CusumDetector, cusum_path, relative_differential
+
+
+def detector_of(tags: dict[str, str], name: str, version: int) -> CusumDetector:
+    """The champion's calibrated detector from its version tags.
+
+    Raises:
+        MonitoringError: the version has no (complete) ``cusum.*`` tags, naming why and the fix.
+    """
+    if TAG_PREFIX + "error" in tags:
+        raise MonitoringError(
+            f"model {name!r} version {version} has no CUSUM detector: its calibration failed at registration ({tags[TAG_PREFIX + 'error']}). "
+            "Fix: use another monitoring.rule for this version, or register one with more test origins."
+        )
+    try:
+        return CusumDetector.from_tags(tags)
+    except (KeyError, ValueError) as exc:
+        raise MonitoringError(
+            f"model {name!r} version {version} has no usable CUSUM detector tags (missing or malformed {exc}); monitoring.rule 'cusum' "
+            "reads the detector calibrated at registration. Fix: register a version with monitoring.rule: cusum "
+            "(`lstm-pipeline train --config ...`) and make it champion, or use another rule."
+        ) from exc
+
+
+def origin_losses(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """Per-origin mean squared error of the champion (``y_hat``) and the reference (``naive``).
+
+    Args:
+        frame: ``unique_id, origin, step, y_hat, y, naive`` rows (scored forecasts with the
+            reference forecast of each row, original units).
+
+    Returns:
+        Frame indexed by sorted ``origin`` with ``loss_model, loss_reference``, over the origins
+        whose every series has all ``horizon`` steps scored and a finite reference.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=["loss_model", "loss_reference"], index=pd.DatetimeIndex([], name="origin"))
+    per = frame.groupby([schema.UNIQUE_ID, "origin"])
+    ok = (per["step"].transform("size") == horizon) & per["naive"].transform(lambda v: bool(np.isfinite(v).all()))
+    both = frame[ok.to_numpy(dtype=bool)]
+    errs = both.assign(loss_model=(both["y_hat"] - both["y"]) ** 2, loss_reference=(both["naive"] - both["y"]) ** 2)
+    return errs.groupby("origin")[["loss_model", "loss_reference"]].mean().sort_index()
+
+
+def previous_state(previous: list[dict], version: int) -> tuple[float, pd.Timestamp | None]:
+    """``(statistic, last origin)`` the latest earlier check of champion ``version`` left; ``(0, None)`` if none.
+
+    ``previous``: check rows, newest first. A row of another champion ends the search (reset).
+    """
+    for check in previous:
+        if check.get("champion_version") != version:
+            break
+        state = check.get("cusum")
+        if state and state.get("last_origin"):
+            return float(state["statistic"]), pd.Timestamp(state["last_origin"])
+    return 0.0, None
+
+
+def on_grid(origins: pd.DatetimeIndex, step: pd.Timedelta, origin_step: int) -> np.ndarray:
+    """Mask of the origins on the calibration's grid: every ``origin_step``-th step since the epoch."""
+    if origin_step <= 1:
+        return np.ones(len(origins), dtype=bool)
+    n = ((origins - pd.Timestamp(0)) // step).to_numpy()
+    return n % origin_step == 0
+
+
+def cusum_update(detector: CusumDetector, frame: pd.DataFrame, horizon: int, step: pd.Timedelta, previous: list[dict], version: int) -> dict[str, Any]:
+    """This check's CUSUM state: the statistic after the new origins and whether it signalled.
+
+    Args:
+        detector: the champion's (:func:`detector_of`). frame: the champion's scored rows of the
+            window with the reference forecast (``naive``), see :func:`origin_losses`.
+        horizon: ``h``. step: one step of ``data.freq``. previous: earlier check rows, newest first.
+        version: the champion's version.
+
+    Returns:
+        ``statistic`` (after the last new origin), ``max_statistic`` (over the new origins and the
+        carried value), ``h``, ``k``, ``alarm`` (``max_statistic > h``), ``last_origin`` (ISO),
+        ``n_new`` (origins added), ``carried`` (the statistic it started from), ``arl0``, ``version``.
+    """
+    losses = origin_losses(frame, horizon)
+    start, last = previous_state(previous, version)
+    origins = pd.DatetimeIndex(losses.index)
+    r = relative_differential(origins.to_numpy(), losses["loss_model"], losses["loss_reference"], detector.window) if len(origins) else np.empty(0)
+    new = on_grid(origins, step, detector.origin_step) & (origins > last if last is not None else True)
+    path = cusum_path(detector.standardise(r[new]), detector.k, start)
+    statistic = float(path[-1]) if len(path) else start
+    peak = float(max(start, path.max())) if len(path) else start
+    last_new = origins[new][-1] if new.any() else last
+    return {
+        "statistic": statistic, "max_statistic": peak, "h": detector.h, "k": detector.k, "alarm": bool(peak > detector.h),
+        "last_origin": None if last_new is None else last_new.isoformat(), "n_new": int(new.sum()), "carried": start,
+        "arl0": detector.arl0, "version": version,
+    }  # fmt: skip

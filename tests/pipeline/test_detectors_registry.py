@@ -1,0 +1,89 @@
+"""``monitoring.rule: cusum`` end to end against a real MLflow server: calibrated at registration,
+read back from the version's tags by the check, its state carried from check to check."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.core.config import load_config
+from pipeline.core.seasons import season_length
+from pipeline.evaluation.cusum import CusumDetector, calibrate_from_run
+from pipeline.loop.monitoring import run_check
+from pipeline.runner import run_training_pipeline
+from pipeline.store.sql import store_for
+from tests.conftest import sine_frame, write_sine_case
+
+pytestmark = pytest.mark.slow
+MODEL_NAME = "cusum-sine"
+T0 = pd.Timestamp("2024-01-17 16:00")  # row 400 of the hourly series
+T = T0 + pd.Timedelta("3D")
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory):
+    """One version trained as of T0 with ``monitoring.rule: cusum`` (one config line) and registered."""
+    root = tmp_path_factory.mktemp("cusum")
+    raw = yaml.safe_load(write_sine_case(root, "cusum-sine", MODEL_NAME).read_text())
+    sine_frame(n=600).to_csv(root / "input.csv", index=False)
+    raw["monitoring"] = {"rule": "cusum", "window": "2D", "max_staleness": "1D", "store_url": f"sqlite:///{root / 'store.db'}"}
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        cfg = load_config(root / "config.yaml")
+        result = run_training_pipeline(cfg, root / "artifacts" / "train-t0", as_of=T0.isoformat())
+        assert result["registered_version"] == 1, result
+        yield {"cfg": cfg, "root": root, "uri": mlflow_server}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+
+
+def test_the_detector_tags_round_trip_through_the_registry(trained):
+    import mlflow
+
+    cfg, run = trained["cfg"], trained["root"] / "artifacts" / "train-t0"
+    tags = mlflow.tracking.MlflowClient(trained["uri"]).get_model_version(MODEL_NAME, "1").tags
+    stored = CusumDetector.from_tags(tags)
+    mc = cfg.monitoring
+    again = calibrate_from_run(run / "features", run / "training", mc.naive_model, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
+                               shift=mc.cusum_shift, seed=cfg.run.seed)  # fmt: skip
+    assert stored.to_tags() == again.to_tags()  # deterministic under run.seed, and nothing lost in the tags
+    assert stored.arl0 == "730D" and stored.arl0_origins == 730 * 24 and stored.h > 0 and stored.sd > 0
+    assert stored.mean < 0  # on the sine the LSTM beats the last value by far
+    assert stored.sample == "test+train"  # 76 test origins only: the training origins were added (documented)
+
+
+def test_the_check_runs_the_champions_detector_and_carries_its_state(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    cfg = trained["cfg"]
+    first = run_check(cfg, T, since=T0)
+    c = first["cusum"]
+    assert first["decision"] == "ok", first["reasons"]
+    assert c["version"] == 1 and c["carried"] == 0.0 and c["n_new"] == first["n_origins_scored"] and not c["alarm"]
+    assert "CUSUM of the champion v1's loss differential against naive" in first["reasons"][0]
+    assert first["threshold"] is None
+    later = run_check(cfg, T + pd.Timedelta("6h"))
+    assert later["cusum"]["carried"] == pytest.approx(c["statistic"]) and later["cusum"]["n_new"] == 6
+    assert pd.Timestamp(later["cusum"]["last_origin"]) == pd.Timestamp(c["last_origin"]) + pd.Timedelta("6h")
+    stored = store_for(cfg).last_checks(MODEL_NAME, 1)[0]
+    assert stored["cusum"] == later["cusum"]  # the state lives in the check's row
+
+
+def test_a_worse_champion_signals(trained, monkeypatch):
+    """The target replaced by noise from T0: the LSTM is now much worse than the last value; the CUSUM signals."""
+    import numpy as np
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    frame = sine_frame(n=600)
+    after = pd.to_datetime(frame["time"]) >= T0
+    frame.loc[after, "load"] = 10 + np.cumsum(np.random.default_rng(0).normal(0, 1.0, int(after.sum())))  # a random walk: naive is optimal
+    root = trained["root"]
+    frame.to_csv(root / "walk.csv", index=False)
+    cfg = load_config(root / "config.yaml", {"data.path": str(root / "walk.csv"), "monitoring.store_url": f"sqlite:///{root / 'walk.db'}"})
+    check = run_check(cfg, T, since=T0)
+    assert check["decision"] == "retrain" and check["trigger"] == "cusum", check["reasons"]
+    assert check["cusum"]["max_statistic"] > check["cusum"]["h"]
