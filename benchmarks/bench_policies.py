@@ -101,7 +101,7 @@ def main() -> None:
 
 
 def _finetune_case(mode: str, overrides: dict) -> Path:
-    """The same case with ``retrain.mode: finetune`` (defaults: 5 epochs, 168 steps, 0.1 x the rate; ``overrides``
+    """The same case with ``retrain.mode: finetune`` (defaults: up to 20 epochs, 168 steps, 0.1 x the rate; ``overrides``
     of ``retrain.*``), in its own folder (``mode`` names it)."""
     import yaml
 

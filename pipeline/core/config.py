@@ -449,9 +449,11 @@ class RetrainConfig(_Section):
     #: baseline's there. Default 0 (no worse than the baselines): a sanity check; the canary
     #: then decides against the champion on live origins
     min_relative_improvement: Float = Field(0.0, ge=-1, lt=1)
-    #: finetune: epochs over the recent steps (a handful: the champion is epoch 0 and stays the
-    #: result unless an epoch lowers the tail's loss; 0 registers the champion's weights unchanged)
-    finetune_epochs: Int = Field(5, ge=0)
+    #: finetune: epochs over the recent steps, at most (early stopping on the tail as
+    #: ``training.*`` sets it; the champion is epoch 0 and stays the result unless an epoch lowers
+    #: the tail's loss; 0 registers the champion's weights unchanged). 20, not 5: at 5 the tail's
+    #: loss was still falling in 8 of 9 measured finetunes (docs/BENCHMARKS.md "Retrain policies")
+    finetune_epochs: Int = Field(20, ge=0)
     #: finetune: the steps before the validation tail whose windows (all ``h`` targets) train;
     #: default ``max(one week of data.freq steps, 4 x (lookback + horizon))``
     #: (:func:`pipeline.features.windowing.finetune_steps`)
