@@ -71,11 +71,14 @@ def lstm_training():
         ctx = get_current_context()
         params = ctx["params"]
         cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
-        if ctx.get("dag_run") and (ctx["dag_run"].conf or {}).get("check_id"):  # a monitoring trigger
+        run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+        conf = (ctx["dag_run"].conf or {}) if ctx.get("dag_run") else {}
+        if conf.get("check_id"):  # a monitoring trigger
+            from pipeline.loop.finetune import start_from_champion
             from pipeline.loop.monitoring import retrain_config
 
             cfg = retrain_config(cfg)  # retrain.mode (default refit: train through T up to a validation tail)
-        run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+            cfg = start_from_champion(cfg, run, conf.get("champion_version"))  # finetune: copy the champion it starts from
         path = save_resolved(cfg, artifacts.resolved_config_path(run))
         return {"config": str(path), "run_dir": str(run), "as_of": params.get("as_of")}
 

@@ -35,6 +35,8 @@ COMPARISON_TABLE   evaluation      comparison.csv            RMSE/MAE/MASE of ev
 COMPARISON         evaluation      comparison.json           the same, with origins used
 GATE               evaluation      gate.json                 the gate's verdict and reasons
 FORECAST_PLOT      evaluation      forecast.png              forecasts vs actuals
+FINETUNE_START     finetune_start  start.json                the champion a finetune starts from (its
+                                                             ``preprocessing.json`` and ``model.pt`` beside it)
 =================  ==============  ========================  ==========================================
 
 Monitoring checks and replays have their own folders (``CHECK_*``, ``REPLAY_*``, ``DRIFT_*``).
@@ -67,7 +69,9 @@ CHECKPOINTS = "checkpoints"
 TRAINING = "training"
 BASELINES = "baselines"
 EVALUATION = "evaluation"
-STEPS = (CONFIG, VALIDATION, FEATURES, CHECKPOINTS, TRAINING, BASELINES, EVALUATION)
+#: a finetune's copy of the champion it starts from (``retrain.mode: finetune``)
+FINETUNE = "finetune_start"
+STEPS = (CONFIG, VALIDATION, FEATURES, CHECKPOINTS, TRAINING, BASELINES, EVALUATION, FINETUNE)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ COMPARISON_TABLE = Artifact(EVALUATION, "comparison.csv", "csv", "RMSE, MAE, MAS
 COMPARISON = Artifact(EVALUATION, "comparison.json", "json", "the comparison with the origins used")
 GATE = Artifact(EVALUATION, "gate.json", "json", "the comparison gate's verdict, numbers and reasons")
 FORECAST_PLOT = Artifact(EVALUATION, "forecast.png", "png", "test forecasts against actuals")
+FINETUNE_START = Artifact(FINETUNE, "start.json", "json", "the champion (model, version, run) a finetune starts from")
 
 # a monitoring check's folder (<artifact_root>/monitoring/<check id>/)
 CHECK_OBSERVED = Artifact("monitoring", "observed.parquet", "parquet", "observations of the check's window (long frame)")

@@ -519,8 +519,12 @@ class RetrainConfig(_Section):
     #: ``T`` (early stopping; also the gate's sanity check); no test part from the past: the
     #: question is the model's skill after ``T``, which the canary's shadow scoring answers.
     #: ``scheduled``: the scheduled protocol (its test part holds the days before ``T``, the
-    #: post-fault days a retrain needs to learn from; ``monitoring.retrain_recent_steps`` applies)
-    mode: Literal["refit", "scheduled"] = "refit"
+    #: post-fault days a retrain needs to learn from; ``monitoring.retrain_recent_steps`` applies).
+    #: ``finetune``: start from the champion's weights and its fitted preprocessing (never
+    #: refitted), train ``finetune_epochs`` epochs on the last ``finetune_steps`` steps before the
+    #: validation tail at ``finetune_lr_factor`` x ``training.learning_rate``; the tail, the gate
+    #: and the canary are refit's (docs/LOOP.md 8.1)
+    mode: Literal["refit", "scheduled", "finetune"] = "refit"
     #: steps in the validation tail; default ``max(2 x h, one day of steps)``
     #: (:func:`pipeline.loop.monitoring.validation_tail_steps`)
     validation_steps: Int | None = Field(None, ge=1)
@@ -528,6 +532,27 @@ class RetrainConfig(_Section):
     #: baseline's there. Default 0 (no worse than the baselines): a sanity check; the canary
     #: then decides against the champion on live origins
     min_relative_improvement: Float = Field(0.0, ge=-1, lt=1)
+    #: finetune: epochs over the recent steps, at most (early stopping on the tail as
+    #: ``training.*`` sets it; the champion is epoch 0 and stays the result unless an epoch lowers
+    #: the tail's loss; 0 registers the champion's weights unchanged). 20, not 5: at 5 the tail's
+    #: loss was still falling in 8 of 9 measured finetunes (docs/BENCHMARKS.md "Retrain policies")
+    finetune_epochs: Int = Field(20, ge=0)
+    #: finetune: the steps before the validation tail whose windows (all ``h`` targets) train;
+    #: default ``max(one week of data.freq steps, 4 x (lookback + horizon))``
+    #: (:func:`pipeline.features.windowing.finetune_steps`)
+    finetune_steps: Int | None = Field(None, ge=1)
+    #: finetune: the learning rate is this x ``training.learning_rate`` (a lower rate keeps the
+    #: start near the champion's weights)
+    finetune_lr_factor: Float = Field(0.1, gt=0, le=1)
+    #: set by the loop, not by hand: the folder holding the champion's ``preprocessing.json``,
+    #: ``model.pt`` and ``start.json`` a finetune starts from (:func:`pipeline.loop.finetune.start_from_champion`)
+    start_from: Path | None = None
+
+    @model_validator(mode="after")
+    def _start_only_for_finetune(self) -> RetrainConfig:
+        if self.start_from is not None and self.mode != "finetune":
+            raise ValueError(f"retrain.start_from ({self.start_from}) is for retrain.mode finetune only; found mode {self.mode!r}")
+        return self
 
 
 class PipelineConfig(_Section):

@@ -565,6 +565,65 @@ def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
     return fs
 
 
+def finetune_steps(cfg: PipelineConfig) -> int:
+    """``retrain.finetune_steps``, or ``max(one week of data.freq steps, 4 x (lookback + horizon))`` when unset.
+
+    A week holds every hour of every weekday once (the daily and weekly seasons a sub-daily
+    series has); ``4 x (lookback + horizon)`` keeps a few dozen windows where a week of steps
+    is fewer (daily and coarser data). Hourly data, lookback 24, h 4: 168 steps, 141 windows.
+    """
+    from pipeline.core.seasons import steps_per_week
+
+    f = cfg.features
+    return cfg.retrain.finetune_steps or max(steps_per_week(cfg.data.freq), 4 * (f.lookback + f.horizon))
+
+
+def build_finetune_features(long: pd.DataFrame, cfg: PipelineConfig, champion: Preprocessor) -> FeatureSet:
+    """Windows for ``retrain.mode: finetune``: the champion's fitted preprocessing, applied unchanged.
+
+    Nothing is refitted: the scaler state, categorical levels, calendar encodings and feature
+    order are ``champion``'s (the new version ships them again); only ``split_boundaries``
+    change. Per series: the last ``features.validation_tail_steps`` steps are the validation
+    tail (early stopping, and the gate's sanity check: the test part is the tail, as refit's);
+    the training windows are those whose ``h`` targets all lie in the :func:`finetune_steps`
+    steps just before the tail (their inputs may reach further back).
+
+    Raises:
+        DataQualityError: no validation tail is set (not a triggered retrain), a series too short
+            for the tail, or no training / tail windows left after the gap policy.
+    """
+    import dataclasses
+
+    tail, steps, L, H = cfg.features.validation_tail_steps, finetune_steps(cfg), champion.lookback, champion.horizon
+    if not tail:
+        raise DataQualityError("retrain.mode finetune: expected features.validation_tail_steps > 0 (set by the loop's retrain_config), found 0")
+    _check_length(long, cfg)
+    bounds = {}
+    for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
+        n, ds = len(part), part[schema.DS]
+        if n - tail < L + H:
+            raise DataQualityError(
+                f"retrain.mode finetune: series {uid!r} has {n} steps; the validation tail ({tail}) leaves {n - tail}, "
+                f"expected at least lookback + horizon = {L + H} before it"
+            )
+        tail_at = str(ds.iat[n - tail])
+        bounds[str(uid)] = {"val_start": tail_at, "test_start": tail_at, "test_is_validation": "true",
+                            "finetune_start": str(ds.iat[max(n - tail - steps, 0)])}  # fmt: skip
+    prep = dataclasses.replace(champion, split_boundaries=bounds)
+    fs = transform(long, prep)
+    lengths = long.groupby(schema.UNIQUE_ID, sort=True).size().to_numpy()
+    fs.starts, counts = _split_starts(fs, dict(enumerate(lengths.tolist())), prep)
+    first_allowed = np.array([np.datetime64(pd.Timestamp(bounds[u]["finetune_start"])) for u in fs.series_ids])
+    train = fs.starts["train"]
+    keep = fs.ds[train + L] >= first_allowed[fs.series[train]]
+    fs.starts["train"], counts["before_finetune_steps"] = train[keep], int((~keep).sum())
+    fs.report = {**_report(fs, [counts]), "finetune_steps": steps}
+    for split, what in (("train", f"the last retrain.finetune_steps = {steps} steps before the tail"), ("test", f"the validation tail ({tail} steps)")):
+        if len(fs.starts[split]) == 0:
+            raise DataQualityError(f"retrain.mode finetune: no {split} windows in {what} after the gap policy ({fs.report['windows']})")
+    return fs
+
+
 def _report(fs: FeatureSet, counts: list[dict]) -> dict[str, Any]:
     totals = {k: int(sum(c[k] for c in counts)) for k in counts[0]}
     return {
@@ -622,11 +681,17 @@ def load_features(folder: Path) -> FeatureSet:
 def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dict[str, Any]:
     """Stage entry point: validated long frame -> ``<run>/features/``.
 
+    With ``retrain.start_from`` (a finetune, set by the loop) the champion's preprocessing is
+    applied unchanged (:func:`build_finetune_features`).
+
     Returns:
         ``{"features": folder, "windows": {split: count, ...}, "n_features": F}``.
     """
     long = pd.read_parquet(data_parquet)
-    fs = build_features(long, cfg)
+    if cfg.retrain.start_from is not None:  # retrain.mode finetune: the champion's preprocessing, not refitted
+        fs = build_finetune_features(long, cfg, load_preprocessor(cfg.retrain.start_from))
+    else:
+        fs = build_features(long, cfg)
     target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES), reference=training_part(long, fs.prep))
     log.info("built windows %s with %d features", fs.report["windows"], fs.prep.n_features)
     return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features}

@@ -611,10 +611,12 @@ def retrain_config(cfg: PipelineConfig) -> PipelineConfig:
     ``retrain.mode: refit`` (default): ``features.validation_tail_steps`` =
     :func:`validation_tail_steps` (train through ``T`` up to the tail; the tail validates and is
     the sanity-check test part) and the gate's margin = ``retrain.min_relative_improvement``.
+    ``finetune``: the same tail and gate; the caller then names the champion it starts from
+    (:func:`pipeline.loop.finetune.start_from_champion`).
     ``scheduled``: ``features.recent_train_steps = monitoring.retrain_recent_steps`` when that
     is set (the most recent days go into the training part), otherwise ``cfg`` itself.
     """
-    if cfg.retrain.mode == "refit":
+    if cfg.retrain.mode in ("refit", "finetune"):
         features = cfg.features.model_copy(update={"validation_tail_steps": validation_tail_steps(cfg), "recent_train_steps": 0})
         gate = cfg.gate.model_copy(update={"min_relative_improvement": cfg.retrain.min_relative_improvement})
         return cfg.model_copy(update={"features": features, "gate": gate})

@@ -428,15 +428,18 @@ def run_tick(
     }
     why = policy.trigger(check, as_of, last_trained if last_trained is not None else as_of, inject_at, oracle_done)
     if why is not None:
+        from pipeline.loop.finetune import start_from_champion
         from pipeline.loop.monitoring import retrain_config, retrain_tags
 
         conf = check.get("conf") if policy.kind == "rule" else None
         conf = conf or {"reason": row["reasons"] if policy.kind == "rule" else why, "check_id": check.get("check_id"), "as_of": row["as_of"]}
         tags = {f"trigger.{k}": str(v) for k, v in conf.items()}  # what the training DAG records from its conf
         tags["replay.policy"] = str(policy)
-        tcfg = retrain_config(cfg)  # retrain.mode: refit (default) or the scheduled protocol
+        tcfg = retrain_config(cfg)  # retrain.mode: refit (default), finetune or the scheduled protocol
+        run_path = artifacts.run_dir(cfg.run.artifact_root, f"{replay_id}--{_stamp(as_of)}")
+        tcfg = start_from_champion(tcfg, run_path, check.get("champion_version"))  # finetune only
         tags.update(retrain_tags(tcfg))
-        out = train_as_of(tcfg, stages, replay_id, as_of, data_path, tags)
+        out = train_as_of(tcfg, stages, replay_id, as_of, data_path, tags, run_path)
         row.update(
             policy_trigger=why,
             trained_run=Path(out.get("run_dir", "")).name or None,

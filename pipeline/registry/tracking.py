@@ -153,9 +153,15 @@ def training_tags(training_folder: Path) -> dict[str, str]:
     ``stop_reason``: why training stopped (``early_stopping``, ``max_epochs``, ``max_steps`` or
     ``max_time``; one per member, comma-separated, where members differ); ``train_steps``:
     optimiser steps per member, likewise. Facts written before stop reasons were kept give no tags.
+    A finetune (``retrain.mode: finetune``) adds ``retrain.mode`` = ``finetune`` and the champion
+    it started from: ``retrain.finetune_from_version`` and ``retrain.finetune_from_model``.
     """
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_folder))
-    return {tag: per_member(facts[key]) for tag, key in (("stop_reason", "stop_reason"), ("train_steps", "steps")) if facts.get(key)}
+    tags = {tag: per_member(facts[key]) for tag, key in (("stop_reason", "stop_reason"), ("train_steps", "steps")) if facts.get(key)}
+    if facts.get("finetune"):
+        tags.update({"retrain.mode": "finetune", "retrain.finetune_from_version": str(facts["finetune"]["from_version"]),
+                     "retrain.finetune_from_model": str(facts["finetune"]["from_model"])})  # fmt: skip
+    return tags
 
 
 def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: dict, tags: dict[str, str]) -> dict:

@@ -132,8 +132,9 @@ def _data_hash(fs: FeatureSet) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:
-    """What a checkpoint must match to be resumed: config, data, code version, fitted preprocessing, seed."""
+def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int, start: str | None = None) -> str:
+    """What a checkpoint must match to be resumed: config, data, code version, fitted preprocessing, seed
+    and, for a finetune, the weights it started from (``start``: their sha256) and the finetune keys."""
     payload = {
         "model": cfg.model.model_dump(mode="json"),
         "training": cfg.training.model_dump(mode="json", exclude={"device", "progress", "num_threads"}),
@@ -143,6 +144,8 @@ def _fingerprint(cfg: PipelineConfig, fs: FeatureSet, seed: int) -> str:
         "code": _code_version(),
         "seed": seed,
     }
+    if start is not None:
+        payload["finetune"] = {"start": start, **cfg.retrain.model_dump(mode="json", exclude={"start_from"})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -374,9 +377,15 @@ class _Session:
     state: dict[str, Any]
 
     @classmethod
-    def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device) -> _Session:
-        tc = cfg.training
-        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback).to(device)
+    def new(cls, fs: FeatureSet, cfg: PipelineConfig, device: torch.device, tc: TrainingConfig | None = None,
+            init: dict[str, torch.Tensor] | None = None) -> _Session:  # fmt: skip
+        """A fresh session: ``tc`` (default ``cfg.training``) sets the optimiser; ``init`` (a member's
+        ``state_dict``, a finetune's start) replaces the random initial weights."""
+        tc = tc or cfg.training
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)
+        if init is not None:
+            model.load_state_dict(init)
+        model = model.to(device)
         opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=tc.lr_factor, patience=tc.lr_patience)
         return cls(model, opt, sched, TrainResult(device=str(device)), {"epoch": 0, "bad": 0, "best": None, "done": False})
@@ -438,6 +447,60 @@ class _Session:
         return row
 
 
+@dataclass(frozen=True)
+class FinetuneStart:
+    """The champion a finetune starts from (``retrain.start_from``, written by
+    :func:`pipeline.loop.finetune.start_from_champion`).
+
+    Attributes:
+        members: each champion member's ``state_dict`` (CPU tensors).
+        sha256: of the champion's ``model.pt`` (part of the checkpoint fingerprint).
+        info: ``start.json``: ``model``, ``version``, ``run_id`` of the champion.
+    """
+
+    members: list[dict[str, torch.Tensor]]
+    sha256: str
+    info: dict[str, Any]
+
+    @classmethod
+    def load(cls, cfg: PipelineConfig, fs: FeatureSet) -> FinetuneStart:
+        """Read ``retrain.start_from``.
+
+        Raises:
+            ConfigError: the weights are not for ``fs``'s preprocessing (feature count, horizon)
+                or ``model.*`` describes another architecture than the champion's.
+        """
+        from pipeline.core.errors import ConfigError
+
+        folder = Path(cfg.retrain.start_from)
+        weights = artifacts.MODEL_WEIGHTS.at(folder)
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+        info = artifacts.read_json(artifacts.FINETUNE_START.at(folder))
+        who = f"retrain.start_from {folder} ({info.get('model')} v{info.get('version')})"
+        if (payload["n_features"], payload["horizon"]) != (fs.prep.n_features, fs.prep.horizon):
+            raise ConfigError(f"{who}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
+                              f"but the features have {fs.prep.n_features} and horizon {fs.prep.horizon}")  # fmt: skip
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)
+        for k, state in enumerate(payload["members"]):
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"{who}: member {k} does not fit model.* of the config ({cfg.model.model_dump()}); "
+                                  f"the champion was built with {payload['model']}: {str(exc).splitlines()[0]}") from None  # fmt: skip
+        return cls(payload["members"], hashlib.sha256(weights.read_bytes()).hexdigest(), info)
+
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        """The start of member ``k``: the champion's member ``k`` modulo the champion's count."""
+        return self.members[k % len(self.members)]
+
+    @staticmethod
+    def training(cfg: PipelineConfig) -> TrainingConfig:
+        """``training`` with ``max_epochs = retrain.finetune_epochs`` (0 allowed: the champion's
+        weights unchanged) and ``learning_rate = retrain.finetune_lr_factor x training.learning_rate``."""
+        r, tc = cfg.retrain, cfg.training
+        return tc.model_copy(update={"max_epochs": r.finetune_epochs, "learning_rate": tc.learning_rate * r.finetune_lr_factor})
+
+
 def train_member(
     fs: FeatureSet,
     cfg: PipelineConfig,
@@ -446,8 +509,15 @@ def train_member(
     device: torch.device,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     time_budget_s: float | None = None,
+    start: FinetuneStart | None = None,
+    member: int = 0,
 ) -> tuple[RecurrentForecaster, TrainResult]:
     """Train one model on ``fs``'s train windows; early-stop on its val windows, within the budget.
+
+    With ``start`` (``retrain.mode: finetune``) the model starts from the champion's member
+    ``member`` (its weights, its highway kept as it is: not refitted) and trains
+    :meth:`FinetuneStart.training`'s epochs at its learning rate; the champion's weights count
+    as epoch 0, so they are the result unless an epoch lowers the validation loss.
 
     The budget: at most ``training.max_steps`` optimiser steps and ``time_budget_s`` seconds
     of wall clock (default: all of ``training.max_time``; :func:`fit_members` passes each
@@ -463,12 +533,13 @@ def train_member(
     Raises:
         DataQualityError: no training windows. TrainingError: a non-finite loss.
     """
-    tc = cfg.training
+    tc = cfg.training if start is None else start.training(cfg)
     if len(fs.starts["train"]) == 0:
         raise DataQualityError("no training windows: lower features.lookback/horizon or the test/validation fractions")
     folder.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
-    session, tensors = _Session.new(fs, cfg, device), WindowTensors(fs, device)
+    init = None if start is None else start.member(member)
+    session, tensors = _Session.new(fs, cfg, device, tc, init), WindowTensors(fs, device)
     train_starts, val_starts = tensors.starts(fs, "train"), tensors.starts(fs, "val")
     has_val = len(val_starts) > 0
     if not has_val:  # no validation part: stop on the training loss
@@ -477,14 +548,21 @@ def train_member(
     if tc.batch_size is None:
         log.info("training.batch_size unset: %d windows per step (%d training windows, at least %d steps per epoch)",
                  batch_size, len(train_starts), tc.min_steps_per_epoch)  # fmt: skip
-    fingerprint, ckpt_path = _fingerprint(cfg, fs, seed), folder / CHECKPOINT
+    fingerprint, ckpt_path = _fingerprint(cfg, fs, seed, None if start is None else start.sha256), folder / CHECKPOINT
     session.resume(ckpt_path, fingerprint, device)
     session.result.batch_size = batch_size
     if time_budget_s is None and tc.max_time is not None:
         time_budget_s = tc.max_time.total_seconds()
     started = time.perf_counter() - session.result.seconds  # the budget's clock: a resumed run's seconds count
     deadline = None if time_budget_s is None else started + time_budget_s
-    if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
+    if start is not None:
+        if session.model.highway is not None and cfg.model.highway_fit == "least_squares":
+            session.model.highway.requires_grad_(False)  # the champion's least-squares map, kept (not refitted)
+        if session.state["epoch"] == 0:  # the champion is epoch 0: an epoch must beat it on the tail
+            session.start_from(_val_loss(session.model, tensors, val_starts))
+            log.info("finetune from %s v%s member %d: validation MSE %.5g before the first epoch; %d epoch(s) at learning rate %g",
+                     start.info.get("model"), start.info.get("version"), member, session.result.best_val_loss, tc.max_epochs, tc.learning_rate)  # fmt: skip
+    elif session.model.highway is not None and cfg.model.highway_fit == "least_squares":
         session.model.highway.requires_grad_(False)  # held fixed: the network learns the residual
         if session.state["epoch"] == 0:  # a resumed run keeps its checkpoint's highway, penalty and best weights
             fitted = fit_highway(session.model, tensors, train_starts, val_starts if has_val else None)
@@ -525,6 +603,9 @@ def fit_members(
     """Train ``cfg.training.n_seeds`` members (seeds ``run.seed + k``) into ``work_dir/member_<k>/``
     (checkpoints; a rerun resumes): what :meth:`pipeline.models.lstm.LSTMForecaster.fit` runs.
 
+    With ``retrain.start_from`` (``retrain.mode: finetune``) member ``k`` starts from the
+    champion's member ``k`` (modulo the champion's count): :class:`FinetuneStart`.
+
     ``training.max_time`` is the budget of all members together: member ``k`` of ``n`` gets
     ``(max_time - seconds used by members 0..k-1) / (n - k)``, an equal share of what is left
     (a member that stops early leaves its time to the next). ``training.max_steps`` holds for
@@ -536,11 +617,12 @@ def fit_members(
     dev = resolve_device(device or cfg.training.device)
     if dev.type == "cpu" and cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
+    start = FinetuneStart.load(cfg, fs) if cfg.retrain.start_from is not None else None
     members, results = [], []
     n, total = cfg.training.n_seeds, cfg.training.max_time
     for k in range(n):
         share = None if total is None else max(total.total_seconds() - sum(r.seconds for r in results), 0.0) / (n - k)
-        model, res = train_member(fs, cfg, Path(work_dir) / f"member_{k}", cfg.run.seed + k, dev, on_epoch_end, share)
+        model, res = train_member(fs, cfg, Path(work_dir) / f"member_{k}", cfg.run.seed + k, dev, on_epoch_end, share, start, k)
         members.append(model.eval())
         results.append(res)
     return members, results, dev
@@ -610,11 +692,13 @@ def run_training(
     original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
     in-sample RMSE). ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see
-    :data:`STOP_REASONS`) and the budget (``max_steps``, ``max_time_seconds``). ``INTERVALS``
-    (``intervals.json``) holds the prediction intervals' calibration (:func:`calibrate_intervals`),
-    absent when there is none. Checkpoints live beside it in ``<run>/checkpoints/`` (kept, so a retry
-    resumes; never published as part of the model). Returns ``{"training": folder, "device",
-    "stop_reason": one text (:func:`pipeline.core.runs.per_member`), "steps": [per member]}``.
+    :data:`STOP_REASONS`), the budget (``max_steps``, ``max_time_seconds``) and, for a finetune,
+    ``finetune`` (``from_model``, ``from_version``, ``from_run_id``, ``epochs``, ``learning_rate``, ``steps``).
+    ``INTERVALS`` (``intervals.json``) holds the prediction intervals' calibration
+    (:func:`calibrate_intervals`), absent when there is none. Checkpoints live beside it in
+    ``<run>/checkpoints/`` (kept, so a retry resumes; never published as part of the model).
+    Returns ``{"training": folder, "device", "stop_reason": one text
+    (:func:`pipeline.core.runs.per_member`), "steps": [per member]}``.
     """
     from pipeline.core import faults
     from pipeline.evaluation.origins import select_origins
@@ -647,6 +731,10 @@ def run_training(
         "n_origins": int(len(test_index)), "origin_step": step,
         "interval_calibration_windows": calibration.n_windows if calibration else 0,
     }  # fmt: skip
+    if cfg.retrain.start_from is not None:  # a finetune: what it started from and how it trained
+        ftc, info = FinetuneStart.training(cfg), artifacts.read_json(artifacts.FINETUNE_START.at(cfg.retrain.start_from))
+        metrics["finetune"] = {"from_model": info.get("model"), "from_version": info.get("version"), "from_run_id": info.get("run_id"),
+                               "epochs": ftc.max_epochs, "learning_rate": ftc.learning_rate, "steps": fs.report.get("finetune_steps")}  # fmt: skip
     with artifacts.atomic_dir(out) as tmp:
         forecaster.save(artifacts.MODEL_WEIGHTS.at(tmp))
         np.savez(artifacts.TRAINING_FORECASTS.at(tmp), test=test_pred, test_index=test_index, train=train_pred, train_index=train_index)

@@ -66,7 +66,7 @@ def test_max_time_is_shared_by_the_members_what_one_leaves_goes_to_the_next(tiny
     cfg = _with(cfg, n_seeds=3, max_time=timedelta(seconds=90))
     shares, used = [], itertools.cycle([10.0, 50.0, 5.0])
 
-    def fake_member(fs, cfg, folder, seed, device, on_epoch_end=None, time_budget_s=None):
+    def fake_member(fs, cfg, folder, seed, device, on_epoch_end=None, time_budget_s=None, start=None, member=0):
         shares.append(time_budget_s)
         return torch.nn.Linear(1, 1), TrainResult(seconds=next(used), stop_reason="early_stopping")
 

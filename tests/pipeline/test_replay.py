@@ -372,21 +372,9 @@ def test_the_loop_heals_a_dynamics_change_and_never_trains_on_the_future(tmp_pat
     """Real stages, synthetic sine (noise floor 0.1): from 2024-01-23 the series runs at half speed
     (``line_slowdown``). The rule detects it, refits through T, the canary promotes, and the published
     forecasts after the fault beat the never-retrained champion's; no training saw ``ds >= T``."""
-    import yaml
-
-    from pipeline.core import artifacts
     from pipeline.loop.scenarios import load_scenario
-    from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
 
-    csv = tmp_path / "input.csv"
-    sine_frame(n=29 * 24).to_csv(csv, index=False)
-    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL)
-    raw["baselines"] = {"models": ["Naive"], "season_length": 24, "n_jobs": 1, "progress": False}
-    raw["monitoring"] = {"window": "1D", "min_origins": 12, "cooldown": "2D", "schedule": "12h"}
-    raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
-    raw["mlflow"] = {"experiment_name": "heal", "registered_model_name": "heal"}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    cfg = load_config(tmp_path / "config.yaml")
+    cfg = _slowdown_case(tmp_path, "heal")
     inject = pd.Timestamp("2024-01-23")
     out = {}
     for policy in ("never", "rule"):
@@ -397,8 +385,69 @@ def test_the_loop_heals_a_dynamics_change_and_never_trains_on_the_future(tmp_pat
     assert never["trainings"] == 0 and rule["trainings"] >= 1 and rule["false_triggers"] == 0
     assert rule["detection_delay_h"] <= 24 and rule["promotions"] >= 1 and rule["worse_promotions"] == 0
     assert rule["rmse_post_fault"] < 0.9 * never["rmse_post_fault"]
-    timeline = pd.read_csv(rule["timeline"])
-    for _, row in timeline.dropna(subset=["trained_run"]).iterrows():
-        run = artifacts.run_dir(Path(rule["replay_dir"]) / "runs", row["trained_run"])
+    _assert_no_training_read_T_or_later(rule)
+
+
+def _assert_no_training_read_T_or_later(summary: dict) -> pd.DataFrame:
+    """Every retrain of the replay received (validate) and windowed (features) only rows with ``ds < T``; returns its rows."""
+    from pipeline.core import artifacts
+    from pipeline.features.windowing import load_features
+
+    timeline = pd.read_csv(summary["timeline"])
+    trained = timeline.dropna(subset=["trained_run"])
+    assert len(trained), "no retrain happened: nothing was checked"
+    for _, row in trained.iterrows():
+        run, T = artifacts.run_dir(Path(summary["replay_dir"]) / "runs", row["trained_run"]), pd.Timestamp(row["as_of"])
         seen = pd.read_parquet(artifacts.VALIDATED_DATA.at(artifacts.step_dir(run, artifacts.VALIDATION)))
-        assert seen["ds"].max() < pd.Timestamp(row["as_of"]), f"training {row['trained_run']} read data at or after its T"
+        assert seen["ds"].max() < T, f"training {row['trained_run']} read data at or after its T"
+        windowed = load_features(artifacts.step_dir(run, artifacts.FEATURES)).ds
+        assert windowed.max() < np.datetime64(T), f"training {row['trained_run']} windowed data at or after its T"
+    return trained
+
+
+def _slowdown_case(tmp_path, name: str, **retrain):
+    import yaml
+
+    from tests.conftest import FAST_MODEL, FAST_TRAINING, sine_frame, tiny_config_dict
+
+    csv = tmp_path / "input.csv"
+    sine_frame(n=29 * 24).to_csv(csv, index=False)
+    raw = tiny_config_dict(csv, tmp_path / "artifacts", features={"lookback": 24, "horizon": 4}, training={**FAST_TRAINING, "num_threads": 1}, model=FAST_MODEL)
+    raw["baselines"] = {"models": ["Naive"], "season_length": 24, "n_jobs": 1, "progress": False}
+    raw["monitoring"] = {"window": "1D", "min_origins": 12, "cooldown": "2D", "schedule": "12h"}
+    raw["canary"] = {"min_origins": 12, "max_origins": 48, "rollback_origins": 12}
+    raw["mlflow"] = {"experiment_name": name, "registered_model_name": name}
+    if retrain:
+        raw["retrain"] = retrain
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(tmp_path / "config.yaml")
+
+
+@pytest.mark.slow
+def test_a_finetune_starts_from_the_champion_it_replaces_and_never_reads_the_future(tmp_path):
+    """Real stages and registry, ``retrain.mode: finetune`` on the slowdown: each retrain copies the
+    champion the check scored out of the registry, keeps its preprocessing, records which version it
+    started from, and neither its data nor its windows reach ``ds >= T``."""
+    import mlflow
+    from pipeline.core import artifacts
+    from pipeline.features.windowing import load_preprocessor
+    from pipeline.loop.scenarios import load_scenario
+
+    cfg = _slowdown_case(tmp_path, "finetune", mode="finetune")
+    spec = ReplaySpec(start=pd.Timestamp("2024-01-21"), end=pd.Timestamp("2024-01-26"), scenario=load_scenario("line_slowdown"),
+                      inject_at=pd.Timestamp("2024-01-23"))  # fmt: skip
+    summary = run_replay(cfg, spec, progress=False)
+    trained = _assert_no_training_read_T_or_later(summary)
+    uri = f"sqlite:///{Path(summary['replay_dir']) / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    for _, row in trained.iterrows():
+        run = artifacts.run_dir(Path(summary["replay_dir"]) / "runs", row["trained_run"])
+        start = artifacts.step_dir(run, artifacts.FINETUNE)
+        assert artifacts.read_json(artifacts.FINETUNE_START.at(start))["version"] == row["champion_version"]
+        shipped = mlflow.pyfunc.load_model(f"models:/finetune/{int(row['champion_version'])}").unwrap_python_model().prep
+        kept = load_preprocessor(artifacts.step_dir(run, artifacts.FEATURES))
+        assert kept.scaler_state == shipped.scaler_state == load_preprocessor(start).scaler_state
+        if not pd.isna(row["registered_version"]):
+            tags = client.get_run(client.get_model_version("finetune", str(int(row["registered_version"]))).run_id).data.tags
+            assert tags["retrain.mode"] == "finetune" and tags["retrain.finetune_from_version"] == str(int(row["champion_version"]))
