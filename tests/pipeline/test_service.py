@@ -25,9 +25,9 @@ from pipeline.data.validation import validate_frame
 from pipeline.features.windowing import build_features
 from pipeline.models.lstm import LSTMForecaster, build_model
 from pipeline.predict import tidy
-from pipeline.serving.pyfunc import ForecastModel
 from pipeline.service.app import create_app, resolve_token, route
 from pipeline.service.models import Loaded, canary_share
+from pipeline.serving.pyfunc import ForecastModel
 from tests.conftest import FAST_MODEL, sine_frame, tiny_config_dict
 
 N_SERIES = 16
