@@ -112,6 +112,7 @@ def _user_parsers(sub) -> None:
     serve.add_argument("--config", required=True, type=Path, help="use-case YAML (tracking URI, model name, the serving section)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--json", action="store_true", help="on a failure to start, print the error as one JSON object")
     onnx = sub.add_parser("export-onnx", help="write a registered version's network as ONNX (opset 17) beside its preprocessing JSON")
     onnx.add_argument("--config", required=True, type=Path, help="use-case YAML (names the tracking URI and the model)")
     which = onnx.add_mutually_exclusive_group()

@@ -249,12 +249,14 @@ def serve(cfg: PipelineConfig, host: str = "127.0.0.1", port: int = 8000, verbos
     """Run the service until interrupted (uvicorn; SIGINT/SIGTERM shut it down cleanly).
 
     Raises:
-        ConfigError: ``serving.token_env`` names an unset variable (:func:`resolve_token`).
+        ConfigError: ``port`` is not a TCP port, or ``serving.token_env`` names an unset variable (:func:`resolve_token`).
     """
     import sys
 
     import uvicorn
 
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port}: expected a TCP port from 1 to 65535")
     token = resolve_token(cfg)
     if host not in LOOPBACK and token is None:
         log.warning("serving on %s without a bearer token (serving.token_env): anyone who can reach the port can query the model", host)
