@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _user_parsers(sub) -> None:
-    """``forecast`` (the registered model on new history) and ``init`` (a starter config from a CSV)."""
+    """``forecast`` (the registered model on new history), ``serve`` (the same over HTTP), ``export-onnx`` and ``init``."""
     fc = sub.add_parser("forecast", help="forecast the next h steps of a history file with the registered model")
     fc.add_argument("--config", required=True, type=Path, help="use-case YAML (names the tracking URI and the model)")
     fc.add_argument("--input", required=True, type=Path, help="history CSV (may be gzipped) or parquet, the training file's columns")
@@ -112,6 +112,18 @@ def _user_parsers(sub) -> None:
     which.add_argument("--version", type=int, help="model version to use instead of an alias")
     fc.add_argument("--out", type=Path, help="write the forecasts here (.csv or .parquet; default: CSV on stdout)")
     fc.add_argument("--json", action="store_true", help="print one JSON object as the last line (the forecasts too without --out)")
+    serve = sub.add_parser("serve", help="serve the registered champion over HTTP (POST /forecast, /health, /ready, /metrics)")
+    serve.add_argument("--config", required=True, type=Path, help="use-case YAML (tracking URI, model name, the serving section)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--json", action="store_true", help="on a failure to start, print the error as one JSON object")
+    onnx = sub.add_parser("export-onnx", help="write a registered version's network as ONNX (opset 17) beside its preprocessing JSON")
+    onnx.add_argument("--config", required=True, type=Path, help="use-case YAML (names the tracking URI and the model)")
+    which = onnx.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="registry alias to export (default champion)")
+    which.add_argument("--version", type=int, help="model version to export instead of an alias")
+    onnx.add_argument("--out", required=True, type=Path, help="folder to write model.onnx, preprocessing.json and export.json into")
+    onnx.add_argument("--json", action="store_true", help="print one JSON object (the export manifest) as the last line")
     init = sub.add_parser("init", help="write a starter config (defaults only) from a CSV's columns and inferred freq")
     init.add_argument("--csv", required=True, type=Path, help="your data file")
     init.add_argument("--target", help="column to forecast (default: the first numeric column after the timestamp)")
@@ -259,6 +271,24 @@ def _forecast(cfg, args) -> int:
     return 0
 
 
+def _serve(cfg, args) -> int:
+    """``serve``: the online service (:mod:`pipeline.service.app`) until interrupted."""
+    from pipeline.service.app import serve
+
+    return serve(cfg, args.host, args.port, verbose=args.verbose)
+
+
+def _export_onnx(cfg, args) -> int:
+    """``export-onnx``: a registered version as ONNX plus its preprocessing (:func:`pipeline.predict.export_version_onnx`)."""
+    from pipeline.predict import export_version_onnx
+
+    result = export_version_onnx(cfg, args.out, alias=args.alias, version=args.version)
+    print(f"{result['model']} v{result['version']}: {result['members']} member(s), opset {result['opset']} -> {args.out}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
 def _init(args) -> int:
     """``init``: a defaults-only starter config from a CSV (:mod:`pipeline.data.starter`)."""
     from pipeline.data.starter import write_starter_config
@@ -275,7 +305,8 @@ INPUT_BOUND_COMMANDS = ("validate", "features")
 COMMANDS = {"validate": _cmd_validate, "features": _cmd_features, "train": _cmd_train, "replay": _cmd_replay}
 #: commands without a run folder: ``(cfg, args) -> exit code`` (``init`` has no config yet: ``(args)``)
 OTHER_COMMANDS = {"monitor": _monitor, "forecasts": _forecasts, "forecast": _forecast, "alerts": _alerts,
-                  "promote": _registry_command, "rollback": _registry_command, "registry": _registry_command}  # fmt: skip
+                  "promote": _registry_command, "rollback": _registry_command, "registry": _registry_command,
+                  "serve": _serve, "export-onnx": _export_onnx}  # fmt: skip
 
 
 def check_run_id(run_id: str) -> str:

@@ -1,4 +1,5 @@
-"""Forecasts for new data from a registered model: what ``lstm-pipeline forecast`` runs.
+"""Forecasts for new data from a registered model: what ``lstm-pipeline forecast`` runs (and
+``lstm-pipeline export-onnx``, the same loaded version written as ONNX).
 
 The model is the registered pyfunc (:mod:`pipeline.serving.pyfunc`) loaded from the config's
 tracking URI by alias (default ``champion``) or version, so a forecast here is exactly
@@ -13,6 +14,7 @@ training range.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,29 @@ def tidy(forecast: pd.DataFrame) -> pd.DataFrame:
     return out[FORECAST_COLUMNS + bands + (["warning"] if "warning" in out else [])].reset_index(drop=True)
 
 
+def forecast_history(predict: Callable[[pd.DataFrame], pd.DataFrame], history: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``predict(history)`` (a loaded pyfunc's ``predict``) as the tidy frame of :func:`tidy`: the one
+    forecast call of ``lstm-pipeline forecast`` and of the online service (:mod:`pipeline.service`).
+
+    Args:
+        where: names the history in an error (a file path, ``"request body"``).
+
+    Raises:
+        DataQualityError / DataLoadError: the pyfunc's own located errors, unchanged; MLflow's
+            input-schema refusals as ``DataLoadError`` naming ``where``.
+    """
+    try:
+        return tidy(predict(history))
+    except PipelineError:
+        raise
+    except Exception as exc:  # MLflow's own input checks
+        import mlflow
+
+        if isinstance(exc, mlflow.exceptions.MlflowException):
+            raise DataLoadError(f"{where}: the model refused the history: {exc}") from exc
+        raise
+
+
 def write_forecast(frame: pd.DataFrame, out: Path) -> Path:
     """Write ``frame`` to ``out`` (``.parquet``/``.pq``: parquet, anything else: CSV), via a temporary name."""
     out = Path(out)
@@ -145,16 +170,7 @@ def run_forecast(
     """
     history = read_history(input_path, cfg)
     model, found, alias = load_model(cfg, alias, version)
-    try:
-        frame = tidy(model.predict(history))
-    except PipelineError:
-        raise
-    except Exception as exc:  # MLflow's own input checks
-        import mlflow
-
-        if isinstance(exc, mlflow.exceptions.MlflowException):
-            raise DataLoadError(f"{input_path}: the model refused the history: {exc}") from exc
-        raise
+    frame = forecast_history(model.predict, history, str(input_path))
     result = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias, "input": str(input_path),
               "rows": len(frame), "series": int(frame[schema.UNIQUE_ID].nunique()),
               "origin_end": str(frame[schema.DS].max()) if len(frame) else None,
@@ -162,3 +178,22 @@ def run_forecast(
     if as_records:
         result["forecast"] = frame.assign(ds=frame[schema.DS].astype(str)).to_dict(orient="records")
     return result
+
+
+def export_version_onnx(cfg: PipelineConfig, out: Path, alias: str | None = None, version: int | None = None) -> dict[str, Any]:
+    """``lstm-pipeline export-onnx``: a registered version's ensemble as ONNX next to its preprocessing JSON
+    (:func:`pipeline.serving.export.export_onnx`; opset 17, dynamic batch, scaled units in and out).
+
+    Returns:
+        The export manifest (``export.json``): paths, opset, input/output names and shapes, plus
+        ``model``, ``version``, ``alias``.
+
+    Raises:
+        RegistryError: no such model, alias or version, or the server is unreachable.
+    """
+    from pipeline.serving.export import export_onnx
+
+    model, found, alias = load_model(cfg, alias, version)
+    python_model = model.unwrap_python_model()
+    meta = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias}
+    return export_onnx(python_model.forecaster, Path(out), meta)

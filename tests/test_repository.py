@@ -34,6 +34,13 @@ def test_dockerfile_passes_hadolint():
 def test_compose_file_builds_the_project_image_and_binds_loopback():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     for name, service in compose["services"].items():
+        if "build" not in service:  # an upstream image (Prometheus, Grafana): pinned to a release, never latest
+            image = service["image"]
+            assert ":" in image and not image.endswith(":latest"), f"{name} uses an unpinned image {image}"
+            for volume in service.get("volumes", []):  # mounted files of the repository exist
+                src = volume.split(":")[0]
+                assert not src.startswith(".") or (ROOT / "docker" / src).exists(), f"{name} mounts missing {src}"
+            continue
         build = service["build"]
         assert (ROOT / "docker" / build["context"] / build["dockerfile"]).resolve() == (ROOT / "docker" / "Dockerfile").resolve()
         for port in service.get("ports", []):

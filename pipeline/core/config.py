@@ -555,6 +555,31 @@ class RetrainConfig(_Section):
         return self
 
 
+class ServingConfig(_Section):
+    """The online forecast service (``lstm-pipeline serve``, :mod:`pipeline.service`).
+
+    It serves the registered ``champion`` (and the ``challenger`` to ``canary_fraction`` of the
+    series), polls the registry's aliases every ``poll_seconds`` and swaps in a moved alias's
+    version without a restart.
+    """
+
+    #: share of series (sticky per ``unique_id``: a hash, not a coin flip per request) sent to the
+    #: ``challenger``; 0 serves every request from the champion and loads no challenger
+    canary_fraction: Float = Field(0.0, ge=0, le=1)
+    #: seconds between two reads of the registry's aliases (hot reload)
+    poll_seconds: Float = Field(30.0, gt=0)
+    #: rows of history per request at most; more gets HTTP 413
+    max_rows: Int = Field(100_000, ge=1)
+    #: seconds a forecast may take before the request gets HTTP 504
+    timeout_s: Float = Field(10.0, gt=0)
+    #: name of an environment variable holding a bearer token; when set, ``POST /forecast`` needs
+    #: ``Authorization: Bearer <token>`` (HTTP 401 otherwise) and the service refuses to start without it
+    token_env: str | None = None
+    #: ``torch``: the registered pyfunc as MLflow loads it; ``onnx``: the same pyfunc with its
+    #: network run by onnxruntime (exported on load, :mod:`pipeline.serving.export`)
+    backend: Literal["torch", "onnx"] = "torch"
+
+
 class PipelineConfig(_Section):
     """The whole use case. Build it with :func:`load_config`."""
 
@@ -571,6 +596,7 @@ class PipelineConfig(_Section):
     run: RunConfig = RunConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     retrain: RetrainConfig = RetrainConfig()
+    serving: ServingConfig = ServingConfig()
     #: the file this config was read from (set by load_config)
     source: Path | None = None
 

@@ -49,6 +49,8 @@ CASES = [
     ("forecast", ["--input", "{csv}"], 1, "RegistryError", "no model 'lstm-forecaster' is registered yet"),
     ("forecast", ["--input", "{root}/missing.csv"], 1, "DataLoadError", "not found"),
     ("init", None, 1, "DataLoadError", "not found"),
+    ("serve", ["--port", "70000"], 1, "ConfigError", "--port 70000: expected a TCP port"),
+    ("export-onnx", ["--out", "{root}/onnx"], 1, "RegistryError", "no model 'lstm-forecaster' is registered yet"),
 ]
 
 

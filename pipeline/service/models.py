@@ -1,0 +1,221 @@
+"""The versions the service holds, their hot reload from the registry, and the canary routing.
+
+* :class:`Loaded`: one loaded version behind an alias: the registered pyfunc's ``predict``
+  (the torch backend), or the same pyfunc with its network run by onnxruntime (``onnx``).
+* :class:`ModelHolder`: ``{alias: Loaded}``, replaced as a whole (copy on write), so a request
+  reads one consistent set and a swap is atomic (one reference assignment).
+* :class:`Reloader`: a background thread that reads the registry's aliases every
+  ``serving.poll_seconds`` (:func:`pipeline.registry.aliases.snapshot`, one read), loads a moved
+  alias's version beside the one being served and swaps it in; a failed load keeps the old one,
+  logs the error and counts it (``lstm_serving_model_load_failures_total``).
+* :func:`canary_share`: where a series id falls in ``[0, 1)``; ids under ``serving.canary_fraction``
+  go to the challenger, every time (sticky; a hash, not a coin flip per request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.core.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded version.
+
+    Attributes:
+        predict: raw history frame -> the pyfunc's forecast frame (``[unique_id,] ds, step, y_hat[, warning]``).
+        series_id_column: the input column naming the series (``None``: one series per request).
+        loaded_at / created_at: unix seconds of the load and of the version's registration.
+    """
+
+    alias: str
+    version: int
+    predict: Callable[[pd.DataFrame], pd.DataFrame]
+    backend: str
+    series_id_column: str | None
+    loaded_at: float
+    created_at: float | None = None
+
+
+def canary_share(unique_id: str) -> float:
+    """``unique_id`` -> a fixed number in ``[0, 1)`` (the first 8 bytes of its SHA-256): a series is
+    in the canary when this is below ``serving.canary_fraction``, on every request and every replica."""
+    return int.from_bytes(hashlib.sha256(str(unique_id).encode()).digest()[:8], "big") / 2.0**64
+
+
+class RegistrySource:
+    """The registry the service follows: aliases (one read) and a version's pyfunc."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg, self.name = cfg, cfg.mlflow.registered_model_name
+
+    def aliases(self) -> dict[str, int]:
+        """``{alias: version}`` now (``{}`` when the model is not registered yet).
+
+        Raises:
+            RegistryError: the server does not answer or refuses.
+        """
+        from pipeline.registry import aliases, server
+
+        uri = server.tracking_uri(self.cfg)
+        server.check_server(uri, attempts=1, training=False)
+        with server.bounded_http_retries():
+            return aliases.snapshot(server.client(uri), self.name)
+
+    def load(self, alias: str, version: int) -> Loaded:
+        """Version ``version`` as MLflow loads it (:func:`pipeline.predict.load_model`), on ``serving.backend``.
+
+        Raises:
+            RegistryError: the version cannot be read or loaded.
+        """
+        from pipeline.predict import load_model
+        from pipeline.registry import server
+
+        model, found, _ = load_model(self.cfg, version=version)
+        python_model = model.unwrap_python_model()
+        if self.cfg.serving.backend == "onnx":  # the same pyfunc, its ensemble run by onnxruntime
+            from pipeline.serving.export import OnnxForecaster, onnx_bytes
+
+            python_model.use(OnnxForecaster(onnx_bytes(python_model.forecaster), python_model.prep), python_model.reference_path,
+                             getattr(python_model, "calibration", None))  # the bands stay the version's own
+        with server.bounded_http_retries():
+            created = server.client(server.tracking_uri(self.cfg)).get_model_version(self.name, str(found)).creation_timestamp
+        return Loaded(alias, found, model.predict, self.cfg.serving.backend, python_model.prep.series_id_column, time.time(),
+                      created / 1000.0 if created else None)  # fmt: skip
+
+    def last_check(self) -> dict[str, Any] | None:
+        """The latest monitoring check of the model in the forecast store, or ``None`` when there is no store yet."""
+        from pathlib import Path
+
+        from pipeline.store.sql import default_store_url, store_for
+
+        url = self.cfg.monitoring.store_url or default_store_url(self.cfg.run.artifact_root)
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+            return None  # never create a store just to read it
+        checks = store_for(self.cfg).last_checks(self.name, n=1)
+        return checks[0] if checks else None
+
+
+@dataclass
+class ModelHolder:
+    """``{alias: Loaded}`` served now; :meth:`current` is one consistent set, :meth:`swap` replaces it atomically."""
+
+    _models: dict[str, Loaded] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> dict[str, Loaded]:
+        return self._models  # never mutated after publication: readers keep a consistent set
+
+    def swap(self, alias: str, loaded: Loaded | None) -> None:
+        """Serve ``loaded`` under ``alias`` from the next request on (``None`` drops the alias)."""
+        with self._lock:
+            models = dict(self._models)
+            if loaded is None:
+                models.pop(alias, None)
+            else:
+                models[alias] = loaded
+            self._models = models
+
+
+class Reloader:
+    """Follow the registry's aliases; see the module docstring.
+
+    Args:
+        source: ``aliases() -> {alias: version}``, ``load(alias, version) -> Loaded`` and
+            ``last_check() -> dict | None`` (:class:`RegistrySource`).
+        wanted: the aliases to serve (``champion``, plus ``challenger`` with canary traffic).
+        metrics: a :class:`pipeline.service.metrics.ServiceMetrics`.
+    """
+
+    def __init__(self, source, holder: ModelHolder, metrics, wanted: tuple[str, ...], poll_seconds: float):
+        self.source, self.holder, self.metrics, self.wanted, self.poll_seconds = source, holder, metrics, wanted, poll_seconds
+        self.last_error: dict[str, str] = {}  # alias -> why its registry version is not the one served
+        self.registry: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll_once(self) -> dict[str, int]:
+        """One read of the aliases, then a load and swap for each wanted alias that moved. Never raises."""
+        try:
+            found = self.source.aliases()
+        except Exception as exc:  # an unreachable registry must not stop the service
+            log.error("registry poll failed, serving what is loaded: %s", exc)
+            self.metrics.poll_failures.inc()
+            return self.registry
+        self.registry = found
+        self.metrics.last_poll.set(time.time())
+        for alias in self.wanted:
+            self._follow(alias, found.get(alias))
+        self._read_monitoring()
+        return found
+
+    def _follow(self, alias: str, version: int | None) -> None:
+        self.metrics.registry_version.labels(alias=alias).set(version or 0)
+        served = self.holder.current().get(alias)
+        if version is None:  # alias removed (or never set): a challenger stops taking traffic; a champion stays served
+            if served is not None and alias != CHAMPION:
+                log.warning("alias %s is no longer set in the registry: its traffic goes to the champion", alias)
+                self.holder.swap(alias, None)
+                self.metrics.loaded_version.labels(alias=alias).set(0)
+            elif served is not None:
+                self.last_error[alias] = f"the registry has no {alias} alias; still serving v{served.version}"
+            return
+        if served is not None and served.version == version:
+            self.last_error.pop(alias, None)
+            self.metrics.load_error.labels(alias=alias).set(0)
+            return
+        self._load(alias, version, served)
+
+    def _load(self, alias: str, version: int, served: Loaded | None) -> None:
+        same = next((m for m in self.holder.current().values() if m.version == version), None)
+        start = time.perf_counter()
+        try:
+            loaded = Loaded(alias, same.version, same.predict, same.backend, same.series_id_column, time.time(), same.created_at) if same else self.source.load(alias, version)
+        except Exception as exc:  # a failed load keeps the served version
+            keep = f"still serving v{served.version}" if served else "nothing served under this alias"
+            self.last_error[alias] = f"loading v{version} failed: {exc}"
+            log.error("hot reload of %s v%d failed (%s): %s", alias, version, keep, exc)
+            self.metrics.load_failures.labels(alias=alias).inc()
+            self.metrics.load_error.labels(alias=alias).set(1)
+            return
+        self.holder.swap(alias, loaded)
+        self.last_error.pop(alias, None)
+        self.metrics.on_loaded(loaded, time.perf_counter() - start)
+        log.warning("serving %s v%d (%s backend)%s", alias, version, loaded.backend, f", was v{served.version}" if served else "")
+
+    def _read_monitoring(self) -> None:
+        try:
+            check = self.source.last_check()
+        except Exception as exc:  # the store is optional for serving
+            log.info("forecast store not readable, monitoring gauges not updated: %s", exc)
+            return
+        if check:
+            self.metrics.on_check(check)
+
+    def start(self) -> None:
+        """Poll at once and then every ``poll_seconds``, on a daemon thread (``/health`` answers meanwhile)."""
+        self._thread = threading.Thread(target=self._run, name="registry-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.poll_once()
+        while not self._stop.wait(self.poll_seconds):
+            self.poll_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
