@@ -122,16 +122,11 @@ def postgres(tmp_path_factory):
     empty database per call, so tests never see each other's rows. Stopped at the session's end.
     """
     import uuid
-    import warnings
 
-    import pgserver
-
-    from tools.services import database_url
+    from tools.services import database_url, get_server
 
     pgdata = tmp_path_factory.mktemp("pg")
-    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (a container without a login session)
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
 
     def new_database(prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -172,6 +167,16 @@ def start_mlflow_server(root: Path, backend_uri: str, workers: int = 1):
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
     return proc, uri, log
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_postgres(postgres, tmp_path_factory):
+    """A real ``mlflow server`` (2 workers) whose backend store is a database on the :func:`postgres` server."""
+    root = tmp_path_factory.mktemp("mlflow-postgres")
+    proc, uri, log = start_mlflow_server(root, postgres("mlflow"), workers=2)
+    yield uri
+    stop_process_group(proc)
+    log.close()
 
 
 def pytest_collection_modifyitems(config, items):

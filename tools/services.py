@@ -39,6 +39,22 @@ DATABASES = ("mlflow", "airflow", "forecasts")
 STATE = "services.json"
 
 
+def get_server(pgdata: Path, cleanup_mode: str | None, attempts: int = 4):
+    """``pgserver.get_server`` with retries: it gives ``pg_ctl start`` a fixed 10 s, which a loaded
+    machine can exceed; the server often finishes starting meanwhile, and the next call attaches to it."""
+    import pgserver
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (no login session): harmless
+                warnings.simplefilter("ignore")
+                return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+        except subprocess.TimeoutExpired:
+            if attempt == attempts:
+                raise
+            time.sleep(2 * attempt)
+
+
 def postgres(pgdata: Path):
     """The Postgres server of ``pgdata`` (started, or reused when it already runs); it keeps running after this process.
 
@@ -46,13 +62,11 @@ def postgres(pgdata: Path):
         SystemExit: ``pgserver`` is not installed (``pip install -e '.[services]'``).
     """
     try:
-        import pgserver
+        import pgserver  # noqa: F401
     except ImportError as exc:  # the services extra is not installed
         raise SystemExit("pgserver is not installed: `make setup` installs it (extra 'services'), or pip install -e '.[services]'") from exc
     pgdata.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" (no login session): harmless
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(pgdata, cleanup_mode=None)  # None: the server outlives this process
+    server = get_server(pgdata, cleanup_mode=None)  # None: the server outlives this process
     existing = server.psql("SELECT datname FROM pg_database;")
     for name in DATABASES:
         if f" {name}\n" not in existing and f" {name} " not in existing:
@@ -63,6 +77,15 @@ def postgres(pgdata: Path):
 def database_url(pgdata: Path, database: str, driver: str = "postgresql+psycopg") -> str:
     """SQLAlchemy URL of ``database`` on the socket of the server in ``pgdata`` (user ``postgres``, no password)."""
     return f"{driver}://postgres@/{database}?host={Path(pgdata).resolve()}"
+
+
+def airflow_database_env(pgdata: Path, database: str = "airflow") -> dict[str, str]:
+    """Airflow's metadata database on Postgres through psycopg 3, sync and async (Airflow 3's API server
+    needs both; left alone, Airflow derives an ``asyncpg`` URL, a driver this project does not install)."""
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(pgdata, database),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": database_url(pgdata, database, "postgresql+psycopg_async"),
+    }
 
 
 def _alive(pid: int | None) -> bool:
@@ -85,11 +108,14 @@ def _healthy(url: str) -> bool:
 
 def _wait(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
     deadline = time.time() + timeout
-    while not _healthy(url):
-        if proc.poll() is not None or time.time() > deadline:
+    while proc.poll() is None and not _healthy(url):
+        if time.time() > deadline:
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise SystemExit(f"{what} did not become healthy at {url} within {timeout:.0f} s (see {log}):\n{tail}")
         time.sleep(1)
+    if proc.poll() is not None:  # exited: e.g. the port is taken by another server
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise SystemExit(f"{what} exited with code {proc.returncode} (is {url} taken by another process?), see {log}:\n{tail}")
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -115,6 +141,7 @@ def start(root: Path, mlflow_port: int = 5000, airflow_port: int = 8080, airflow
     pgdata = root / "pgdata"
     server = postgres(pgdata)
     state["postgres"] = {"pid": server.get_pid(), "pgdata": str(pgdata)}
+    root.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
 
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
@@ -126,12 +153,13 @@ def start(root: Path, mlflow_port: int = 5000, airflow_port: int = 8080, airflow
         proc = _spawn(cmd, {**os.environ, "MLFLOW_TRACKING_URI": ""}, log)
         _wait(mlflow_url + "/health", proc, log, "MLflow", timeout)
         state["mlflow"] = {"pid": proc.pid, "url": mlflow_url}
+        state_file.write_text(json.dumps(state, indent=2))  # recorded at once: a later failure must not orphan it
 
     if airflow:
         airflow_url = f"http://127.0.0.1:{airflow_port}"
         if not (_alive(state.get("airflow", {}).get("pid")) and _healthy(airflow_url + "/api/v2/monitor/health")):
             extra = {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(pgdata, "airflow"),
+                **airflow_database_env(pgdata),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 **client_env(root, mlflow_port),
@@ -171,19 +199,12 @@ def stop(root: Path, timeout: float = 60) -> list[str]:
         state.pop(name, None)
     pgdata = root / "pgdata"
     if (pgdata / "postmaster.pid").exists():
-        pg_ctl = _pg_ctl()
-        subprocess.run([str(pg_ctl), "-D", str(pgdata), "-m", "fast", "-w", "stop"], capture_output=True, check=False)
+        get_server(pgdata, cleanup_mode="stop").cleanup()  # pg_ctl stop, as the server's own user
         stopped.append("postgres")
     state.pop("postgres", None)
     if state_file.exists():
         state_file.write_text(json.dumps(state, indent=2))
     return stopped
-
-
-def _pg_ctl() -> Path:
-    import pgserver
-
-    return Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
 
 
 def status(root: Path) -> dict[str, str]:
