@@ -115,17 +115,21 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """A real PostgreSQL 16 server (``pgserver``) on a Unix socket in a temporary folder.
 
     Yields ``new_database(prefix) -> SQLAlchemy URL`` (``postgresql+psycopg://``): a fresh,
     empty database per call, so tests never see each other's rows. Stopped at the session's end.
     """
+    import shutil
+    import tempfile
     import uuid
 
     from tools.services import database_url, get_server
 
-    pgdata = tmp_path_factory.mktemp("pg")
+    # not under pytest's basetemp (mode 0700): run as root, pgserver starts Postgres as its own user
+    # 'pgserver', which must reach the folder; mkdtemp's folder sits in the world-traversable /tmp
+    pgdata = Path(tempfile.mkdtemp(prefix="pytest-pg-"))
     server = get_server(pgdata, cleanup_mode="stop")
 
     def new_database(prefix: str = "t") -> str:
@@ -135,6 +139,7 @@ def postgres(tmp_path_factory):
 
     yield new_database
     server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
 
 
 def start_mlflow_server(root: Path, backend_uri: str, workers: int = 1):
