@@ -4,14 +4,14 @@ VENV       ?= .venv
 BIN        := $(VENV)/bin
 # CPU wheel by default; a CUDA user sets e.g. TORCH_SPEC="torch==2.13.0 --index-url <their CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= airflow,monitoring,kubeflow,serving,dev
+EXTRAS     ?= airflow,monitoring,kubeflow,serving,services,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 LSTM_PIPELINE_IMAGE ?= lstm-forecast-pipeline:latest
 
-.PHONY: setup test test-fast lint demo loop-demo loop-demo-beijing mlflow-ui airflow bench bench-loop kfp clean
+.PHONY: setup test test-fast lint demo loop-demo loop-demo-beijing mlflow-ui airflow services services-stop services-status bench bench-loop kfp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ mlflow-ui: setup
 airflow: setup
 	$(BIN)/python -m tools.airflow_local 127.0.0.1 8080
 
+# Postgres (pgserver) + MLflow on Postgres + Airflow standalone on Postgres with the LocalExecutor,
+# all on loopback, in the background; state in .services/ survives services-stop (README "Services")
+services: setup
+	$(BIN)/python -m tools.services start
+
+services-stop: setup
+	$(BIN)/python -m tools.services stop
+
+services-status: setup
+	$(BIN)/python -m tools.services status
+
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
@@ -67,4 +78,4 @@ kfp: setup
 	LSTM_PIPELINE_IMAGE=$(LSTM_PIPELINE_IMAGE) $(BIN)/python -m components.compile --out components/build
 
 clean:
-	rm -rf artifacts mlruns .airflow .pytest_cache
+	rm -rf artifacts mlruns .airflow .pytest_cache  # .services/ (Postgres data) is kept: make services-stop, then rm -rf .services

@@ -107,19 +107,55 @@ def stop_process_group(proc, timeout: float = 30) -> None:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on a free loopback port with a temporary SQLite store."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    proc, uri, log = start_mlflow_server(root, f"sqlite:///{root / 'mlflow.db'}")
+    yield uri
+    stop_process_group(proc)  # the server's workers and job runners too
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 16 server (``pgserver``) on a Unix socket in a temporary folder.
+
+    Yields ``new_database(prefix) -> SQLAlchemy URL`` (``postgresql+psycopg://``): a fresh,
+    empty database per call, so tests never see each other's rows. Stopped at the session's end.
+    """
+    import shutil
+    import tempfile
+    import uuid
+
+    from tools.services import database_url, get_server
+
+    # not under pytest's basetemp (mode 0700): run as root, pgserver starts Postgres as its own user
+    # 'pgserver', which must reach the folder; mkdtemp's folder sits in the world-traversable /tmp
+    pgdata = Path(tempfile.mkdtemp(prefix="pytest-pg-"))
+    server = get_server(pgdata, cleanup_mode="stop")
+
+    def new_database(prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        server.psql(f"CREATE DATABASE {name};")
+        return database_url(pgdata, name)
+
+    yield new_database
+    server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
+def start_mlflow_server(root: Path, backend_uri: str, workers: int = 1):
+    """``mlflow server`` on a free loopback port over ``backend_uri``; returns ``(process, uri, log file)``."""
     import os
     import subprocess
     import sys
     import time
     import urllib.request
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [str(mlflow_bin), "server", "--backend-store-uri", backend_uri, "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
@@ -135,8 +171,16 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, 9)
             raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
+    return proc, uri, log
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_postgres(postgres, tmp_path_factory):
+    """A real ``mlflow server`` (2 workers) whose backend store is a database on the :func:`postgres` server."""
+    root = tmp_path_factory.mktemp("mlflow-postgres")
+    proc, uri, log = start_mlflow_server(root, postgres("mlflow"), workers=2)
     yield uri
-    stop_process_group(proc)  # the server's workers and job runners too
+    stop_process_group(proc)
     log.close()
 
 

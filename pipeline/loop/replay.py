@@ -311,17 +311,25 @@ def isolated_config(cfg: PipelineConfig, folder: Path) -> PipelineConfig:
 
 
 @contextmanager
-def tracking_env(uri: str) -> Iterator[None]:
-    """Point ``MLFLOW_TRACKING_URI`` (which overrides the config) at ``uri`` for the block, then restore it."""
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+def tracking_env(uri: str, store_url: str | None = None) -> Iterator[None]:
+    """Point ``MLFLOW_TRACKING_URI`` (which overrides the config) at ``uri`` for the block, and
+    ``LSTM_PIPELINE_STORE_URL`` at ``store_url`` (or unset it), so a replay never writes to the
+    registry or store of a running stack (``make services``); then restore both."""
+    wanted = {"MLFLOW_TRACKING_URI": uri, "LSTM_PIPELINE_STORE_URL": store_url}
+    old = {k: os.environ.get(k) for k in wanted}
+    for key, value in wanted.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # ------------------------------------------------------------------ data
@@ -509,10 +517,11 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
     rcfg = cfg if spec.use_config_stores else isolated_config(cfg, folder)
     data_path = prepare_data(cfg, spec, folder)
     from pipeline.registry.server import tracking_uri
+    from pipeline.store.sql import store_url
 
     uri = rcfg.mlflow.tracking_uri if not spec.use_config_stores else tracking_uri(rcfg)
     rows: list[dict] = []
-    with tracking_env(uri):
+    with tracking_env(uri, store_url(rcfg) if spec.use_config_stores else rcfg.monitoring.store_url):
         shared = Path(cfg.run.artifact_root).resolve() / REPLAY / "_initial"
         initial = _ensure_champion(rcfg, stages, replay_id, spec.start, data_path, folder, shared, spec.history)
         bar = Progress(len(clock), f"replay {spec.scenario.name}", "tick", enabled=progress)

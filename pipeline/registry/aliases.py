@@ -11,13 +11,19 @@ never points at a version without the reason it got there:
 - ``alias.<alias>.evidence``: the numbers behind the decision, JSON (optional);
 - ``alias.<alias>.removed``: why the alias was taken off this version.
 
-The lock belongs to the registered model: a file named after the sha256 of
-``<tracking URI>\\n<model name>`` in a lock folder every process on the machine shares
-(``$LSTM_PIPELINE_LOCK_DIR``, else ``~/.cache/lstm-pipeline/locks``), so two runs with
-different artifact roots still serialise their alias moves. It serialises processes of
-one machine (an Airflow worker, CI); a registry written by several machines needs a lock
-service instead. Decisions that depend on the current aliases ("the first version becomes
-champion") must be read *inside* the lock.
+The lock belongs to the registered model, keyed by the sha256 of ``<tracking URI>\\n<model name>``,
+so two runs with different artifact roots still serialise their alias moves:
+
+- with ``$LSTM_PIPELINE_LOCK_URL`` (or, failing that, ``$LSTM_PIPELINE_STORE_URL``) naming a
+  Postgres database, a **Postgres advisory lock** (``pg_try_advisory_lock``, session level, held on
+  its own connection): it serialises processes on every machine that reaches the database (Celery
+  or Kubernetes workers, several schedulers), and Postgres releases it when the holder's
+  connection dies, so a crashed worker never leaves it stuck. ``make services`` sets both;
+- otherwise a **file lock** in a folder every process on the machine shares
+  (``$LSTM_PIPELINE_LOCK_DIR``, else ``~/.cache/lstm-pipeline/locks``): one machine only.
+
+Decisions that depend on the current aliases ("the first version becomes champion") must be
+read *inside* the lock.
 
 "Not found" is only an ``MlflowException`` whose ``error_code`` is
 ``RESOURCE_DOES_NOT_EXIST`` (:func:`is_not_found`); any other error (a 5xx, a timeout) is a
@@ -67,14 +73,84 @@ def lock_path(tracking_uri: str, model_name: str) -> Path:
     return lock_dir() / f"registry-{key}.lock"
 
 
+LOCK_URL_ENV = "LSTM_PIPELINE_LOCK_URL"
+STORE_URL_ENV = "LSTM_PIPELINE_STORE_URL"  # the same name as pipeline.store.sql.STORE_URL_ENV
+
+
+def lock_url() -> str | None:
+    """The Postgres URL whose advisory locks guard alias moves, or None (file locks).
+
+    ``$LSTM_PIPELINE_LOCK_URL``, else ``$LSTM_PIPELINE_STORE_URL`` when it is a Postgres URL.
+
+    Raises:
+        RegistryError: ``$LSTM_PIPELINE_LOCK_URL`` is set to something other than a Postgres URL.
+    """
+    url = os.environ.get(LOCK_URL_ENV)
+    if url:
+        if not url.startswith("postgresql"):
+            raise RegistryError(f"{LOCK_URL_ENV}: expected a Postgres SQLAlchemy URL (postgresql+psycopg://...), found {url.split(':')[0]!r}")
+        return url
+    store = os.environ.get(STORE_URL_ENV) or ""
+    return store if store.startswith("postgresql") else None
+
+
+def advisory_key(tracking_uri: str, model_name: str) -> int:
+    """The signed 64-bit advisory-lock key of one registered model (first 8 bytes of the sha256 of URI and name)."""
+    digest = hashlib.sha256(f"{tracking_uri}\n{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 @contextmanager
-def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
-    """Hold the registered model's file lock (``filelock.FileLock``) for a block of alias moves.
+def _advisory_lock(url: str, key: int, timeout_s: float, what: str) -> Iterator[str]:
+    """Hold Postgres advisory lock ``key`` on a connection of its own, polling ``pg_try_advisory_lock``."""
+    import time
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        conn = engine.connect()
+    except sa.exc.OperationalError as exc:
+        raise RegistryError(f"could not reach the lock database for {what} ({LOCK_URL_ENV}): {exc.orig}. Nothing was changed.") from exc
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            conn.rollback()
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"could not lock {what} within {timeout_s:.0f} s (Postgres advisory lock {key}); another registration "
+                    "of this model is running or stuck. Nothing was changed."
+                )
+            time.sleep(0.2)
+        conn.commit()
+        try:
+            yield f"pg_advisory_lock({key})"
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+@contextmanager
+def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path | str]:
+    """Hold the registered model's lock for a block of alias moves: a Postgres advisory lock
+    when :func:`lock_url` names one, else a file lock (``filelock.FileLock``).
+
+    Yields:
+        the lock file's path, or ``"pg_advisory_lock(<key>)"``.
 
     Raises:
         RegistryError: the lock was not acquired within ``timeout_s`` seconds (another
-            registration of the same model is stuck); nothing was changed.
+            registration of the same model is stuck), or the lock database is unreachable;
+            nothing was changed.
     """
+    url = lock_url()
+    if url:
+        with _advisory_lock(url, advisory_key(tracking_uri, model_name), timeout_s, f"registered model {model_name!r} at {tracking_uri}") as held:
+            yield held
+        return
     from filelock import FileLock, Timeout
 
     path = lock_path(tracking_uri, model_name)

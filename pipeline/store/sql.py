@@ -1,8 +1,10 @@
 """The forecast store: forecasts, scores, monitoring checks and alias events in SQL.
 
-One SQLAlchemy database at ``monitoring.store_url`` (default: an SQLite file beside the
-local MLflow store, ``<artifact_root>/../mlflow/store/forecasts.db``; a Postgres URL in
-production). Tables are created on first use; ``schema_version`` holds the version the
+One SQLAlchemy database at ``$LSTM_PIPELINE_STORE_URL`` or ``monitoring.store_url`` (default:
+an SQLite file beside the local MLflow store, ``<artifact_root>/../mlflow/store/forecasts.db``;
+a Postgres URL in production, ``postgresql+psycopg://...``: ``make services`` runs one). Nothing
+here is specific to a dialect but the upsert, which uses the native ``ON CONFLICT`` of SQLite and
+Postgres and delete-then-insert in one transaction elsewhere. Tables are created on first use; ``schema_version`` holds the version the
 database is at, and a newer code version upgrades it with the migrations in
 ``MIGRATIONS`` (never by dropping tables).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -46,6 +49,8 @@ from pipeline.data.io import as_of_timestamp
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
+#: Postgres advisory-lock key held (per transaction) while the tables are created or migrated
+CREATE_LOCK_KEY = 0x4C53544D  # "LSTM"
 KEY = ["model_name", "version", "unique_id", "origin", "step"]
 CHECK_COLUMNS = (
     "model_name", "as_of", "champion_version", "decision", "n_origins_scored", "rolling_rmse",
@@ -204,6 +209,8 @@ class ForecastStore:
 
     def _create(self) -> None:
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # two processes creating the tables at once: one at a time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
             metadata.create_all(conn, checkfirst=True)
             found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
             if found is None:
@@ -501,6 +508,16 @@ class ForecastStore:
         return rows
 
 
+#: environment variable naming the forecast store's SQLAlchemy URL; it overrides ``monitoring.store_url``
+#: (as ``MLFLOW_TRACKING_URI`` overrides ``mlflow.tracking_uri``): ``make services`` sets it to its Postgres
+STORE_URL_ENV = "LSTM_PIPELINE_STORE_URL"
+
+
+def store_url(cfg) -> str:
+    """``$LSTM_PIPELINE_STORE_URL``, else ``monitoring.store_url``, else the SQLite file beside the MLflow store."""
+    return os.environ.get(STORE_URL_ENV) or cfg.monitoring.store_url or default_store_url(cfg.run.artifact_root)
+
+
 def store_for(cfg) -> ForecastStore:
-    """The store of a :class:`~pipeline.core.config.PipelineConfig`: ``monitoring.store_url`` or the default."""
-    return ForecastStore(cfg.monitoring.store_url or default_store_url(cfg.run.artifact_root))
+    """The store of a :class:`~pipeline.core.config.PipelineConfig` at :func:`store_url`."""
+    return ForecastStore(store_url(cfg))

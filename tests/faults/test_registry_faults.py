@@ -140,6 +140,37 @@ def test_two_processes_with_different_artifact_roots_make_only_one_first_champio
     assert env["client"].get_model_version_by_alias(env["model"], "champion").version == str(champions[0])
 
 
+@pytest.mark.postgres
+def test_two_machines_registering_at_once_against_postgres_get_distinct_versions_and_one_champion(trained, mlflow_server_postgres, postgres, tmp_path, monkeypatch):
+    """MLflow's backend on Postgres; each process has its own lock folder (as two machines would), so
+    only the Postgres advisory lock (``LSTM_PIPELINE_LOCK_URL``) can serialise their alias moves."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server_postgres)
+    monkeypatch.setenv(aliases.LOCK_URL_ENV, postgres("locks"))
+    env = {"uri": mlflow_server_postgres, "model": f"pg-{uuid.uuid4().hex[:8]}", "client": mlflow.tracking.MlflowClient(mlflow_server_postgres)}
+    procs = []
+    for i in range(2):
+        root = tmp_path / f"machine-{i}"
+        root.mkdir()
+        run = _copy(trained, f"race-{i}", root)
+        monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(root / "locks"))  # no shared lock file
+        procs.append(_register_in_subprocess(trained, env, run, "before_first_champion:sleep=8", **{"run.artifact_root": str(root)}))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]) for out, _ in outs]
+    assert sorted(r["registered_version"] for r in results) == [1, 2]
+    champions = [r["registered_version"] for r in results if "champion" in r["aliases"]]
+    assert len(champions) == 1, f"champion was set by both runs (it moved): {results}"
+    state = _state(env)
+    assert sorted(state) == [1, 2]
+    assert [v for v, s in state.items() if "alias.champion.reason" in s["tags"]] == champions
+    assert sum("challenger" in s["aliases"] for s in state.values()) == 1
+    assert env["client"].get_model_version_by_alias(env["model"], "champion").version == str(champions[0])
+    _assert_invariants(env)
+
+
 class _FaultyProxy(http.server.BaseHTTPRequestHandler):
     """Forwards every request to the real server, except that GETs of ``fail`` paths answer 503."""
 

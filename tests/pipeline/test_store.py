@@ -1,4 +1,4 @@
-"""The forecast store on a real SQLite file: idempotent keys, scoring, checks, alias events."""
+"""The forecast store on a real SQLite file and a real Postgres server: idempotent keys, scoring, checks, alias events."""
 
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ def _observed(start: str, n: int) -> pd.DataFrame:
     return pd.DataFrame({"unique_id": "s", "ds": ds, "y": ds.hour.astype(float)})
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.slow, pytest.mark.postgres])])
+def store(request, tmp_path):
+    """The store on SQLite (a file) and on a real Postgres server (a fresh database): the same behaviour."""
+    if request.param == "postgres":
+        return ForecastStore(request.getfixturevalue("postgres")("store"))
     return ForecastStore(f"sqlite:///{tmp_path / 'sub' / 'forecasts.db'}")
 
 
-def test_created_on_first_use_with_a_schema_version(store, tmp_path):
+def test_created_on_first_use_with_a_schema_version(tmp_path):
+    store = ForecastStore(f"sqlite:///{tmp_path / 'sub' / 'forecasts.db'}")
     assert not (tmp_path / "sub" / "forecasts.db").exists()
     assert store.schema_version == SCHEMA_VERSION
     tables = {r[0] for r in sqlite3.connect(tmp_path / "sub" / "forecasts.db").execute("select name from sqlite_master where type='table'")}

@@ -1,0 +1,81 @@
+"""The registry lock on Postgres: advisory locks serialise processes that share no file, and a crash releases them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline.core.errors import RegistryError
+from pipeline.registry import aliases
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pipeline.registry.aliases import registry_lock
+    with registry_lock(sys.argv[1], sys.argv[2]) as held:
+        print("HELD " + str(held), flush=True)
+        time.sleep(600)
+""")
+
+
+@pytest.fixture
+def lock_env(postgres, monkeypatch, tmp_path):
+    url = postgres("locks")
+    monkeypatch.setenv(aliases.LOCK_URL_ENV, url)
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "this-process-locks"))
+    return url
+
+
+def _holder(tmp_path, url: str, model: str) -> subprocess.Popen:
+    env = {**os.environ, aliases.LOCK_URL_ENV: url, aliases.LOCK_DIR_ENV: str(tmp_path / "other-process-locks"),
+           "PYTHONPATH": os.pathsep.join(sys.path)}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, "http://registry:5000", model], env=env, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("HELD pg_advisory_lock("), line
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_lock_held_by_another_process_blocks_until_its_holder_dies(lock_env, tmp_path):
+    holder = _holder(tmp_path, lock_env, "m")
+    try:
+        with pytest.raises(RegistryError, match="could not lock registered model 'm'.*advisory lock"):
+            with aliases.registry_lock("http://registry:5000", "m", timeout_s=1.5):
+                pytest.fail("acquired a lock another process holds")
+        with aliases.registry_lock("http://registry:5000", "another-model", timeout_s=1.5) as held:
+            assert held.startswith("pg_advisory_lock(")  # one lock per registered model
+    finally:
+        holder.kill()  # SIGKILL: no unlock, no cleanup; Postgres drops the session's locks
+        holder.wait()
+    with aliases.registry_lock("http://registry:5000", "m", timeout_s=30) as held:
+        assert held == f"pg_advisory_lock({aliases.advisory_key('http://registry:5000', 'm')})"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_released_at_the_end_of_the_block_and_reentrant_by_sequence(lock_env):
+    for _ in range(3):
+        with aliases.registry_lock("http://registry:5000", "m", timeout_s=2):
+            pass
+
+
+def test_the_lock_url_must_be_postgres(monkeypatch):
+    monkeypatch.setenv(aliases.LOCK_URL_ENV, "sqlite:///x.db")
+    with pytest.raises(RegistryError, match="expected a Postgres SQLAlchemy URL.*found 'sqlite'"):
+        with aliases.registry_lock("u", "m"):
+            pass
+
+
+def test_a_postgres_store_url_is_the_lock_by_default_and_other_stores_keep_the_file_lock(monkeypatch, tmp_path):
+    monkeypatch.delenv(aliases.LOCK_URL_ENV, raising=False)
+    monkeypatch.setenv(aliases.STORE_URL_ENV, "postgresql+psycopg://u@/db?host=/x")
+    assert aliases.lock_url() == "postgresql+psycopg://u@/db?host=/x"
+    monkeypatch.setenv(aliases.STORE_URL_ENV, f"sqlite:///{tmp_path}/s.db")
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    assert aliases.lock_url() is None
+    with aliases.registry_lock("u", "m") as held:
+        assert str(held).endswith(".lock")
