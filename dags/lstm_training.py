@@ -12,7 +12,8 @@ Config: DAG param ``config_path`` (default ``$LSTM_PIPELINE_CONFIG`` or
 test on rows with ``ds < as_of`` only: set by a monitoring trigger). The first task resolves the
 config once per run and writes it into the run folder; every later task (and every retry)
 reads that file, so an edit of the YAML mid-run changes nothing. Schedule:
-``$LSTM_PIPELINE_TRAINING_SCHEDULE`` (default ``@weekly``; ``none`` for triggered runs only).
+``$LSTM_PIPELINE_TRAINING_SCHEDULE`` (default ``@weekly``; ``none`` for triggered runs only);
+``train_lstm``'s executor queue is ``$LSTM_PIPELINE_GPU_QUEUE`` (default ``default``).
 A registration emits ``mlflow://models/<registered_model_name>@challenger`` through the
 asset alias ``lstm_challenger``, for the model of the config the run actually used.
 """
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = os.environ.get("LSTM_PIPELINE_CONFIG", str(ROOT / "configs" / "beijing_pm25.yaml"))
 _SCHEDULE = os.environ.get("LSTM_PIPELINE_TRAINING_SCHEDULE", "@weekly")
 SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
+#: the executor queue of ``train_lstm`` (CeleryExecutor: the GPU machines' workers listen on it)
+GPU_QUEUE = os.environ.get("LSTM_PIPELINE_GPU_QUEUE") or "default"
 CHALLENGER_ALIAS = AssetAlias("lstm_challenger")
 
 
@@ -90,7 +93,7 @@ def lstm_training():
     def build_features(resolved: dict, validated: dict) -> dict:
         return _stage("features", resolved, {"validate": validated})
 
-    @task(pool="gpu", retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+    @task(pool="gpu", queue=GPU_QUEUE, retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
     def train_lstm(resolved: dict, features: dict) -> dict:
         return _stage("train", resolved, {"features": features})  # resumes from its checkpoint on a retry
 

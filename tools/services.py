@@ -34,9 +34,11 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+from pipeline.core.artifacts import SERVICES_STATE
+
 ROOT = Path(__file__).resolve().parents[1]
 DATABASES = ("mlflow", "airflow", "forecasts")
-STATE = "services.json"
+STATE = SERVICES_STATE.name
 
 
 def get_server(pgdata: Path, cleanup_mode: str | None, attempts: int = 4):

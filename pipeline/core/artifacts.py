@@ -142,6 +142,12 @@ REPLAY_STORE = Artifact("replay", "store.db", "sqlite", "the replay's own foreca
 REPLAY_TRAINING_INPUT = Artifact("input", "data_before_as_of.csv.gz", "csv.gz", "the rows before as-of a replay's retrain trains on (in its run folder)")
 REPLAY_TIMELINE = Artifact("replay", "timeline.csv", "csv", "one row per tick")
 REPLAY_PLOT = Artifact("replay", "timeline.png", "png", "rolling RMSE, threshold, drift share, events")
+# an ONNX export folder (lstm-pipeline export-onnx --out DIR; pipeline/serving/export.py)
+ONNX_MODEL = Artifact("export", "model.onnx", "onnx", "the members' mean forward pass, scaled units (opset 17)")
+ONNX_PREPROCESSING = Artifact("export", "preprocessing.json", "json", "the fitted scalers and encoders the ONNX graph expects")
+ONNX_MANIFEST = Artifact("export", "export.json", "json", "what was exported: model, version, opset, shapes")
+# make services (tools/services.py): the state folder .services/
+SERVICES_STATE = Artifact("services", "services.json", "json", "pids and URLs of the servers make services started")
 REPLAY_SUMMARY = Artifact("replay", "summary.json", "json", "detection delay, false triggers, canary decisions, recovery")
 
 CATALOG: tuple[Artifact, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Artifact))

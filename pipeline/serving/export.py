@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core import artifacts
 from pipeline.features.windowing import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 #: ONNX opset of the exported graph
 OPSET = 17
 #: file names in an export folder
-ONNX_FILE, PREPROCESSING_FILE, MANIFEST_FILE = "model.onnx", "preprocessing.json", "export.json"
+ONNX_FILE, PREPROCESSING_FILE, MANIFEST_FILE = (a.name for a in (artifacts.ONNX_MODEL, artifacts.ONNX_PREPROCESSING, artifacts.ONNX_MANIFEST))
 INPUT_NAME, OUTPUT_NAME = "x", "y_scaled"
 
 

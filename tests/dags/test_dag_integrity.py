@@ -38,15 +38,15 @@ PROBE = textwrap.dedent(
         "heavy_loaded": sorted({m for m in heavy if m in sys.modules} - before),
         "dags": {d.dag_id: {t.task_id: sorted(t.downstream_task_ids) for t in d.tasks} for d in dags},
         "meta": {d.dag_id: {"catchup": d.catchup, "max_active_runs": d.max_active_runs, "schedule": str(d.schedule),
-                            "pools": {t.task_id: t.pool for t in d.tasks}} for d in dags},
+                            "pools": {t.task_id: t.pool for t in d.tasks}, "queues": {t.task_id: t.queue for t in d.tasks}} for d in dags},
     }
     print("PROBE " + json.dumps(out))
     """
 )
 
 
-def _probe(path, tmp_path):
-    env = airflow_env(tmp_path / "airflow-home")
+def _probe(path, tmp_path, **extra):
+    env = airflow_env(tmp_path / "airflow-home", extra)
     proc = subprocess.run([sys.executable, "-c", PROBE, str(path), json.dumps(sorted(HEAVY))], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{path.name} failed to import:\n{proc.stderr[-3000:]}"
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")][-1]
@@ -84,4 +84,10 @@ def test_training_dag_tasks_edges_and_settings(tmp_path):
     meta = result["meta"]["lstm_training"]
     assert meta["catchup"] is False and meta["max_active_runs"] == 1
     assert "weekly" in meta["schedule"] or "0 0 * * 0" in meta["schedule"]
-    assert meta["pools"]["train_lstm"] == "gpu"
+    assert meta["pools"]["train_lstm"] == "gpu" and meta["queues"]["train_lstm"] == "default"
+
+
+def test_the_gpu_queue_comes_from_the_environment(tmp_path):
+    """Past one machine (README): the Celery workers of the GPU machines listen on ``$LSTM_PIPELINE_GPU_QUEUE``."""
+    meta = _probe(DAGS / "lstm_training.py", tmp_path, LSTM_PIPELINE_GPU_QUEUE="gpu")["meta"]["lstm_training"]
+    assert meta["queues"]["train_lstm"] == "gpu" and meta["queues"]["fit_baselines"] == "default"

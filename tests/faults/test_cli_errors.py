@@ -51,6 +51,7 @@ CASES = [
     ("init", None, 1, "DataLoadError", "not found"),
     ("serve", ["--port", "70000"], 1, "ConfigError", "--port 70000: expected a TCP port"),
     ("export-onnx", ["--out", "{root}/onnx"], 1, "RegistryError", "no model 'lstm-forecaster' is registered yet"),
+    ("alerts", ["--since", "yesterday"], 2, "ConfigError", "--since 'yesterday': expected an ISO timestamp"),
 ]
 
 

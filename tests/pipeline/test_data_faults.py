@@ -18,7 +18,7 @@ def _cfg(freq: str = "h", **alerts) -> PipelineConfig:
     return PipelineConfig.model_validate({
         "data": {"synthetic": {}, "timestamp_column": "time", "target_column": "load", "covariates": ["temp", "rain"], "freq": freq},
         "features": {"lookback": 24, "horizon": 4},
-        "monitoring": {"window": "7D", "min_origins": 10, "cooldown": "2D", "max_staleness": "1D", "alerts": alerts},
+        "monitoring": {"alerts": alerts},  # window, min_origins, cooldown, staleness: derived from freq and h
     })  # fmt: skip
 
 
