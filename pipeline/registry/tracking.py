@@ -68,6 +68,9 @@ def find_or_start_run(mlflow, client, experiment_id: str, run_key: str, fingerpr
             f"MLflow run {found[0].info.run_id} (pipeline run {run_key!r}) was logged from another config or other data "
             f"(fingerprint {old}, now {fingerprint}); it is left as it is. Give the pipeline run a new id."
         )
+    # start_run(run_id=...) refuses a run outside the process's active experiment (a notebook's
+    # set_experiment, an earlier stage's): the run's own experiment becomes the active one
+    mlflow.set_experiment(experiment_id=experiment_id)
     return mlflow.start_run(run_id=found[0].info.run_id)
 
 

@@ -147,7 +147,7 @@ def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
     assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
     assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
                         "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-                        "data_faults"}  # fmt: skip
+                        "interval_coverage", "data_faults"}  # fmt: skip
 
 
 def test_published_forecasts_cli_prints_csv(env, capsys):
@@ -156,7 +156,8 @@ def test_published_forecasts_cli_prints_csv(env, capsys):
     capsys.readouterr()
     assert main(["forecasts", "--config", path, "--since", (T - pd.Timedelta("1h")).isoformat()]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "unique_id,origin,step,ds,y_hat,version,alias,as_of" and len(lines) == 1 + 4
+    # the champion was registered with prediction intervals (evaluation.interval_levels: 80, 95)
+    assert lines[0] == "unique_id,origin,step,ds,y_hat,version,alias,as_of,yhat_lo_80,yhat_hi_80,yhat_lo_95,yhat_hi_95" and len(lines) == 1 + 4
     assert all(",champion," in line for line in lines[1:])
 
 

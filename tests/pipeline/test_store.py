@@ -7,8 +7,10 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from pipeline.core.errors import StoreError
+from pipeline.store import sql
 from pipeline.store.sql import SCHEMA_VERSION, ForecastStore
 
 
@@ -117,7 +119,8 @@ def test_interval_columns_round_trip_and_are_scored(store, tmp_path):
     frame = _with_bands(_forecasts(1, origins, bias=1.0))  # y_hat = y + 1: outside the 80% band, inside the 95% one
     assert store.upsert_forecasts(frame) == 12
     store.upsert_forecasts(frame)  # a rerun overwrites, never duplicates
-    rows = sqlite3.connect(tmp_path / "sub" / "forecasts.db").execute("select count(*) from forecast_intervals").fetchone()[0]
+    with store.engine.connect() as conn:  # on either dialect
+        rows = conn.execute(sa.select(sa.func.count()).select_from(sql.forecast_intervals)).scalar()
     assert rows == 12 * 2
     published = store.published("m")
     bands = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
