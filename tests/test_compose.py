@@ -71,7 +71,8 @@ def one_shots(compose: dict) -> set[str]:
     awaited = {
         target
         for s in compose["services"].values()
-        for target, dep in (s.get("depends_on") or {}).items()
+        if isinstance(s.get("depends_on"), dict)
+        for target, dep in s["depends_on"].items()
         if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"
     }
     return {name for name, s in compose["services"].items() if s.get("restart") == "no" and name in awaited}
