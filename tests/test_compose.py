@@ -405,6 +405,7 @@ def test_env_file_is_ignored_and_its_example_is_not():
     assert ignored.returncode == 0, "docker/.env (the secrets) is not git-ignored"
     assert example.returncode == 1, "docker/.env.example is git-ignored: it must be committed"
     assert "cp docker/.env.example docker/.env" in ENV_EXAMPLE.read_text()
+    assert "**/.env" in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines(), "docker/.env would enter the build context"
 
 
 # --- what the services run ---------------------------------------------------------------------------
