@@ -4,7 +4,7 @@ VENV       ?= .venv
 BIN        := $(VENV)/bin
 # CPU wheel by default; a CUDA user sets e.g. TORCH_SPEC="torch==2.13.0 --index-url <their CUDA index>"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= airflow,monitoring,kubeflow,serving,services,dev
+EXTRAS     ?= airflow,monitoring,kubeflow,serving,services,postgres,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
 MLFLOW_HOST ?= 127.0.0.1
