@@ -69,9 +69,12 @@ def rolling_coverage(scored: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
     Returns:
         ``{level_label: {"level", "coverage", "mean_width", "n"}}``; ``{}`` when there are no rows
-        (a version without intervals, or nothing scored yet).
+        (a version without intervals, or nothing scored yet). A value that is not finite (an
+        infinite band's width, no scored value) is ``None``: the check travels as strict JSON
+        (Airflow's XCom refuses ``inf`` and ``NaN``).
     """
     out = {}
     for level, rows in scored.groupby("level", sort=True):
-        out[schema.level_label(level)] = {"level": float(level), **coverage(rows["y"], rows["lo"], rows["hi"])}
+        found = coverage(rows["y"], rows["lo"], rows["hi"])
+        out[schema.level_label(level)] = {"level": float(level), **{k: v if np.isfinite(v) else None for k, v in found.items()}}
     return out

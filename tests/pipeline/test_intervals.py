@@ -4,6 +4,7 @@ served columns, the config key, the test-part report (real MLflow server: tests/
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -138,3 +139,13 @@ def test_training_calibrates_on_the_validation_windows_or_the_refit_tail(make_ca
     if source == "validation_tail":
         np.testing.assert_array_equal(fs.starts["val"], fs.starts["test"])  # the tail is also the refit's test part
     assert calibrate_intervals(forecaster, fs, cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"interval_levels": ()})})) is None
+
+
+def test_rolling_coverage_is_strict_json_with_an_infinite_band():
+    """Too few calibration windows give an infinite band: its width is ``None``, so the check passes through Airflow's XCom (strict JSON)."""
+    import json
+
+    scored = pd.DataFrame({"level": [95.0, 95.0], "lo": [-np.inf, -np.inf], "hi": [np.inf, np.inf], "y": [1.0, 2.0]})
+    got = rolling_coverage(scored)
+    assert got["95"] == {"level": 95.0, "coverage": 1.0, "mean_width": None, "n": 2}
+    json.dumps(got, allow_nan=False)
