@@ -259,6 +259,10 @@ def serve(cfg: PipelineConfig, host: str = "127.0.0.1", port: int = 8000, verbos
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: expected a TCP port from 1 to 65535")
     token = resolve_token(cfg)
+    if cfg.serving.torch_threads:  # process-wide: the service process only forecasts
+        import torch
+
+        torch.set_num_threads(cfg.serving.torch_threads)
     if host not in LOOPBACK and token is None:
         log.warning("serving on %s without a bearer token (serving.token_env): anyone who can reach the port can query the model", host)
     canary = f", {cfg.serving.canary_fraction:.0%} of series to {CHALLENGER}" if cfg.serving.canary_fraction > 0 else ""

@@ -273,3 +273,24 @@ def test_a_version_with_prediction_intervals_serves_its_bands(case, backend):
     assert (got["yhat"] <= got["yhat_hi_80"]).all() and (got["yhat_hi_80"] <= got["yhat_hi_95"]).all()
     expected = tidy(banded.predict(None, raw))
     np.testing.assert_allclose(got[["yhat_lo_80", "yhat_hi_95"]].to_numpy(), expected[["yhat_lo_80", "yhat_hi_95"]].to_numpy())
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_serve_runs_torch_on_the_configured_threads(case, monkeypatch, threads):
+    """``serving.torch_threads`` (default 1) is torch's intra-op threads in the service process: a
+    second thread per forward pass only adds tail latency to requests already run in parallel; 0 keeps torch's."""
+    import uvicorn
+
+    from pipeline.service.app import serve
+
+    assert case[0].serving.torch_threads == 1  # the default
+    cfg = case[0].model_copy(update={"serving": case[0].serving.model_copy(update={"torch_threads": threads})})
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert serve(cfg, port=8123) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1 if threads else 3]
