@@ -50,15 +50,16 @@ def _register(root: Path) -> tuple[Path, str]:
     return config, uri
 
 
-def _start(config: Path, backend: str, port: int, root: Path) -> subprocess.Popen:
+def _start(config: Path, backend: str, port: int, root: Path, **serving) -> subprocess.Popen:
     raw = yaml.safe_load(config.read_text())
-    raw["serving"]["backend"] = backend
-    cfg = root / f"serve-{backend}.yaml"
+    raw["serving"].update(backend=backend, **serving)
+    label = "-".join([backend, *(f"{k}{v}" for k, v in serving.items())])
+    cfg = root / f"serve-{label}.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                            env=env, stdout=open(root / f"serve-{backend}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                            env=env, stdout=open(root / f"serve-{label}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
@@ -69,7 +70,7 @@ def _start(config: Path, backend: str, port: int, root: Path) -> subprocess.Pope
         except OSError:
             pass
         time.sleep(0.5)
-    raise RuntimeError((root / f"serve-{backend}.log").read_text()[-2000:])
+    raise RuntimeError((root / f"serve-{label}.log").read_text()[-2000:])
 
 
 def _client(port: int, body: bytes, n: int, stop_at: float, out: list[tuple[float, float, str | None]], path: str = "/forecast",
@@ -98,6 +99,33 @@ def _level(port: int, body: bytes, clients: int, requests: int, max_seconds: flo
     return {"clients": clients, "requests": len(out), "wall_s": round(wall, 2), "throughput_rps": round(len(out) / wall, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
+
+
+def _threads_ab(config: Path, root: Path, body: bytes, rounds: int, n: int) -> dict:
+    """One client, torch backend, ``serving.torch_threads`` 1 vs 0 (torch's default, one per core): two
+    servers up at once, ``rounds`` alternating bursts of ``n`` requests each, so both see the same load."""
+    from tests.conftest import _free_port, stop_process_group
+
+    procs, out = {}, {}
+    try:
+        for threads in (1, 0):
+            port = _free_port()
+            procs[threads] = (_start(config, "torch", port, root, torch_threads=threads), port)
+            _level(port, body, 1, 20, 10)  # warm-up
+        for _ in range(rounds):
+            for threads, (_, port) in procs.items():
+                runs: list = []
+                _client(port, body, n, time.time() + 30, runs)
+                out.setdefault(threads, []).extend(o[1] for o in runs)
+    finally:
+        for proc, _ in procs.values():
+            stop_process_group(proc)
+    result = {"rounds": rounds, "requests_per_burst": n}
+    for threads, seconds in out.items():
+        ms = np.array(seconds) * 1000
+        result[f"torch_threads_{threads}"] = {"requests": len(ms), "p50_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
+                                              "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2)}  # fmt: skip
+    return result
 
 
 def _stats(ms: np.ndarray, prefix: str) -> dict:
@@ -200,6 +228,7 @@ def main() -> None:
     parser.add_argument("--levels", type=_ints, default=[1, 8, 32], help="client counts for lstm-pipeline serve")
     parser.add_argument("--reload", type=_names, default=["torch", "onnx"], help="backends whose hot reload is measured ('' for none)")
     parser.add_argument("--mlflow-levels", type=_ints, default=[1, 8], help="client counts for `mlflow models serve` ('' to skip it)")
+    parser.add_argument("--threads-ab", type=int, default=4, help="rounds of the torch_threads 1 vs 0 comparison at 1 client (0 to skip it)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_serving.json")
     args = parser.parse_args()
     from tests.conftest import _free_port, stop_process_group
@@ -227,6 +256,9 @@ def main() -> None:
                     print(backend, "hot reload", results["backends"][backend]["hot_reload"], flush=True)
             finally:
                 stop_process_group(proc)
+        if args.threads_ab:
+            results["torch_threads_ab"] = _threads_ab(config, root, body, args.threads_ab, 60)
+            print("torch_threads 1 vs 0", results["torch_threads_ab"], flush=True)
         if args.mlflow_levels:
             port = _free_port()
             proc = _mlflow_serve(uri, 1, port, root)

@@ -63,6 +63,10 @@ def main() -> None:
         config.write_text(yaml.safe_dump(raw))
         cfg = load_config(config)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if cfg.serving.torch_threads:  # as ``lstm-pipeline serve`` does
+            import torch
+
+            torch.set_num_threads(cfg.serving.torch_threads)
         history = pd.read_csv(root / "input.csv").tail(48)
         rows = json.loads(history.to_json(orient="records"))
         body = json.dumps({"rows": rows}).encode()
