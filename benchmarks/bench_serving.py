@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--levels", type=_ints, default=[1, 8, 32], help="client counts for lstm-pipeline serve")
     parser.add_argument("--reload", type=_names, default=["torch", "onnx"], help="backends whose hot reload is measured ('' for none)")
     parser.add_argument("--mlflow-levels", type=_ints, default=[1, 8], help="client counts for `mlflow models serve` ('' to skip it)")
-    parser.add_argument("--threads-ab", type=int, default=4, help="rounds of the torch_threads 1 vs 0 comparison at 1 client (0 to skip it)")
+    parser.add_argument("--threads-ab", type=int, default=3, help="rounds of the torch_threads 1 vs 0 comparison at 1 client (0 to skip it)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_serving.json")
     args = parser.parse_args()
     from tests.conftest import _free_port, stop_process_group
@@ -257,7 +257,7 @@ def main() -> None:
             finally:
                 stop_process_group(proc)
         if args.threads_ab:
-            results["torch_threads_ab"] = _threads_ab(config, root, body, args.threads_ab, 60)
+            results["torch_threads_ab"] = _threads_ab(config, root, body, args.threads_ab, 50)
             print("torch_threads 1 vs 0", results["torch_threads_ab"], flush=True)
         if args.mlflow_levels:
             port = _free_port()

@@ -48,12 +48,12 @@ def main() -> None:
 
     from benchmarks.bench_serving import _register
     from pipeline.core.config import load_config
-    from pipeline.data.io import raw_to_long
+    from pipeline.data.io import output_zone, raw_to_long
     from pipeline.features.windowing import transform
-    from pipeline.predict import forecast_history
+    from pipeline.predict import forecast_history, tidy
     from pipeline.service.app import _records, create_app
     from pipeline.service.models import RegistrySource
-    from pipeline.serving.pyfunc import history_to_long
+    from pipeline.serving.pyfunc import add_intervals, forecast_frame, forecast_starts, history_to_long, range_warnings
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -77,6 +77,9 @@ def main() -> None:
         long = history_to_long(frame, prep)
         fs = transform(long, prep)
         x = fs.windows("forecast").x_view()[-1:]
+        starts = forecast_starts(fs, None)
+        y_hat = python_model.predict_windows(x)
+        raw_forecast = python_model.predict(None, frame)
         result = forecast_history(loaded.predict, frame, "request body")
         n = args.requests
         stages = {
@@ -89,6 +92,12 @@ def main() -> None:
             "  raw_to_long alone": _ms(lambda: raw_to_long(frame, prep, where="history"), n),
             "  transform": _ms(lambda: transform(long, prep), n),
             "  predict_windows (forward pass, 1 window)": _ms(lambda: python_model.predict_windows(x), n),
+            "  forecast_starts": _ms(lambda: forecast_starts(fs, None), n),
+            "  forecast_frame": _ms(lambda: forecast_frame(fs, starts, y_hat), n),
+            "  add_intervals": _ms(lambda: add_intervals(forecast_frame(fs, starts, y_hat), y_hat, python_model.calibration), n),
+            "  output_zone": _ms(lambda: output_zone(prep, frame.get(prep.timestamp_column)), n),
+            "  range_warnings": _ms(lambda: range_warnings(x, prep, ["a"]), n),
+            "tidy": _ms(lambda: tidy(raw_forecast), n),
             "_records (forecast -> JSON-able rows)": _ms(lambda: _records(result), n),
         }
         app = create_app(cfg, poll=False)
