@@ -8,6 +8,7 @@ against a real MLflow server, started as a subprocess, is ``test_service_e2e.py`
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -294,3 +295,27 @@ def test_serve_runs_torch_on_the_configured_threads(case, monkeypatch, threads):
     finally:
         torch.set_num_threads(before)
     assert seen == [1 if threads else 3]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2+ cores and Linux's /proc")
+def test_forecast_threads_run_torch_on_the_process_thread_count(case):
+    """A new thread's MKL calls (the LSTM's matrix products) ignore the ``torch.set_num_threads`` of
+    the thread that called it and start an OpenMP team of one thread per core, whose spinning
+    worker competed with the forecast (~370 ms requests on a busy 2-core machine). The forecast
+    pool's initializer re-applies the process's count: with one torch thread, a forecast starts no thread."""
+    _, raw, versions = case
+    before = torch.get_num_threads()
+
+    def threads_started_by_a_forecast() -> int:
+        n0 = len(os.listdir("/proc/self/task"))
+        versions[1].predict(None, raw)
+        return len(os.listdir("/proc/self/task")) - n0
+
+    try:
+        torch.set_num_threads(1)
+        app, _ = _app(case)
+        started = app.state.pool.submit(threads_started_by_a_forecast).result()
+        app.state.pool.shutdown()
+    finally:
+        torch.set_num_threads(before)
+    assert started == 0
