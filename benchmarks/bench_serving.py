@@ -1,12 +1,16 @@
 """Online service latency: p50/p95/p99 and throughput of one-series requests at 1, 8 and 32 concurrent
-clients on loopback, torch vs onnxruntime backend, and the latency while a hot reload swaps versions.
+clients on loopback, torch vs onnxruntime backend; the hot reload (alias move -> first response from
+the new version, latency around the swap); ``serving.torch_threads`` 1 vs 0 at one client; and the
+``mlflow models serve`` anchor (the same version and rows to ``/invocations``) at 1 and 8 clients.
 
 Setup: the tests' sine case (lookback 24, horizon 4, 2 members, least-squares highway) trained and
 registered into a local SQLite MLflow store under a temporary folder; ``lstm-pipeline serve`` started
 as a subprocess per backend; clients are threads with keep-alive ``http.client`` connections, each
-request the last 48 rows of the history. Bounded by ``--requests`` per level and ``--max-seconds``.
+request the last 48 rows of the history. Bounded by ``--requests`` per level and ``--max-seconds``
+(the default run takes 2-3 minutes on the 2-core VM).
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_serving.py [--requests 300] [--out benchmarks/results/bench_serving.json]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_serving.py [--requests 320] [--backends torch,onnx]
+        [--levels 1,8,32] [--reload torch,onnx] [--threads-ab 3] [--mlflow-levels 1,8] [--out benchmarks/results/bench_serving.json]
 """
 
 from __future__ import annotations
