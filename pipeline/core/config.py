@@ -578,6 +578,12 @@ class ServingConfig(_Section):
     #: ``torch``: the registered pyfunc as MLflow loads it; ``onnx``: the same pyfunc with its
     #: network run by onnxruntime (exported on load, :mod:`pipeline.serving.export`)
     backend: Literal["torch", "onnx"] = "torch"
+    #: torch's intra-op threads in the service process and each of its forecast threads
+    #: (``torch.set_num_threads``); requests already run in parallel on the forecast threads, and
+    #: torch's default (one per core) gave one-client p99 367 ms instead of 24 ms on a busy 2-core
+    #: machine (the same numbers come out, bit for bit); 0 keeps torch's default
+    #: (``docs/BENCHMARKS.md``, "Online service")
+    torch_threads: Int = Field(1, ge=0)
 
 
 class PipelineConfig(_Section):

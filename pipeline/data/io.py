@@ -148,13 +148,14 @@ def utc_offsets(values: pd.Series) -> pd.Series:
     return text.str.extract(_OFFSET, expand=False).fillna("none").astype(object)
 
 
-def mixed_offsets(values: pd.Series, where: str = "data") -> list[str]:
+def mixed_offsets(values: pd.Series, where: str = "data", offsets: pd.Series | None = None) -> list[str]:
     """Located examples when a timestamp column mixes UTC offsets (or offsets and none); ``[]`` when it does not.
 
     One example per offset: the first line (``index + 2``, the file line of a raw frame) that has it.
+    ``offsets``: :func:`utc_offsets` of ``values``' non-missing values, when the caller has them already.
     """
     present = values[values.notna()]
-    offsets = utc_offsets(present)
+    offsets = utc_offsets(present) if offsets is None else offsets
     firsts = offsets.drop_duplicates()
     if len(firsts) < 2:
         return []
@@ -209,14 +210,15 @@ def parse_timestamps(frame: pd.DataFrame, spec, where: str = "data", strict: boo
     if pd.api.types.is_datetime64_any_dtype(values):  # already typed: on the pipeline's clock (aware: converted)
         return to_utc_naive(values)
     else:
-        mixed = mixed_offsets(values, where)
+        present = values[values.notna()]
+        offsets = utc_offsets(present)  # once: the mixed-offset check and ``aware`` both read it
+        mixed = mixed_offsets(values, where, offsets)
         if mixed and strict:
             raise DataQualityError(
                 f"{where}: column {col!r} mixes UTC offsets ({'; '.join(mixed)}); expected one offset for the "
                 "whole column (e.g. UTC) or naive local times with data.timezone"
             )
-        present = values[values.notna()]
-        aware = bool(len(present)) and (utc_offsets(present) != "none").any()
+        aware = bool(len(present)) and (offsets != "none").any()
         if aware and fmt and "%z" not in fmt and not fmt.endswith("Z"):
             fmt = "ISO8601"  # a format without %z describes naive timestamps; offsets are read as ISO 8601
         with warnings.catch_warnings(record=True) as caught:

@@ -142,6 +142,20 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
 
 
+def _forecast_thread_init() -> None:
+    """Run torch in this forecast thread on the process's intra-op thread count (``serving.torch_threads``).
+
+    ``torch.set_num_threads`` reaches MKL only in the thread that called it (MKL's count is per
+    thread): in a new thread the LSTM's matrix products started an OpenMP team of one thread per
+    core, whose spinning worker competed with the forecast itself (seen on a busy 2-core machine:
+    ~370 ms per request for seconds at a time instead of ~15 ms). Re-applying the process's count
+    sets this thread's.
+    """
+    import torch
+
+    torch.set_num_threads(torch.get_num_threads())
+
+
 def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll: bool = True):
     """The FastAPI app: the endpoints of the module docstring, a :class:`Reloader` started with it.
 
@@ -154,7 +168,7 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
     metrics, holder = ServiceMetrics(), ModelHolder()
     wanted = (CHAMPION, CHALLENGER) if sc.canary_fraction > 0 else (CHAMPION,)
     reloader = Reloader(source or RegistrySource(cfg), holder, metrics, wanted, sc.poll_seconds)
-    pool = ThreadPoolExecutor(max_workers=FORECAST_THREADS, thread_name_prefix="forecast")
+    pool = ThreadPoolExecutor(max_workers=FORECAST_THREADS, thread_name_prefix="forecast", initializer=_forecast_thread_init)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -165,7 +179,7 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
         pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="lstm-pipeline forecast service", lifespan=lifespan)
-    app.state.reloader, app.state.holder, app.state.metrics = reloader, holder, metrics
+    app.state.reloader, app.state.holder, app.state.metrics, app.state.pool = reloader, holder, metrics, pool
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -259,6 +273,10 @@ def serve(cfg: PipelineConfig, host: str = "127.0.0.1", port: int = 8000, verbos
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: expected a TCP port from 1 to 65535")
     token = resolve_token(cfg)
+    if cfg.serving.torch_threads:  # process-wide: the service process only forecasts
+        import torch
+
+        torch.set_num_threads(cfg.serving.torch_threads)
     if host not in LOOPBACK and token is None:
         log.warning("serving on %s without a bearer token (serving.token_env): anyone who can reach the port can query the model", host)
     canary = f", {cfg.serving.canary_fraction:.0%} of series to {CHALLENGER}" if cfg.serving.canary_fraction > 0 else ""

@@ -8,6 +8,7 @@ against a real MLflow server, started as a subprocess, is ``test_service_e2e.py`
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -273,3 +274,48 @@ def test_a_version_with_prediction_intervals_serves_its_bands(case, backend):
     assert (got["yhat"] <= got["yhat_hi_80"]).all() and (got["yhat_hi_80"] <= got["yhat_hi_95"]).all()
     expected = tidy(banded.predict(None, raw))
     np.testing.assert_allclose(got[["yhat_lo_80", "yhat_hi_95"]].to_numpy(), expected[["yhat_lo_80", "yhat_hi_95"]].to_numpy())
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_serve_runs_torch_on_the_configured_threads(case, monkeypatch, threads):
+    """``serving.torch_threads`` (default 1) is torch's intra-op threads in the service process: a
+    second thread per forward pass only adds tail latency to requests already run in parallel; 0 keeps torch's."""
+    import uvicorn
+
+    from pipeline.service.app import serve
+
+    assert case[0].serving.torch_threads == 1  # the default
+    cfg = case[0].model_copy(update={"serving": case[0].serving.model_copy(update={"torch_threads": threads})})
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert serve(cfg, port=8123) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1 if threads else 3]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2+ cores and Linux's /proc")
+def test_forecast_threads_run_torch_on_the_process_thread_count(case):
+    """A new thread's MKL calls (the LSTM's matrix products) ignore the ``torch.set_num_threads`` of
+    the thread that called it and start an OpenMP team of one thread per core, whose spinning
+    worker competed with the forecast (~370 ms requests on a busy 2-core machine). The forecast
+    pool's initializer re-applies the process's count: with one torch thread, a forecast starts no thread."""
+    _, raw, versions = case
+    before = torch.get_num_threads()
+
+    def threads_started_by_a_forecast() -> int:
+        n0 = len(os.listdir("/proc/self/task"))
+        versions[1].predict(None, raw)
+        return len(os.listdir("/proc/self/task")) - n0
+
+    try:
+        torch.set_num_threads(1)
+        app, _ = _app(case)
+        started = app.state.pool.submit(threads_started_by_a_forecast).result()
+        app.state.pool.shutdown()
+    finally:
+        torch.set_num_threads(before)
+    assert started == 0
