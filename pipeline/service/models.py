@@ -23,10 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
+from mlflow.exceptions import MlflowException
 
 from pipeline.core.config import PipelineConfig
+from pipeline.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
+#: a registry read the service outlives: the pipeline's errors, MLflow's, the network's (requests' are OSErrors)
+REGISTRY_ERRORS = (PipelineError, MlflowException, OSError)
+#: a version load that keeps the served version: also a model that does not load or export
+#: (torch's and onnxruntime's errors are RuntimeErrors; a bad artifact a ValueError)
+LOAD_ERRORS = (*REGISTRY_ERRORS, RuntimeError, ValueError, ImportError)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -151,7 +159,7 @@ class Reloader:
         """One read of the aliases, then a load and swap for each wanted alias that moved. Never raises."""
         try:
             found = self.source.aliases()
-        except Exception as exc:  # an unreachable registry must not stop the service
+        except REGISTRY_ERRORS as exc:  # an unreachable registry must not stop the service
             log.error("registry poll failed, serving what is loaded: %s", exc)
             self.metrics.poll_failures.inc()
             return self.registry
@@ -184,7 +192,7 @@ class Reloader:
         start = time.perf_counter()
         try:
             loaded = Loaded(alias, same.version, same.predict, same.backend, same.series_id_column, time.time(), same.created_at) if same else self.source.load(alias, version)
-        except Exception as exc:  # a failed load keeps the served version
+        except LOAD_ERRORS as exc:  # a failed load keeps the served version
             keep = f"still serving v{served.version}" if served else "nothing served under this alias"
             self.last_error[alias] = f"loading v{version} failed: {exc}"
             log.error("hot reload of %s v%d failed (%s): %s", alias, version, keep, exc)
@@ -199,7 +207,7 @@ class Reloader:
     def _read_monitoring(self) -> None:
         try:
             check = self.source.last_check()
-        except Exception as exc:  # the store is optional for serving
+        except (PipelineError, sa.exc.SQLAlchemyError, OSError) as exc:  # the store is optional for serving
             log.info("forecast store not readable, monitoring gauges not updated: %s", exc)
             return
         if check:
