@@ -364,10 +364,24 @@ def track_and_register(
         raise RegistryError(f"MLflow at {uri} failed a request: {exc}. Rerun the same run id to resume: finished steps are kept.") from exc
 
 
+def _experiment_id(mlflow, client, cfg, uri: str) -> str:
+    """The config's experiment, created when missing; another process creating it at the same
+    moment (RESOURCE_ALREADY_EXISTS) is not an error: its experiment is used."""
+    name = cfg.mlflow.experiment_name
+    exp = client.get_experiment_by_name(name)
+    if exp:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=server.artifact_location(cfg, uri))
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (exp := client.get_experiment_by_name(name)) is None:
+            raise
+        return exp.experiment_id
+
+
 def _track_and_register(mlflow, cfg, uri: str, run_path: Path, inputs: tracking.RunInputs, validated: dict, tags: dict, fingerprint: str) -> dict[str, Any]:
     client = server.client(uri)
-    exp = client.get_experiment_by_name(cfg.mlflow.experiment_name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(cfg.mlflow.experiment_name, artifact_location=server.artifact_location(cfg, uri))
+    exp_id = _experiment_id(mlflow, client, cfg, uri)
     with tracking.find_or_start_run(mlflow, client, exp_id, run_path.name, fingerprint) as run:
         info = tracking.log_run_contents(mlflow, cfg, inputs, validated, tags)
         result: dict[str, Any] = {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": exp_id}
