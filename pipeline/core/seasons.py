@@ -78,8 +78,13 @@ def seasonal_lag_seasons(cfg) -> tuple[int, ...]:
     f = cfg.features
     if f.seasonal_lags is not None:
         return tuple(f.seasonal_lags)
-    w, lookback, h = f.seasonal_lag_window, f.lookback, f.horizon
-    return tuple(s for s in seasons_for_freq(cfg.data.freq) if s > 1 and s + w > lookback and s - w >= h and lookback >= h)
+    return seasons_past_window(cfg.data.freq, f.lookback, f.horizon, f.seasonal_lag_window)
+
+
+def seasons_past_window(freq: str, lookback: int, horizon: int, window: int) -> tuple[int, ...]:
+    """The seasons of ``freq`` whose lags (``+- window``) reach before a window of ``lookback`` steps and
+    lie at or before the forecast origin for every one of ``horizon`` steps (see :func:`seasonal_lag_seasons`)."""
+    return tuple(s for s in seasons_for_freq(freq) if s > 1 and s + window > lookback and s - window >= horizon and lookback >= horizon)
 
 
 def seasonal_lag_reach(cfg) -> int:
