@@ -34,6 +34,21 @@ CONFIG_DIR = ROOT / "benchmarks" / "configs"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_public.json"
 
 
+def with_nulls(cfg, overrides: dict):
+    """``cfg`` with the ``None`` overrides applied too (``load_config`` skips them: a command-line flag not given),
+    so ``--set features.seasonal_lags=null`` means the derived value."""
+    from pipeline.core.config import PipelineConfig
+
+    nulls = [k for k, v in overrides.items() if v is None]
+    if not nulls:
+        return cfg
+    raw = cfg.model_dump(mode="json")  # the resolved config, as save_resolved writes it
+    for dotted in nulls:
+        section, key = dotted.split(".")
+        raw[section][key] = None
+    return PipelineConfig.model_validate(raw)
+
+
 def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int, baselines_from: Path | None = None) -> dict:
     """Every stage but ``register`` (:data:`pipeline.stages.STAGES`, as :mod:`pipeline.runner` chains them).
 
@@ -46,8 +61,8 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
     from pipeline.core.config import load_config
     from pipeline.stages import STAGES
 
-    cfg = load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
-                               "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides})  # fmt: skip
+    cfg = with_nulls(load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
+                                          "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides}), overrides)  # fmt: skip
     run = root / cfg.name
     seconds: dict[str, float] = {}
     results: dict[str, dict] = {}

@@ -44,7 +44,10 @@ def linear_rmse(config: Path, lags, extra: dict) -> dict:
     from pipeline.training.lstm import fit_highway
 
     torch.manual_seed(42)
-    cfg = load_config(config, {"features.seasonal_lags": lags, "training.progress": False, **extra})
+    from bench_public import with_nulls
+
+    overrides = {"features.seasonal_lags": lags, "training.progress": False, **extra}
+    cfg = with_nulls(load_config(config, overrides), overrides)
     t0 = time.perf_counter()
     fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
     model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback, len(fs.prep.lag_steps))
