@@ -34,6 +34,21 @@ CONFIG_DIR = ROOT / "benchmarks" / "configs"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_public.json"
 
 
+def with_nulls(cfg, overrides: dict):
+    """``cfg`` with the ``None`` overrides applied too (``load_config`` skips them: a command-line flag not given),
+    so ``--set features.seasonal_lags=null`` means the derived value."""
+    from pipeline.core.config import PipelineConfig
+
+    nulls = [k for k, v in overrides.items() if v is None]
+    if not nulls:
+        return cfg
+    raw = cfg.model_dump(mode="json")  # the resolved config, as save_resolved writes it
+    for dotted in nulls:
+        section, key = dotted.split(".")
+        raw[section][key] = None
+    return PipelineConfig.model_validate(raw)
+
+
 def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int, baselines_from: Path | None = None) -> dict:
     """Every stage but ``register`` (:data:`pipeline.stages.STAGES`, as :mod:`pipeline.runner` chains them).
 
@@ -46,8 +61,8 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
     from pipeline.core.config import load_config
     from pipeline.stages import STAGES
 
-    cfg = load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
-                               "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides})  # fmt: skip
+    cfg = with_nulls(load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
+                                          "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides}), overrides)  # fmt: skip
     run = root / cfg.name
     seconds: dict[str, float] = {}
     results: dict[str, dict] = {}
@@ -64,6 +79,8 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
         seconds[stage.name] = round(time.perf_counter() - t0, 1)
     compared = results["compare"]
     training = json.loads((run / "training" / "metrics.json").read_text())
+    prep = json.loads((run / "features" / "preprocessing.json").read_text())
+    windows = json.loads((run / "features" / "report.json").read_text())["windows"]
     return {
         "config": config.name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_avg_before": [round(v, 2) for v in load_before], "load_avg_after": [round(v, 2) for v in os.getloadavg()],
@@ -74,22 +91,30 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
         "gate_passed": compared["gate_passed"], "skipped_baselines": results["baselines"]["skipped"],
         "epochs_run": training["epochs_run"], "best_epochs": training["best_epochs"], "batch_size": training.get("batch_size"),
         "highway_ridge_lambda": training.get("highway_ridge_lambda"), "seconds": seconds,
+        "stop_reason": training.get("stop_reason"), "steps": training.get("steps"), "n_train_windows": training.get("n_train_windows"),
+        "seasonal_lags": prep.get("seasonal_lags", []), "seasonal_lag_window": prep.get("seasonal_lag_window", 0),
+        "n_features": len(prep["feature_names"]), "windows": windows,
+        "coverage": {k.removeprefix("test_coverage_"): v for k, v in compared.items() if k.startswith("test_coverage_")},
+        "width": {k.removeprefix("test_width_"): v for k, v in compared.items() if k.startswith("test_width_")},
     }  # fmt: skip
 
 
 def markdown(rows: list[dict]) -> str:
     models = sorted({m for r in rows for m in r["baselines"]})
     lines = [
-        "| data set | rows | origins | LSTM RMSE | " + " | ".join(models) + " | best baseline | ratio | gate | epochs (best) | train s | baselines s | load avg |",
-        "|" + "---|" * (len(models) + 10),
+        "| data set | rows | origins | seasonal lags | LSTM RMSE | " + " | ".join(models)
+        + " | best baseline | ratio | gate | coverage 80 / 95 | epochs (best), stop | train s | baselines s | wall s | load avg |",
+        "|" + "---|" * (len(models) + 14),
     ]
     for r in rows:
         cells = " | ".join(f"{r['baselines'][m]:.4g}" if m in r["baselines"] else "-" for m in models)
+        cover = " / ".join(f"{100 * v:.1f}%" for v in r.get("coverage", {}).values()) or "-"
+        lags = f"{r.get('seasonal_lags')} +- {r.get('seasonal_lag_window')}" if r.get("seasonal_lags") else "none"
         lines.append(
-            f"| {r['config'].removesuffix('.yaml')} | {r['rows']:,} | {r['n_origins']:,} | **{r['lstm_rmse']:.4g}** | {cells} | "
-            f"{r['best_baseline']} | **{r['ratio']:.3f}** | {'pass' if r['gate_passed'] else 'FAIL'} | "
-            f"{r['epochs_run']} ({r['best_epochs']}) | {r['seconds'].get('train', 0):.0f} | {r['seconds'].get('baselines', 0):.0f} | "
-            f"{r['load_avg_before'][0]:.1f}-{r['load_avg_after'][0]:.1f} |"
+            f"| {r['config'].removesuffix('.yaml')} | {r['rows']:,} | {r['n_origins']:,} | {lags} | **{r['lstm_rmse']:.4g}** | {cells} | "
+            f"{r['best_baseline']} | **{r['ratio']:.3f}** | {'pass' if r['gate_passed'] else 'FAIL'} | {cover} | "
+            f"{r['epochs_run']} ({r['best_epochs']}), {r.get('stop_reason')} | {r['seconds'].get('train', 0):.0f} | "
+            f"{r['seconds'].get('baselines', 0):.0f} | {r.get('wall_s', 0):.0f} | {r['load_avg_before'][0]:.1f}-{r['load_avg_after'][0]:.1f} |"
         )
     return "\n".join(lines)
 

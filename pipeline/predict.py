@@ -153,7 +153,8 @@ def run_forecast(
 
     Args:
         input_path: history with the training file's columns on the ``data.freq`` grid, at
-            least ``features.lookback`` rows per series ending at the forecast origin.
+            least ``features.lookback`` rows per series ending at the forecast origin (more with seasonal lags:
+            ``Preprocessor.history_steps``).
         alias / version: which registered version (default: ``champion``).
         out: where to write the forecasts (CSV or parquet by suffix); ``None`` writes nothing.
         as_records: also return the rows as a list of dicts (``forecast``), for ``--json``.

@@ -39,8 +39,9 @@ def tiny_config_dict(csv: Path, artifact_root: Path, **sections) -> dict:
             "max_gap": 2,
             "max_missing_fraction": 0.2,
         },
-        # calendar_features [] keeps these tiny cases' inputs as they were before the default came from data.freq
-        "features": {"lookback": 12, "horizon": 3, "validation_fraction": 0.1, "test_fraction": 0.2, "scaler": "standard", "calendar_features": []},
+        # calendar_features [] and seasonal_lags [] keep these tiny cases' inputs as they were before those defaults came from data.freq
+        "features": {"lookback": 12, "horizon": 3, "validation_fraction": 0.1, "test_fraction": 0.2, "scaler": "standard",
+                     "calendar_features": [], "seasonal_lags": []},
         "training": {"max_epochs": 3, "min_epochs": 1, "patience": 2, "batch_size": 32, "progress": False},
         "baselines": {"season_length": 24, "fit_window": 100, "n_jobs": 1, "progress": False},
         "run": {"artifact_root": str(artifact_root), "seed": 7},

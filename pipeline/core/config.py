@@ -201,6 +201,35 @@ class FeaturesConfig(_Section):
     #: as the test part (the gate's sanity check); everything before is training. The
     #: fractions are then unused. Set by :func:`pipeline.loop.monitoring.retrain_config`
     validation_tail_steps: Int = Field(0, ge=0)
+    #: half-width ``w`` of the window around each seasonal lag: season ``s`` gives the inputs
+    #: ``y(t - s + j)``, ``j = -w .. w``, for each target step ``t`` (``2w + 1`` lag columns per season)
+    seasonal_lag_window: Int = Field(1, ge=0)
+    #: the target one season back (and ``seasonal_lag_window`` steps around it) as inputs for each
+    #: target step, built in the leak-free windowing (:func:`pipeline.features.windowing.resolve_seasonal_lags`).
+    #: ``[]`` (default): none; ``None``: derived from ``data.freq`` (:func:`pipeline.core.seasons.seasonal_lag_seasons`);
+    #: else season lengths in steps, each at least ``horizon + seasonal_lag_window`` (the lags must lie at or
+    #: before the forecast origin). Measured: docs/BENCHMARKS.md "Seasonal lags"
+    seasonal_lags: tuple[Int, ...] | None = ()
+
+    @field_validator("seasonal_lags")
+    @classmethod
+    def _lags_before_origin(cls, value: tuple[int, ...] | None, info) -> tuple[int, ...] | None:
+        """Every explicit season ``s`` must satisfy ``s - w >= horizon`` (no lag reads a target) and ``lookback >= horizon``."""
+        if not value or any(k not in info.data for k in ("lookback", "horizon", "seasonal_lag_window")):
+            return value
+        h, w, lookback = info.data["horizon"], info.data["seasonal_lag_window"], info.data["lookback"]
+        bad = [s for s in value if s - w < h]
+        if bad:
+            raise ValueError(
+                f"season(s) {bad} with features.seasonal_lag_window {w} would read y(t - {bad[0]} + {w}) for a target step t "
+                f"up to horizon {h} steps ahead, which lies after the forecast origin; expected every season >= "
+                f"horizon + seasonal_lag_window = {h + w} (or seasonal_lags: [] for none)"
+            )
+        if lookback < h:
+            raise ValueError(f"seasonal lags ride on the last horizon = {h} rows of each window; expected features.lookback >= {h}, found {lookback}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"expected distinct seasons, found {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _fractions(self) -> FeaturesConfig:

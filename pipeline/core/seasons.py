@@ -62,3 +62,36 @@ def season_length(cfg) -> int:
     """``baselines.season_length`` of a :class:`pipeline.core.config.PipelineConfig`, or the
     shortest season of ``data.freq`` (:func:`seasons_for_freq`) when unset; in steps."""
     return cfg.baselines.season_length or seasons_for_freq(cfg.data.freq)[0]
+
+
+def seasonal_lag_seasons(cfg) -> tuple[int, ...]:
+    """The seasons whose lags a :class:`pipeline.core.config.PipelineConfig` asks for, before the data is seen.
+
+    ``features.seasonal_lags`` when set (``()`` for none); otherwise (``None``) each season ``s`` of
+    :func:`seasons_for_freq` that reaches past the window and can be read leak-free: ``s + w > lookback``
+    (some lag lies before the window's first row), ``s - w >= horizon`` and ``lookback >= horizon``,
+    with ``w = features.seasonal_lag_window``. With ``w = 1``: hourly data, lookback 168, horizon 24:
+    ``(168,)`` (24 lies inside the window); lookback 24, horizon 4: ``(24, 168)``; half-hourly, lookback 336,
+    horizon 48: ``(336,)``; daily, lookback 56: ``()``. :func:`pipeline.features.windowing.resolve_seasonal_lags`
+    may still drop a derived season that costs a short series too many training windows.
+    """
+    f = cfg.features
+    if f.seasonal_lags is not None:
+        return tuple(f.seasonal_lags)
+    return seasons_past_window(cfg.data.freq, f.lookback, f.horizon, f.seasonal_lag_window)
+
+
+def seasons_past_window(freq: str, lookback: int, horizon: int, window: int) -> tuple[int, ...]:
+    """The seasons of ``freq`` whose lags (``+- window``) reach before a window of ``lookback`` steps and
+    lie at or before the forecast origin for every one of ``horizon`` steps (see :func:`seasonal_lag_seasons`)."""
+    return tuple(s for s in seasons_for_freq(freq) if s > 1 and s + window > lookback and s - window >= horizon and lookback >= horizon)
+
+
+def seasonal_lag_reach(cfg) -> int:
+    """Steps of history before a window's first row that the seasonal lags of ``cfg`` may read (0 without lags).
+
+    A window's lag columns read back to ``max(season) + w - horizon`` steps before its first row
+    (:class:`pipeline.features.windowing.Preprocessor`), so a forecast needs ``lookback`` plus this many rows.
+    """
+    seasons = seasonal_lag_seasons(cfg)
+    return max(seasons) + cfg.features.seasonal_lag_window - cfg.features.horizon if seasons else 0

@@ -32,6 +32,7 @@ import pandas as pd
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import DataQualityError, GateFailedError
+from pipeline.core.seasons import seasons_past_window
 from pipeline.evaluation.intervals import flat_metrics, interval_metrics
 from pipeline.features.windowing import FeatureSet
 
@@ -152,6 +153,9 @@ def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str,
         out.append("try: remove model.ar_highway: false (a value tuned for another series; the default highway is on)")
     if fc.lookback < season_length:
         out.append(f"try: features.lookback >= one season ({season_length} steps; now {fc.lookback})")
+    past = seasons_past_window(cfg.data.freq, fc.lookback, fc.horizon, fc.seasonal_lag_window)
+    if past and fc.seasonal_lags == ():
+        out.append(f"try: features.seasonal_lags: {list(past)} (the target one season back as inputs: seasons of data.freq the window does not reach)")
     if any(e >= tc.max_epochs for e in train_info.get("epochs_run", [])):
         out.append(f"try: a higher training.max_epochs (every member ran all {tc.max_epochs} epochs)")
     budget = {"max_steps": f"training.max_steps ({tc.max_steps})", "max_time": f"training.max_time ({tc.max_time})"}

@@ -10,6 +10,12 @@ Policy (see README, "Feature building"):
   no window crosses them; no window's target may be interpolated or missing;
 * the scikit-learn scaler is fitted on the training rows only (NaNs are ignored by
   scikit-learn's scalers, so its statistics are those of the observed training values);
+* seasonal lags (``features.seasonal_lags``): the scaled target one season ``s`` back, and
+  ``seasonal_lag_window`` steps around it, for each of the ``h`` target steps, as extra columns
+  of the same matrix (column ``y_lag<l>`` at row ``r`` holds ``y(r + h - l)``, so the last ``h``
+  rows of a window with origin ``o`` hold ``y(o + k - l)`` for target step ``k``); every lag
+  ``l >= h``, so no input reads a target; windows whose lags reach before a series' start or
+  into a long gap are dropped (``dropped_for_seasonal_lags`` in the report);
 * windows are strided views (``numpy.lib.stride_tricks.sliding_window_view``) into
   one ``(n_rows, n_features)`` float32 matrix plus an int64 vector of window starts:
   no Python loop over windows and no copy until a batch is gathered.
@@ -52,12 +58,19 @@ SPLITS = ("train", "val", "test")
 # ------------------------------------------------------------------ preprocessor
 
 
+def lag_steps(seasons: list[int], window: int) -> list[int]:
+    """Lags (steps before a target step) of the seasonal-lag columns: ``s - j`` for each season ``s``,
+    ``j = -window .. window`` (largest first within a season), duplicates dropped. ``[168], 1 -> [169, 168, 167]``."""
+    return list(dict.fromkeys(s - j for s in seasons for j in range(-window, window + 1)))
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """The fitted preprocessing, serialisable to JSON (no pickle).
 
-    ``feature_names`` gives the order of the last axis of ``X``: the target first,
-    then numeric covariates, one-hot columns ``<col>=<level>``, calendar sin/cos.
+    ``feature_names`` gives the order of the last axis of ``X``: the target first, then its
+    seasonal lags ``y_lag<l>`` (:attr:`lag_steps`), numeric covariates, one-hot columns
+    ``<col>=<level>``, calendar sin/cos.
     """
 
     lookback: int
@@ -79,10 +92,24 @@ class Preprocessor:
     timestamp_format: str | None = None
     #: ``data.timezone``: naive input is local time there; calendar features use local time
     timezone: str | None = None
+    #: seasons (steps) whose lags are inputs, and the half-width of the window around each
+    #: (``features.seasonal_lags``, resolved by :func:`resolve_seasonal_lags`); empty: none
+    seasonal_lags: list[int] = field(default_factory=list)
+    seasonal_lag_window: int = 0
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def lag_steps(self) -> list[int]:
+        """Lags ``l = s - j`` (``j = -w .. w``) of the seasonal-lag columns, in feature order (columns ``1 .. m``)."""
+        return lag_steps(self.seasonal_lags, self.seasonal_lag_window)
+
+    @property
+    def history_steps(self) -> int:
+        """Rows of history one forecast reads: ``lookback``, plus ``max(lag) - horizon`` with seasonal lags."""
+        return self.lookback + (max(self.lag_steps) - self.horizon if self.seasonal_lags else 0)
 
     @property
     def categorical_covariates(self) -> list[str]:
@@ -239,21 +266,39 @@ def _calendar(ds: pd.Series, names: list[str], zone: str | None = None) -> list[
     return blocks
 
 
+def seasonal_lag_columns(target: np.ndarray, lags: list[int], horizon: int) -> np.ndarray:
+    """``(n,)`` scaled target -> ``(n, len(lags))`` float64: column ``i`` at row ``r`` is ``target[r + horizon - lags[i]]``.
+
+    NaN where that row lies before the series' start. In a window with origin ``o``, row ``o - h + k``
+    (``k = 1 .. h``, the last ``h`` rows) then holds ``y(o + k - l)``: the value ``l`` steps before
+    target step ``k``. Each ``l >= horizon`` (:class:`pipeline.core.config.FeaturesConfig`), so a row
+    never holds a later value than its own: no window's input reads one of its targets.
+    """
+    out = np.full((len(target), len(lags)), np.nan)
+    for i, lag in enumerate(lags):
+        shift = lag - horizon  # >= 0: rows back from the row the value sits on
+        if shift < len(target):
+            out[shift:, i] = target[: len(target) - shift]
+    return out
+
+
 def design_matrix(part: pd.DataFrame, prep: Preprocessor, where: str = "data") -> np.ndarray:
     """One series (full grid, short gaps filled) -> ``(n_rows, n_features)`` float32.
 
-    Columns follow ``prep.feature_names``; a row with any NaN is not usable as input.
+    Columns follow ``prep.feature_names``; a row with any NaN is not usable as input. The
+    seasonal-lag columns are shifted copies of the scaled target column (one scaler for both).
 
     Raises:
         DataQualityError: an unseen categorical level, or a negative target under ``log1p``.
     """
     numeric = prep.scaler().transform(_numeric_block(part, prep.target_transform, prep.covariates, where))
-    blocks = [numeric, *_one_hot(part, prep.categorical_levels, where), *_calendar(part[schema.DS], prep.calendar_features, prep.timezone)]
+    lags = seasonal_lag_columns(numeric[:, 0], prep.lag_steps, prep.horizon)
+    blocks = [numeric[:, :1], lags, numeric[:, 1:], *_one_hot(part, prep.categorical_levels, where), *_calendar(part[schema.DS], prep.calendar_features, prep.timezone)]
     return np.column_stack(blocks).astype(np.float32)
 
 
-def _feature_names(cfg: PipelineConfig, levels: dict[str, list[str]], calendar: tuple[str, ...]) -> list[str]:
-    names = [schema.Y, *cfg.data.covariates]
+def _feature_names(cfg: PipelineConfig, levels: dict[str, list[str]], calendar: tuple[str, ...], lags: list[int]) -> list[str]:
+    names = [schema.Y, *(f"{schema.Y}_lag{lag}" for lag in lags), *cfg.data.covariates]
     names += [f"{col}={lvl}" for col, lv in levels.items() for lvl in lv]
     names += [f"{cal}_{fn}" for cal in calendar for fn in ("sin", "cos")]
     return names
@@ -401,42 +446,73 @@ def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int, int]:
 
 
 def _check_length(long: pd.DataFrame, cfg: PipelineConfig) -> None:
+    f = cfg.features
     lengths = long.groupby(schema.UNIQUE_ID).size()
-    need = cfg.features.lookback + cfg.features.horizon
+    reach = max(f.seasonal_lags) + f.seasonal_lag_window - f.horizon if f.seasonal_lags else 0  # explicit lags only
+    need = f.lookback + f.horizon + reach
     short = lengths[lengths < need]
     if len(short):
+        lags = f" + the seasonal lags' reach ({reach}: features.seasonal_lags {list(f.seasonal_lags)})" if reach else ""
         raise DataQualityError(
-            f"features.lookback ({cfg.features.lookback}) + features.horizon ({cfg.features.horizon}) = {need} steps, "
+            f"features.lookback ({f.lookback}) + features.horizon ({f.horizon}){lags} = {need} steps, "
             f"but series {short.index[0]!r} has only {int(short.iloc[0])} steps: no window fits"
         )
+
+
+#: a derived season is used only when the history its lags need before a window costs at most
+#: this share of the shortest series' training part (``features.seasonal_lags`` unset)
+MAX_DERIVED_LAG_SHARE = 0.25
+
+
+def resolve_seasonal_lags(cfg: PipelineConfig, min_train_rows: int) -> tuple[int, ...]:
+    """The seasons whose lags are inputs: ``features.seasonal_lags`` when set, else derived (logged).
+
+    Derived: :func:`pipeline.core.seasons.seasonal_lag_seasons` (the seasons of ``data.freq`` that reach
+    past the window), keeping a season ``s`` only when its extra history ``s + w - horizon`` is at most
+    :data:`MAX_DERIVED_LAG_SHARE` of ``min_train_rows`` (the shortest series' training part), so a
+    default never empties a short series of training windows.
+    """
+    from pipeline.core.seasons import seasonal_lag_seasons  # fit time only: not shipped with a served model
+
+    f = cfg.features
+    seasons = seasonal_lag_seasons(cfg)
+    if f.seasonal_lags is not None:
+        return seasons
+    kept = tuple(s for s in seasons if s + f.seasonal_lag_window - f.horizon <= MAX_DERIVED_LAG_SHARE * min_train_rows)
+    log.info("features.seasonal_lags not set: %s derived from data.freq=%r, lookback %d, horizon %d (seasons of the freq: %s; "
+             "training part of the shortest series: %d steps)", list(kept), cfg.data.freq, f.lookback, f.horizon, list(seasons), min_train_rows)
+    return kept
 
 
 def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
     """Fit the scaler and categorical levels on the training rows of every series."""
     d, f = cfg.data, cfg.features
-    train_parts, bounds = [], {}
+    train_parts, bounds, train_rows = [], {}, []
     for uid, part in long.groupby(schema.UNIQUE_ID, sort=True):
         val_row, test_row, recent_row = _split_rows(len(part), cfg)
         train_parts += [part.iloc[:val_row], part.iloc[recent_row:]]
+        train_rows.append(val_row)
         bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row])}
         if recent_row < len(part):  # the recent training part (absent: plain chronological split)
             bounds[str(uid)]["recent_start"] = str(part[schema.DS].iat[recent_row])
         if cfg.features.validation_tail_steps:  # refit protocol: the test part is the validation tail
             bounds[str(uid)]["test_is_validation"] = "true"
     train = pd.concat(train_parts)
+    seasons = list(resolve_seasonal_lags(cfg, min(train_rows)))
     levels = {
         col: list(d.categorical_levels.get(col) or sorted(train[col].dropna().unique().tolist()))
         for col in d.categorical_covariates
     }
     numeric = _numeric_block(train, f.target_transform, list(d.covariates), "training part")
     calendar = resolve_calendar(cfg)
+    w = f.seasonal_lag_window if seasons else 0
     return Preprocessor(
         lookback=f.lookback, horizon=f.horizon, freq=d.freq, timestamp_column=d.timestamp_column,
         target_column=d.target_column, series_id_column=d.series_id_column, covariates=list(d.covariates),
         categorical_levels=levels, calendar_features=list(calendar), target_transform=f.target_transform,
         max_gap=d.max_gap, scaler_kind=f.scaler, scaler_state=_fit_scaler(f.scaler, numeric),
-        feature_names=_feature_names(cfg, levels, calendar), split_boundaries=bounds,
-        timestamp_format=d.timestamp_format, timezone=d.timezone,
+        feature_names=_feature_names(cfg, levels, calendar, lag_steps(seasons, w)), split_boundaries=bounds,
+        timestamp_format=d.timestamp_format, timezone=d.timezone, seasonal_lags=seasons, seasonal_lag_window=w,
     )  # fmt: skip
 
 
@@ -536,7 +612,10 @@ def _split_starts(fs: FeatureSet, series_len: dict[int, int], prep: Preprocessor
     out = {name: s[m] for name, m in split_of.items()}
     n_all = sum(max(n - L - H + 1, 0) for n in series_len.values())
     kept = sum(len(v) for v in out.values())
-    return out, {"candidates": n_all, "dropped_for_gaps": n_all - len(s), "dropped_at_split_boundaries": len(s) - kept}
+    reach = prep.history_steps - L  # windows starting closer than this to a series' start lack their seasonal lags
+    before_lags = sum(min(reach, max(n - L - H + 1, 0)) for n in series_len.values())
+    return out, {"candidates": n_all, "dropped_for_seasonal_lags": before_lags, "dropped_for_gaps": n_all - len(s) - before_lags,
+                 "dropped_at_split_boundaries": len(s) - kept}  # fmt: skip
 
 
 def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:

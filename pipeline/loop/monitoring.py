@@ -50,7 +50,7 @@ import pandas as pd
 from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import MonitoringError, SchemaValidationError
-from pipeline.core.seasons import season_length, steps_per_day
+from pipeline.core.seasons import season_length, seasonal_lag_reach, steps_per_day
 from pipeline.data.io import long_to_raw, to_utc_naive
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
@@ -234,7 +234,7 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
     state["training_rmse"] = _training_rmse(aliases[CHAMPION], name)
     if cfg.monitoring.rule == "cusum":  # the champion's own detector (pipeline/loop/detectors.py)
         state["detector"] = {k: v for k, v in aliases[CHAMPION]["tags"].items() if k.startswith("cusum.")}
-    span = (cfg.features.lookback + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
+    span = (cfg.features.lookback + seasonal_lag_reach(cfg) + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
     long, info, faults = _read_with_faults(cfg, T, min(start, T - pd.Timedelta(cfg.monitoring.window)) - span, data_path)
     state.update(last_observed=info["last_observed"], failures=info.get("failures", []), data_faults=faults)
     if info.get("failures"):

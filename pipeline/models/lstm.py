@@ -70,11 +70,12 @@ class WindowTensors:
         return x, y
 
 
-def build_model(n_features: int, horizon: int, mc: ModelConfig, lookback: int | None = None) -> RecurrentForecaster:
-    """The network ``mc`` describes; ``lookback`` is needed when ``mc.ar_highway`` is set."""
+def build_model(n_features: int, horizon: int, mc: ModelConfig, lookback: int | None = None, seasonal_channels: int = 0) -> RecurrentForecaster:
+    """The network ``mc`` describes; ``lookback`` is needed when ``mc.ar_highway`` is set; ``seasonal_channels``:
+    ``len(prep.lag_steps)`` (:class:`pipeline.features.windowing.Preprocessor`)."""
     return RecurrentForecaster(
         n_features, horizon, mc.hidden_size, mc.num_layers, mc.dropout, mc.cell, mc.predict_delta, mc.relative_inputs,
-        ar_highway=mc.ar_highway, lookback=lookback,
+        ar_highway=mc.ar_highway, lookback=lookback, seasonal_channels=seasonal_channels,
     )  # fmt: skip
 
 
@@ -177,7 +178,7 @@ class LSTMForecaster:
         mc = ModelConfig(**{"ar_highway": False, **payload["model"]})  # weights saved before the highway existed have none
         members = []
         for state in payload["members"]:
-            model = build_model(payload["n_features"], payload["horizon"], mc, prep.lookback)
+            model = build_model(payload["n_features"], payload["horizon"], mc, prep.lookback, len(prep.lag_steps))
             model.load_state_dict(state)
             members.append(model)
         return cls.from_members(members, prep, device, mc)

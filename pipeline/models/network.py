@@ -11,7 +11,10 @@ Patterns with Deep Neural Networks", SIGIR, arXiv:1703.07015), over the whole wi
 the linear direct forecasters DLinear/NLinear (Zeng et al., 2023, AAAI, arXiv:2205.13504).
 The network can then copy seasonal lags and a linear autoregression instead of learning them.
 By default training solves that map by least squares first and holds it fixed
-(:func:`pipeline.training.lstm.fit_highway`).
+(:func:`pipeline.training.lstm.fit_highway`). With seasonal lags (``features.seasonal_lags``:
+``seasonal_channels`` input columns right after the target, whose last ``h`` rows hold the
+target one season before each target step) the highway also reads those ``h x m`` values, so
+a seasonal naive forecast, or one adjusted by the recent level, is one linear map away.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from torch import nn
 class RecurrentForecaster(nn.Module):
     """``x (batch, lookback, n_features) float32, scaled -> (batch, horizon) float32, scaled``.
 
-    Feature 0 of ``x`` must be the scaled target (see ``Preprocessor.feature_names``).
+    Feature 0 of ``x`` must be the scaled target and features ``1 .. seasonal_channels`` its
+    seasonal lags (see ``Preprocessor.feature_names``).
 
     Args:
         n_features: size of the last input axis.
@@ -40,6 +44,8 @@ class RecurrentForecaster(nn.Module):
             minus the same reference as the network's output (deviations). Its weights start at
             zero, so an untrained highway leaves the network's forecast unchanged.
         lookback: window length; required with ``ar_highway``.
+        seasonal_channels: ``m``, the seasonal-lag columns (features ``1 .. m``); the highway also
+            reads their last ``horizon`` rows, and with ``relative_inputs`` they are shifted as the target is.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class RecurrentForecaster(nn.Module):
         relative_inputs: bool = False,
         ar_highway: bool = False,
         lookback: int | None = None,
+        seasonal_channels: int = 0,
     ):
         super().__init__()
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
@@ -68,11 +75,12 @@ class RecurrentForecaster(nn.Module):
         self.head = nn.Linear(hidden_size, horizon)
         self.predict_delta = predict_delta or relative_inputs
         self.relative_inputs = relative_inputs
+        self.horizon, self.seasonal_channels = horizon, seasonal_channels
         self.highway = None
         if ar_highway:
             if not lookback:
                 raise ValueError("ar_highway needs the lookback (window length) of the inputs")
-            self.highway = nn.Linear(lookback, horizon)
+            self.highway = nn.Linear(lookback + horizon * seasonal_channels, horizon)
             nn.init.zeros_(self.highway.weight)
             nn.init.zeros_(self.highway.bias)
 
@@ -89,19 +97,25 @@ class RecurrentForecaster(nn.Module):
         return torch.zeros_like(x[:, -1, :1])
 
     def highway_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """What the highway sees: the scaled target window minus :meth:`reference`, ``(batch, lookback)``."""
-        return x[:, :, 0] - self.reference(x)
+        """What the highway sees, minus :meth:`reference`: the scaled target window, then the last ``horizon``
+        rows of each seasonal-lag column, ``(batch, lookback + horizon * seasonal_channels)``."""
+        ref = self.reference(x)  # (batch, 1)
+        if not self.seasonal_channels:
+            return x[:, :, 0] - ref
+        lags = x[:, -self.horizon :, 1 : 1 + self.seasonal_channels] - ref[:, :, None]  # (batch, h, m)
+        return torch.cat([x[:, :, 0] - ref, lags.flatten(1)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ref = self.reference(x)  # (batch, 1)
-        if self.relative_inputs:  # the recurrent part sees the target minus its window mean
-            x_in = torch.cat([x[:, :, :1] - ref[:, None, :], x[:, :, 1:]], dim=2)  # (batch, lookback, F)
+        if self.relative_inputs:  # the recurrent part sees the target (and its seasonal lags) minus its window mean
+            k = 1 + self.seasonal_channels
+            x_in = torch.cat([x[:, :, :k] - ref[:, None, :], x[:, :, k:]], dim=2)  # (batch, lookback, F)
         else:
             x_in = x
         out, _ = self.rnn(x_in)  # (batch, lookback, n_features) -> (batch, lookback, hidden)
         last = self.dropout(out[:, -1, :])  # last time step: (batch, hidden)
         y_hat = self.head(last)  # (batch, hidden) -> (batch, horizon)
-        if self.highway is not None:  # (batch, lookback) target window minus the reference
+        if self.highway is not None:  # (batch, lookback [+ h * m]) target window (and lags) minus the reference
             with torch.autocast(x.device.type, enabled=False):  # float32 under bf16 training too: it is solved exactly
                 y_hat = y_hat.float() + self.highway(self.highway_inputs(x).float())
         return y_hat + ref  # + reference level (last value, window mean or 0), (batch, 1) broadcast

@@ -48,11 +48,11 @@ log = logging.getLogger(__name__)
 
 
 
-def _input_example(cfg: PipelineConfig, validated_data: Path, lookback: int) -> pd.DataFrame:
-    """The last ``lookback`` raw rows of the validated data, typed like a user's frame."""
+def _input_example(cfg: PipelineConfig, validated_data: Path, rows: int) -> pd.DataFrame:
+    """The last ``rows`` raw rows of the validated data (``prep.history_steps``: one forecast's history), typed like a user's frame."""
     from pipeline.data.io import long_to_raw
 
-    long = pd.read_parquet(validated_data).tail(lookback)
+    long = pd.read_parquet(validated_data).tail(rows)
     return long_to_raw(long, cfg.data)
 
 
@@ -95,7 +95,7 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     from pipeline.serving.pyfunc import SIGNATURE_PARAMS, ForecastModel
 
     prep = load_preprocessor(inputs.features)
-    example = _input_example(cfg, inputs.validated_data, prep.lookback)
+    example = _input_example(cfg, inputs.validated_data, prep.history_steps)
     model = ForecastModel()
     intervals = artifacts.INTERVALS.at(inputs.training)
     model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep), None,

@@ -79,7 +79,7 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
     history = pd.DataFrame(history)
     if history.empty:
         required = [prep.timestamp_column, prep.target_column, *prep.covariates, *prep.categorical_levels]
-        raise DataQualityError(f"history is empty: expected at least lookback={prep.lookback} rows of columns {required}")
+        raise DataQualityError(f"history is empty: expected at least {_need(prep)} rows of columns {required}")
     long = raw_to_long(_categoricals_as_text(history, prep), prep, where="history")
     _check_finite(long, prep)
     return long
@@ -139,20 +139,32 @@ def range_warnings(x: np.ndarray, prep: Preprocessor, ids: list[str]) -> list[st
     return list(dict.fromkeys(out))
 
 
+def _need(prep: Preprocessor) -> str:
+    """How many history rows a forecast needs, in words: ``lookback=24``, or with seasonal lags
+    ``lookback + the seasonal lags' reach = 24 + 145 = 169`` (:attr:`Preprocessor.history_steps`)."""
+    if not prep.seasonal_lags:
+        return f"lookback={prep.lookback}"
+    reach = prep.history_steps - prep.lookback
+    return f"lookback + the seasonal lags' reach (seasons {prep.seasonal_lags}) = {prep.lookback} + {reach} = {prep.history_steps}"
+
+
 def _last_origin_starts(fs: FeatureSet) -> np.ndarray:
     """Start of the window ending at each series' last row; a clear error when it is unusable."""
     prep, usable, out = fs.prep, set(fs.starts["forecast"].tolist()), []
     ends = np.flatnonzero(np.diff(np.append(fs.series, -1)))  # last row of each series
     for k, end in enumerate(ends):
         uid, first = fs.series_ids[k], int(np.searchsorted(fs.series, k))
-        if end - first + 1 < prep.lookback:
-            raise DataQualityError(f"series {uid!r}: history has {end - first + 1} steps, at least lookback={prep.lookback} are needed")
+        if end - first + 1 < prep.history_steps:
+            raise DataQualityError(f"series {uid!r}: history has {end - first + 1} steps, at least {_need(prep)} are needed")
         start = int(end) - prep.lookback + 1
         if start not in usable:
-            bad = np.flatnonzero(~np.isfinite(fs.values[start : end + 1]).all(axis=1))
-            stamps = [str(pd.Timestamp(t)) for t in fs.ds[start + bad[:5]]]
+            reads = int(end) - prep.history_steps + 1  # the first row the window's inputs read (its seasonal lags' reach)
+            unusable = ~np.isfinite(fs.values[reads : end + 1, 0])  # the target (what the lags copy), filled where allowed
+            unusable[start - reads :] |= ~np.isfinite(fs.values[start : end + 1]).all(axis=1)  # any input of the window's rows
+            bad = np.flatnonzero(unusable)
+            stamps = [str(pd.Timestamp(t)) for t in fs.ds[reads + bad[:5]]]
             raise DataQualityError(
-                f"series {uid!r}: the last {prep.lookback} steps have missing values that cannot be filled "
+                f"series {uid!r}: the last {prep.history_steps} steps have missing values that cannot be filled "
                 f"(gaps longer than max_gap={prep.max_gap} or at the edge), at {stamps}"
             )
         out.append(start)
@@ -180,7 +192,8 @@ def forecast_starts(fs: FeatureSet, params: dict[str, Any] | None) -> np.ndarray
 
     Raises:
         DataQualityError: an unknown ``origins`` value or bad range; in ``"last"`` mode a
-            series shorter than ``lookback`` or with unfillable gaps in its last ``lookback`` steps.
+            series shorter than ``prep.history_steps`` (``lookback``, plus the seasonal lags' reach) or with
+            unfillable gaps in those steps.
     """
     p = {**SIGNATURE_PARAMS, **(params or {})}
     if p["origins"] == "last":

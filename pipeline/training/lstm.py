@@ -233,16 +233,18 @@ RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def _regression_batches(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor):
-    """Per batch of windows: ``Z = [highway inputs, 1]`` ``(b, L+1)`` and ``T = y - reference`` ``(b, h)``, float64."""
+    """Per batch of windows: ``Z = [highway inputs, 1]`` ``(b, p+1)`` and ``T = y - reference`` ``(b, h)``, float64."""
     for i in range(0, len(starts), EVAL_BATCH):
         x, y = tensors.gather(starts[i : i + EVAL_BATCH])
         yield torch.cat([model.highway_inputs(x), torch.ones_like(x[:, :1, 0])], dim=1).double(), (y - model.reference(x)).double()
 
 
 def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Z^T Z`` ``(L+1, L+1)`` and ``Z^T T`` ``(L+1, h)`` float64 over the windows ``starts``."""
-    zz = torch.zeros(tensors.L + 1, tensors.L + 1, dtype=torch.float64, device=tensors.device)
-    zt = torch.zeros(tensors.L + 1, tensors.H, dtype=torch.float64, device=tensors.device)
+    """``Z^T Z`` ``(p+1, p+1)`` and ``Z^T T`` ``(p+1, h)`` float64 over the windows ``starts``
+    (``p``: the highway's inputs, ``L`` plus ``h x m`` seasonal lags)."""
+    p = model.highway.in_features
+    zz = torch.zeros(p + 1, p + 1, dtype=torch.float64, device=tensors.device)
+    zt = torch.zeros(p + 1, tensors.H, dtype=torch.float64, device=tensors.device)
     for z, t in _regression_batches(model, tensors, starts):
         zz += z.T @ z
         zt += z.T @ t
@@ -251,7 +253,7 @@ def _gram(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tens
 
 def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torch.Tensor, weights: list[torch.Tensor],
                 inverses: list[torch.Tensor] | None = None) -> list[float]:
-    """Summed squared error on ``starts`` of each ``(L+1, h)`` linear map in ``weights``.
+    """Summed squared error on ``starts`` of each ``(p+1, h)`` linear map in ``weights``.
 
     With ``inverses`` (each map's ``(Z^T Z + penalty)^-1``, ``starts`` its own fitting windows)
     the error is leave-one-out: each residual divided by ``1 - h_ii``, the window's leverage
@@ -271,9 +273,10 @@ def _linear_sse(model: RecurrentForecaster, tensors: WindowTensors, starts: torc
 def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts: torch.Tensor, val_starts: torch.Tensor | None) -> dict:
     """Make ``model`` the least-squares linear direct forecaster: the highway solved, the head at zero.
 
-    The highway ``Linear(lookback -> h)`` is solved in closed form (ridge regression, normal
+    The highway ``Linear(p -> h)`` is solved in closed form (ridge regression, normal
     equations in float64) from the training windows' highway inputs (the scaled target window
-    minus the reference, :meth:`RecurrentForecaster.highway_inputs`) to their targets minus
+    and, with seasonal lags, their last ``h`` rows, minus the reference: ``p = lookback + h x m``,
+    :meth:`RecurrentForecaster.highway_inputs`) to their targets minus
     the reference; the ridge penalty ``lam * n_train`` (intercept not penalised) is the one of
     :data:`RIDGE_GRID` with the lowest validation MSE or, without validation windows
     (``val_starts`` ``None`` or empty), the lowest leave-one-out MSE on the training windows.
@@ -286,7 +289,7 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     50:159-175), with the linear model counted as epoch 0 of early stopping.
 
     Cost: one pass over the training windows, then one over the validation windows (or a
-    second over the training windows), ``O(n (L+1)^2)`` each.
+    second over the training windows), ``O(n (p+1)^2)`` each.
 
     Returns:
         ``{"ridge_lambda": float, "val_loss": float, "chosen_by": "validation" | "leave-one-out"}``:
@@ -299,8 +302,8 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
     zz, zt = _gram(model, tensors, train_starts)
     n, eye = len(train_starts), torch.eye(zz.shape[0], dtype=torch.float64, device=zz.device)
     eye[-1, -1] = 0.0  # the intercept is not penalised
-    systems = [zz + lam * n * eye for lam in RIDGE_GRID]  # (L+1, L+1): small
-    weights = [torch.linalg.solve(a, zt) for a in systems]  # each (L+1, h)
+    systems = [zz + lam * n * eye for lam in RIDGE_GRID]  # (p+1, p+1): small
+    weights = [torch.linalg.solve(a, zt) for a in systems]  # each (p+1, h)
     if val_starts is not None and len(val_starts):
         chosen_by, scored = "validation", val_starts
         sse = _linear_sse(model, tensors, val_starts, weights)
@@ -309,7 +312,7 @@ def fit_highway(model: RecurrentForecaster, tensors: WindowTensors, train_starts
         sse = _linear_sse(model, tensors, train_starts, weights, [torch.linalg.inv(a) for a in systems])
     k = int(np.argmin(sse))
     w = weights[k]
-    model.highway.weight.copy_(w[:-1].T.to(model.highway.weight.dtype))  # (h, L)
+    model.highway.weight.copy_(w[:-1].T.to(model.highway.weight.dtype))  # (h, p)
     model.highway.bias.copy_(w[-1].to(model.highway.bias.dtype))  # (h,)
     model.head.weight.zero_()
     model.head.bias.zero_()
@@ -382,7 +385,7 @@ class _Session:
         """A fresh session: ``tc`` (default ``cfg.training``) sets the optimiser; ``init`` (a member's
         ``state_dict``, a finetune's start) replaces the random initial weights."""
         tc = tc or cfg.training
-        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback, len(fs.prep.lag_steps))
         if init is not None:
             model.load_state_dict(init)
         model = model.to(device)
@@ -480,7 +483,7 @@ class FinetuneStart:
         if (payload["n_features"], payload["horizon"]) != (fs.prep.n_features, fs.prep.horizon):
             raise ConfigError(f"{who}: weights for {payload['n_features']} features and horizon {payload['horizon']}, "
                               f"but the features have {fs.prep.n_features} and horizon {fs.prep.horizon}")  # fmt: skip
-        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback)
+        model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback, len(fs.prep.lag_steps))
         for k, state in enumerate(payload["members"]):
             try:
                 model.load_state_dict(state)

@@ -207,3 +207,99 @@ def test_recent_train_steps_that_leave_no_room_are_refused(make_case):
     too_many = cfg.model_copy(update={"features": cfg.features.model_copy(update={"recent_train_steps": 100})})
     with pytest.raises(DataQualityError, match="recent_train_steps \\(100\\) leaves 20 of 120 steps"):
         build_features(long, too_many)
+
+
+# ------------------------------------------------------------------ seasonal lags
+
+
+def _lag_case(make_case, n: int = 240, **features):
+    """``(long, cfg, fs)``: hourly ``y = row index`` (a lag's value names the row it was read from), lookback 12, h 3, lags of 24 +- 1."""
+    frame = tiny_frame(n=n)
+    frame["load"] = np.arange(n, dtype=float)
+    long, cfg = _long(make_case, frame=frame, features={"seasonal_lags": [24], "seasonal_lag_window": 1, **features})
+    return long, cfg, build_features(long, cfg)
+
+
+def test_a_seasonal_lag_is_the_target_one_season_before_each_target_step(make_case):
+    _, _, fs = _lag_case(make_case)
+    prep, L, H = fs.prep, 12, 3
+    assert prep.lag_steps == [25, 24, 23] and prep.feature_names[:4] == ["y", "y_lag25", "y_lag24", "y_lag23"]
+    assert prep.history_steps == L + 25 - H
+    for split in ("train", "val", "test"):
+        w = fs.windows(split)
+        X = prep.inverse_target(w.X[:, :, :4])  # the lags share the target's scaler: back to row numbers
+        origins = w.origins
+        for k in range(1, H + 1):  # last h rows: row L - H + k - 1 of the window holds the lags of target step k
+            for col, lag in enumerate(prep.lag_steps, start=1):
+                np.testing.assert_allclose(X[:, L - H + k - 1, col], origins + k - lag, atol=1e-3)
+        np.testing.assert_allclose(prep.inverse_target(w.y), origins[:, None] + np.arange(1, H + 1), atol=1e-3)
+
+
+def test_no_seasonal_lag_input_reads_a_target_at_or_after_the_origin(make_case):
+    """Every input value of every window (target and lag columns) comes from a row at or before its origin;
+    with the tightest season allowed (``s = h + w``) the last row reads the origin itself."""
+    for season in (4, 24):  # h 3 + w 1 = 4: the constraint's edge
+        _, _, fs = _lag_case(make_case, seasonal_lags=[season])
+        for split in ("train", "val", "test"):
+            w = fs.windows(split)
+            source_rows = fs.prep.inverse_target(w.X[:, :, : 1 + len(fs.prep.lag_steps)])  # y = row index
+            assert (source_rows.max(axis=(1, 2)) <= w.origins + 1e-3).all(), (season, split)
+        if season == 4:
+            assert np.allclose(source_rows[:, -1, -1], w.origins, atol=1e-3)
+
+
+def test_windows_whose_lags_reach_before_the_series_start_are_dropped_and_counted(make_case):
+    _, _, fs = _lag_case(make_case)
+    reach = 25 - 3  # max lag - h: rows before a window's first row its lags read
+    windows = fs.report["windows"]
+    assert windows["dropped_for_seasonal_lags"] == reach and windows["dropped_for_gaps"] == 0
+    assert fs.starts["train"].min() == reach
+    assert not np.isfinite(fs.values[:reach, 1]).any() and np.isfinite(fs.values[reach:, 1]).all()
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"seasonal_lags": [3]}, r"features\.seasonal_lags: .*season\(s\) \[3\].*expected every season >= horizon \+ seasonal_lag_window = 4"),
+        ({"seasonal_lags": [24], "seasonal_lag_window": 22}, r"features\.seasonal_lags: .*\[24\].*= 25"),
+        ({"seasonal_lags": [24], "lookback": 2}, r"features\.seasonal_lags: .*expected features\.lookback >= 3, found 2"),
+    ],
+)
+def test_seasonal_lags_that_would_read_a_target_are_refused_with_the_key_and_the_constraint(make_case, features, message):
+    from pipeline.core.errors import ConfigError
+
+    config, _ = make_case(features=features)
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+def test_seasonal_lags_derived_from_freq_reach_past_the_window_and_spare_short_series(make_case):
+    from pipeline.core.config import PipelineConfig
+    from pipeline.core.seasons import seasonal_lag_seasons
+    from pipeline.features.windowing import resolve_seasonal_lags
+
+    def cfg(freq, lookback, horizon, **features):
+        return PipelineConfig.model_validate({"name": "t", "data": {"path": "x.csv", "timestamp_column": "ts", "target_column": "y", "freq": freq},
+                                              "features": {"lookback": lookback, "horizon": horizon, "seasonal_lags": None, **features}})  # fmt: skip
+
+    assert seasonal_lag_seasons(cfg("h", 168, 24)) == (168,)  # 24 lies inside the window
+    assert seasonal_lag_seasons(cfg("h", 24, 4)) == (24, 168)
+    assert seasonal_lag_seasons(cfg("30min", 336, 48)) == (336,)
+    assert seasonal_lag_seasons(cfg("h", 336, 24)) == ()  # the week lies inside the window
+    assert seasonal_lag_seasons(cfg("D", 56, 7)) == ()
+    assert seasonal_lag_seasons(cfg("h", 24, 4, seasonal_lag_window=0)) == (168,)  # 24 +- 0: inside
+    assert seasonal_lag_seasons(cfg("h", 24, 4, seasonal_lags=[])) == ()
+    assert seasonal_lag_seasons(cfg("h", 24, 4, seasonal_lags=[48])) == (48,)
+    # a derived season costs at most a quarter of the shortest training part; an explicit one is kept
+    assert resolve_seasonal_lags(cfg("h", 24, 4), 4 * (168 + 1 - 4)) == (24, 168)
+    assert resolve_seasonal_lags(cfg("h", 24, 4), 4 * (168 + 1 - 4) - 1) == (24,)
+    assert resolve_seasonal_lags(cfg("h", 24, 4, seasonal_lags=[168]), 10) == (168,)
+    # the tiny frame's 84 training rows: with lags unset, 24 (reach 22 > 21) is not derived
+    long, c = _long(make_case, features={"seasonal_lags": None})
+    assert build_features(long, c).prep.seasonal_lags == []
+
+
+def test_explicit_seasonal_lags_longer_than_a_series_are_a_clear_error(make_case):
+    long, cfg = _long(make_case, features={"seasonal_lags": [168]})
+    with pytest.raises(DataQualityError, match=r"seasonal lags' reach \(166: features.seasonal_lags \[168\]\) = 181 steps, but series 'series_0' has only 120"):
+        build_features(long, cfg)

@@ -253,3 +253,39 @@ def test_concurrent_registrations_leave_a_consistent_state(registered, client):
         line = summary_table({**registered["result"], **r})
         assert f"registered: {MODEL_NAME} v{r['registered_version']}" in line and "same inputs as v1" in line, line
     assert "same inputs" not in summary_table(registered["result"])
+
+
+def test_a_version_with_seasonal_lags_serves_them_from_its_shipped_package(mlflow_server, tmp_path, monkeypatch):
+    """Seasonal lags end to end: registered (the input example is one forecast's history, ``history_steps``
+    rows), loaded in a fresh process with only the shipped package importable, the test forecasts reproduced."""
+    name = "tiny-sine-lags"
+    cfg = load_config(write_sine_case(tmp_path, "tiny-sine-lags", name), {"model.ar_highway": True, "features.seasonal_lags": [24]})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result = run_training_pipeline(cfg, tmp_path / "artifacts" / "run-1")
+    assert result["registered_version"] is not None, result
+    run_dir = Path(result["run_dir"])
+    with np.load(run_dir / "training" / "forecasts.npz") as z:
+        index, expected = z["test_index"][[0, -1]], z["test"][[0, -1]]
+    with np.load(run_dir / "features" / "arrays.npz") as z:
+        origins = (z["starts_test"][index] + 24 - 1).tolist()
+    need = 24 + 25 - 4  # lookback + max lag - horizon
+    script = textwrap.dedent(f"""
+        import sys
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        import json, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model("models:/{name}/1")
+        raw = pd.read_csv({str(tmp_path / "input.csv")!r})
+        out = [model.predict(raw.iloc[o + 1 - {need} : o + 1])["y_hat"].tolist() for o in {origins}]
+        try:
+            model.predict(raw.tail({need - 1}))
+            short = ""
+        except Exception as exc:
+            short = str(exc)
+        print(json.dumps({{"out": out, "short": short}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(printed["out"]), expected, atol=1e-5, rtol=1e-5)
+    assert f"history has {need - 1} steps, at least lookback + the seasonal lags' reach (seasons [24]) = 24 + 21 = {need}" in printed["short"]

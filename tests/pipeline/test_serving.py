@@ -26,7 +26,7 @@ def _model(cfg, prep, n_members: int = 2) -> ForecastModel:
     """
     torch.manual_seed(0)
     mc = cfg.model
-    members = [build_model(prep.n_features, prep.horizon, mc, prep.lookback) for _ in range(n_members)]
+    members = [build_model(prep.n_features, prep.horizon, mc, prep.lookback, len(prep.lag_steps)) for _ in range(n_members)]
     for member in members:
         for name, param in member.named_parameters():
             if "highway" in name:
@@ -176,3 +176,64 @@ def test_inference_modules_are_the_served_models_import_closure():
     loaded = set(eval(out))  # noqa: S307 - our own printout
     assert loaded == set(INFERENCE_FILES), f"imported but not shipped: {sorted(loaded - set(INFERENCE_FILES))}; shipped, not imported: {sorted(set(INFERENCE_FILES) - loaded)}"
     assert not any(f.startswith(("training/", "loop/", "registry/", "store/", "data/validation", "models/baselines")) for f in INFERENCE_FILES)
+
+
+# ------------------------------------------------------------------ seasonal lags
+
+
+@pytest.fixture(scope="module")
+def served_lags(tmp_path_factory):
+    """``(cfg, raw, fs, model)``: 400 hourly rows with a short gap, lookback 24, h 4, lags of 48 +- 1 (highway on)."""
+    root = tmp_path_factory.mktemp("served_lags")
+    frame = sine_frame(n=400)
+    frame.loc[150:151, "load"] = np.nan  # <= max_gap (2): interpolated for inputs and for the lags read from it
+    frame.to_csv(root / "input.csv", index=False)
+    features = {"lookback": 24, "horizon": 4, "seasonal_lags": [48], "seasonal_lag_window": 1}
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(root / "input.csv", root / "artifacts", features=features, model={**FAST_MODEL, "ar_highway": True})))
+    cfg = load_config(config)
+    raw = read_raw(cfg.data)
+    fs = build_features(validate_frame(raw, cfg).frame, cfg)
+    assert fs.prep.n_features == 1 + 3 + 1 + 3  # y, 3 lags, temp, wind one-hot
+    return cfg, raw, fs, _model(cfg, fs.prep)
+
+
+def test_the_served_model_replays_the_seasonal_lags_and_forecasts_as_in_training(served_lags):
+    """The pyfunc's forecast from raw history equals the training-time forecast on the same windows, and each
+    origin's forecast equals that of the history cut at the origin (no input reads past it)."""
+    cfg, raw, fs, model = served_lags
+    assert model.forecaster.models_[0].highway.in_features == 24 + 4 * 3
+    trained = model.forecaster.predict(fs, "test")  # (n, h): the evaluation path (WindowTensors)
+    origins = pd.DatetimeIndex(fs.ds[fs.starts["test"] + 24 - 1])
+    multi = model.predict(None, raw, params={"origins": "all"})
+    served = multi.set_index(["origin", "step"])["y_hat"]
+    got = np.array([[served[(o, k)] for k in range(1, 5)] for o in origins])
+    np.testing.assert_allclose(got, trained, rtol=1e-5, atol=1e-6)
+    # the first usable origin is the first whose lags are all inside the history: row 24 - 1 + (49 - 4)
+    assert multi["origin"].min() == pd.Timestamp(raw["time"].iloc[24 - 1 + 49 - 4])
+    for origin in [multi["origin"].min(), pd.Timestamp("2024-01-07 08:00"), origins[0], origins[-1]]:  # 2024-01-07 08:00: row 152
+        expected = _single(model, raw, origin)
+        np.testing.assert_allclose(multi.loc[multi["origin"] == origin].sort_values("step")["y_hat"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_history_too_short_for_the_seasonal_lags_names_the_rows_needed(served_lags):
+    _, raw, fs, model = served_lags
+    need = fs.prep.history_steps
+    assert need == 24 + 49 - 4
+    assert len(model.predict(None, raw.tail(need))) == 4
+    with pytest.raises(DataQualityError, match=rf"history has {need - 1} steps, at least lookback \+ the seasonal lags' reach \(seasons \[48\]\) = 24 \+ 45 = {need} are needed"):
+        model.predict(None, raw.tail(need - 1))
+    holed = raw.tail(need).copy()
+    holed.iloc[3:7, holed.columns.get_loc("load")] = np.nan  # a long gap before the window, where only the lags read
+    with pytest.raises(DataQualityError, match=rf"the last {need} steps have missing values .* at \['{holed['time'].iloc[3]}"):
+        model.predict(None, holed)
+
+
+def test_the_onnx_export_reproduces_torch_with_seasonal_lags(served_lags):
+    from pipeline.serving.export import OnnxForecaster, onnx_bytes
+
+    _, raw, fs, model = served_lags
+    onnx_model = ForecastModel().use(OnnxForecaster(onnx_bytes(model.forecaster), fs.prep))
+    x = fs.windows("test").X
+    np.testing.assert_allclose(onnx_model.predict_windows(x), model.predict_windows(x), rtol=1e-4, atol=1e-4)
+    pd.testing.assert_frame_equal(onnx_model.predict(None, raw), model.predict(None, raw), rtol=1e-4, atol=1e-4)

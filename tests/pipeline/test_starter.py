@@ -71,5 +71,6 @@ def test_a_failed_gate_says_what_was_compared_the_noise_floor_and_what_to_try():
     assert "noise floor: RMSE 0.1" in text and "below it: no forecaster can pass it" in text  # 0.95 x 0.104 < 0.1
     assert "remove model.ar_highway: false" in text and "training.max_epochs" in text
     assert "features.lookback >= one season (63 steps; now 50)" in text
+    assert "try: features.seasonal_lags: [168] (the target one season back" in text  # hourly, lookback 50: the week lies past it
     assert "lookback" not in "\n".join(gate_guidance(cfg, failed, {}, 0.1, season_length=50))
     assert gate_guidance(cfg, comparison_gate(0.05, {"AutoETS": 0.106}, 0.05), {}, 0.05, 63) == []  # passed: nothing to say

@@ -5,8 +5,12 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.core.config import load_config
 from pipeline.core.errors import TrainingError
+from pipeline.data.io import read_raw
+from pipeline.data.validation import validate_frame
 from pipeline.evaluation.comparison import forecast_metrics
+from pipeline.features.windowing import build_features
 from pipeline.models.baselines import StatsBaseline, resolve_baselines
 from pipeline.models.lstm import LSTMForecaster, WindowTensors
 from pipeline.models.network import RecurrentForecaster
@@ -344,3 +348,45 @@ def test_cuda_falls_back_to_host_memory_when_the_matrix_does_not_fit(tiny_featur
     x, y = tensors.gather(tensors.starts(fs, "train")[:8])
     assert x.device.type == "cuda" and x.shape == (8, fs.prep.lookback, fs.prep.n_features)
     np.testing.assert_array_equal(x.cpu().numpy(), fs.windows("train").batch(slice(0, 8))[0])
+
+
+def test_the_highway_reads_the_last_h_rows_of_the_seasonal_lag_columns():
+    """With ``seasonal_channels`` the highway's inputs are the target window then the lags of each target
+    step; one weight per step makes it the seasonal naive forecast, delta on the last value kept."""
+    torch.manual_seed(0)
+    model = RecurrentForecaster(n_features=4, horizon=3, hidden_size=8, ar_highway=True, lookback=10, seasonal_channels=2).eval()
+    assert model.highway.in_features == 10 + 3 * 2
+    x = torch.randn(5, 10, 4)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        for k in range(3):  # the second lag column, row 10 - 3 + k: target step k's lag
+            model.highway.weight[k, 10 + k * 2 + 1] = 1.0
+    torch.testing.assert_close(model(x), x[:, 7:10, 2])
+    shifted = x.clone()
+    shifted[:, :, 0] += 5.0
+    torch.testing.assert_close(model(shifted), x[:, 7:10, 2])  # the lags are taken minus the reference, which is added back
+    relative = RecurrentForecaster(n_features=4, horizon=3, hidden_size=8, relative_inputs=True, seasonal_channels=2).eval()
+    both = x.clone()
+    both[:, :, :3] += 5.0  # target and its lags moved together
+    torch.testing.assert_close(relative(both), relative(x) + 5.0)
+
+
+def test_seasonal_lags_let_a_short_lookback_forecast_a_weekly_pattern(make_case, tmp_path):
+    """Hourly data whose pattern repeats weekly (a random profile of 168 steps), lookback 24: without lags the
+    window holds no step of last week's same hours; with the week's lags (derived from ``h``) it does."""
+    rng = np.random.default_rng(3)
+    n, profile = 168 * 8, rng.normal(0, 1, 168)
+    frame = sine_frame(n=n)
+    frame["load"] = 10 + profile[np.arange(n) % 168] + rng.normal(0, 0.1, n)
+    rmse = {}
+    for label, lags in (("off", []), ("derived", None)):
+        config, _ = make_case(frame=frame, features={"lookback": 24, "horizon": 4, "seasonal_lags": lags}, model={**FAST_MODEL, "ar_highway": True},
+                              training={**FAST_TRAINING, "max_epochs": 2, "min_epochs": 1, "batch_size": 128})  # fmt: skip
+        cfg = load_config(config)
+        fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+        assert fs.prep.seasonal_lags == ([] if lags == [] else [24, 168])
+        lstm = LSTMForecaster(cfg, tmp_path / label, device="cpu").fit(fs)
+        rmse[label] = float(np.sqrt(np.mean((lstm.predict(fs, "test") - fs.targets("test")) ** 2)))
+    assert rmse["derived"] < 0.3 * rmse["off"], rmse  # noise 0.1 against a profile of sd 1
+    assert rmse["derived"] < 0.2, rmse
