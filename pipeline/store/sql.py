@@ -387,15 +387,22 @@ class ForecastStore:
             ``unique_id, origin, step, ds, level, lo, hi, y`` sorted by ``unique_id, origin, step, level``
             (empty for a version stored without intervals).
         """
+        # two index range reads merged here, not one SQL join: SQLite carries the origin range of one
+        # side over to the other and scans that whole range per row (quadratic: 58 s for one week of
+        # half-hourly h=48 forecasts, docs/BENCHMARKS.md "Retrain policies")
         s, i = scores.c, forecast_intervals.c
-        on = sa.and_(*(s[k] == i[k] for k in KEY))
-        query = (
-            sa.select(s.unique_id, s.origin, s.step, s.ds, i.level, i.lo, i.hi, s.y)
-            .join(forecast_intervals, on)
-            .where(s.model_name == model_name, s.version == int(version), *self._window(scores, since, until))
-            .order_by(s.unique_id, s.origin, s.step, i.level)
-        )
-        return self._read(query, ("origin", "ds"))
+        scored = self._read(
+            sa.select(s.unique_id, s.origin, s.step, s.ds, s.y).where(s.model_name == model_name, s.version == int(version), *self._window(scores, since, until)),
+            ("origin", "ds"),
+        )  # fmt: skip
+        bands = self._read(
+            sa.select(i.unique_id, i.origin, i.step, i.level, i.lo, i.hi)
+            .where(i.model_name == model_name, i.version == int(version), *self._window(forecast_intervals, since, until)),
+            ("origin",),
+        )  # fmt: skip
+        out = scored.merge(bands, on=["unique_id", "origin", "step"], how="inner")
+        cols = ["unique_id", "origin", "step", "ds", "level", "lo", "hi", "y"]
+        return out[cols].sort_values(["unique_id", "origin", "step", "level"], ignore_index=True)
 
     def _with_intervals(self, frame: pd.DataFrame, model_name: str, since, until, alias: str) -> pd.DataFrame:
         """``frame`` (published forecasts) with ``yhat_lo_<level>, yhat_hi_<level>`` columns for the levels stored."""
