@@ -502,6 +502,11 @@ class MonitoringConfig(_Section):
     #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``
     #: (the value one season earlier, season = :func:`pipeline.core.seasons.season_length`)
     naive_model: Literal["naive", "seasonal_naive"] = "naive"
+    #: ``training_rmse`` / ``both`` rules: a version registered from a triggered retrain is held to
+    #: min(its own training RMSE, the champion's it was trained to replace), tag ``inherited_training_rmse``:
+    #: the standard the fault broke, so a promoted refit that learnt only part of the change does
+    #: not raise the threshold and silence the rule (docs/LOOP.md 8.2). A scheduled training resets it.
+    inherit_training_rmse: bool = False
     #: a retrain triggered by monitoring trains with ``features.recent_train_steps`` = this
     #: (0: the plain split, whose test part holds the most recent days)
     retrain_recent_steps: int = Field(0, ge=0)

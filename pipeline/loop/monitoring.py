@@ -231,7 +231,8 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
     if CHAMPION not in aliases:
         state["status"] = "no_champion"
         return state
-    state["training_rmse"] = _training_rmse(aliases[CHAMPION], name)
+    state["training_rmse"] = _training_rmse(aliases[CHAMPION], name, cfg.monitoring.inherit_training_rmse)
+    state["training_rmse_from"] = aliases[CHAMPION]["tags"].get("inherited_from") if cfg.monitoring.inherit_training_rmse else None
     if cfg.monitoring.rule == "cusum":  # the champion's own detector (pipeline/loop/detectors.py)
         state["detector"] = {k: v for k, v in aliases[CHAMPION]["tags"].items() if k.startswith("cusum.")}
     span = (cfg.features.lookback + seasonal_lag_reach(cfg) + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
@@ -280,8 +281,12 @@ def _read_with_faults(cfg: PipelineConfig, T: pd.Timestamp, first: pd.Timestamp,
     return (None if long is None or long.empty else long), info, faults
 
 
-def _training_rmse(info: dict, name: str) -> float:
+def _training_rmse(info: dict, name: str, inherit: bool = False) -> float:
+    """The version's ``training_rmse`` tag, or with ``inherit`` its ``inherited_training_rmse`` when it has one
+    (``monitoring.inherit_training_rmse``: :func:`pipeline.registry.registration.inherited_tags`)."""
     try:
+        if inherit and info["tags"].get("inherited_training_rmse"):
+            return float(info["tags"]["inherited_training_rmse"])
         return float(info["tags"]["training_rmse"])
     except (KeyError, ValueError) as exc:
         raise MonitoringError(
@@ -482,7 +487,8 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
     mc, reasons, fired = cfg.monitoring, [], []
     rmse, threshold = state.get("rolling_rmse"), state.get("threshold")
     terms = {
-        "training_rmse": f"{mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))}",
+        "training_rmse": f"{mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))}"
+        + (f" (inherited from {state['training_rmse_from']})" if state.get("training_rmse_from") else ""),
         "naive": f"{mc.naive_ratio:g} x {mc.naive_model} RMSE {_fmt(state.get('naive_rmse'))} on the same origins",
     }
     term = terms[mc.rule] if mc.rule in terms else f"the larger of {terms['training_rmse']} and {terms['naive']}"

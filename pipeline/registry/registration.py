@@ -157,6 +157,38 @@ def version_tags(info: dict, validated: dict, run_id: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+#: version tags of ``monitoring.inherit_training_rmse``: the training RMSE the rule holds the version to, and whose it is
+INHERITED_TAG, INHERITED_FROM_TAG = "inherited_training_rmse", "inherited_from"
+
+
+def inherited_tags(own_training_rmse: float, run_tags: dict[str, str], champion: tuple[int, dict[str, str]] | None) -> dict[str, str]:
+    """The ``inherited_training_rmse`` / ``inherited_from`` tags of a new version (``monitoring.inherit_training_rmse``).
+
+    A version trained by a retrain that monitoring triggered (its run has a ``trigger.check_id``
+    tag: the ``lstm_training`` DAG run with a ``check_id`` in its conf, or a replay's retrain)
+    inherits the standard of the champion at registration, the one the fault made fail: that
+    champion's ``inherited_training_rmse`` when it has one, else its ``training_rmse``, when
+    that is lower than the version's own in-sample training RMSE. Otherwise ``{}`` (the
+    version's own ``training_rmse`` is its standard; a scheduled training resets the line).
+
+    Args:
+        own_training_rmse: the new version's training RMSE (target units).
+        run_tags: the training run's MLflow tags.
+        champion: ``(version, tags)`` of the champion at registration, or ``None``.
+    """
+    if "trigger.check_id" not in run_tags or champion is None:
+        return {}
+    version, tags = champion
+    try:
+        standard = float(tags.get(INHERITED_TAG) or tags["training_rmse"])
+    except (KeyError, ValueError):
+        return {}
+    if not standard < own_training_rmse:
+        return {}
+    origin = tags.get(INHERITED_FROM_TAG) or f"v{version}"
+    return {INHERITED_TAG: f"{standard:.6g}", INHERITED_FROM_TAG: origin}
+
+
 def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, str]:
     """``cusum.*`` version tags: the version's own CUSUM detector (``monitoring.rule: cusum`` only, else ``{}``).
 
@@ -261,6 +293,20 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
         return aliases.version_aliases(client, name, version)
 
 
+def _inherited(client, name: str, version: int | None, run_id: str, own: float) -> dict[str, str]:
+    """:func:`inherited_tags` against the champion now; a rerun keeps what the first attempt wrote (the champion may have moved since)."""
+    if version is not None:
+        done = dict(aliases.mlflow_call(f"read {name} v{version}", client.get_model_version, name, str(version)).tags)
+        if INHERITED_TAG in done or "training_rmse" in done:
+            return {k: done[k] for k in (INHERITED_TAG, INHERITED_FROM_TAG) if k in done}
+    run_tags = dict(aliases.mlflow_call(f"read run {run_id}", client.get_run, run_id).data.tags)
+    champion = aliases.alias_version(client, name, aliases.CHAMPION)
+    if champion is None or champion == version:
+        return {}
+    tags = dict(aliases.mlflow_call(f"read {name} v{champion}", client.get_model_version, name, str(champion)).tags)
+    return inherited_tags(own, run_tags, (champion, tags))
+
+
 def register(
     mlflow, client, cfg: PipelineConfig, uri: str, inputs: tracking.RunInputs, run_id: str, info: dict, validated: dict, gate: GateDecision,
 ) -> dict[str, Any]:  # fmt: skip
@@ -279,6 +325,8 @@ def register(
     tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **detector_tags(cfg, inputs)}
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
+    if cfg.monitoring.inherit_training_rmse:
+        tags.update(_inherited(client, name, version, run_id, float(info["training"]["training_rmse"])))
     if version is None:
         version = _create_version(mlflow, client, cfg, inputs, run_id, tags, info)
     else:

@@ -211,3 +211,38 @@ def test_retrain_config_puts_recent_steps_into_training_only_when_set(cfg):
     assert retrain_config(cfg) is cfg
     on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"retrain_recent_steps": 48})})
     assert retrain_config(on).features.recent_train_steps == 48 and on.features.recent_train_steps == 0
+
+
+# ------------------------------------------------------------------ monitoring.inherit_training_rmse
+
+
+def test_a_triggered_retrain_inherits_the_lower_standard_of_the_champion_it_replaces():
+    from pipeline.registry.registration import inherited_tags
+
+    triggered = {"trigger.check_id": "m@2024-01-23T12:00:00"}
+    champion = (1, {"training_rmse": "0.1455"})
+    assert inherited_tags(0.50, triggered, champion) == {"inherited_training_rmse": "0.1455", "inherited_from": "v1"}
+    # transitive: the champion's own inherited standard, and whose it is, pass on
+    assert inherited_tags(0.40, triggered, (2, {"training_rmse": "0.50", "inherited_training_rmse": "0.1455", "inherited_from": "v1"})) == {
+        "inherited_training_rmse": "0.1455", "inherited_from": "v1"}  # fmt: skip
+    assert inherited_tags(0.10, triggered, champion) == {}  # a better fit keeps its own standard
+    assert inherited_tags(0.50, {}, champion) == {}  # a scheduled training resets the line
+    assert inherited_tags(0.50, triggered, None) == {}  # nothing to inherit from
+    assert inherited_tags(0.50, triggered, (1, {"training_rmse": "n/a"})) == {}
+
+
+def test_the_rule_holds_a_champion_to_its_inherited_training_rmse_only_when_switched_on(cfg):
+    from pipeline.loop.monitoring import _rule, _training_rmse
+
+    info = {"version": 2, "tags": {"training_rmse": "0.5", "inherited_training_rmse": "0.1455", "inherited_from": "v1"}}
+    assert _training_rmse(info, "m") == 0.5
+    assert _training_rmse(info, "m", inherit=True) == pytest.approx(0.1455)
+    assert _training_rmse({"version": 1, "tags": {"training_rmse": "0.2"}}, "m", inherit=True) == 0.2
+    on = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"inherit_training_rmse": True})})
+    state = _state(rolling_rmse=0.875, training_rmse=0.1455, training_rmse_from="v1")
+    state["threshold"] = _threshold(on, state)
+    fired, reasons = _rule(on, state, [])
+    assert fired == "rmse" and "inherited from v1" in reasons[0], reasons
+    own = _state(rolling_rmse=0.875, training_rmse=0.5)
+    own["threshold"] = _threshold(cfg, own)
+    assert _rule(cfg, own, [])[0] is None  # the promoted refit's own standard (2 x 0.5) silences the rule

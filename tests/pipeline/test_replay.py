@@ -388,6 +388,41 @@ def test_the_loop_heals_a_dynamics_change_and_never_trains_on_the_future(tmp_pat
     _assert_no_training_read_T_or_later(rule)
 
 
+@pytest.mark.slow
+def test_inherited_training_rmse_is_written_at_registration_and_read_by_the_rule(tmp_path):
+    """``monitoring.inherit_training_rmse``, real stages (the slowdown case): every version a triggered
+    retrain registers carries v1's training RMSE as ``inherited_training_rmse`` exactly when its own is
+    higher, and the checks under such a champion hold it to the inherited one, saying so."""
+    import mlflow
+    import yaml
+
+    from pipeline.loop.scenarios import load_scenario
+
+    cfg = _slowdown_case(tmp_path, "inherit")
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["monitoring"]["inherit_training_rmse"] = True
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "config.yaml")
+    spec = ReplaySpec(start=pd.Timestamp("2024-01-21"), end=pd.Timestamp("2024-01-29"), scenario=load_scenario("line_slowdown"),
+                      inject_at=pd.Timestamp("2024-01-23"), policy=parse_policy("rule"))  # fmt: skip
+    summary = run_replay(cfg, spec, progress=False)
+    client = mlflow.tracking.MlflowClient(tracking_uri=summary["tracking_uri"])
+    tags = {int(v.version): v.tags for v in client.search_model_versions("name = 'inherit'")}
+    assert len(tags) >= 2, "no retrain was registered: nothing was checked"
+    v1 = float(tags[1]["training_rmse"])
+    for version, t in sorted(tags.items())[1:]:
+        own = float(t["training_rmse"])
+        assert ("inherited_training_rmse" in t) == (own > v1), (version, t)
+        if own > v1:
+            assert float(t["inherited_training_rmse"]) == pytest.approx(v1, rel=1e-5) and t["inherited_from"] == "v1"
+    timeline = pd.read_csv(summary["timeline"])
+    for _, row in timeline.dropna(subset=["champion_version"]).iterrows():
+        t = tags[int(row["champion_version"])]
+        expected = float(t.get("inherited_training_rmse", t["training_rmse"]))
+        assert row["training_rmse"] == pytest.approx(expected, rel=1e-5), row["as_of"]
+        assert ("inherited from v1" in row["reasons"]) == ("inherited_training_rmse" in t) or row["decision"] != "ok", row["reasons"]
+
+
 def _assert_no_training_read_T_or_later(summary: dict) -> pd.DataFrame:
     """Every retrain of the replay received (validate) and windowed (features) only rows with ``ds < T``; returns its rows."""
     from pipeline.core import artifacts
