@@ -393,9 +393,9 @@ def test_inherited_training_rmse_is_written_at_registration_and_read_by_the_rule
     """``monitoring.inherit_training_rmse``, real stages (the slowdown case): every version a triggered
     retrain registers carries v1's training RMSE as ``inherited_training_rmse`` exactly when its own is
     higher, and the checks under such a champion hold it to the inherited one, saying so."""
-    import mlflow
     import yaml
 
+    import mlflow
     from pipeline.loop.scenarios import load_scenario
 
     cfg = _slowdown_case(tmp_path, "inherit")
