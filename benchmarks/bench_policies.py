@@ -28,7 +28,8 @@ Scenarios: the concept-drift faults a retrain can fix (``configs/scenarios``:
 ``temperature_response`` with the data set's covariate, ``clock_shift``) and the clean control
 ``none``. Triggered retrains use ``retrain.mode: refit``, or ``finetune`` with ``--mode finetune``
 (sine only; its own stores, its own initial champion: same data, seed and config but the name,
-so the same weights).
+so the same weights). ``--inherit`` sets ``monitoring.inherit_training_rmse: true`` (its own stores;
+keys end ``@refit+inherit``).
 
 Results are appended per case to ``benchmarks/results/bench_policies.json`` (a rerun skips
 the cases done; the sine's keys are ``scenario:policy``, the others' ``dataset/scenario:policy``);
@@ -36,7 +37,7 @@ the Markdown table for docs/BENCHMARKS.md is printed. ``--plot SCENARIO`` draws 
 rolling RMSE per policy of one scenario of the data set from the recorded timelines. Usage:
 
     python benchmarks/bench_policies.py [--dataset sine|beijing|taylor] [--quick] [--cases line_slowdown:rule ...]
-        [--mode refit|finetune] [--results PATH] [--plot SCENARIO]
+        [--mode refit|finetune] [--inherit] [--results PATH] [--plot SCENARIO]
 
 ``--quick``: the sine's ``line_slowdown`` under the four policies (about 5-25 minutes on 2 cores,
 with the load).
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="retrain.<KEY> for --mode finetune, e.g. finetune_epochs=20"
     )
+    parser.add_argument("--inherit", action="store_true", help="monitoring.inherit_training_rmse: true (its own stores)")
     parser.add_argument(
         "--plot", metavar="SCENARIO", help="only draw docs/policies_<dataset>_<SCENARIO>.png from the recorded rows"
     )
@@ -236,8 +238,18 @@ def main() -> None:
         config = ds.write(WORK / args.dataset)
     else:
         config = write_case(WORK, name="policies") if args.mode == "refit" else _finetune_case(mode, overrides)
+    if args.inherit:  # its own stores and initial champion (same weights: same data, seed and settings)
+        raw = yaml.safe_load(config.read_text())
+        raw["name"] = raw["mlflow"]["experiment_name"] = raw["mlflow"]["registered_model_name"] = f"{raw['name']}-inherit"
+        raw.setdefault("monitoring", {})["inherit_training_rmse"] = True
+        config = config.parent / "inherit" / "config.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        if raw["run"]["artifact_root"] == "runs":  # the sine's: relative to the config, next to its data
+            raw["data"]["path"] = str((WORK / raw["data"]["path"]).resolve())
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+        mode += "+inherit"
     prefix = "" if args.dataset == "sine" else f"{args.dataset}/"
-    mine = [f"{prefix}{c}@{mode}" if args.mode != "refit" else f"{prefix}{c}" for c in cases]
+    mine = [f"{prefix}{c}@{mode}" if mode != "refit" else f"{prefix}{c}" for c in cases]
     for case, key in zip(cases, mine, strict=True):
         if any(r["case"] == key for r in done):
             continue

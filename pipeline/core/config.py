@@ -505,7 +505,7 @@ class MonitoringConfig(_Section):
     #: ``training_rmse`` / ``both`` rules: a version registered from a triggered retrain is held to
     #: min(its own training RMSE, the champion's it was trained to replace), tag ``inherited_training_rmse``:
     #: the standard the fault broke, so a promoted refit that learnt only part of the change does
-    #: not raise the threshold and silence the rule (docs/LOOP.md 8.2). A scheduled training resets it.
+    #: not raise the threshold and silence the rule (docs/LOOP.md 8.4). A scheduled training resets it.
     inherit_training_rmse: bool = False
     #: a retrain triggered by monitoring trains with ``features.recent_train_steps`` = this
     #: (0: the plain split, whose test part holds the most recent days)
