@@ -48,12 +48,28 @@ log = logging.getLogger(__name__)
 
 
 
-def _input_example(cfg: PipelineConfig, validated_data: Path, rows: int) -> pd.DataFrame:
-    """The last ``rows`` raw rows of the validated data (``prep.history_steps``: one forecast's history), typed like a user's frame."""
-    from pipeline.data.io import long_to_raw
+def _input_example(cfg: PipelineConfig, validated_data: Path, prep) -> pd.DataFrame:
+    """One forecast's history (``prep.history_steps`` rows) from the validated data, typed like a user's frame.
 
-    long = pd.read_parquet(validated_data).tail(rows)
-    return long_to_raw(long, cfg.data)
+    The last series' latest window the model can forecast from (its inputs usable after filling
+    gaps of at most ``data.max_gap``, :func:`pipeline.features.windowing.transform`): data whose last
+    days hold a longer gap still registers, with an example from before it. Without any usable
+    window, the last rows (the model's own check then names the gap).
+    """
+    from pipeline.core import schema
+    from pipeline.data.io import long_to_raw
+    from pipeline.features.windowing import transform
+
+    long = pd.read_parquet(validated_data)
+    rows = prep.history_steps
+    series = long[long[schema.UNIQUE_ID] == long[schema.UNIQUE_ID].iloc[-1]].reset_index(drop=True)
+    for part in (series.tail(50 * rows).reset_index(drop=True), series):  # the recent tail first: cheap on long histories
+        starts = transform(part, prep).starts["forecast"]
+        starts = starts[starts + prep.lookback >= rows]  # the seasonal lags' reach lies inside the part
+        if len(starts):
+            end = int(starts[-1]) + prep.lookback
+            return long_to_raw(part.iloc[end - rows : end], cfg.data)
+    return long_to_raw(long.tail(rows), cfg.data)
 
 
 def model_artifacts(features_dir: Path, training_dir: Path) -> dict[str, str]:
@@ -95,7 +111,7 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     from pipeline.serving.pyfunc import SIGNATURE_PARAMS, ForecastModel
 
     prep = load_preprocessor(inputs.features)
-    example = _input_example(cfg, inputs.validated_data, prep.history_steps)
+    example = _input_example(cfg, inputs.validated_data, prep)
     model = ForecastModel()
     intervals = artifacts.INTERVALS.at(inputs.training)
     model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep), None,

@@ -289,3 +289,29 @@ def test_a_version_with_seasonal_lags_serves_them_from_its_shipped_package(mlflo
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(np.array(printed["out"]), expected, atol=1e-5, rtol=1e-5)
     assert f"history has {need - 1} steps, at least lookback + the seasonal lags' reach (seasons [24]) = 24 + 21 = {need}" in printed["short"]
+
+
+def test_the_input_example_is_the_latest_forecastable_history_when_the_data_ends_in_a_gap(make_case, tmp_path):
+    """Data whose last ``lookback`` steps hold a gap longer than ``data.max_gap`` still registers:
+    the model's input example is the latest history the model can forecast from (found on clean
+    Beijing as of 2014-01-01: a 2013-12-29 gap stopped the registration)."""
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.features.windowing import build_features
+    from pipeline.registry.registration import _input_example
+    from tests.conftest import tiny_frame
+
+    frame = tiny_frame(n=120)
+    frame.loc[112:115, "load"] = np.nan  # 4 missing hours (max_gap 2) inside the last lookback (12)
+    config, _ = make_case(frame=frame)
+    cfg = load_config(config)
+    long = validate_frame(read_raw(cfg.data), cfg).frame
+    path = tmp_path / "validated.parquet"
+    long.to_parquet(path)
+    prep = build_features(long, cfg).prep
+    example = _input_example(cfg, path, prep)
+    assert len(example) == prep.history_steps == 12
+    assert example["load"].notna().all() and example["time"].iloc[-1] == frame["time"].iloc[111]  # the hour before the gap
+    filled = tmp_path / "filled.parquet"
+    long.assign(y=long["y"].fillna(10.0)).to_parquet(filled)
+    assert _input_example(cfg, filled, prep)["time"].iloc[-1] == frame["time"].iloc[-1]  # without a gap: the last rows, as before
