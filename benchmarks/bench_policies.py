@@ -16,6 +16,10 @@ policies of a data set. Three data sets (``--dataset``):
     torch thread), every training on the 180 days before its ``T``; champion as of 2014-09-24,
     fault on 2014-10-01, daily checks to 2014-10-29; policies ``never``, ``periodic:7D``,
     ``rule``, ``oracle:3D``.
+``sine_long``
+    The same series generated for 70 days (checks to 2024-03-10: 47 days after the fault), the
+    schedule and the rule only, on the slowdown, the tariff change and the clean control: long
+    enough for the schedule to train 16 times, so "a third of its trainings" can be judged.
 ``taylor``
     Half-hourly electricity demand, England and Wales, summer 2000 (Taylor 2003; fetched by
     ``benchmarks/datasets.py``), a replay config written here (lookback 2 days, ``h`` 48,
@@ -123,6 +127,8 @@ class Dataset:
 DATASETS = {
     "sine": Dataset(lambda root: write_case(root, name="policies"), START, INJECT, END, ("never", "periodic:3D", "rule", "oracle:3D"),
                     ("line_slowdown", "tariff_profile", "temperature_response", "clock_shift", "none"), covariate="temp", noise_floor=NOISE_STD),
+    "sine_long": Dataset(lambda root: write_case(root, name="policies-long", days=70), START, INJECT, "2024-03-10",
+                         ("periodic:3D", "rule"), ("line_slowdown", "tariff_profile", "none"), noise_floor=NOISE_STD),
     "beijing": Dataset(_beijing_config, "2014-09-24", "2014-10-01", "2014-10-29", REAL_POLICIES,
                        ("tariff_profile", "temperature_response", "clock_shift", "none"), history="180D"),
     "taylor": Dataset(_taylor_config, "2000-07-24", "2000-07-31", "2000-08-27", REAL_POLICIES, ("tariff_profile", "clock_shift", "none")),

@@ -432,8 +432,7 @@ def _dispatch(args: argparse.Namespace, where: dict[str, Any]) -> int:
     from pipeline.core.config import load_config
 
     check_time_flags(args)
-    if args.command == "init":
-        where["started"] = True
+    if args.command == "init":  # no run: a ConfigError (an existing --out) is a usage error, exit 2
         return _init(args)
     if args.command in OTHER_COMMANDS:
         cfg = load_config(args.config)

@@ -25,14 +25,15 @@ START, INJECT, END = "2024-01-21", "2024-01-23", "2024-02-02"
 NOISE_STD = 0.1
 
 
-def write_case(root: Path, name: str = "loop-demo") -> Path:
-    """The generated series (``<name>.csv``) and its config (``config.yaml``) under ``root``; returns the config.
+def write_case(root: Path, name: str = "loop-demo", days: int = 32) -> Path:
+    """The generated series (``<name>.csv``, ``days`` days from 2024-01-01) and its config (``config.yaml``)
+    under ``root``; returns the config.
 
-    The same bytes every time (seeded), so reruns reuse their training runs. The gate compares
-    with the naive forecast only: on this sine the seasonal naive sits at sqrt(2) x the noise
-    floor and a small LSTM does not beat it by the default 5%.
+    The same bytes every time for the same ``days`` (seeded), so reruns reuse their training runs. The gate compares with the naive forecast only: on this sine
+    the seasonal naive sits at sqrt(2) x the noise floor and a small LSTM does not beat it by the
+    default 5%.
     """
-    n = 32 * 24
+    n = days * 24
     rng = np.random.default_rng(0)
     t = np.arange(n)
     frame = pd.DataFrame({

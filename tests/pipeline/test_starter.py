@@ -33,7 +33,7 @@ def test_init_writes_a_defaults_only_config_that_validates_the_file(tmp_path, ca
     assert "ar_highway: false" in out.read_text()  # named in the header as a value not to copy
     assert main(["validate", "--config", str(out)]) == 0  # the starter config reads the file it was made from
     before = out.read_text()
-    assert main(["init", "--csv", str(csv), "--out", str(out)]) != 0  # never overwrites
+    assert main(["init", "--csv", str(csv), "--out", str(out)]) == 2  # never overwrites: a usage error
     assert out.read_text() == before and "never overwrites" in capsys.readouterr().err
 
 
