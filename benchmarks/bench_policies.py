@@ -248,10 +248,9 @@ def main() -> None:
         raw = yaml.safe_load(config.read_text())
         raw["name"] = raw["mlflow"]["experiment_name"] = raw["mlflow"]["registered_model_name"] = f"{raw['name']}-inherit"
         raw.setdefault("monitoring", {})["inherit_training_rmse"] = True
-        config = config.parent / "inherit" / "config.yaml"
+        base, config = config.parent, config.parent / "inherit" / "config.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        if raw["run"]["artifact_root"] == "runs":  # the sine's: relative to the config, next to its data
-            raw["data"]["path"] = str((WORK / raw["data"]["path"]).resolve())
+        raw["data"]["path"] = str((base / raw["data"]["path"]).resolve())  # the sine's is relative to its config
         config.write_text(yaml.safe_dump(raw, sort_keys=False))
         mode += "+inherit"
     prefix = "" if args.dataset == "sine" else f"{args.dataset}/"
