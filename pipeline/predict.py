@@ -197,4 +197,4 @@ def export_version_onnx(cfg: PipelineConfig, out: Path, alias: str | None = None
     model, found, alias = load_model(cfg, alias, version)
     python_model = model.unwrap_python_model()
     meta = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias}
-    return export_onnx(python_model.forecaster, Path(out), meta)
+    return export_onnx(python_model.forecaster, Path(out), meta, getattr(python_model, "calibration", None))

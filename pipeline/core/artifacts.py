@@ -146,6 +146,7 @@ REPLAY_PLOT = Artifact("replay", "timeline.png", "png", "rolling RMSE, threshold
 ONNX_MODEL = Artifact("export", "model.onnx", "onnx", "the members' mean forward pass, scaled units (opset 17)")
 ONNX_PREPROCESSING = Artifact("export", "preprocessing.json", "json", "the fitted scalers and encoders the ONNX graph expects")
 ONNX_MANIFEST = Artifact("export", "export.json", "json", "what was exported: model, version, opset, shapes")
+ONNX_INTERVALS = Artifact("export", "intervals.json", "json", "the version's conformal calibration (absent for a version without one)")
 # make services (tools/services.py): the state folder .services/
 SERVICES_STATE = Artifact("services", "services.json", "json", "pids and URLs of the servers make services started")
 REPLAY_SUMMARY = Artifact("replay", "summary.json", "json", "detection delay, false triggers, canary decisions, recovery")

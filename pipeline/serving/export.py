@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 #: ONNX opset of the exported graph
 OPSET = 17
 #: file names in an export folder
-ONNX_FILE, PREPROCESSING_FILE, MANIFEST_FILE = (a.name for a in (artifacts.ONNX_MODEL, artifacts.ONNX_PREPROCESSING, artifacts.ONNX_MANIFEST))
+ONNX_FILE, PREPROCESSING_FILE, MANIFEST_FILE, INTERVALS_FILE = (
+    a.name for a in (artifacts.ONNX_MODEL, artifacts.ONNX_PREPROCESSING, artifacts.ONNX_MANIFEST, artifacts.ONNX_INTERVALS)
+)
 INPUT_NAME, OUTPUT_NAME = "x", "y_scaled"
 
 
@@ -76,16 +78,18 @@ def onnx_bytes(forecaster) -> bytes:
     return buffer.getvalue()
 
 
-def export_onnx(forecaster, out_dir: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``model.onnx``, ``preprocessing.json`` and ``export.json`` (what was exported) into ``out_dir``.
+def export_onnx(forecaster, out_dir: Path, meta: dict[str, Any] | None = None, calibration=None) -> dict[str, Any]:
+    """Write ``model.onnx``, ``preprocessing.json``, ``export.json`` (what was exported) and, for a version
+    with prediction intervals, ``intervals.json`` into ``out_dir``.
 
     Args:
         forecaster: a fitted :class:`pipeline.models.lstm.LSTMForecaster` (``models_``, ``prep_``).
         meta: recorded in ``export.json`` beside the graph's facts (model name, version).
+        calibration: the version's :class:`pipeline.models.conformal.IntervalCalibration`, or ``None``.
 
     Returns:
-        The manifest: ``{"onnx", "preprocessing", "opset", "input", "output", "members", "lookback",
-        "n_features", "horizon", ...meta}`` (paths as strings).
+        The manifest: ``{"onnx", "preprocessing", "intervals" (path or None), "opset", "input", "output",
+        "members", "lookback", "n_features", "horizon", ...meta}`` (paths as strings).
     """
     from pipeline.core import artifacts
 
@@ -97,14 +101,37 @@ def export_onnx(forecaster, out_dir: Path, meta: dict[str, Any] | None = None) -
     tmp.write_bytes(model)
     tmp.replace(out_dir / ONNX_FILE)
     artifacts.write_json(out_dir / PREPROCESSING_FILE, prep.to_dict())
+    intervals = out_dir / INTERVALS_FILE
+    if calibration is not None:
+        calibration.save(intervals)
+    elif intervals.exists():  # a re-export of a version without intervals into an old folder
+        intervals.unlink()
     manifest = {
-        **(meta or {}), "onnx": str(out_dir / ONNX_FILE), "preprocessing": str(out_dir / PREPROCESSING_FILE), "opset": OPSET,
+        **(meta or {}), "onnx": str(out_dir / ONNX_FILE), "preprocessing": str(out_dir / PREPROCESSING_FILE),
+        "intervals": str(intervals) if calibration is not None else None, "opset": OPSET,
         "input": {"name": INPUT_NAME, "shape": ["batch", prep.lookback, prep.n_features], "dtype": "float32", "units": "scaled"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", prep.horizon], "dtype": "float32", "units": "scaled"},
         "members": len(forecaster.models_), "lookback": prep.lookback, "n_features": prep.n_features, "horizon": prep.horizon,
     }  # fmt: skip
     artifacts.write_json(out_dir / MANIFEST_FILE, manifest)
     return manifest
+
+
+def load_folder(folder: Path):
+    """The pyfunc's forecaster served from an :func:`export_onnx` folder alone (no torch, no registry):
+    ``pipeline.serving.pyfunc.ForecastModel`` with :class:`OnnxForecaster` and the folder's interval
+    calibration when it has one, so ``.predict(None, raw)`` returns ``y_hat`` and the
+    ``yhat_lo_<level>``/``yhat_hi_<level>`` columns as the registered version does.
+
+    Raises:
+        DataLoadError: a file is missing or unreadable (names it).
+    """
+    from pipeline.models.conformal import IntervalCalibration
+    from pipeline.serving.pyfunc import ForecastModel
+
+    folder = Path(folder)
+    intervals = folder / INTERVALS_FILE
+    return ForecastModel().use(OnnxForecaster.load(folder), None, IntervalCalibration.load(intervals) if intervals.exists() else None)
 
 
 class OnnxForecaster:

@@ -198,7 +198,8 @@ def test_export_onnx_matches_torch_on_the_test_windows_and_the_folder_alone_repr
     assert main(["export-onnx", "--config", str(registered["config"]), "--version", "1", "--out", str(out), "--json"]) == 0
     manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (manifest["version"], manifest["opset"], manifest["members"]) == (1, 17, 2)
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "preprocessing.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "intervals.json", "model.onnx", "preprocessing.json"]
+    assert manifest["intervals"] == str(out / "intervals.json")
     graph = onnx.load(str(out / "model.onnx"))
     onnx.checker.check_model(graph)
     assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [17]
@@ -213,20 +214,22 @@ def test_export_onnx_matches_torch_on_the_test_windows_and_the_folder_alone_repr
     assert np.abs(scaled_onnx - scaled_torch).max() <= 1e-5
     assert np.abs(OnnxForecaster.load(out).predict_scaled(windows[:1]) - scaled_torch[:1]).max() <= 1e-5  # batch of one too
 
-    expected = _pyfunc(registered, "1").predict(pd.read_csv(registered["csv"]))["y_hat"].to_numpy()
+    expected = _pyfunc(registered, "1").predict(pd.read_csv(registered["csv"]))
+    bands = [c for c in expected.columns if c.startswith("yhat_")]
+    assert bands, "the registered version has no prediction intervals: nothing to compare"
     script = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # the folder alone: no torch, no MLflow registry
         import json, pandas as pd
-        from pipeline.serving.export import OnnxForecaster
-        from pipeline.serving.pyfunc import ForecastModel
-        model = ForecastModel().use(OnnxForecaster.load({str(out)!r}))
-        print(json.dumps(model.predict(None, pd.read_csv({str(registered['csv'])!r}))["y_hat"].tolist()))
+        from pipeline.serving.export import load_folder
+        frame = load_folder({str(out)!r}).predict(None, pd.read_csv({str(registered['csv'])!r}))
+        print(json.dumps(frame[["y_hat", *{bands!r}]].to_numpy().tolist()))
     """)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    np.testing.assert_allclose(json.loads(proc.stdout.strip().splitlines()[-1]), expected, rtol=1e-5, atol=1e-5)
+    got = np.array(json.loads(proc.stdout.strip().splitlines()[-1]), dtype=float)
+    np.testing.assert_allclose(got, expected[["y_hat", *bands]].to_numpy(dtype=float), rtol=1e-5, atol=1e-5)  # the bands too
 
 
 def test_onnx_backend_serves_the_pyfuncs_forecast(registered, monkeypatch):
