@@ -190,7 +190,7 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
                  plan_fn, tag_updates: dict[int, dict[str, str]], reason: str, as_of: str, evidence: dict, store) -> AliasMove:  # fmt: skip
     import mlflow
 
-    with aliases.registry_lock(uri, model_name):
+    with aliases.registry_lock(uri, model_name, store_url=getattr(store, "url", None)):
         recover(client, uri, model_name)
         before = current_aliases(client, model_name)
         if expect is not None and any(before[a] != v for a, v in expect.items()):
@@ -426,7 +426,7 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
     with server.bounded_http_retries():
         if client is None:
             client = server.client(uri)
-        with aliases.registry_lock(uri, name):
+        with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
             recover(client, uri, name)
         settled = [m.as_dict() for m in settle_challengers(client, uri, name, as_of, store)]
         watch = check_rollback(client, uri, cfg, name, as_of, store)
@@ -452,7 +452,7 @@ def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = Fal
         RefusedMoveError: the version failed the baseline gate or was rolled back, and not ``force``.
     """
     client, uri, name, store = _operator_session(cfg)
-    with aliases.registry_lock(uri, name):
+    with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
         recover(client, uri, name)
     evidence = {"manual": True, "forced": force}
     return promote(client, uri, name, int(version), reason=f"manual: {reason}", as_of=as_of, evidence=evidence,
@@ -462,7 +462,7 @@ def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = Fal
 def manual_rollback(cfg, reason: str, as_of: str) -> AliasMove:
     """An operator's rollback to ``previous_champion`` (same records as the canary's)."""
     client, uri, name, store = _operator_session(cfg)
-    with aliases.registry_lock(uri, name):
+    with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
         recover(client, uri, name)
     return rollback(client, uri, name, reason=f"manual: {reason}", as_of=as_of, evidence={"manual": True}, store=store)
 
@@ -476,7 +476,7 @@ def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
     if not _is_registered(client, name):  # a new user's state, not a failure: say what makes a version
         return {"model": name, "tracking_uri": uri, "aliases": dict.fromkeys(ALIASES), "versions": [], "events": [],
                 "recovered": None, "registered": False}  # fmt: skip
-    with aliases.registry_lock(uri, name):
+    with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
         recovered = recover(client, uri, name)
     now = current_aliases(client, name)
     by_version: dict[int, list[str]] = {}

@@ -14,8 +14,8 @@ never points at a version without the reason it got there:
 The lock belongs to the registered model, keyed by the sha256 of ``<tracking URI>\\n<model name>``,
 so two runs with different artifact roots still serialise their alias moves:
 
-- with ``$LSTM_PIPELINE_LOCK_URL`` (or, failing that, ``$LSTM_PIPELINE_STORE_URL``) naming a
-  Postgres database, a **Postgres advisory lock** (``pg_try_advisory_lock``, session level, held on
+- with ``$LSTM_PIPELINE_LOCK_URL`` (or, failing that, the forecast store's URL:
+  ``$LSTM_PIPELINE_STORE_URL``, else ``monitoring.store_url``) naming a Postgres database, a **Postgres advisory lock** (``pg_try_advisory_lock``, session level, held on
   its own connection): it serialises processes on every machine that reaches the database (Celery
   or Kubernetes workers, several schedulers), and Postgres releases it when the holder's
   connection dies, so a crashed worker never leaves it stuck. ``make services`` sets both;
@@ -77,10 +77,13 @@ LOCK_URL_ENV = "LSTM_PIPELINE_LOCK_URL"
 STORE_URL_ENV = "LSTM_PIPELINE_STORE_URL"  # the same name as pipeline.store.sql.STORE_URL_ENV
 
 
-def lock_url() -> str | None:
+def lock_url(store_url: str | None = None) -> str | None:
     """The Postgres URL whose advisory locks guard alias moves, or None (file locks).
 
-    ``$LSTM_PIPELINE_LOCK_URL``, else ``$LSTM_PIPELINE_STORE_URL`` when it is a Postgres URL.
+    ``$LSTM_PIPELINE_LOCK_URL``, else the forecast store's URL when it is a Postgres URL: ``store_url``
+    (the caller's effective store, :func:`pipeline.store.sql.store_url`: ``$LSTM_PIPELINE_STORE_URL``,
+    else ``monitoring.store_url``), or ``$LSTM_PIPELINE_STORE_URL`` when the caller gives none. So a
+    Postgres store named only in the config still serialises alias moves across machines.
 
     Raises:
         RegistryError: ``$LSTM_PIPELINE_LOCK_URL`` is set to something other than a Postgres URL.
@@ -90,7 +93,7 @@ def lock_url() -> str | None:
         if not url.startswith("postgresql"):
             raise RegistryError(f"{LOCK_URL_ENV}: expected a Postgres SQLAlchemy URL (postgresql+psycopg://...), found {url.split(':')[0]!r}")
         return url
-    store = os.environ.get(STORE_URL_ENV) or ""
+    store = store_url or os.environ.get(STORE_URL_ENV) or ""
     return store if store.startswith("postgresql") else None
 
 
@@ -134,9 +137,10 @@ def _advisory_lock(url: str, key: int, timeout_s: float, what: str) -> Iterator[
 
 
 @contextmanager
-def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path | str]:
+def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TIMEOUT_S, store_url: str | None = None) -> Iterator[Path | str]:
     """Hold the registered model's lock for a block of alias moves: a Postgres advisory lock
-    when :func:`lock_url` names one, else a file lock (``filelock.FileLock``).
+    when :func:`lock_url` (given the caller's forecast store URL) names one, else a file lock
+    (``filelock.FileLock``).
 
     Yields:
         the lock file's path, or ``"pg_advisory_lock(<key>)"``.
@@ -146,7 +150,7 @@ def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TI
             registration of the same model is stuck), or the lock database is unreachable;
             nothing was changed.
     """
-    url = lock_url()
+    url = lock_url(store_url)
     if url:
         with _advisory_lock(url, advisory_key(tracking_uri, model_name), timeout_s, f"registered model {model_name!r} at {tracking_uri}") as held:
             yield held

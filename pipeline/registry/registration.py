@@ -279,7 +279,8 @@ def _write_tags(client, name: str, version: int, tags: dict[str, str], descripti
         client.update_model_version(name, str(version), description=description)
 
 
-def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record: Callable[..., Any] | None = None) -> list[str]:
+def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record: Callable[..., Any] | None = None,
+                   store_url: str | None = None) -> list[str]:  # fmt: skip
     """Step 4: ``challenger`` unless a newer version holds it; ``champion`` when there is none.
 
     Both decisions are read inside :func:`pipeline.registry.aliases.registry_lock`, so two runs
@@ -292,7 +293,7 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
         The version's aliases afterwards, sorted.
     """
     evidence = {k: gate.get(k) for k in ("lstm_rmse", "best_baseline", "best_baseline_rmse", "relative_improvement", "min_relative_improvement")}
-    with aliases.registry_lock(uri, name):
+    with aliases.registry_lock(uri, name, store_url=store_url):
         challenger = aliases.alias_version(client, name, aliases.CHALLENGER)
         if challenger is None or challenger < version:
             aliases.set_alias(client, name, aliases.CHALLENGER, version, "passed the comparison gate", evidence)
@@ -357,7 +358,7 @@ def register(
     def record(alias: str, old: int | None, new: int, reason: str, evidence: dict) -> None:
         store.record_alias_event(name, alias, old, new, "register", reason, evidence, when)
 
-    found = assign_aliases(client, uri, name, version, info["gate"], record)
+    found = assign_aliases(client, uri, name, version, info["gate"], record, store_url=store.url)
     same = same_inputs_versions(client, name, version, tags)
     if same:
         log.info("%s v%s was trained from the same inputs as v%s (config, data, code, as-of)", name, version, ", v".join(map(str, same)))
@@ -376,7 +377,9 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
         return
     _write_tags(client, name, version, {**version_tags(info, validated, run_id), **input_tags(cfg, validated)}, tracking.describe(info))
     reason = f"the latest comparison gate failed this version: {'; '.join(info['gate']['reasons'][:1])}"
-    with aliases.registry_lock(uri, name):
+    from pipeline.store.sql import store_url
+
+    with aliases.registry_lock(uri, name, store_url=store_url(cfg)):
         if aliases.alias_version(client, name, aliases.CHALLENGER) == version:
             aliases.delete_alias(client, name, aliases.CHALLENGER, reason)
         if aliases.alias_version(client, name, aliases.CHAMPION) == version:

@@ -79,3 +79,34 @@ def test_a_postgres_store_url_is_the_lock_by_default_and_other_stores_keep_the_f
     assert aliases.lock_url() is None
     with aliases.registry_lock("u", "m") as held:
         assert str(held).endswith(".lock")
+
+
+def test_a_postgres_store_named_only_in_the_config_is_the_lock(monkeypatch, tmp_path):
+    """``monitoring.store_url`` on Postgres with no environment variable: the callers pass their effective
+    store URL (:func:`pipeline.store.sql.store_url`), and that Postgres database holds the lock."""
+    from pipeline.core.config import PipelineConfig
+    from pipeline.store.sql import store_url
+
+    monkeypatch.delenv(aliases.LOCK_URL_ENV, raising=False)
+    monkeypatch.delenv(aliases.STORE_URL_ENV, raising=False)
+    pg = "postgresql+psycopg://u@/db?host=/x"
+    cfg = PipelineConfig.model_validate({"data": {"synthetic": {}, "timestamp_column": "t", "target_column": "y", "freq": "h"},
+                                         "features": {"lookback": 24, "horizon": 4}, "monitoring": {"store_url": pg},
+                                         "run": {"artifact_root": str(tmp_path)}})  # fmt: skip
+    assert aliases.lock_url(store_url(cfg)) == pg
+    assert aliases.lock_url(f"sqlite:///{tmp_path}/s.db") is None and aliases.lock_url() is None
+    monkeypatch.setenv(aliases.STORE_URL_ENV, f"sqlite:///{tmp_path}/replay.db")  # a replay's own store wins over the config's
+    assert aliases.lock_url(store_url(cfg)) is None
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_registry_lock_takes_the_advisory_lock_of_the_store_it_is_given(postgres, monkeypatch, tmp_path):
+    url = postgres("store_locks")
+    monkeypatch.delenv(aliases.LOCK_URL_ENV, raising=False)
+    monkeypatch.delenv(aliases.STORE_URL_ENV, raising=False)
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    with aliases.registry_lock("http://registry:5000", "m", timeout_s=5, store_url=url) as held:
+        assert str(held).startswith("pg_advisory_lock(")
+    with aliases.registry_lock("http://registry:5000", "m", timeout_s=5) as held:
+        assert str(held).endswith(".lock")  # no store given, no environment: the file lock
