@@ -77,7 +77,8 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
 
     def training(name: str, cache: bool):
         @dsl.pipeline(name=name, description="validate -> features -> LSTM | baselines -> gate -> MLflow registry")
-        def lstm_training_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = ""):
+        def lstm_training_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = "",
+                                   store_url: str = ""):  # fmt: skip
             validate = c["validate_data"](config=config, data_path=data_path, as_of=as_of).set_caching_options(False)  # reads outside data
             features = c["build_features"](config=config, validated=validate.outputs["validated"])
             train = (
@@ -95,7 +96,7 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
                 task.set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY)
             with dsl.If(compare.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition, not a bool)
                 c["register_model"](
-                    config=config, mlflow_tracking_uri=mlflow_tracking_uri, run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, as_of=as_of,
+                    config=config, mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url, run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, as_of=as_of,
                     validated=validate.outputs["validated"], features=features.outputs["features"],
                     model=train.outputs["model"], evaluation=compare.outputs["evaluation"],
                 ).set_retry(**MLFLOW_RETRIES).set_caching_options(False)  # fmt: skip
@@ -106,14 +107,15 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
     retraining = training("lstm-retraining", cache=False)  # the monitoring pipeline caches nothing
 
     @dsl.pipeline(name="lstm-monitoring", description="check the champion as of T; retrain under dsl.If")
-    def lstm_monitoring_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = ""):
+    def lstm_monitoring_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = "",
+                                 store_url: str = ""):  # fmt: skip
         check = c["check_model"](
             config=config, data_path=data_path, as_of=as_of, scheduled_time=scheduled,
-            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):
             retraining(
-                config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri
+                config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url
             ).set_caching_options(False)
 
     return Pipelines(components=c, training=lstm_training_pipeline, monitoring=lstm_monitoring_pipeline)

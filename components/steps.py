@@ -112,7 +112,7 @@ def compare_to_baselines(
 
 
 def register_model(
-    config: str, mlflow_tracking_uri: str, run_key: str, as_of: str,
+    config: str, mlflow_tracking_uri: str, store_url: str, run_key: str, as_of: str,
     validated: Input[Dataset], features: Input[Dataset], model: Input[Model], evaluation: Input[Artifact],
     summary: Output[Markdown],
 ) -> str:  # fmt: skip
@@ -127,7 +127,9 @@ def register_model(
     from pipeline.data.validation import validated_from_folder
     from pipeline.registry.registration import track_and_register
 
-    cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
+    # empty parameters keep the config's values; a Postgres store_url also locks alias moves across pods
+    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url}.items() if v}
+    cfg = load_config(config, overrides or None)
     info = validated_from_folder(validated.path)  # what run_validation returned: paths, data_sha256, as_of
     if as_of:
         info["as_of"] = as_of_timestamp(as_of).isoformat()
@@ -141,7 +143,7 @@ def register_model(
 
 
 def check_model(
-    config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str,
+    config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str, store_url: str,
     report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str),
 ) -> str:  # fmt: skip
     """``pipeline.loop.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
@@ -160,7 +162,8 @@ def check_model(
     if not when:
         raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
     os.makedirs(report.path, exist_ok=True)
-    cfg = load_config(config, {"mlflow.tracking_uri": mlflow_tracking_uri} if mlflow_tracking_uri else None)
+    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url}.items() if v}
+    cfg = load_config(config, overrides or None)
     result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
     with open(summary.path, "w") as fh:
         fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")

@@ -31,7 +31,7 @@ def test_training_tasks_and_edges(specs):
     assert spec["root"]["dag"]["tasks"]["condition-1"]["taskInfo"]["name"] == "gate-passed"
     inner = spec["components"][spec["root"]["dag"]["tasks"]["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["register-model"]
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri", "store_url"}
 
 
 def test_registration_runs_only_when_the_gate_passed(specs):
@@ -81,7 +81,7 @@ def test_monitoring_checks_then_retrains_a_nested_pipeline_without_caching(specs
         for task, t in body["dag"]["tasks"].items() if t.get("cachingOptions", {}).get("enableCache")
     ]  # fmt: skip
     assert cached == [], f"the monitoring pipeline caches {cached}"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri", "store_url"}
 
 
 def test_image_comes_from_the_environment(monkeypatch):
