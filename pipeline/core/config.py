@@ -496,7 +496,14 @@ class MonitoringConfig(_Section):
     #: ``cusum`` rule: the mean time between false signals it is calibrated for (a duration)
     arl0: str = "730D"
     #: ``cusum`` rule: the shift of the standardised loss differential to detect fastest (k = shift / 2)
-    cusum_shift: float = Field(1.0, gt=0)
+    cusum_shift: float = Field(0.5, gt=0)
+    #: ``cusum`` rule: clip each origin's differential at this many MADs of the calibration sample
+    #: (a robust, Huber-type CUSUM; bounds what one spike does; null: no clipping; docs/LOOP.md 10.1)
+    cusum_clip: float | None = Field(2.0, gt=0)
+    #: ``cusum`` rule: the decision interval holds the in-control ARL >= arl0 with about this
+    #: probability over the calibration sample's own noise (Gandy and Kvaloy 2013; null: the plain
+    #: calibration, which hits arl0 only on average and at long ARL0 misses it widely)
+    cusum_guarantee: float | None = Field(0.9, gt=0, lt=1)
     #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
     naive_ratio: float = Field(1.0, gt=0)
     #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``

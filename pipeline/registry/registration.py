@@ -223,7 +223,8 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, 
 
     try:
         detector = calibrate_from_run(inputs.features, inputs.training, mc.naive_model, season_length(cfg), mc.window, mc.arl0,
-                                      cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed)  # fmt: skip
+                                      cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed,
+                                      clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
     except DataQualityError as exc:
         log.warning("no CUSUM detector for this version: %s", exc)
         return {TAG_PREFIX + "error": str(exc)[:5000]}

@@ -50,9 +50,10 @@ def test_the_detector_tags_round_trip_through_the_registry(trained):
     stored = CusumDetector.from_tags(tags)
     mc = cfg.monitoring
     again = calibrate_from_run(run / "features", run / "training", mc.naive_model, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
-                               shift=mc.cusum_shift, seed=cfg.run.seed)  # fmt: skip
+                               shift=mc.cusum_shift, seed=cfg.run.seed, clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
     assert stored.to_tags() == again.to_tags()  # deterministic under run.seed, and nothing lost in the tags
     assert stored.arl0 == "730D" and stored.arl0_origins == 730 * 24 and stored.h > 0 and stored.sd > 0
+    assert stored.clip == 2.0 and stored.guarantee == 0.9 and stored.replicates > 0  # the defaults: clipped scores, guaranteed ARL0
     assert stored.mean < 0  # on the sine the LSTM beats the last value by far
     assert stored.sample == "test+train"  # 76 test origins only: the training origins were added (documented)
 
