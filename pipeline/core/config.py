@@ -436,6 +436,9 @@ class ColumnAlerts(_Section):
     max_scale_ratio: Float | None = Field(None, gt=1)
     #: ``false``: no data-fault test on this column at all
     check: Bool = True
+    #: ``false``: no value-grid test on this column (``monitoring.alerts.grid``); e.g. a column summed
+    #: from fixed increments, whose values share a factor on calm days
+    grid: Bool = True
 
 
 class AlertsConfig(_Section):
@@ -460,6 +463,13 @@ class AlertsConfig(_Section):
     max_scale_ratio: Float = Field(8.0, gt=1)
     #: fewest observed values a window needs before a column is tested
     min_points: Int = Field(12, ge=3)
+    #: the value-grid test: a data fault when recorded values leave the reference's resolution
+    #: (more decimals, e.g. integer Celsius converted to Fahrenheit) or all land on a coarser one
+    #: (every value of the latest run a multiple of k >= 2 reference steps: an integer-factor
+    #: rescaling of recorded values, e.g. x2); ``grid_min_points`` distinct values needed in that run
+    #: (a noisy whole-unit series puts n distinct values all on even numbers by chance about 2**-n of the time)
+    grid: Bool = True
+    grid_min_points: Int = Field(12, ge=4)
     #: per-column ranges, thresholds and switches, keyed by the data's column name
     columns: dict[str, ColumnAlerts] = Field(default_factory=dict)
     #: dotted path of the Airflow notifier the monitoring DAG calls on a data fault

@@ -20,13 +20,26 @@ Per series and per numeric column (the target and ``data.covariates``), as of ``
   in a run that reaches into the current window, unless that value holds half the reference
   window or more (a rain gauge at 0 is not stuck).
 * **range**: a value in the current window outside ``monitoring.alerts.columns.<c>.min/max``.
+* **grid**: the recorded resolution changed. The reference's grid is the fewest decimals
+  (up to 6) that make all but 1% of the reference values whole (a stray half-unit reading
+  must not halve the grid), times the greatest common divisor of those whole values (1 for a
+  sensor recorded in whole units). A fault when at least :data:`MIN_OFF_GRID` current values
+  are off that grid (more decimals: integer Celsius converted to Fahrenheit gives tenths), or
+  when every value of the latest run is a multiple of ``k >= 2`` grid steps and the run holds
+  at least ``grid_min_points`` distinct values (an integer-factor rescaling of recorded values,
+  a x2 or x3 conversion). Chance alone puts ``n`` distinct values of a noisy whole-unit series
+  all on even numbers with probability about ``2**-n`` (0.02% per check for the default 12); a
+  smooth series' distinct values are consecutive whole numbers, which never share a factor. It
+  sees a conversion applied to recorded values; a sensor that re-rounds after its own
+  recalibration keeps its grid.
 
 ``since`` is the first timestamp of the change: for shift and scale the split of the last
 two current windows that best separates two medians (least absolute deviations, the L1
 change point of one break; Bai 1995, *Least absolute deviation estimation of a shift*) of
 ``z = (x - median_ref) / IQR_ref`` (shift) or ``log(1 + |z|)`` (scale); the first timestamp of
 those two windows when the change is older,
-for stuck the run's first value, for range the first value outside.
+for stuck the run's first value, for range the first value outside, for grid the first value
+off the grid or the run's first value.
 
 Defaults (:func:`windows`): ``current`` = max(1 day, 24 steps of ``data.freq``): one daily
 check sees one window; ``reference`` = max(28 days, 4 x current): four weeks hold every
@@ -35,13 +48,15 @@ weekday and enough weather to be a norm; ``stuck_for`` = ``current``. The thresh
 in daily checks over 2011-2014 (largest: a shift of 4.3 IQRs and an IQR x4.2, both PM2.5) except
 ``Iws``, a cumulated wind speed (30 IQRs, x33), which the shipped config sets per column
 (docs/BENCHMARKS.md "Data-fault alerts"). What they cannot catch: a x2 or x3 recalibration or a
-+50 offset of PM2.5, which stay inside the series' own day-to-day range.
++50 offset of PM2.5, which stay inside the series' own day-to-day range; the grid test catches the
+first two when they are applied to the recorded whole numbers, the offset stays invisible.
 
 Pure functions of the long frame: nothing is read or written here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,7 +67,13 @@ from pipeline.core import schema
 from pipeline.core.config import PipelineConfig
 
 #: fault kinds, in the order a column's faults are reported
-KINDS = ("range", "stuck", "shift", "scale", "shift+scale")
+KINDS = ("range", "stuck", "grid", "shift", "scale", "shift+scale")
+#: off-grid values in the current window that make a ``grid`` fault (one stray value is a glitch, not a conversion)
+MIN_OFF_GRID = 3
+#: distinct reference values needed before a column's grid is read off them
+MIN_GRID_DISTINCT = 5
+#: the most decimals a recorded grid may have (beyond it, the column is treated as continuous: no grid test)
+MAX_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,8 @@ def detect(long: pd.DataFrame | None, cfg: PipelineConfig, as_of) -> list[DataFa
         shift/scale: ``median_shift_iqr``, ``iqr_ratio``, ``reference_median``, ``reference_iqr``,
         ``current_median``, ``current_iqr``, ``max_shift``, ``max_scale_ratio``; stuck:
         ``value``, ``steps``, ``hours``, ``reference_share``; range: ``n_outside``, ``found_min``,
-        ``found_max``, ``min``, ``max``. ``[]`` when ``monitoring.alerts.enabled`` is false.
+        ``found_max``, ``min``, ``max``; grid: ``reference_step``, ``current_step`` (column units;
+        ``None`` off the grid), ``factor``, ``n_values``, ``n_distinct``, ``n_off_grid``, ``example``. ``[]`` when ``monitoring.alerts.enabled`` is false.
     """
     a = cfg.monitoring.alerts
     if long is None or long.empty or not a.enabled:
@@ -142,7 +164,7 @@ def detect(long: pd.DataFrame | None, cfg: PipelineConfig, as_of) -> list[DataFa
 
 def _column_faults(x: pd.Series, name: str, uid: str, where: str, cfg: PipelineConfig, T, w: Windows) -> list[DataFault]:
     own = cfg.monitoring.alerts.columns.get(name)
-    found = [_out_of_range(x, own, T, w), _stuck(x, cfg, T, w), _shift_scale(x, own, cfg, T, w)]
+    found = [_out_of_range(x, own, T, w), _stuck(x, cfg, T, w), _grid(x, own, cfg, T, w), _shift_scale(x, own, cfg, T, w)]
     return [DataFault(name, uid, kind, since, f"data fault in {where}: {text}", measured) for kind, since, text, measured in filter(None, found)]
 
 
@@ -187,6 +209,67 @@ def _stuck(x: pd.Series, cfg: PipelineConfig, T, w: Windows):
     text = (f"stuck at {run['value']:.6g} for {int(run['steps'])} steps ({hours:g} h >= stuck_for {w.stuck_for}) since "
             f"{run['start'].isoformat()}; the value held {share:.0%} of the reference window")  # fmt: skip
     return "stuck", run["start"].isoformat(), text, measured
+
+
+def _whole(v: np.ndarray) -> np.ndarray:
+    """Mask of the values that are whole numbers (to a relative 1e-9: floats read from text)."""
+    return np.abs(v - np.round(v)) <= 1e-9 * np.maximum(1.0, np.abs(v))
+
+
+def _decimals(v: np.ndarray, stray: int = 0) -> int | None:
+    """The fewest decimals (0 - :data:`MAX_DECIMALS`) that make all but ``stray`` values whole; ``None``: none do."""
+    for d in range(MAX_DECIMALS + 1):
+        if (~_whole(v * 10.0**d)).sum() <= stray:
+            return d
+    return None
+
+
+def _grid(x: pd.Series, own, cfg: PipelineConfig, T, w: Windows):
+    a = cfg.monitoring.alerts
+    if not a.grid or (own is not None and not own.grid):
+        return None
+    ref = x[(x.index < T - w.current) & (x.index >= T - w.current - w.reference)].dropna()
+    cur = x[x.index >= T - w.current].dropna()
+    if len(cur) < MIN_OFF_GRID or ref.nunique() < MIN_GRID_DISTINCT:
+        return None
+    d = _decimals(ref.to_numpy(), stray=len(ref) // 100)
+    if d is None:
+        return None
+    unit = 10.0**d
+    scaled = ref.to_numpy() * unit
+    g_ref = int(np.gcd.reduce(np.abs(np.round(scaled[_whole(scaled)])).astype(np.int64)))
+    if g_ref == 0:
+        return None
+    ref_step = g_ref / unit
+    v = cur.to_numpy() * unit
+    off = ~_whole(v) | (~_whole(v / g_ref))
+    if off.sum() >= MIN_OFF_GRID:
+        first = int(np.flatnonzero(off)[0])
+        measured = {"reference_step": ref_step, "current_step": None, "factor": None, "n_values": int(len(cur)), "n_distinct": int(cur.nunique()),
+                    "n_off_grid": int(off.sum()), "example": float(cur.iloc[first])}  # fmt: skip
+        text = (f"{int(off.sum())} of {len(cur)} values in the current window are off the recorded grid of the reference window "
+                f"(multiples of {ref_step:g}), e.g. {cur.iloc[first]:.8g} at {cur.index[first].isoformat()}: the values were converted "
+                "(a unit change such as Celsius to Fahrenheit) or are now recorded at another resolution")  # fmt: skip
+        return "grid", cur.index[first].isoformat(), text, measured
+    n = np.abs(np.round(v)).astype(np.int64)
+    g, start = 0, None
+    for i in range(len(n) - 1, -1, -1):  # the latest run whose values all share a factor k >= 2 of the reference's step
+        wider = math.gcd(g, int(n[i]))
+        if wider != 0 and wider // g_ref < 2:
+            break
+        g, start = wider, i
+    if start is None or g == 0:
+        return None
+    run = cur.iloc[start:]
+    if run.nunique() < a.grid_min_points:
+        return None
+    factor = g // g_ref
+    measured = {"reference_step": ref_step, "current_step": g / unit, "factor": factor, "n_values": int(len(run)), "n_distinct": int(run.nunique()),
+                "n_off_grid": 0, "example": float(run.iloc[-1])}  # fmt: skip
+    text = (f"all {len(run)} values since {run.index[0].isoformat()} ({run.nunique()} distinct) are multiples of {g / unit:g}, "
+            f"against a recorded step of {ref_step:g} in the reference window: the recorded values were multiplied by {factor} "
+            "(or a multiple of it; a unit conversion or a recalibration applied to the data), not a new regime a retrain could learn")  # fmt: skip
+    return "grid", run.index[0].isoformat(), text, measured
 
 
 def _iqr(v: np.ndarray) -> float:

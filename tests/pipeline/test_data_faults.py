@@ -167,3 +167,47 @@ def test_a_data_fault_is_decided_before_the_rule_and_holds_its_retrain():
     assert any("rolling RMSE 2.5 >" in r for r in reasons)
     assert _decision(_cfg(), _state(rolling_rmse=2.5, data_faults=[]), [])[0] == "retrain"
     assert _decision(_cfg(), _state(data_faults=[fault], last_observed=None), [])[0] == "stale_data"
+
+
+def _whole_units(long: pd.DataFrame) -> pd.DataFrame:
+    """The frame as sensors record it: ``load`` and ``temp`` in whole units."""
+    return long.assign(y=long["y"].round(), temp=long["temp"].round())
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_clean_whole_unit_series_has_no_grid_fault(seed):
+    assert data_faults.detect(_whole_units(_long(seed=seed)), _cfg(), T) == []
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_an_integer_rescaling_of_recorded_values_is_a_grid_fault_inside_the_series_own_range(factor):
+    """x2 / x3 of a whole-unit target: inside the median/IQR limits (no shift or scale fault), caught by the grid."""
+    at = T - pd.Timedelta("20h")
+    long = _whole_units(_long())
+    (fault,) = data_faults.detect(_changed(long, "y", at, factor=factor), _cfg(max_shift=1e6, max_scale_ratio=1e6), T)
+    assert (fault.column, fault.kind) == ("load", "grid")
+    assert fault.measured["factor"] % factor == 0 and fault.measured["reference_step"] == 1
+    assert pd.Timestamp(fault.since) <= at and fault.measured["n_values"] >= 20  # the run may start at an earlier value that happens to fit
+    assert f"multiplied by {fault.measured['factor']}" in fault.message and "'load'" in fault.message
+
+
+def test_a_celsius_to_fahrenheit_change_of_whole_degrees_leaves_the_grid():
+    at = T - pd.Timedelta("6h")
+    faults = data_faults.detect(_changed(_whole_units(_long()), "temp", at, factor=1.8, offset=32), _cfg(max_shift=1e6), T)
+    (grid,) = [f for f in faults if f.kind == "grid"]
+    assert grid.column == "temp" and grid.measured["n_off_grid"] >= 3 and grid.measured["current_step"] is None
+    assert at <= pd.Timestamp(grid.since) < T and "off the recorded grid" in grid.message
+
+
+def test_a_stray_half_unit_reading_in_the_reference_does_not_halve_the_grid():
+    long = _whole_units(_long())
+    long.loc[long.index[100], "y"] += 0.5  # one reading of 40 days at half a unit (Beijing PRES, February 2013)
+    assert data_faults.detect(long, _cfg(), T) == []
+
+
+def test_the_grid_test_can_be_switched_off_per_column_or_for_all():
+    changed = _changed(_whole_units(_long()), "y", T - pd.Timedelta("20h"), factor=2)
+    loose = {"max_shift": 1e6, "max_scale_ratio": 1e6}
+    assert data_faults.detect(changed, _cfg(**loose, grid=False), T) == []
+    assert data_faults.detect(changed, _cfg(**loose, columns={"load": {"grid": False}}), T) == []
+    assert data_faults.detect(changed, _cfg(**loose, grid_min_points=30), T) == []  # 20 values: too few to tell from chance
