@@ -201,7 +201,7 @@ def test_a_celsius_to_fahrenheit_change_of_whole_degrees_leaves_the_grid():
 
 def test_a_stray_half_unit_reading_in_the_reference_does_not_halve_the_grid():
     long = _whole_units(_long())
-    long.loc[long.index[100], "y"] += 0.5  # one reading of 40 days at half a unit (Beijing PRES, February 2013)
+    long.loc[long.index[-240], "y"] += 0.5  # one reading in the reference window at half a unit (Beijing PRES, February 2013)
     assert data_faults.detect(long, _cfg(), T) == []
 
 
