@@ -107,7 +107,7 @@ def _clean_config(dataset: str) -> Path:
 
         raw = {
             "data": {"path": str(fetch("temps_hourly")), "timestamp_column": "ds", "target_column": "y", "series_id_column": "unique_id", "freq": "h"},
-            "features": {"lookback": 48, "horizon": 24, "calendar_features": ["hour", "dayofyear"]},
+            "features": {"lookback": 48, "horizon": 24, "calendar_features": ["hour", "dayofyear"], "seasonal_lags": []},
             "model": {"hidden_size": 32, "num_layers": 1, "dropout": 0.1},
             "training": {"max_epochs": 10, "min_epochs": 3, "patience": 3, "batch_size": 128, "num_threads": 1, "progress": False},
             "baselines": {"models": ["Naive", "SeasonalNaive"], "season_length": 24, "n_jobs": 1, "progress": False},

@@ -93,7 +93,7 @@ def _taylor_config(root: Path) -> Path:
     cfg = {
         "name": "policies-taylor",
         "data": {"path": str(csv), "timestamp_column": "ds", "target_column": "y", "series_id_column": "unique_id", "freq": "30min"},
-        "features": {"lookback": 96, "horizon": 48, "calendar_features": ["hour", "dayofweek"]},
+        "features": {"lookback": 96, "horizon": 48, "calendar_features": ["hour", "dayofweek"], "seasonal_lags": []},
         "model": {"hidden_size": 32, "num_layers": 1, "dropout": 0.1},
         "training": {"max_epochs": 15, "min_epochs": 3, "patience": 3, "batch_size": 64, "num_threads": 1, "progress": False},
         "baselines": {"models": ["Naive", "SeasonalNaive"], "season_length": 48, "n_jobs": 1, "progress": False},

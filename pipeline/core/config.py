@@ -206,10 +206,12 @@ class FeaturesConfig(_Section):
     seasonal_lag_window: Int = Field(1, ge=0)
     #: the target one season back (and ``seasonal_lag_window`` steps around it) as inputs for each
     #: target step, built in the leak-free windowing (:func:`pipeline.features.windowing.resolve_seasonal_lags`).
-    #: ``[]`` (default): none; ``None``: derived from ``data.freq`` (:func:`pipeline.core.seasons.seasonal_lag_seasons`);
-    #: else season lengths in steps, each at least ``horizon + seasonal_lag_window`` (the lags must lie at or
-    #: before the forecast origin). Measured: docs/BENCHMARKS.md "Seasonal lags"
-    seasonal_lags: tuple[Int, ...] | None = ()
+    #: ``None`` (default): derived from ``data.freq`` (:func:`pipeline.core.seasons.seasonal_lag_seasons`), each
+    #: season kept only when its lags drop at most 1% of the training windows for gaps (gap-free demand data gets
+    #: its week; Beijing, whose week-back lies in a gap for 10% of origins, none); ``[]``: none; else season
+    #: lengths in steps, each at least ``horizon + seasonal_lag_window`` (the lags must lie at or before the
+    #: forecast origin). Measured: docs/BENCHMARKS.md "Seasonal lags"
+    seasonal_lags: tuple[Int, ...] | None = None
 
     @field_validator("seasonal_lags")
     @classmethod

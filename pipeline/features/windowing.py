@@ -462,15 +462,48 @@ def _check_length(long: pd.DataFrame, cfg: PipelineConfig) -> None:
 #: a derived season is used only when the history its lags need before a window costs at most
 #: this share of the shortest series' training part (``features.seasonal_lags`` unset)
 MAX_DERIVED_LAG_SHARE = 0.25
+#: ... and when its lags fall into a gap (a missing target one season back) for at most this share of
+#: the training windows that would exist without it: gappy data (Beijing: 9.7% of test origins lost to
+#: the weekly lag) keeps its forecasts, gap-free data gets the lags (docs/BENCHMARKS.md "Seasonal lags")
+MAX_DERIVED_LAG_GAP_LOSS = 0.01
 
 
-def resolve_seasonal_lags(cfg: PipelineConfig, min_train_rows: int) -> tuple[int, ...]:
+def lag_gap_loss(train: pd.DataFrame, season: int, window: int, lookback: int, horizon: int) -> float:
+    """Share of the training windows (all ``horizon`` targets observed) whose lags one ``season`` back
+    (``+- window`` steps) hit a missing target: the windows the lag would drop for gaps.
+
+    Args:
+        train: long ``unique_id, ds, y`` training rows on the full ``data.freq`` grid (NaN ``y`` in gaps).
+        season, window, lookback, horizon: steps.
+
+    Returns:
+        A share in ``[0, 1]``; windows whose lags reach before a series' start are not counted
+        (that cost is :data:`MAX_DERIVED_LAG_SHARE`'s). 0 when there is no window.
+    """
+    lost = total = 0
+    for _, part in train.groupby(schema.UNIQUE_ID, sort=False):
+        missing = np.concatenate([[0], np.cumsum(~np.isfinite(part[schema.Y].to_numpy(dtype=np.float64)))])
+        n = len(part)
+        a = np.arange(lookback, n - horizon + 1)  # first target row of each window
+        a = a[a - season - window >= 0]
+        if not len(a):
+            continue
+        observed = (missing[a + horizon] - missing[a]) == 0  # targets observed: the windows kept without lags
+        lag_missing = (missing[a + horizon - season + window] - missing[a - season - window]) > 0
+        total += int(observed.sum())
+        lost += int((observed & lag_missing).sum())
+    return lost / total if total else 0.0
+
+
+def resolve_seasonal_lags(cfg: PipelineConfig, min_train_rows: int, train: pd.DataFrame | None = None) -> tuple[int, ...]:
     """The seasons whose lags are inputs: ``features.seasonal_lags`` when set, else derived (logged).
 
     Derived: :func:`pipeline.core.seasons.seasonal_lag_seasons` (the seasons of ``data.freq`` that reach
     past the window), keeping a season ``s`` only when its extra history ``s + w - horizon`` is at most
     :data:`MAX_DERIVED_LAG_SHARE` of ``min_train_rows`` (the shortest series' training part), so a
-    default never empties a short series of training windows.
+    default never empties a short series of training windows, and (with ``train``, the training
+    rows) when its lags drop at most :data:`MAX_DERIVED_LAG_GAP_LOSS` of the training windows for
+    gaps (:func:`lag_gap_loss`), so a default never costs gappy data its forecasts.
     """
     from pipeline.core.seasons import seasonal_lag_seasons  # fit time only: not shipped with a served model
 
@@ -479,8 +512,11 @@ def resolve_seasonal_lags(cfg: PipelineConfig, min_train_rows: int) -> tuple[int
     if f.seasonal_lags is not None:
         return seasons
     kept = tuple(s for s in seasons if s + f.seasonal_lag_window - f.horizon <= MAX_DERIVED_LAG_SHARE * min_train_rows)
+    losses = {s: lag_gap_loss(train, s, f.seasonal_lag_window, f.lookback, f.horizon) for s in kept} if train is not None else {}
+    kept = tuple(s for s in kept if losses.get(s, 0.0) <= MAX_DERIVED_LAG_GAP_LOSS)
     log.info("features.seasonal_lags not set: %s derived from data.freq=%r, lookback %d, horizon %d (seasons of the freq: %s; "
-             "training part of the shortest series: %d steps)", list(kept), cfg.data.freq, f.lookback, f.horizon, list(seasons), min_train_rows)
+             "training part of the shortest series: %d steps; share of training windows each would drop for gaps: %s)", list(kept),
+             cfg.data.freq, f.lookback, f.horizon, list(seasons), min_train_rows, {s: round(v, 4) for s, v in losses.items()})  # fmt: skip
     return kept
 
 
@@ -498,7 +534,7 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
         if cfg.features.validation_tail_steps:  # refit protocol: the test part is the validation tail
             bounds[str(uid)]["test_is_validation"] = "true"
     train = pd.concat(train_parts)
-    seasons = list(resolve_seasonal_lags(cfg, min(train_rows)))
+    seasons = list(resolve_seasonal_lags(cfg, min(train_rows), pd.concat(train_parts[::2])))
     levels = {
         col: list(d.categorical_levels.get(col) or sorted(train[col].dropna().unique().tolist()))
         for col in d.categorical_covariates

@@ -299,6 +299,32 @@ def test_seasonal_lags_derived_from_freq_reach_past_the_window_and_spare_short_s
     assert build_features(long, c).prep.seasonal_lags == []
 
 
+def test_a_derived_season_whose_lags_fall_in_gaps_is_not_used():
+    """The default (lags derived) keeps a season only when its lags drop at most 1% of the training windows for gaps."""
+    from pipeline.core.config import PipelineConfig
+    from pipeline.features.windowing import MAX_DERIVED_LAG_GAP_LOSS, lag_gap_loss, resolve_seasonal_lags
+
+    cfg = PipelineConfig.model_validate({"name": "t", "data": {"path": "x.csv", "timestamp_column": "ts", "target_column": "y", "freq": "h"},
+                                         "features": {"lookback": 48, "horizon": 24}})  # the default: seasonal_lags unset  # fmt: skip
+    n = 24 * 120
+    train = pd.DataFrame({"unique_id": "s", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": np.random.default_rng(0).normal(size=n)})
+    assert lag_gap_loss(train, 168, 1, 48, 24) == 0.0
+    assert resolve_seasonal_lags(cfg, n, train) == (168,)  # gap-free: the week is an input
+    gappy = train.copy()
+    for start in range(500, n - 200, 400):  # a 30-hour gap every 400 hours: each costs the windows whose week-back it covers
+        gappy.loc[start : start + 29, "y"] = np.nan
+    loss = lag_gap_loss(gappy, 168, 1, 48, 24)
+    # windows kept without lags: all 24 targets observed; with the week: also y(t - 168 +- 1) for each target t
+    a = np.arange(48, n - 24 + 1)
+    a = a[a - 169 >= 0]
+    missing = np.concatenate([[0], np.cumsum(gappy["y"].isna().to_numpy())])
+    kept = (missing[a + 24] - missing[a]) == 0
+    lost = kept & ((missing[a + 24 - 167] - missing[a - 169]) > 0)
+    assert loss == pytest.approx(lost.sum() / kept.sum()) and loss > MAX_DERIVED_LAG_GAP_LOSS
+    assert resolve_seasonal_lags(cfg, n, gappy) == ()
+    assert resolve_seasonal_lags(cfg.model_copy(update={"features": cfg.features.model_copy(update={"seasonal_lags": (168,)})}), n, gappy) == (168,)
+
+
 def test_explicit_seasonal_lags_longer_than_a_series_are_a_clear_error(make_case):
     long, cfg = _long(make_case, features={"seasonal_lags": [168]})
     with pytest.raises(DataQualityError, match=r"seasonal lags' reach \(166: features.seasonal_lags \[168\]\) = 181 steps, but series 'series_0' has only 120"):
