@@ -87,7 +87,8 @@ SIGNALS = 400
 #: ... unless that is longer than this many values (hourly, ARL0 2 years: about 230 signals, 7% error)
 MAX_STREAM = 4_000_000
 #: bootstrap replicates of the calibration sample for the guaranteed-performance interval (Gandy and Kvaloy use 100-1000;
-#: 20 keeps a registration under about 20 s at 2 years of hourly origins, the 0.9 quantile of 20 is their 18th-19th value)
+#: 20 keeps the calibration at about 20-25 s on 2 cores for 2 years of hourly origins; the 0.9 quantile of 20 values lies
+#: between the 18th and the 19th)
 REPLICATES = 20
 #: normal-consistent MAD factor (1 / Phi^-1(3/4))
 MAD_SCALE = 1.4826
