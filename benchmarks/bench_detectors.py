@@ -179,12 +179,9 @@ FAULT_AT = (0.2, 0.45, 0.7)
 
 def _observed(cfg, data_path: Path) -> pd.DataFrame:
     """``unique_id, ds, y`` of the replay's data file (the observations a check reads)."""
-    from pipeline.core import schema
+    from pipeline.data.io import raw_to_long, read_raw
 
-    d = cfg.data
-    raw = pd.read_csv(data_path)
-    ids = raw[d.series_id_column].astype(str) if d.series_id_column else schema.DEFAULT_SERIES_ID
-    return pd.DataFrame({schema.UNIQUE_ID: ids, schema.DS: pd.to_datetime(raw[d.timestamp_column]), schema.Y: raw[d.target_column]})
+    return raw_to_long(read_raw(cfg.data, data_path), cfg.data)
 
 
 def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
