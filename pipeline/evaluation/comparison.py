@@ -130,7 +130,8 @@ def noise_floor(cfg: PipelineConfig) -> float | None:
     return float(synthetic.noise_std) if synthetic is not None and cfg.data.path is None else None
 
 
-def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str, Any], training_rmse: float, season_length: int) -> list[str]:
+def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str, Any], training_rmse: float, season_length: int,
+                  resolved_lags: list[int] | None = None) -> list[str]:  # fmt: skip
     """For a failed gate: what was compared, the noise floor if known, and what to try next (empty when it passed).
 
     Each line is advice read off the run: the config's tuned-looking values, the windows against the
@@ -156,6 +157,10 @@ def gate_guidance(cfg: PipelineConfig, gate: GateDecision, train_info: dict[str,
     past = seasons_past_window(cfg.data.freq, fc.lookback, fc.horizon, fc.seasonal_lag_window)
     if past and fc.seasonal_lags == ():
         out.append(f"try: features.seasonal_lags: {list(past)} (the target one season back as inputs: seasons of data.freq the window does not reach)")
+    elif past and fc.seasonal_lags is None and resolved_lags is not None and not set(past) <= set(resolved_lags):
+        out.append(f"try: features.seasonal_lags: {list(past)} (derived but not used: their lags fall into gaps for more than 1% of the "
+                   "training windows, or need more history than a quarter of the training part; the features stage logs each season's "
+                   "share. Set explicitly, they cost those windows)")  # fmt: skip
     if any(e >= tc.max_epochs for e in train_info.get("epochs_run", [])):
         out.append(f"try: a higher training.max_epochs (every member ran all {tc.max_epochs} epochs)")
     budget = {"max_steps": f"training.max_steps ({tc.max_steps})", "max_time": f"training.max_time ({tc.max_time})"}
@@ -338,7 +343,7 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
             "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
             "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
         })  # fmt: skip
-        next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season)
+        next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season, resolved_lags=list(fs.prep.seasonal_lags))
         artifacts.write_json(artifacts.GATE.at(tmp), {**gate.to_dict(), "next_steps": next_steps})
         plot_forecasts(fs, forecasts, artifacts.FORECAST_PLOT.at(tmp), index, bands=bands)
     for reason in gate.reasons[:1]:

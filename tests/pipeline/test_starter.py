@@ -72,5 +72,9 @@ def test_a_failed_gate_says_what_was_compared_the_noise_floor_and_what_to_try():
     assert "remove model.ar_highway: false" in text and "training.max_epochs" in text
     assert "features.lookback >= one season (63 steps; now 50)" in text
     assert "try: features.seasonal_lags: [168] (the target one season back" in text  # hourly, lookback 50: the week lies past it
+    derived = cfg.model_copy(update={"features": cfg.features.model_copy(update={"seasonal_lags": None})})
+    dropped = "\n".join(gate_guidance(derived, failed, {}, 0.1, season_length=63, resolved_lags=[]))
+    assert "try: features.seasonal_lags: [168] (derived but not used: their lags fall into gaps" in dropped
+    assert "seasonal_lags" not in "\n".join(gate_guidance(derived, failed, {}, 0.1, season_length=63, resolved_lags=[168]))  # used: nothing to try
     assert "lookback" not in "\n".join(gate_guidance(cfg, failed, {}, 0.1, season_length=50))
     assert gate_guidance(cfg, comparison_gate(0.05, {"AutoETS": 0.106}, 0.05), {}, 0.05, 63) == []  # passed: nothing to say
