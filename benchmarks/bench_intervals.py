@@ -50,7 +50,7 @@ def measure(config: Path, work: Path) -> dict:
     lstm = LSTMForecaster(cfg, work / Path(config).stem, device="cpu").fit(fs)
     calibration = calibrate_intervals(lstm, fs, cfg)
     truth, pred = fs.targets("test"), lstm.predict(fs, "test")
-    report = interval_metrics(calibration, truth, pred)
+    report = interval_metrics(calibration, truth, pred, fs.lookback_targets(fs.starts["test"]))
     levels = {
         label: {"nominal": m["level"] / 100, "coverage": m["coverage"], "miss_points": 100 * (m["coverage"] - m["level"] / 100),
                 "coverage_step_min": min(m["coverage_per_step"]), "coverage_step_max": max(m["coverage_per_step"]),

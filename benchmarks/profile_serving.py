@@ -94,7 +94,7 @@ def main() -> None:
             "  predict_windows (forward pass, 1 window)": _ms(lambda: python_model.predict_windows(x), n),
             "  forecast_starts": _ms(lambda: forecast_starts(fs, None), n),
             "  forecast_frame": _ms(lambda: forecast_frame(fs, starts, y_hat), n),
-            "  add_intervals": _ms(lambda: add_intervals(forecast_frame(fs, starts, y_hat), y_hat, python_model.calibration), n),
+            "  add_intervals": _ms(lambda: add_intervals(forecast_frame(fs, starts, y_hat), y_hat, python_model.calibration, fs.lookback_targets(starts)), n),
             "  output_zone": _ms(lambda: output_zone(prep, frame.get(prep.timestamp_column)), n),
             "  range_warnings": _ms(lambda: range_warnings(x, prep, ["a"]), n),
             "tidy": _ms(lambda: tidy(raw_forecast), n),

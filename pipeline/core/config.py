@@ -352,6 +352,11 @@ class EvaluationConfig(_Section):
     #: model returns ``yhat_lo_<level>`` / ``yhat_hi_<level>``, and the test part's coverage and mean
     #: width are reported per level. ``[]``: no intervals
     interval_levels: tuple[Float, ...] = (80.0, 95.0)
+    #: the conformal score: ``normalised`` divides each residual by the window's local scale (the
+    #: mean absolute one-step change of the target over its lookback), so bands widen where the
+    #: series is volatile and narrow where it is calm; ``absolute``: one band width per step for
+    #: every window (:mod:`pipeline.models.conformal`)
+    interval_score: Literal["normalised", "absolute"] = "normalised"
 
     @field_validator("interval_levels")
     @classmethod
@@ -518,9 +523,11 @@ class MonitoringConfig(_Section):
     cusum_guarantee: float | None = Field(0.9, gt=0, lt=1)
     #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
     naive_ratio: float = Field(1.0, gt=0)
-    #: the naive forecast: ``naive`` (last observed value at the origin) or ``seasonal_naive``
-    #: (the value one season earlier, season = :func:`pipeline.core.seasons.season_length`)
-    naive_model: Literal["naive", "seasonal_naive"] = "naive"
+    #: the reference forecast of the ``naive``, ``both`` and ``cusum`` rules: ``naive`` (last observed
+    #: value at the origin), ``seasonal_naive`` (the value one season earlier, season =
+    #: :func:`pipeline.core.seasons.season_length`) or ``auto``: per version at registration, the one
+    #: of the two with the lower test RMSE (version tag ``monitoring.reference``; docs/LOOP.md 10.1)
+    naive_model: Literal["auto", "naive", "seasonal_naive"] = "auto"
     #: ``training_rmse`` / ``both`` rules: a version registered from a triggered retrain is held to
     #: min(its own training RMSE, the champion's it was trained to replace), tag ``inherited_training_rmse``:
     #: the standard the fault broke, so a promoted refit that learnt only part of the change does

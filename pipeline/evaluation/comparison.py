@@ -278,18 +278,19 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     return forecasts, fits, index, train
 
 
-def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
-    """``(calibration or None, per-level test coverage and width, bands for the plot)`` from the training folder."""
+def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history: np.ndarray) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
+    """``(calibration or None, per-level test coverage and width, bands for the plot)`` from the training folder
+    (``history``: ``(n_origins, lookback)``, the target over each scored origin's lookback)."""
     from pipeline.models.conformal import IntervalCalibration
 
     path = artifacts.INTERVALS.at(training_dir)
     if not path.exists():
         return None, {}, None
     calibration = IntervalCalibration.load(path)
-    intervals = interval_metrics(calibration, truth, lstm)
+    intervals = interval_metrics(calibration, truth, lstm, history)
     for label, m in intervals.items():
         log.info("LSTM %s%% interval: test coverage %.1f%% (n=%d), mean width %.4g", label, 100 * m["coverage"], m["n"], m["mean_width"])
-    return calibration, intervals, calibration.bands(lstm)
+    return calibration, intervals, calibration.bands(lstm, history)
 
 
 def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, training_dir: Path, baselines_dir: Path) -> dict[str, Any]:
@@ -327,7 +328,7 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     spread = fit_spread(truth, forecasts, fits)
     gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
     lstm = metrics[schema.LSTM]
-    calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM])
+    calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM], fs.lookback_targets(fs.starts["test"][index]))
     summary = {
         "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
         "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],

@@ -35,18 +35,22 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
     return {"coverage": float(inside.mean()), "mean_width": float(np.mean(hi[seen] - lo[seen])), "n": n}
 
 
-def interval_metrics(calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, Any]]:
+def interval_metrics(
+    calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per level, the test part's coverage and mean width of the calibrated bands around ``y_pred``.
 
     Args:
         y_true, y_pred: ``(n_origins, horizon)`` float64, original units (the scored test origins).
+        history: ``(n_origins, lookback)`` float64, the target over each origin's lookback (needed
+            by a ``normalised`` calibration; :meth:`pipeline.models.conformal.IntervalCalibration.bands`).
 
     Returns:
         ``{level_label: {"level", "coverage", "mean_width", "n", "coverage_per_step", "width_per_step"}}``
         (coverage as a share in [0, 1]; widths in target units).
     """
     out = {}
-    for label, (lo, hi) in calibration.bands(y_pred).items():
+    for label, (lo, hi) in calibration.bands(y_pred, history).items():
         steps = [coverage(y_true[:, j], lo[:, j], hi[:, j]) for j in range(y_true.shape[1])]
         out[label] = {"level": float(label), **coverage(y_true, lo, hi),
                       "coverage_per_step": [s["coverage"] for s in steps], "width_per_step": [s["mean_width"] for s in steps]}  # fmt: skip

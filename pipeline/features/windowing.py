@@ -412,6 +412,15 @@ class FeatureSet:
         s = self.starts[split] + self.prep.lookback
         return sliding_window_view(self.y, self.prep.horizon)[s].astype(np.float64)
 
+    def lookback_targets(self, starts: np.ndarray) -> np.ndarray:
+        """The target over the input rows of the windows starting at ``starts`` (rows of the
+        stacked matrix), ``(n, lookback)`` float64, original units, NaN where not observed: what a
+        normalised prediction interval scales with (:func:`pipeline.models.conformal.local_scale`)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        if len(starts) == 0:
+            return np.empty((0, self.prep.lookback), dtype=np.float64)
+        return sliding_window_view(self.y, self.prep.lookback)[starts].astype(np.float64)
+
 
 def _split_rows(n: int, cfg: PipelineConfig) -> tuple[int, int, int]:
     """Rows where validation, test and the recent training part start, for a series of ``n`` rows.

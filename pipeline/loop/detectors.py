@@ -6,7 +6,8 @@ and travels as its ``cusum.*`` version tags (:mod:`pipeline.evaluation.cusum`). 
 
 1. takes the champion's complete origins in ``[T - monitoring.window, T)`` (all ``h`` targets
    observed, the reference forecast defined), every ``origin_step``-th one as in calibration;
-2. computes ``r_t``, the relative loss differential against the reference (``monitoring.naive_model``);
+2. computes ``r_t``, the relative loss differential against the reference the detector was calibrated
+   against (its ``cusum.reference`` tag: ``monitoring.naive_model``, resolved at registration);
 3. continues the CUSUM from the state the last check of the same champion left (its statistic
    and last origin, kept in that check's row of the forecast store, ``payload.cusum``) over the
    origins after that one. No such check (a new champion, a first check, a rule switched on):
@@ -122,5 +123,5 @@ def cusum_update(detector: CusumDetector, frame: pd.DataFrame, horizon: int, ste
     return {
         "statistic": statistic, "max_statistic": peak, "h": detector.h, "k": detector.k, "alarm": bool(peak > detector.h),
         "last_origin": None if last_new is None else last_new.isoformat(), "n_new": int(new.sum()), "carried": start,
-        "arl0": detector.arl0, "version": version,
+        "arl0": detector.arl0, "version": version, "reference": detector.reference,
     }  # fmt: skip

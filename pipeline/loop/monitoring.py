@@ -52,6 +52,7 @@ from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import MonitoringError, SchemaValidationError
 from pipeline.core.seasons import season_length, seasonal_lag_reach, steps_per_day
 from pipeline.data.io import long_to_raw, to_utc_naive
+from pipeline.evaluation.cusum import reference_of_version
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         return state
     state["training_rmse"] = _training_rmse(aliases[CHAMPION], name, cfg.monitoring.inherit_training_rmse)
     state["training_rmse_from"] = aliases[CHAMPION]["tags"].get("inherited_from") if cfg.monitoring.inherit_training_rmse else None
+    state["reference_model"] = reference_of_version(cfg.monitoring.naive_model, aliases[CHAMPION]["tags"])
     if cfg.monitoring.rule == "cusum":  # the champion's own detector (pipeline/loop/detectors.py)
         state["detector"] = {k: v for k, v in aliases[CHAMPION]["tags"].items() if k.startswith("cusum.")}
     span = (cfg.features.lookback + seasonal_lag_reach(cfg) + cfg.features.horizon + cfg.data.max_gap) * _step(cfg)
@@ -393,7 +395,7 @@ def score(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     state["n_scored"] = store.score(obs, as_of=T)
     scored = store.scored(state["model_name"], state["versions"][CHAMPION], since=T - pd.Timedelta(mc.window), until=T)
     rmse, n = rolling_rmse(scored, cfg.features.horizon)
-    champ, naive, n_naive = naive_rolling_rmse(scored, obs[obs[schema.DS] < T], cfg.features.horizon, mc.naive_model,
+    champ, naive, n_naive = naive_rolling_rmse(scored, obs[obs[schema.DS] < T], cfg.features.horizon, _reference(cfg, state),
                                                season_length(cfg), _step(cfg))  # fmt: skip
     if mc.rule != "training_rmse":  # the skill rule compares the two on the same origins
         rmse, n = champ, n_naive
@@ -424,11 +426,18 @@ def _cusum(cfg: PipelineConfig, state: dict, scored: pd.DataFrame, observed: pd.
     """The ``cusum`` rule's state after this check (:func:`pipeline.loop.detectors.cusum_update`)."""
     from pipeline.loop import detectors
 
-    mc, version = cfg.monitoring, state["versions"][CHAMPION]
+    version = state["versions"][CHAMPION]
     detector = detectors.detector_of(state.get("detector") or {}, state["model_name"], version)
-    frame = scored.assign(naive=naive_forecast_frame(scored, observed, mc.naive_model, season_length(cfg), _step(cfg)))
+    # the reference the detector was calibrated against (its ``cusum.reference`` tag), whatever the config says now
+    frame = scored.assign(naive=naive_forecast_frame(scored, observed, detector.reference, season_length(cfg), _step(cfg)))
     previous = store.last_checks(state["model_name"], 50, before=state["as_of"])
     return detectors.cusum_update(detector, frame, cfg.features.horizon, _step(cfg), previous, version)
+
+
+def _reference(cfg: PipelineConfig, state: dict) -> str:
+    """The champion's reference forecast: ``monitoring.naive_model``, or for ``auto`` the version's
+    ``monitoring.reference`` tag (:func:`pipeline.evaluation.cusum.reference_of_version`)."""
+    return state.get("reference_model") or reference_of_version(cfg.monitoring.naive_model, {})
 
 
 def _threshold(cfg: PipelineConfig, state: dict) -> float | None:
@@ -489,7 +498,7 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
     terms = {
         "training_rmse": f"{mc.rmse_ratio:g} x training RMSE {_fmt(state.get('training_rmse'))}"
         + (f" (inherited from {state['training_rmse_from']})" if state.get("training_rmse_from") else ""),
-        "naive": f"{mc.naive_ratio:g} x {mc.naive_model} RMSE {_fmt(state.get('naive_rmse'))} on the same origins",
+        "naive": f"{mc.naive_ratio:g} x {_reference(cfg, state)} RMSE {_fmt(state.get('naive_rmse'))} on the same origins",
     }
     term = terms[mc.rule] if mc.rule in terms else f"the larger of {terms['training_rmse']} and {terms['naive']}"
     if mc.rule == "cusum":
@@ -515,7 +524,7 @@ def _cusum_reason(cfg: PipelineConfig, c: dict | None) -> tuple[bool, str]:
     if not c:
         return False, "CUSUM: no scored origins yet"
     mc = cfg.monitoring
-    what = f"CUSUM of the champion v{c['version']}'s loss differential against {mc.naive_model} (k {c['k']:.3g}, calibrated for ARL0 {c['arl0']})"
+    what = f"CUSUM of the champion v{c['version']}'s loss differential against {c.get('reference', mc.naive_model)} (k {c['k']:.3g}, calibrated for ARL0 {c['arl0']})"
     if c["alarm"]:
         return True, f"{what} reached {c['max_statistic']:.4g} > decision interval {c['h']:.4g} over {c['n_new']} new origin(s)"
     return False, f"{what} at {c['statistic']:.4g} <= decision interval {c['h']:.4g} ({c['n_new']} new origin(s))"

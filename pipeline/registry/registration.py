@@ -42,6 +42,7 @@ from pipeline.core import artifacts, faults, runs
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import RegistryError
 from pipeline.evaluation.comparison import GateDecision
+from pipeline.evaluation.cusum import REFERENCE_TAG
 from pipeline.registry import aliases, server, tracking
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,22 @@ def inherited_tags(own_training_rmse: float, run_tags: dict[str, str], champion:
     return {INHERITED_TAG: f"{standard:.6g}", INHERITED_FROM_TAG: origin}
 
 
+def reference_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, str]:
+    """``monitoring.reference`` (and ``monitoring.reference_reason``) version tags: the reference forecast
+    the ``naive``, ``both`` and ``cusum`` rules compare this version with, ``monitoring.naive_model``
+    resolved against the version's own test RMSEs (:func:`pipeline.evaluation.cusum.choose_reference`)."""
+    from pipeline.evaluation.cusum import choose_reference
+
+    path = artifacts.COMPARISON.at(inputs.evaluation)
+    metrics = artifacts.read_json(path).get("metrics", {}) if path.exists() else {}
+    reference, reason = choose_reference(cfg.monitoring.naive_model, {k: m.get("rmse", float("nan")) for k, m in metrics.items()})
+    return {REFERENCE_TAG: reference, REFERENCE_TAG + "_reason": reason[:5000]}
+
+
 def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, str]:
     """``cusum.*`` version tags: the version's own CUSUM detector (``monitoring.rule: cusum`` only, else ``{}``).
 
-    Calibrated on the version's test forecasts against ``monitoring.naive_model``
+    Calibrated on the version's test forecasts against its reference forecast (:func:`reference_tags`)
     (:func:`pipeline.evaluation.cusum.calibrate_from_run`), deterministic under ``run.seed``. A
     calibration that cannot be done (too few or constant differentials) does not stop the
     registration: the version gets ``cusum.error`` with the reason, and a check that needs the
@@ -221,8 +234,9 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, 
     from pipeline.core.seasons import season_length
     from pipeline.evaluation.cusum import TAG_PREFIX, calibrate_from_run
 
+    reference = reference_tags(cfg, inputs)[REFERENCE_TAG]
     try:
-        detector = calibrate_from_run(inputs.features, inputs.training, mc.naive_model, season_length(cfg), mc.window, mc.arl0,
+        detector = calibrate_from_run(inputs.features, inputs.training, reference, season_length(cfg), mc.window, mc.arl0,
                                       cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed,
                                       clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
     except DataQualityError as exc:
@@ -340,7 +354,7 @@ def register(
     """
     gate.raise_if_failed()
     name = cfg.mlflow.registered_model_name
-    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **detector_tags(cfg, inputs)}
+    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **reference_tags(cfg, inputs), **detector_tags(cfg, inputs)}
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
     if cfg.monitoring.inherit_training_rmse:

@@ -219,12 +219,14 @@ def forecast_frame(fs: FeatureSet, starts: np.ndarray, y_hat: np.ndarray) -> pd.
     })  # fmt: skip
 
 
-def add_intervals(frame: pd.DataFrame, y_hat: np.ndarray, calibration: IntervalCalibration | None) -> pd.DataFrame:
+def add_intervals(frame: pd.DataFrame, y_hat: np.ndarray, calibration: IntervalCalibration | None, history: np.ndarray | None = None) -> pd.DataFrame:
     """``frame`` (rows in ``y_hat``'s ``(n_windows, horizon)`` order) with ``yhat_lo_<level>``,
-    ``yhat_hi_<level>`` per calibrated level, in place; unchanged when ``calibration`` is ``None``."""
+    ``yhat_hi_<level>`` per calibrated level, in place; unchanged when ``calibration`` is ``None``.
+    ``history``: ``(n_windows, lookback)``, the target over each window's lookback (a
+    ``normalised`` calibration scales its bands by it)."""
     if calibration is None:
         return frame
-    for label, (lo, hi) in calibration.bands(np.asarray(y_hat, dtype=np.float64).reshape(-1, calibration.horizon)).items():
+    for label, (lo, hi) in calibration.bands(np.asarray(y_hat, dtype=np.float64).reshape(-1, calibration.horizon), history).items():
         lo_col, hi_col = interval_columns(float(label))
         frame[lo_col], frame[hi_col] = lo.reshape(-1), hi.reshape(-1)
     return frame
@@ -272,7 +274,7 @@ class ForecastModel(PythonModel):
         starts = forecast_starts(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
         y_hat = self.predict_windows(x)
-        frame = add_intervals(forecast_frame(fs, starts, y_hat), y_hat, getattr(self, "calibration", None))
+        frame = add_intervals(forecast_frame(fs, starts, y_hat), y_hat, getattr(self, "calibration", None), fs.lookback_targets(starts))
         zone = output_zone(self.prep, pd.DataFrame(model_input).get(self.prep.timestamp_column))
         if zone:  # offset in, offset out (``data.timezone``, else UTC): the same instants, written with their offset
             frame[ORIGIN], frame[schema.DS] = in_zone(frame[ORIGIN], zone), in_zone(frame[schema.DS], zone)

@@ -655,7 +655,8 @@ def calibrate_intervals(forecaster: LSTMForecaster, fs: FeatureSet, cfg: Pipelin
     """Split-conformal calibration of the fitted ``forecaster`` on every validation window of ``fs``.
 
     The levels are ``evaluation.interval_levels``; the scores are absolute residuals per horizon
-    step, in ``log1p`` units when ``features.target_transform`` is ``log1p``
+    step, in ``log1p`` units when ``features.target_transform`` is ``log1p``, divided by each
+    window's local scale when ``evaluation.interval_score`` is ``normalised``
     (:class:`pipeline.models.conformal.IntervalCalibration`). Under the refit protocol
     (``features.validation_tail_steps``, ``retrain.mode: refit``) the validation windows are the
     short tail before ``T``, which is also the test part: the calibration uses what is there
@@ -673,12 +674,13 @@ def calibrate_intervals(forecaster: LSTMForecaster, fs: FeatureSet, cfg: Pipelin
             log.warning("no validation windows: the prediction intervals %s cannot be calibrated; the model serves yhat only", list(levels))
         return None
     source = "validation_tail" if cfg.features.validation_tail_steps else "validation"
-    calibration = IntervalCalibration.fit(fs.targets("val"), forecaster.predict(fs, "val"), levels, fs.prep.target_transform, source)
+    history = fs.lookback_targets(fs.starts["val"]) if cfg.evaluation.interval_score == "normalised" else None
+    calibration = IntervalCalibration.fit(fs.targets("val"), forecaster.predict(fs, "val"), levels, fs.prep.target_transform, source, history)
     unsupported = [k for k, q in calibration.quantiles.items() if not np.isfinite(q).all()]
     if unsupported:
         log.warning("%d %s window(s) are too few for the %s%% interval(s): their bands are infinite (need >= 100 / (100 - level) - 1)",
                     n, source, ", ".join(unsupported))  # fmt: skip
-    log.info("prediction intervals %s%% calibrated on %d %s window(s)", ", ".join(calibration.quantiles), n, source)
+    log.info("prediction intervals %s%% calibrated on %d %s window(s), %s scores", ", ".join(calibration.quantiles), n, source, calibration.score)
     return calibration
 
 

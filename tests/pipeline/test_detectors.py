@@ -203,6 +203,25 @@ def test_a_version_without_a_detector_is_a_clear_monitoring_error():
         detector_of({"cusum.error": "too few"}, "m", 4)
 
 
+def test_auto_reference_is_the_stronger_baseline_of_the_versions_test_part():
+    from pipeline.evaluation.cusum import REFERENCE_TAG, choose_reference, reference_of_version
+
+    # hourly temperatures: the last value is 19 x worse than one day back; Beijing: the other way round
+    assert choose_reference("auto", {"LSTM": 0.077, "Naive": 3.83, "SeasonalNaive": 0.20})[0] == "seasonal_naive"
+    ref, reason = choose_reference("auto", {"Naive": 77.7, "SeasonalNaive": 97.6, "AutoARIMA": 77.4})
+    assert ref == "naive" and "Naive RMSE 77.7" in reason and "SeasonalNaive RMSE 97.6" in reason
+    assert choose_reference("auto", {"Naive": 5.0})[0] == "naive"  # the only one scored
+    assert choose_reference("auto", {"SeasonalNaive": 5.0, "Naive": float("nan")})[0] == "seasonal_naive"
+    assert choose_reference("auto", {"AutoETS": 1.0})[0] == "naive" and "neither" in choose_reference("auto", {})[1]
+    assert choose_reference("seasonal_naive", {"Naive": 1.0, "SeasonalNaive": 9.0})[0] == "seasonal_naive"  # a fixed setting wins
+    with pytest.raises(ValueError, match="naive_model"):
+        choose_reference("drift", {})
+    # the check: the version's tag under auto, the setting otherwise; a version from before the tag: naive
+    assert reference_of_version("auto", {REFERENCE_TAG: "seasonal_naive"}) == "seasonal_naive"
+    assert reference_of_version("auto", {}) == "naive"
+    assert reference_of_version("seasonal_naive", {REFERENCE_TAG: "naive"}) == "seasonal_naive"
+
+
 def test_reference_forecasts_are_the_naive_and_seasonal_naive_values():
     y, series = np.arange(20.0), np.array([0] * 10 + [1] * 10)
     rows = np.array([5, 12])

@@ -49,7 +49,10 @@ def test_the_detector_tags_round_trip_through_the_registry(trained):
     tags = mlflow.tracking.MlflowClient(trained["uri"]).get_model_version(MODEL_NAME, "1").tags
     stored = CusumDetector.from_tags(tags)
     mc = cfg.monitoring
-    again = calibrate_from_run(run / "features", run / "training", mc.naive_model, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
+    # monitoring.naive_model auto (the default): the sine case scores Naive only, so the reference is the last value
+    assert mc.naive_model == "auto" and tags["monitoring.reference"] == stored.reference == "naive"
+    assert "Naive RMSE" in tags["monitoring.reference_reason"]
+    again = calibrate_from_run(run / "features", run / "training", stored.reference, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
                                shift=mc.cusum_shift, seed=cfg.run.seed, clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
     assert stored.to_tags() == again.to_tags()  # deterministic under run.seed, and nothing lost in the tags
     assert stored.arl0 == "730D" and stored.arl0_origins == 730 * 24 and stored.h > 0 and stored.sd > 0

@@ -11,7 +11,7 @@ import yaml
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.evaluation.intervals import coverage, interval_metrics, rolling_coverage
-from pipeline.models.conformal import IntervalCalibration, conformal_quantile
+from pipeline.models.conformal import SCALE_FLOOR, IntervalCalibration, conformal_quantile, local_scale
 from tests.conftest import tiny_config_dict
 
 
@@ -77,6 +77,65 @@ def test_calibration_round_trips_through_json_with_infinite_bands(tmp_path):
         loaded.bands(pred[:, :2])
 
 
+def _regime_windows(n: int, sigma: np.ndarray, lookback: int = 12, h: int = 3, seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random walk whose step size is ``sigma[t]``, cut into windows: ``(truth, forecast, history)``.
+
+    The forecast is the last value (optimal for a random walk), so step ``j``'s error has a
+    spread of about ``sqrt(j) * sigma``, and a window's lookback shows its own ``sigma``.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.cumsum(sigma * rng.normal(size=len(sigma)))
+    origins = np.arange(lookback - 1, lookback - 1 + n)
+    history = np.stack([y[o - lookback + 1 : o + 1] for o in origins])
+    truth = np.stack([y[origins + j] for j in range(1, h + 1)], axis=1)
+    return truth, np.repeat(y[origins][:, None], h, axis=1), history
+
+
+def test_normalised_scores_carry_a_calm_calibration_over_to_a_volatile_test_part():
+    """Calibrated on a calm regime and tested on one 3 x as volatile (as Seattle's winter validation part
+    and summer test part, docs/BENCHMARKS.md): absolute bands under-cover badly, normalised ones hold."""
+    n = 4000
+    calm, volatile = _regime_windows(n, np.full(n + 20, 1.0), seed=3), _regime_windows(n, np.full(n + 20, 3.0), seed=4)
+    absolute = IntervalCalibration.fit(calm[0], calm[1], [80, 95])
+    normalised = IntervalCalibration.fit(calm[0], calm[1], [80, 95], history=calm[2])
+    assert absolute.score == "absolute" and normalised.score == "normalised" and normalised.method != absolute.method
+    plain = interval_metrics(absolute, volatile[0], volatile[1])
+    scaled = interval_metrics(normalised, volatile[0], volatile[1], volatile[2])
+    assert plain["80"]["coverage"] < 0.5  # the calm band is a third as wide as it must be
+    for label, nominal in (("80", 0.80), ("95", 0.95)):
+        assert scaled[label]["coverage"] == pytest.approx(nominal, abs=0.03)
+    # on a calm test part like the calibration, both hold and the widths agree
+    again = _regime_windows(n, np.full(n + 20, 1.0), seed=5)
+    assert interval_metrics(normalised, *again)["80"]["coverage"] == pytest.approx(0.80, abs=0.03)
+    assert interval_metrics(normalised, *again)["80"]["mean_width"] == pytest.approx(interval_metrics(absolute, *again[:2])["80"]["mean_width"], rel=0.1)
+
+
+def test_local_scale_is_the_mean_absolute_change_and_flat_windows_get_the_floor(tmp_path):
+    history = np.array([[1.0, 2.0, 4.0, 4.0], [5.0, np.nan, 5.0, 6.0], [3.0, 3.0, 3.0, 3.0], [np.nan, 1.0, np.nan, 2.0]])
+    # pairs with both ends observed only: (1 + 2 + 0) / 3; (1) / 1; 0; none -> NaN
+    np.testing.assert_allclose(local_scale(history), [1.0, 1.0, 0.0, np.nan])
+    np.testing.assert_allclose(local_scale(np.array([[0.0, np.e - 1.0]]), "log1p"), [1.0])
+    truth, pred, hist = _regime_windows(200, np.full(220, 2.0))
+    calibration = IntervalCalibration.fit(truth, pred, [80], history=hist)
+    assert calibration.scale_floor == pytest.approx(SCALE_FLOOR * np.median(local_scale(hist)))
+    flat = np.vstack([hist[:1], np.full((1, hist.shape[1]), 7.0), np.full((1, hist.shape[1]), np.nan)])
+    lo, hi = calibration.bands(pred[:3], flat)["80"]
+    width = hi - lo
+    assert (width[1:] > 0).all()  # a flat or unobserved lookback gets the floor, not a zero-width band
+    np.testing.assert_allclose(width[1], width[2])
+    np.testing.assert_allclose(width[0] / width[1], local_scale(hist[:1])[0] / calibration.scale_floor)
+    with pytest.raises(ValueError, match=r"lookback.*found none"):
+        calibration.bands(pred[:3])
+    # the score and its floor survive the JSON; a file saved before the option reads as absolute
+    loaded = IntervalCalibration.load(calibration.save(tmp_path / "intervals.json"))
+    assert loaded == calibration
+    old = {k: v for k, v in calibration.to_dict().items() if k not in ("score", "scale_floor")}
+    legacy = IntervalCalibration.from_dict(old)
+    assert legacy.score == "absolute" and np.isfinite(legacy.bands(pred[:3])["80"][0]).all()
+    # every lookback flat: nothing to normalise by, the scores stay absolute
+    assert IntervalCalibration.fit(truth, pred, [80], history=np.ones_like(hist)).score == "absolute"
+
+
 def test_rolling_coverage_counts_observations_inside_closed_bands():
     import pandas as pd
 
@@ -135,7 +194,11 @@ def test_training_calibrates_on_the_validation_windows_or_the_refit_tail(make_ca
         return
     assert calibration.source == source and calibration.n_windows == len(fs.starts["val"]) > 0
     scores = np.abs(fs.targets("val") - forecaster.predict(fs, "val"))
-    np.testing.assert_allclose(calibration.quantiles["80"], conformal_quantile(scores, 80))
+    sigma = local_scale(fs.lookback_targets(fs.starts["val"]))  # the default score: normalised by each window's lookback
+    assert calibration.score == "normalised" and (sigma > calibration.scale_floor).all()
+    np.testing.assert_allclose(calibration.quantiles["80"], conformal_quantile(scores / sigma[:, None], 80))
+    plain = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"interval_score": "absolute"})})
+    np.testing.assert_allclose(calibrate_intervals(forecaster, fs, plain).quantiles["80"], conformal_quantile(scores, 80))
     if source == "validation_tail":
         np.testing.assert_array_equal(fs.starts["val"], fs.starts["test"])  # the tail is also the refit's test part
     assert calibrate_intervals(forecaster, fs, cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"interval_levels": ()})})) is None

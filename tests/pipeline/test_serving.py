@@ -119,6 +119,28 @@ def test_a_calibrated_model_adds_interval_columns_in_both_modes(served):
     assert empty.empty and bands[0] in empty
 
 
+def test_normalised_bands_scale_with_each_windows_lookback(served):
+    """A ``normalised`` calibration (the default): band = quantile x the mean absolute one-step change
+    of the target over that origin's own lookback, so origins with a calmer lookback get narrower bands."""
+    from pipeline.models.conformal import IntervalCalibration, local_scale
+
+    _, raw, model = served
+    calibration = IntervalCalibration((80.0,), {"80": [1.0, 2.0, 3.0, 4.0]}, "none", 100, horizon=4, score="normalised", scale_floor=1e-3)
+    banded = ForecastModel().use(model.forecaster, None, calibration)
+    multi = banded.predict(None, raw, params={"origins": "all"})
+    half = (multi["yhat_hi_80"] - multi["y_hat"]).to_numpy().reshape(-1, 4)
+    load = pd.to_numeric(raw["load"]).to_numpy()
+    time = pd.to_datetime(raw["time"])
+    origins = multi["origin"].drop_duplicates().reset_index(drop=True)
+    for k in (0, 40, len(origins) - 1):
+        at = int(np.flatnonzero(time == origins[k])[0])
+        sigma = local_scale(load[None, at - 23 : at + 1])[0]  # lookback 24, the origin included
+        np.testing.assert_allclose(half[k], sigma * np.array([1.0, 2.0, 3.0, 4.0]), rtol=1e-9)
+    assert half[:, 0].std() > 0  # not one width for all
+    with pytest.raises(ValueError, match="lookback"):
+        calibration.bands(np.zeros((1, 4)))
+
+
 def test_transform_never_refits(served):
     cfg, raw, model = served
     prep = model.prep
