@@ -11,6 +11,8 @@ before ``T``, so a year of daily checks costs seconds, while a replay with train
    (the 1st and 15th of each month, 13:00, so the first check at the next 00:00 sees 11 h of
    the fault and the second a full day); the delay is the number of daily checks until the
    first fault naming the changed column (1 = the first check after the injection), up to 7.
+   Stuck sensors (:data:`STUCK`): the target, ``DEWP``, ``TEMP`` or ``PRES`` holds its 13:00
+   value from then on, at the same dates.
 
 Run: ``python benchmarks/bench_data_faults.py`` (writes ``benchmarks/results/bench_data_faults.json``).
 """
@@ -61,7 +63,11 @@ def faults() -> dict[str, tuple[str | None, float, float]]:
     return out
 
 
-def detection(cfg, long: pd.DataFrame, column: str | None, factor: float, offset: float) -> dict:
+#: stuck sensors: the column holds its 13:00 value from then on (the check's ``stuck`` kind)
+STUCK = {"target_stuck": None, "DEWP_stuck": "DEWP", "TEMP_stuck": "TEMP", "PRES_stuck": "PRES"}
+
+
+def detection(cfg, long: pd.DataFrame, column: str | None, factor: float, offset: float, stuck: bool = False) -> dict:
     key = "y" if column is None else column
     name = cfg.data.target_column if column is None else column
     delays = []
@@ -69,7 +75,10 @@ def detection(cfg, long: pd.DataFrame, column: str | None, factor: float, offset
         at = day + pd.Timedelta("13h")
         changed = long.copy()
         after = changed["ds"] >= at
-        changed.loc[after, key] = changed.loc[after, key] * factor + offset
+        if stuck:
+            changed.loc[after, key] = changed.loc[after, key].iloc[0]
+        else:
+            changed.loc[after, key] = changed.loc[after, key] * factor + offset
         delay = None
         for k in range(1, MAX_CHECKS + 1):
             T = day + pd.Timedelta(days=k)
@@ -78,7 +87,8 @@ def detection(cfg, long: pd.DataFrame, column: str | None, factor: float, offset
                 break
         delays.append(delay)
     hit = [d for d in delays if d is not None]
-    return {"column": name, "factor": factor, "offset": offset, "injections": len(delays), "detected": len(hit),
+    return {"column": name, "factor": None if stuck else factor, "offset": None if stuck else offset, "stuck": stuck,
+            "injections": len(delays), "detected": len(hit),
             "within_1_check": sum(d == 1 for d in hit), "within_2_checks": sum(d <= 2 for d in hit),
             "median_delay_checks": float(np.median(hit)) if hit else None, "delays": delays}  # fmt: skip
 
@@ -96,6 +106,9 @@ def main() -> None:
         result["faults"][name] = detection(cfg, long, column, factor, offset)
         r = result["faults"][name]
         print(name, {k: v for k, v in r.items() if k != "delays"}, flush=True)
+    for name, column in STUCK.items():
+        result["faults"][name] = detection(cfg, long, column, 1.0, 0.0, stuck=True)
+        print(name, {k: v for k, v in result["faults"][name].items() if k != "delays"}, flush=True)
     result["seconds"] = time.perf_counter() - t0
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2, default=str))

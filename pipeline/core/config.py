@@ -464,6 +464,10 @@ class AlertsConfig(_Section):
     reference: Duration | None = None
     #: a value repeated unchanged for at least this long is "stuck"
     stuck_for: Duration | None = None
+    #: ... and for at least this many times the longest run of one value in the reference window
+    #: before it (a coarse sensor's own plateaus are no fault; Beijing's clean DEWP plateaus reached
+    #: 2.2 x the previous four weeks' longest, its feed faults 3.4-7; docs/BENCHMARKS.md)
+    stuck_ratio: Float = Field(3.0, ge=1)
     #: data fault when ``|median(current) - median(reference)| / IQR(reference)`` exceeds this
     max_shift: Float = Field(6.0, gt=0)
     #: data fault when ``IQR(current) / IQR(reference)`` exceeds this

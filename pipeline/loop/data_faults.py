@@ -16,9 +16,13 @@ Per series and per numeric column (the target and ``data.covariates``), as of ``
   tested: a calm day shrinks the IQR of real data to nearly 0 (measured on Beijing,
   docs/BENCHMARKS.md), so a shrink counts only through the shift (or as stuck). A column
   whose reference IQR is 0 (rain that did not fall) is not tested for shift or scale.
-* **stuck**: one value repeated, unchanged and without a gap, for at least ``stuck_for``,
-  in a run that reaches into the current window, unless that value holds half the reference
-  window or more (a rain gauge at 0 is not stuck).
+* **stuck**: one value repeated, unchanged and without a gap, for at least ``stuck_for`` and
+  for at least ``stuck_ratio`` (3) times the longest run of one value in the reference window
+  before it, in a run that reaches into the current window, unless that value holds half the
+  reference window or more (a rain gauge at 0 is not stuck). The ratio makes the rule relative to
+  the column's own resolution: Beijing's dew point, recorded in whole degrees, held one value for
+  27-29 h in clean winters, 2.1-2.4 x its previous four weeks' longest run, where the October 2012
+  feed fault (DEWP, TEMP and PRES frozen for 48 h) was 3.4-7 x (docs/BENCHMARKS.md).
 * **range**: a value in the current window outside ``monitoring.alerts.columns.<c>.min/max``.
 * **grid**: the recorded resolution changed. The reference's grid is the fewest decimals
   (up to 6) that make all but 1% of the reference values whole (a stray half-unit reading
@@ -140,7 +144,7 @@ def detect(long: pd.DataFrame | None, cfg: PipelineConfig, as_of) -> list[DataFa
         The faults, by series, then column (target first), then kind. ``measured`` holds:
         shift/scale: ``median_shift_iqr``, ``iqr_ratio``, ``reference_median``, ``reference_iqr``,
         ``current_median``, ``current_iqr``, ``max_shift``, ``max_scale_ratio``; stuck:
-        ``value``, ``steps``, ``hours``, ``reference_share``; range: ``n_outside``, ``found_min``,
+        ``value``, ``steps``, ``hours``, ``reference_share``, ``reference_longest_run``, ``stuck_ratio``; range: ``n_outside``, ``found_min``,
         ``found_max``, ``min``, ``max``; grid: ``reference_step``, ``current_step`` (column units;
         ``None`` off the grid), ``factor``, ``n_values``, ``n_distinct``, ``n_off_grid``, ``example``. ``[]`` when ``monitoring.alerts.enabled`` is false.
     """
@@ -194,21 +198,24 @@ def _runs(x: pd.Series) -> pd.DataFrame:
 
 def _stuck(x: pd.Series, cfg: PipelineConfig, T, w: Windows):
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(cfg.data.freq))
-    recent = x[x.index >= T - w.current - w.stuck_for]
-    runs = _runs(recent)
+    ratio = cfg.monitoring.alerts.stuck_ratio
+    runs = _runs(x[x.index >= T - w.current - w.reference])
     long = runs[(runs["end"] - runs["start"] + step >= w.stuck_for) & (runs["end"] >= T - w.current)]
-    if long.empty:
-        return None
-    run = long.iloc[0]
     ref = x[(x.index < T - w.current) & (x.index >= T - w.current - w.reference)].dropna()
-    share = float((ref == run["value"]).mean()) if len(ref) else 0.0
-    if share >= 0.5:
-        return None
-    hours = (run["end"] - run["start"] + step) / pd.Timedelta("1h")
-    measured = {"value": float(run["value"]), "steps": int(run["steps"]), "hours": float(hours), "reference_share": share}
-    text = (f"stuck at {run['value']:.6g} for {int(run['steps'])} steps ({hours:g} h >= stuck_for {w.stuck_for}) since "
-            f"{run['start'].isoformat()}; the value held {share:.0%} of the reference window")  # fmt: skip
-    return "stuck", run["start"].isoformat(), text, measured
+    for _, run in long.iterrows():
+        before = runs.loc[runs["end"] < run["start"], "steps"]  # the runs of the reference, this one excluded
+        longest = int(before.max()) if len(before) else 0
+        share = float((ref == run["value"]).mean()) if len(ref) else 0.0
+        if run["steps"] < ratio * longest or share >= 0.5:
+            continue
+        hours = (run["end"] - run["start"] + step) / pd.Timedelta("1h")
+        measured = {"value": float(run["value"]), "steps": int(run["steps"]), "hours": float(hours), "reference_share": share,
+                    "reference_longest_run": longest, "stuck_ratio": float(ratio)}  # fmt: skip
+        text = (f"stuck at {run['value']:.6g} for {int(run['steps'])} steps ({hours:g} h >= stuck_for {w.stuck_for}, and >= {ratio:g} x "
+                f"the reference window's longest run of {longest} steps) since {run['start'].isoformat()}; the value held "
+                f"{share:.0%} of the reference window")  # fmt: skip
+        return "stuck", run["start"].isoformat(), text, measured
+    return None
 
 
 def _whole(v: np.ndarray) -> np.ndarray:

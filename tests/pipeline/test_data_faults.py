@@ -86,6 +86,21 @@ def test_a_stuck_value_names_the_column_and_the_first_stuck_timestamp():
     assert [f.kind for f in data_faults.detect(long, _cfg(), T) if f.column == "load"] != ["stuck"]
 
 
+def test_a_plateau_is_stuck_only_when_it_outlasts_the_columns_own_plateaus_by_stuck_ratio():
+    """A coarse sensor's plateau (Beijing's whole-degree dew point held -5 for 29 h, 2.4 x its four
+    weeks' longest run) is no fault; 3 x the reference's longest run (``stuck_ratio``) is."""
+    long = _long()
+    plateau = (long["ds"] >= T - pd.Timedelta("10D")) & (long["ds"] < T - pd.Timedelta("10D") + pd.Timedelta("12h"))
+    long.loc[plateau, "y"] = 40.0  # the reference's own plateau: 12 steps
+    long.loc[long["ds"] >= T - pd.Timedelta("29h"), "y"] = 57.0
+    assert [f for f in data_faults.detect(long, _cfg(), T) if f.kind == "stuck"] == []  # 29 < 3 x 12
+    long.loc[long["ds"] >= T - pd.Timedelta("36h"), "y"] = 57.0
+    (fault,) = data_faults.detect(long, _cfg(), T)
+    assert (fault.kind, fault.since) == ("stuck", (T - pd.Timedelta("36h")).isoformat())
+    assert fault.measured["reference_longest_run"] == 12 and fault.measured["steps"] == 36 and "3 x" in fault.message
+    assert [f.kind for f in data_faults.detect(long, _cfg(stuck_ratio=4.0), T)] == []  # 36 < 4 x 12
+
+
 def test_a_column_mostly_at_one_value_is_not_stuck_there():
     long = _long()
     long.loc[long["ds"] >= T - pd.Timedelta("3D"), "rain"] = 0.0  # three dry days: rain is 0 on most hours anyway
