@@ -352,11 +352,12 @@ class EvaluationConfig(_Section):
     #: model returns ``yhat_lo_<level>`` / ``yhat_hi_<level>``, and the test part's coverage and mean
     #: width are reported per level. ``[]``: no intervals
     interval_levels: tuple[Float, ...] = (80.0, 95.0)
-    #: the conformal score: ``normalised`` divides each residual by the window's local scale (the
-    #: mean absolute one-step change of the target over its lookback), so bands widen where the
-    #: series is volatile and narrow where it is calm; ``absolute``: one band width per step for
-    #: every window (:mod:`pipeline.models.conformal`)
-    interval_score: Literal["normalised", "absolute"] = "normalised"
+    #: the conformal score: ``absolute``: one band width per step for every window; ``normalised``
+    #: divides each residual by the window's local scale (the mean absolute one-step change of the
+    #: target over its lookback), so bands widen where the series is volatile and narrow where it
+    #: is calm: right where the errors grow with that scale, wrong where they do not (measured:
+    #: Seattle 71.6% -> 80.6% at 80, the hourly temperatures 83.1% -> 57.4%; :mod:`pipeline.models.conformal`)
+    interval_score: Literal["absolute", "normalised"] = "absolute"
 
     @field_validator("interval_levels")
     @classmethod

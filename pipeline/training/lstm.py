@@ -656,7 +656,7 @@ def calibrate_intervals(forecaster: LSTMForecaster, fs: FeatureSet, cfg: Pipelin
 
     The levels are ``evaluation.interval_levels``; the scores are absolute residuals per horizon
     step, in ``log1p`` units when ``features.target_transform`` is ``log1p``, divided by each
-    window's local scale when ``evaluation.interval_score`` is ``normalised``
+    window's local scale when ``evaluation.interval_score`` is ``normalised`` (default ``absolute``)
     (:class:`pipeline.models.conformal.IntervalCalibration`). Under the refit protocol
     (``features.validation_tail_steps``, ``retrain.mode: refit``) the validation windows are the
     short tail before ``T``, which is also the test part: the calibration uses what is there

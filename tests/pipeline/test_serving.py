@@ -120,7 +120,7 @@ def test_a_calibrated_model_adds_interval_columns_in_both_modes(served):
 
 
 def test_normalised_bands_scale_with_each_windows_lookback(served):
-    """A ``normalised`` calibration (the default): band = quantile x the mean absolute one-step change
+    """A ``normalised`` calibration (``evaluation.interval_score: normalised``): band = quantile x the mean absolute one-step change
     of the target over that origin's own lookback, so origins with a calmer lookback get narrower bands."""
     from pipeline.models.conformal import IntervalCalibration, local_scale
 
