@@ -184,7 +184,11 @@ class FeaturesConfig(_Section):
 
     lookback: Int = Field(..., ge=1, description="input steps per window")
     horizon: Int = Field(..., ge=1, description="forecast steps h")
-    validation_fraction: Float = Field(0.1, ge=0, lt=1)
+    #: share of each series' rows (before ``recent_train_steps``) in the validation part, which
+    #: early-stops training and calibrates the prediction intervals; default (``None``): 0.1, raised
+    #: to one year of ``data.freq`` when that is at most 0.25 of the rows, so the intervals are
+    #: calibrated on every season (:func:`pipeline.features.windowing.validation_fraction`)
+    validation_fraction: Float | None = Field(None, ge=0, lt=1)
     test_fraction: Float = Field(0.2, gt=0, lt=1)
     scaler: Literal["minmax", "standard", "robust"] = "standard"
     #: applied to the target before scaling (``log1p`` suits a heavy-tailed, non-negative target)
@@ -237,10 +241,12 @@ class FeaturesConfig(_Section):
     def _fractions(self) -> FeaturesConfig:
         if self.validation_tail_steps and self.recent_train_steps:
             raise ValueError("features.validation_tail_steps (refit protocol) and features.recent_train_steps exclude each other; set one")
-        if self.validation_fraction + self.test_fraction >= 0.9:
+        val = self.validation_fraction
+        if (0.25 if val is None else val) + self.test_fraction >= 0.9:  # 0.25: the most the derived default takes
+            shown = "up to 0.25 (derived)" if val is None else val
             raise ValueError(
                 f"validation_fraction + test_fraction must leave at least 10% for training, "
-                f"got {self.validation_fraction} + {self.test_fraction}"
+                f"got {shown} + {self.test_fraction}"
             )
         return self
 

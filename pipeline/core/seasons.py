@@ -40,6 +40,25 @@ def seasons_for_freq(freq: str) -> tuple[int, ...]:
     return (1,)
 
 
+def steps_per_year(freq: str) -> int | None:
+    """Steps in one year (365.25 days) of ``freq``: ``h`` 8766, ``D`` 365, ``B`` 261, weekly 52,
+    monthly 12, quarterly 4, yearly 1; ``None`` when a step is not a fixed length or a calendar
+    period of those kinds."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    code = offset.rule_code.split("-")[0]
+    per_code = {"B": 261, "W": 52, "M": 12, "Q": 4, "A": 1, "Y": 1}
+    for prefix in ("BQ", "BM", "BA", "BY", "SM"):
+        if code.startswith(prefix):
+            return {"BQ": 4, "BM": 12, "BA": 1, "BY": 1, "SM": 24}[prefix] // max(offset.n, 1)
+    if code[:1] in per_code and code not in ("min", "ms"):
+        return max(per_code[code[:1]] // max(offset.n, 1), 1)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:
+        return None
+    return int(round(pd.Timedelta("365.25D") / step)) if step > pd.Timedelta(0) else None
+
+
 def steps_per_day(freq: str) -> int:
     """Steps in one day of ``freq`` (1 when a step is a day or longer or not fixed)."""
     try:

@@ -58,6 +58,21 @@ def test_splits_are_chronological_and_test_targets_lie_in_the_test_part(make_cas
     assert len(te) == 24 - 3 + 1
 
 
+def test_an_unset_validation_fraction_gives_a_daily_series_of_four_years_a_validation_year(make_case):
+    """The split the features stage makes and records: 1461 daily rows, a year of them (365) in validation."""
+    frame = pd.DataFrame({"time": pd.date_range("2012-01-01", periods=1461, freq="D").astype(str),
+                          "load": np.sin(np.arange(1461) / 58.1) * 10 + 20, "temp": 1.0, "wind": "N"})  # fmt: skip
+    config, _ = make_case(frame=frame, data={"freq": "D"}, features={"validation_fraction": None, "test_fraction": 0.2})
+    cfg = load_config(config)
+    assert cfg.features.validation_fraction is None
+    fs = build_features(read_raw(cfg.data).pipe(lambda raw: validate_frame(raw, cfg).frame), cfg)
+    bounds = fs.prep.split_boundaries["series_0"] if "series_0" in fs.prep.split_boundaries else next(iter(fs.prep.split_boundaries.values()))
+    n_test = round(1461 * 0.2)
+    assert pd.Timestamp(bounds["test_start"]) - pd.Timestamp(bounds["val_start"]) == pd.Timedelta(days=365)
+    assert pd.Timestamp(bounds["test_start"]) == pd.Timestamp("2012-01-01") + pd.Timedelta(days=1461 - n_test)
+    assert float(bounds["validation_fraction"]) == pytest.approx(365 / 1461, rel=1e-5)
+
+
 def test_no_window_targets_a_gap_and_no_window_crosses_a_long_gap(make_case):
     frame = tiny_frame(n=200)
     frame.loc[[30, 31], "load"] = np.nan  # short: interpolated as input

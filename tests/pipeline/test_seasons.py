@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.config import PipelineConfig
-from pipeline.core.seasons import season_length, seasons_for_freq
+from pipeline.core.seasons import season_length, seasons_for_freq, steps_per_year
 
 
 def _cfg(freq: str, season: int | None = None) -> PipelineConfig:
@@ -31,3 +31,27 @@ def test_every_consumer_gets_the_same_season():
 
     for cfg in (_cfg("h"), _cfg("D", 14)):
         assert resolve_baselines(cfg, quiet=True).season_length == season_length(cfg)
+
+
+@pytest.mark.parametrize(("freq", "expected"), [("h", 8766), ("30min", 17532), ("D", 365), ("B", 261), ("W-SAT", 52), ("MS", 12), ("QS", 4), ("YS", 1), ("2h", 4383)])
+def test_steps_per_year(freq, expected):
+    assert steps_per_year(freq) == expected
+
+
+@pytest.mark.parametrize(
+    ("freq", "rows", "expected"),
+    [
+        ("D", 1461, 365 / 1461),  # Seattle's four years: the validation part spans a year (0.2498)
+        ("h", 43824, 8766 / 43824),  # Beijing's five hourly years: 0.2
+        ("h", 17518, 0.1),  # one year: covering it would take everything
+        ("D", 3 * 365, 0.1),  # three years: a year is a third, more than the 0.25 allowed
+        ("W-SAT", 2284, 0.1),  # CO2, 44 years: 0.1 already holds four years
+        ("30min", 4032, 0.1),  # 12 weeks
+    ],
+)
+def test_the_derived_validation_part_spans_a_year_when_it_can(freq, rows, expected):
+    from pipeline.features.windowing import validation_fraction
+
+    assert validation_fraction(_cfg(freq), rows) == pytest.approx(expected)
+    fixed = _cfg(freq).model_copy(update={"features": _cfg(freq).features.model_copy(update={"validation_fraction": 0.15})})
+    assert validation_fraction(fixed, rows) == 0.15  # a configured share wins
