@@ -93,6 +93,7 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
         "highway_ridge_lambda": training.get("highway_ridge_lambda"), "seconds": seconds,
         "stop_reason": training.get("stop_reason"), "steps": training.get("steps"), "n_train_windows": training.get("n_train_windows"),
         "seasonal_lags": prep.get("seasonal_lags", []), "seasonal_lag_window": prep.get("seasonal_lag_window", 0),
+        "validation_fraction": sorted({float(b["validation_fraction"]) for b in prep.get("split_boundaries", {}).values() if "validation_fraction" in b}),
         "n_features": len(prep["feature_names"]), "windows": windows,
         "coverage": {k.removeprefix("test_coverage_"): v for k, v in compared.items() if k.startswith("test_coverage_")},
         "width": {k.removeprefix("test_width_"): v for k, v in compared.items() if k.startswith("test_width_")},
