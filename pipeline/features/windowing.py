@@ -575,6 +575,10 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
             bounds[str(uid)]["recent_start"] = str(part[schema.DS].iat[recent_row])
         if cfg.features.validation_tail_steps:  # refit protocol: the test part is the validation tail
             bounds[str(uid)]["test_is_validation"] = "true"
+    if cfg.features.validation_fraction is None:
+        shares = sorted({b["validation_fraction"] for b in bounds.values()})
+        log.info("features.validation_fraction not set: %s of each series (one year of data.freq=%r when that is %g-%g of its rows, else %g)",
+                 ", ".join(shares), d.freq, DEFAULT_VALIDATION_FRACTION, MAX_DERIVED_VALIDATION_FRACTION, DEFAULT_VALIDATION_FRACTION)  # fmt: skip
     train = pd.concat(train_parts)
     seasons = list(resolve_seasonal_lags(cfg, min(train_rows), pd.concat(train_parts[::2])))
     levels = {
