@@ -569,13 +569,14 @@ def fit_preprocessor(long: pd.DataFrame, cfg: PipelineConfig) -> Preprocessor:
         val_row, test_row, recent_row = _split_rows(len(part), cfg)
         train_parts += [part.iloc[:val_row], part.iloc[recent_row:]]
         train_rows.append(val_row)
-        bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row]),
-                            "validation_fraction": f"{validation_fraction(cfg, len(part) - cfg.features.recent_train_steps):.6g}"}  # fmt: skip
+        bounds[str(uid)] = {"val_start": str(part[schema.DS].iat[val_row]), "test_start": str(part[schema.DS].iat[test_row])}
+        if not cfg.features.validation_tail_steps:  # the share that made val_start (the refit protocol's tail has none)
+            bounds[str(uid)]["validation_fraction"] = f"{validation_fraction(cfg, len(part) - cfg.features.recent_train_steps):.6g}"
         if recent_row < len(part):  # the recent training part (absent: plain chronological split)
             bounds[str(uid)]["recent_start"] = str(part[schema.DS].iat[recent_row])
         if cfg.features.validation_tail_steps:  # refit protocol: the test part is the validation tail
             bounds[str(uid)]["test_is_validation"] = "true"
-    if cfg.features.validation_fraction is None:
+    if cfg.features.validation_fraction is None and not cfg.features.validation_tail_steps:
         shares = sorted({b["validation_fraction"] for b in bounds.values()})
         log.info("features.validation_fraction not set: %s of each series (one year of data.freq=%r when that is %g-%g of its rows, else %g)",
                  ", ".join(shares), d.freq, DEFAULT_VALIDATION_FRACTION, MAX_DERIVED_VALIDATION_FRACTION, DEFAULT_VALIDATION_FRACTION)  # fmt: skip
@@ -720,7 +721,7 @@ def build_features(long: pd.DataFrame, cfg: PipelineConfig) -> FeatureSet:
         if len(fs.starts[split]) == 0:
             raise DataQualityError(
                 f"no {split} windows: lookback {prep.lookback} + horizon {prep.horizon} with validation_fraction "
-                f"{sorted({b['validation_fraction'] for b in prep.split_boundaries.values()})} and test_fraction "
+                f"{sorted({b.get('validation_fraction', 'tail') for b in prep.split_boundaries.values()})} and test_fraction "
                 f"{cfg.features.test_fraction} leave none after the gap policy ({fs.report['windows']})"
             )
     return fs
