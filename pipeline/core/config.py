@@ -242,8 +242,8 @@ class FeaturesConfig(_Section):
         if self.validation_tail_steps and self.recent_train_steps:
             raise ValueError("features.validation_tail_steps (refit protocol) and features.recent_train_steps exclude each other; set one")
         val = self.validation_fraction
-        if (0.25 if val is None else val) + self.test_fraction >= 0.9:  # 0.25: the most the derived default takes
-            shown = "up to 0.25 (derived)" if val is None else val
+        if (0.1 if val is None else val) + self.test_fraction >= 0.9:  # derived: at least 0.1, capped below 0.9 - test_fraction
+            shown = "0.1 (derived)" if val is None else val
             raise ValueError(
                 f"validation_fraction + test_fraction must leave at least 10% for training, "
                 f"got {shown} + {self.test_fraction}"
@@ -473,7 +473,7 @@ class AlertsConfig(_Section):
     stuck_for: Duration | None = None
     #: ... and for at least this many times the longest run of one value in the reference window
     #: before it (a coarse sensor's own plateaus are no fault; Beijing's clean DEWP plateaus reached
-    #: 2.2 x the previous four weeks' longest, its feed faults 3.4-7; docs/BENCHMARKS.md)
+    #: 2.1-2.4 x the previous four weeks' longest, its feed faults 3.4-7; docs/BENCHMARKS.md)
     stuck_ratio: Float = Field(3.0, ge=1)
     #: data fault when ``|median(current) - median(reference)| / IQR(reference)`` exceeds this
     max_shift: Float = Field(6.0, gt=0)

@@ -476,6 +476,7 @@ def validation_fraction(cfg: PipelineConfig, n: int) -> float:
     validation part of a year"). A series shorter than four years keeps 0.1
     (covering a year would take more than a quarter of it from training); one longer than ten
     years already has a year in 0.1 (weekly CO2, 44 years). Beijing's hourly five years get 0.2.
+    The share is also kept at or below ``0.8 - test_fraction``, so training keeps a fifth of the rows.
     """
     from pipeline.core.seasons import steps_per_year  # fit time only: not shipped with a served model
 
@@ -483,7 +484,8 @@ def validation_fraction(cfg: PipelineConfig, n: int) -> float:
         return float(cfg.features.validation_fraction)
     year = steps_per_year(cfg.data.freq)
     share = year / n if year and n > 0 else math.inf
-    return share if DEFAULT_VALIDATION_FRACTION < share <= MAX_DERIVED_VALIDATION_FRACTION else DEFAULT_VALIDATION_FRACTION
+    upper = min(MAX_DERIVED_VALIDATION_FRACTION, 0.8 - cfg.features.test_fraction)  # training keeps at least 20%
+    return share if DEFAULT_VALIDATION_FRACTION < share <= upper else DEFAULT_VALIDATION_FRACTION
 
 
 def _check_length(long: pd.DataFrame, cfg: PipelineConfig) -> None:

@@ -169,7 +169,8 @@ class IntervalCalibration:
 
         With ``history`` (``(n, lookback)`` float64, the target over each window's lookback,
         original units) the scores are normalised by :func:`local_scale`; without it they are
-        absolute. A history whose every window is flat (no positive scale) falls back to absolute.
+        absolute. A history whose every window is flat (no positive scale), or a lookback of 1,
+        falls back to absolute.
 
         Raises:
             ValueError: shapes differ, a value is not finite, a level is outside ``(0, 100)``,
@@ -186,7 +187,8 @@ class IntervalCalibration:
             history = np.asarray(history, dtype=np.float64)
             if history.ndim != 2 or history.shape[0] != y_true.shape[0]:
                 raise ValueError(f"expected a history of shape ({y_true.shape[0]}, lookback), found {history.shape}")
-            sigma = local_scale(history, space)
+            # a lookback of 1 has no one-step change: nothing to normalise by, as for flat lookbacks
+            sigma = local_scale(history, space) if history.shape[1] >= 2 else np.full(len(history), np.nan)
             positive = sigma[np.isfinite(sigma) & (sigma > 0)]
             if len(positive):
                 score, floor = "normalised", float(SCALE_FLOOR * np.median(positive))

@@ -274,7 +274,9 @@ class ForecastModel(PythonModel):
         starts = forecast_starts(fs, params)
         x = fs.windows("forecast").x_view()[starts] if len(starts) else np.empty((0, self.prep.lookback, self.prep.n_features), np.float32)
         y_hat = self.predict_windows(x)
-        frame = add_intervals(forecast_frame(fs, starts, y_hat), y_hat, getattr(self, "calibration", None), fs.lookback_targets(starts))
+        calibration = getattr(self, "calibration", None)
+        history = fs.lookback_targets(starts) if calibration is not None and calibration.score == "normalised" else None
+        frame = add_intervals(forecast_frame(fs, starts, y_hat), y_hat, calibration, history)
         zone = output_zone(self.prep, pd.DataFrame(model_input).get(self.prep.timestamp_column))
         if zone:  # offset in, offset out (``data.timezone``, else UTC): the same instants, written with their offset
             frame[ORIGIN], frame[schema.DS] = in_zone(frame[ORIGIN], zone), in_zone(frame[schema.DS], zone)

@@ -65,12 +65,26 @@ def test_an_unset_validation_fraction_gives_a_daily_series_of_four_years_a_valid
     config, _ = make_case(frame=frame, data={"freq": "D"}, features={"validation_fraction": None, "test_fraction": 0.2})
     cfg = load_config(config)
     assert cfg.features.validation_fraction is None
-    fs = build_features(read_raw(cfg.data).pipe(lambda raw: validate_frame(raw, cfg).frame), cfg)
-    bounds = fs.prep.split_boundaries["series_0"] if "series_0" in fs.prep.split_boundaries else next(iter(fs.prep.split_boundaries.values()))
+    fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    (bounds,) = fs.prep.split_boundaries.values()
     n_test = round(1461 * 0.2)
     assert pd.Timestamp(bounds["test_start"]) - pd.Timestamp(bounds["val_start"]) == pd.Timedelta(days=365)
     assert pd.Timestamp(bounds["test_start"]) == pd.Timestamp("2012-01-01") + pd.Timedelta(days=1461 - n_test)
     assert float(bounds["validation_fraction"]) == pytest.approx(365 / 1461, rel=1e-5)
+    # recent_train_steps: the share is of the rows before the recent training part, and it is what made val_start
+    longer = pd.DataFrame({"time": pd.date_range("2012-01-01", periods=1600, freq="D").astype(str),
+                           "load": np.sin(np.arange(1600) / 58.1) * 10 + 20, "temp": 1.0, "wind": "N"})  # fmt: skip
+    config, _ = make_case(frame=longer, data={"freq": "D"}, features={"validation_fraction": None, "test_fraction": 0.2, "recent_train_steps": 100})
+    cfg = load_config(config)
+    recent = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    (bounds,) = recent.prep.split_boundaries.values()
+    assert float(bounds["validation_fraction"]) == pytest.approx(365 / 1500, rel=1e-5)  # of the 1600 - 100 rows before the recent part
+    assert pd.Timestamp(bounds["test_start"]) - pd.Timestamp(bounds["val_start"]) == pd.Timedelta(days=365)
+    # the refit protocol's tail is its own validation part: no share recorded
+    config, _ = make_case(frame=frame, data={"freq": "D"}, features={"validation_fraction": None, "validation_tail_steps": 60})
+    cfg = load_config(config)
+    tail = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    assert "validation_fraction" not in next(iter(tail.prep.split_boundaries.values()))
 
 
 def test_no_window_targets_a_gap_and_no_window_crosses_a_long_gap(make_case):

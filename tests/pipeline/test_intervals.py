@@ -134,6 +134,7 @@ def test_local_scale_is_the_mean_absolute_change_and_flat_windows_get_the_floor(
     assert legacy.score == "absolute" and np.isfinite(legacy.bands(pred[:3])["80"][0]).all()
     # every lookback flat: nothing to normalise by, the scores stay absolute
     assert IntervalCalibration.fit(truth, pred, [80], history=np.ones_like(hist)).score == "absolute"
+    assert IntervalCalibration.fit(truth, pred, [80], history=hist[:, -1:]).score == "absolute"  # lookback 1: no change to take
 
 
 def test_rolling_coverage_counts_observations_inside_closed_bands():

@@ -241,6 +241,29 @@ def test_the_naive_rule_compares_the_champion_with_the_last_observed_value(env):
     assert "naive RMSE" in check["reasons"][0]
 
 
+def test_under_auto_the_check_uses_the_reference_the_champion_was_tagged_with(env):
+    """``monitoring.naive_model: auto`` (the default): the check reads the champion's ``monitoring.reference``
+    tag. Registered against Naive only, this version is tagged ``naive``; retagged ``seasonal_naive``, the
+    naive rule compares it with the value one season (24 h) before each target."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["uri"])
+    assert client.get_model_version(MODEL_NAME, "1").tags["monitoring.reference"] == "naive"
+    cfg = load_config(_write(env["root"], env["frame"], "auto_reference", rule="naive"))
+    assert cfg.monitoring.naive_model == "auto"
+    client.set_model_version_tag(MODEL_NAME, "1", "monitoring.reference", "seasonal_naive")
+    try:
+        check = run_check(cfg, T, since=T0)
+    finally:
+        client.set_model_version_tag(MODEL_NAME, "1", "monitoring.reference", "naive")
+    scored = store_for(cfg).scored(MODEL_NAME, 1, since=T - pd.Timedelta(MONITORING["window"]), until=T)
+    y = env["frame"].assign(ds=pd.to_datetime(env["frame"]["time"])).set_index("ds")["load"]
+    complete = scored[scored.groupby("origin")["step"].transform("size") == 4]
+    seasonal = y.reindex(pd.to_datetime(complete["ds"]) - pd.Timedelta("24h")).to_numpy()  # h 4 < season 24: one season back
+    assert check["naive_rmse"] == pytest.approx(np.sqrt(np.mean((seasonal - complete["y"].to_numpy()) ** 2)))
+    assert "seasonal_naive RMSE" in check["reasons"][0]
+
+
 def test_the_check_records_rolling_coverage_of_the_published_intervals(env):
     """The champion's intervals are stored with its forecasts; the check row holds their coverage per level."""
     from pipeline.evaluation.intervals import coverage
