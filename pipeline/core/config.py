@@ -186,8 +186,9 @@ class FeaturesConfig(_Section):
     horizon: Int = Field(..., ge=1, description="forecast steps h")
     #: share of each series' rows (before ``recent_train_steps``) in the validation part, which
     #: early-stops training and calibrates the prediction intervals; default (``None``): 0.1, raised
-    #: to one year of ``data.freq`` when that is at most 0.25 of the rows, so the intervals are
-    #: calibrated on every season (:func:`pipeline.features.windowing.validation_fraction`)
+    #: to one year of ``data.freq``, or two cycles of its longest season, when that is at most 0.25
+    #: of the rows, so the intervals are calibrated on every season
+    #: (:func:`pipeline.features.windowing.validation_fraction`)
     validation_fraction: Float | None = Field(None, ge=0, lt=1)
     test_fraction: Float = Field(0.2, gt=0, lt=1)
     scaler: Literal["minmax", "standard", "robust"] = "standard"

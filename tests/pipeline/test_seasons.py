@@ -46,10 +46,12 @@ def test_steps_per_year(freq, expected):
         ("h", 17518, 0.1),  # one year: covering it would take everything
         ("D", 3 * 365, 0.1),  # three years: a year is a third, more than the 0.25 allowed
         ("W-SAT", 2284, 0.1),  # CO2, 44 years: 0.1 already holds four years
-        ("30min", 4032, 0.1),  # 12 weeks
+        ("30min", 4032, 672 / 4032),  # 12 weeks: two weeks (the longest season twice), 0.167
+        ("h", 2000, 336 / 2000),  # two weeks (336 steps): 0.168
+        ("h", 1000, 0.1),  # two weeks would be a third: too much
     ],
 )
-def test_the_derived_validation_part_spans_a_year_when_it_can(freq, rows, expected):
+def test_the_derived_validation_part_spans_a_year_or_two_longest_seasons_when_it_can(freq, rows, expected):
     from pipeline.features.windowing import validation_fraction
 
     assert validation_fraction(_cfg(freq), rows) == pytest.approx(expected)
