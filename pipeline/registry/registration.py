@@ -218,10 +218,10 @@ def reference_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str,
     return {REFERENCE_TAG: reference, REFERENCE_TAG + "_reason": reason[:5000]}
 
 
-def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, str]:
+def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: str) -> dict[str, str]:
     """``cusum.*`` version tags: the version's own CUSUM detector (``monitoring.rule: cusum`` only, else ``{}``).
 
-    Calibrated on the version's test forecasts against its reference forecast (:func:`reference_tags`)
+    Calibrated on the version's test forecasts against ``reference``, its reference forecast (:func:`reference_tags`)
     (:func:`pipeline.evaluation.cusum.calibrate_from_run`), deterministic under ``run.seed``. A
     calibration that cannot be done (too few or constant differentials) does not stop the
     registration: the version gets ``cusum.error`` with the reason, and a check that needs the
@@ -234,7 +234,6 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs) -> dict[str, 
     from pipeline.core.seasons import season_length
     from pipeline.evaluation.cusum import TAG_PREFIX, calibrate_from_run
 
-    reference = reference_tags(cfg, inputs)[REFERENCE_TAG]
     try:
         detector = calibrate_from_run(inputs.features, inputs.training, reference, season_length(cfg), mc.window, mc.arl0,
                                       cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed,
@@ -354,7 +353,9 @@ def register(
     """
     gate.raise_if_failed()
     name = cfg.mlflow.registered_model_name
-    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **reference_tags(cfg, inputs), **detector_tags(cfg, inputs)}
+    reference = reference_tags(cfg, inputs)
+    tags = {**version_tags(info, validated, run_id), **input_tags(cfg, validated), **reference,
+            **detector_tags(cfg, inputs, reference[REFERENCE_TAG])}  # fmt: skip
     aliases.ensure_registered_model(client, name, "LSTM forecaster registered by lstm-forecast-pipeline")
     version = _run_version(client, name, run_id)
     if cfg.monitoring.inherit_training_rmse:
