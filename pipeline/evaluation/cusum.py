@@ -80,6 +80,8 @@ from pipeline.core.errors import DataQualityError
 
 #: version tags of a detector are ``cusum.<field>``
 TAG_PREFIX = "cusum."
+#: ... and those of its fast limb ``cusum.fast.<field>`` (``monitoring.cusum_fast_shift``; see :func:`calibrate_from_run`)
+FAST_PREFIX = "cusum.fast."
 #: fewer test differentials than this and the calibration adds the training part's (see :func:`calibrate_from_run`)
 MIN_DIFFERENTIALS = 200
 #: signals the bootstrap stream is long enough to hold at the target ARL0 (relative error about 1/sqrt(N)) ...
@@ -206,6 +208,10 @@ class CusumDetector:
             (the calibration median and MAD x 1.4826; ``clip`` in those units, ``inf``: none).
         guarantee: the quantile of the bootstrap intervals ``h`` is (0: the plain calibration).
         replicates: bootstrap replicates behind ``guarantee``.
+        limbs: the number of limbs (CUSUMs on the same differential, e.g. a slow and a fast one)
+            that share ``arl0``: each is calibrated to ``limbs x arl0_origins``, so that the
+            scheme, which signals when any limb does, keeps an in-control ARL of about
+            ``arl0_origins`` or more (false-alarm rates add at most; Bonferroni).
 
     Versions registered before the score transform existed have no ``center``/``scale``/``clip``
     tags: they read with the defaults (no transform, plain calibration), as calibrated.
@@ -230,6 +236,7 @@ class CusumDetector:
     clip: float = math.inf
     guarantee: float = 0.0
     replicates: int = 0
+    limbs: int = 1
 
     def scores(self, r) -> np.ndarray:
         """``u = clip((r - center) / scale, -clip, clip)`` (``r``: relative differentials, ``(n,)``)."""
@@ -239,13 +246,13 @@ class CusumDetector:
         """``z = (u - mean) / sd`` with ``u`` the :meth:`scores` of ``r`` (relative differentials)."""
         return (self.scores(r) - self.mean) / self.sd
 
-    def to_tags(self) -> dict[str, str]:
-        """``{"cusum.<field>": text}``; floats with 8 significant digits."""
-        return {TAG_PREFIX + key: (f"{v:.8g}" if isinstance(v, float) else str(v)) for key, v in asdict(self).items()}
+    def to_tags(self, prefix: str = TAG_PREFIX) -> dict[str, str]:
+        """``{"<prefix><field>": text}`` (``cusum.<field>``; a fast limb's: :data:`FAST_PREFIX`); floats with 8 significant digits."""
+        return {prefix + key: (f"{v:.8g}" if isinstance(v, float) else str(v)) for key, v in asdict(self).items()}
 
     @classmethod
-    def from_tags(cls, tags: dict[str, str]) -> CusumDetector:
-        """The detector a version's tags hold.
+    def from_tags(cls, tags: dict[str, str], prefix: str = TAG_PREFIX) -> CusumDetector:
+        """The detector a version's tags hold (under ``prefix``: :data:`TAG_PREFIX`, or :data:`FAST_PREFIX` for the fast limb).
 
         Raises:
             KeyError: a ``cusum.<field>`` tag is missing. ValueError: one is not a number where one is expected.
@@ -254,9 +261,9 @@ class CusumDetector:
         optional = {f.name for f in fields(cls) if f.default is not MISSING}
         values: dict[str, Any] = {}
         for key, kind in kinds.items():
-            if key in optional and TAG_PREFIX + key not in tags:
+            if key in optional and prefix + key not in tags:
                 continue
-            text = tags[TAG_PREFIX + key]
+            text = tags[prefix + key]
             values[key] = float(text) if kind == "float" else int(text) if kind == "int" else text
         return cls(**values)
 
@@ -293,7 +300,7 @@ def _constants(r: np.ndarray, lags: int, clip: float | None) -> tuple[float, flo
 
 
 def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0, seed: int = 0, clip: float | None = None,
-              guarantee: float | None = None, replicates: int = REPLICATES, **meta) -> CusumDetector:  # fmt: skip
+              guarantee: float | None = None, replicates: int = REPLICATES, limbs: int = 1, **meta) -> CusumDetector:  # fmt: skip
     """Calibrate the score transform, ``mean``, ``sd``, ``k`` and ``h`` on in-control relative differentials ``r``.
 
     Args:
@@ -306,6 +313,8 @@ def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0,
         guarantee: ``h`` is this quantile (e.g. 0.9) of the intervals that ``replicates`` bootstrap
             re-estimates of the constants need (Gandy and Kvaloy, 2013); None: ``h`` hits the
             target on the bootstrap stream with the sample's own constants (the plain calibration).
+        limbs: the limbs sharing ``arl0_origins`` (see :class:`CusumDetector`): this one is
+            calibrated to ``limbs x arl0_origins``.
         meta: ``arl0``, ``origin_step``, ``sample``, ``reference``, ``window`` for the record.
 
     Returns:
@@ -324,6 +333,7 @@ def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0,
         raise DataQualityError("CUSUM calibration: the loss differential is constant (zero long-run variance); nothing to standardise")
     k = shift / 2.0
     rng = np.random.default_rng(seed)
+    pair_arl0, arl0_origins = float(arl0_origins), float(arl0_origins) * max(1, int(limbs))
     length = int(min(SIGNALS * arl0_origins, max(MAX_STREAM, 50 * arl0_origins)))
     stream = block_bootstrap(r, length, block, rng)  # the estimated in-control process, in units of r
 
@@ -343,10 +353,11 @@ def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0,
             raise DataQualityError("CUSUM calibration: every bootstrap replicate of the loss differential was constant")
         h = float(np.quantile(needed, guarantee))
         arl = average_run_length(increments(center, scale, mean, sd), h, arl0_origins)
-    return CusumDetector(mean=mean, sd=sd, k=k, h=h, arl0_origins=float(arl0_origins), arl0_bootstrap=float(arl), lags=lags, block=block, n=len(r),
+    return CusumDetector(mean=mean, sd=sd, k=k, h=h, arl0_origins=pair_arl0, arl0_bootstrap=float(arl), lags=lags, block=block, n=len(r),
                          arl0=str(meta.get("arl0", "")), origin_step=int(meta.get("origin_step", 1)), sample=str(meta.get("sample", "")),
                          reference=str(meta.get("reference", "naive")), window=str(meta.get("window", "7D")),
-                         center=center, scale=scale, clip=c, guarantee=float(guarantee or 0.0), replicates=int(replicates))  # fmt: skip
+                         center=center, scale=scale, clip=c, guarantee=float(guarantee or 0.0), replicates=int(replicates),
+                         limbs=max(1, int(limbs)))  # fmt: skip
 
 
 # ------------------------------------------------------------------ from a training run's folders
@@ -434,7 +445,8 @@ def reference_of_version(setting: str, tags: dict[str, str]) -> str:
 
 
 def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, season: int, window, arl0, freq: str,
-                       shift: float = 1.0, seed: int = 0, clip: float | None = None, guarantee: float | None = None) -> CusumDetector:  # fmt: skip
+                       shift: float = 1.0, seed: int = 0, clip: float | None = None, guarantee: float | None = None,
+                       limbs: int = 1) -> CusumDetector:  # fmt: skip
     """A version's detector from its own test forecasts (``artifacts.TRAINING_FORECASTS``).
 
     The differentials are the LSTM's against the reference forecast on the scored test origins
@@ -453,7 +465,8 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
         reference: ``naive`` or ``seasonal_naive`` (``monitoring.naive_model`` resolved by :func:`choose_reference`). season: its season (steps).
         window: the scale window (``monitoring.window``). arl0: the target ARL as a duration (``monitoring.arl0``).
         freq: ``data.freq``. shift: ``monitoring.cusum_shift``. clip: ``monitoring.cusum_clip``.
-        guarantee: ``monitoring.cusum_guarantee`` (see :func:`calibrate`).
+        guarantee: ``monitoring.cusum_guarantee`` (see :func:`calibrate`). limbs: the limbs sharing
+            ``arl0`` (2 with a fast limb, :data:`FAST_PREFIX`; see :class:`CusumDetector`).
 
     Raises:
         DataQualityError: too few differentials even with the training part, or a constant differential.
@@ -472,6 +485,6 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
     overlap = -(-fs.prep.horizon // origin_step)
     arl0_origins = pd.Timedelta(arl0) / (origin_step * step_duration(freq))
     block = max(overlap, min(4 * overlap, len(r) // 10), math.ceil(len(r) ** (1 / 3)))
-    return calibrate(r, arl0_origins, lags=overlap - 1, block=block, shift=shift, seed=seed, clip=clip, guarantee=guarantee,
+    return calibrate(r, arl0_origins, lags=overlap - 1, block=block, shift=shift, seed=seed, clip=clip, guarantee=guarantee, limbs=limbs,
                      arl0=str(arl0), origin_step=origin_step, sample=sample, reference=reference, window=str(window))  # fmt: skip
 

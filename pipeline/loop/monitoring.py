@@ -427,11 +427,13 @@ def _cusum(cfg: PipelineConfig, state: dict, scored: pd.DataFrame, observed: pd.
     from pipeline.loop import detectors
 
     version = state["versions"][CHAMPION]
-    detector = detectors.detector_of(state.get("detector") or {}, state["model_name"], version)
+    tags = state.get("detector") or {}
+    detector = detectors.detector_of(tags, state["model_name"], version)
+    fast = detectors.fast_limb_of(tags, state["model_name"], version)
     # the reference the detector was calibrated against (its ``cusum.reference`` tag), whatever the config says now
     frame = scored.assign(naive=naive_forecast_frame(scored, observed, detector.reference, season_length(cfg), _step(cfg)))
     previous = store.last_checks(state["model_name"], 50, before=state["as_of"])
-    return detectors.cusum_update(detector, frame, cfg.features.horizon, _step(cfg), previous, version)
+    return detectors.cusum_update(detector, frame, cfg.features.horizon, _step(cfg), previous, version, fast)
 
 
 def _reference(cfg: PipelineConfig, state: dict) -> str:
@@ -525,9 +527,14 @@ def _cusum_reason(cfg: PipelineConfig, c: dict | None) -> tuple[bool, str]:
         return False, "CUSUM: no scored origins yet"
     mc = cfg.monitoring
     what = f"CUSUM of the champion v{c['version']}'s loss differential against {c.get('reference', mc.naive_model)} (k {c['k']:.3g}, calibrated for ARL0 {c['arl0']})"
+    fast = c.get("fast")
+    if fast and fast["alarm"] and not c["max_statistic"] > c["h"]:
+        return True, (f"{what}: its fast limb (k {fast['k']:.3g}, scores clipped at {fast['clip']:.3g} MADs) reached {fast['max_statistic']:.4g} > "
+                      f"decision interval {fast['h']:.4g} over {c['n_new']} new origin(s); the slow limb at {c['max_statistic']:.4g} <= {c['h']:.4g}")  # fmt: skip
+    also = f"; fast limb at {fast['max_statistic']:.4g} (interval {fast['h']:.4g})" if fast else ""
     if c["alarm"]:
-        return True, f"{what} reached {c['max_statistic']:.4g} > decision interval {c['h']:.4g} over {c['n_new']} new origin(s)"
-    return False, f"{what} at {c['statistic']:.4g} <= decision interval {c['h']:.4g} ({c['n_new']} new origin(s))"
+        return True, f"{what} reached {c['max_statistic']:.4g} > decision interval {c['h']:.4g} over {c['n_new']} new origin(s){also}"
+    return False, f"{what} at {c['statistic']:.4g} <= decision interval {c['h']:.4g} ({c['n_new']} new origin(s)){also}"
 
 
 def _takewhile_drifted(previous: list[dict]):

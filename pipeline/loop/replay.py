@@ -423,6 +423,8 @@ def run_tick(
         "drift_share": _number(check.get("drift_share")),
         "cusum": _number((check.get("cusum") or {}).get("max_statistic")),  # rule cusum: the statistic and its decision interval
         "cusum_h": _number((check.get("cusum") or {}).get("h")),
+        "cusum_fast": _number(((check.get("cusum") or {}).get("fast") or {}).get("max_statistic")),  # its fast limb, if any
+        "cusum_fast_h": _number(((check.get("cusum") or {}).get("fast") or {}).get("h")),
         "check_id": check.get("check_id"),
         "policy_trigger": None,
         "trained_run": None,

@@ -232,18 +232,25 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: st
         return {}
     from pipeline.core.errors import DataQualityError
     from pipeline.core.seasons import season_length
-    from pipeline.evaluation.cusum import TAG_PREFIX, calibrate_from_run
+    from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, calibrate_from_run
+
+    limbs = 1 if mc.cusum_fast_shift is None else 2
+
+    def calibrated(shift: float, clip: float | None):
+        return calibrate_from_run(inputs.features, inputs.training, reference, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
+                                  shift=shift, seed=cfg.run.seed, clip=clip, guarantee=mc.cusum_guarantee, limbs=limbs)  # fmt: skip
 
     try:
-        detector = calibrate_from_run(inputs.features, inputs.training, reference, season_length(cfg), mc.window, mc.arl0,
-                                      cfg.data.freq, shift=mc.cusum_shift, seed=cfg.run.seed,
-                                      clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
+        detector = calibrated(mc.cusum_shift, mc.cusum_clip)
+        fast = None if mc.cusum_fast_shift is None else calibrated(mc.cusum_fast_shift, mc.cusum_fast_clip)
     except DataQualityError as exc:
         log.warning("no CUSUM detector for this version: %s", exc)
         return {TAG_PREFIX + "error": str(exc)[:5000]}
-    log.info("CUSUM detector: k %.3g, h %.4g for ARL0 %s (%.0f origins), on %d %s differentials", detector.k, detector.h, detector.arl0,
-             detector.arl0_origins, detector.n, detector.sample)  # fmt: skip
-    return detector.to_tags()
+    for what, d in (("CUSUM detector", detector), ("its fast limb", fast)):
+        if d is not None:
+            log.info("%s: k %.3g, h %.4g for ARL0 %s (%.0f origins, shared by %d limb(s)), on %d %s differentials", what, d.k, d.h, d.arl0,
+                     d.arl0_origins, d.limbs, d.n, d.sample)  # fmt: skip
+    return {**detector.to_tags(), **(fast.to_tags(FAST_PREFIX) if fast is not None else {})}
 
 
 #: version tags that name a version's inputs; two versions with equal values were trained from identical inputs
