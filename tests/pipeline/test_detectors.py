@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.core.errors import DataQualityError, MonitoringError
 from pipeline.evaluation.cusum import (
+    FAST_PREFIX,
     CusumDetector,
     block_bootstrap,
     calibrate,
@@ -19,7 +20,7 @@ from pipeline.evaluation.cusum import (
     reference_forecasts,
     relative_differential,
 )
-from pipeline.loop.detectors import cusum_update, detector_of, on_grid, origin_losses, previous_state
+from pipeline.loop.detectors import cusum_update, detector_of, fast_limb_of, on_grid, origin_losses, previous_state
 
 H = 4  # forecast horizon of the simulated differentials
 
@@ -162,6 +163,62 @@ def test_a_sustained_shift_is_detected_by_the_robust_defaults():
     assert fastest <= min(delays) and max(delays) < 120 and np.median(delays) < 60, (fastest, np.median(delays), max(delays))
 
 
+def _pair_arl(limbs: list[CusumDetector], stream: np.ndarray, chunk: int = 4096) -> float:
+    """In-control ARL of a scheme that signals when any limb does, every limb restarting at 0 after a signal."""
+    incs = [d.standardise(stream) - d.k for d in limbs]
+    pos, signals, starts = 0, 0, [0.0] * len(limbs)
+    while pos < len(stream):
+        paths = [np.cumsum(x[pos : pos + chunk]) for x in incs]
+        paths = [c - np.minimum(np.minimum.accumulate(c), -s0) for c, s0 in zip(paths, starts, strict=True)]
+        hits = [np.flatnonzero(p > d.h) for p, d in zip(paths, limbs, strict=True)]
+        first = min((int(h[0]) for h in hits if h.size), default=None)
+        if first is None:
+            pos, starts = pos + len(paths[0]), [float(p[-1]) for p in paths]
+        else:
+            signals, pos, starts = signals + 1, pos + first + 1, [0.0] * len(limbs)
+    return pos / signals if signals else math.inf
+
+
+def _slow_and_fast(sample: np.ndarray, arl0: float, seed: int) -> tuple[CusumDetector, CusumDetector]:
+    """The defaults: the robust limb (k 0.25, clip 2) and the fast limb (k 1, clip 6), each at 2 x arl0, guarantee 0.9."""
+    slow = calibrate(sample, arl0, lags=H - 1, block=4 * H, shift=0.5, clip=2.0, guarantee=0.9, seed=seed, limbs=2)
+    fast = calibrate(sample, arl0, lags=H - 1, block=4 * H, shift=2.0, clip=6.0, guarantee=0.9, seed=seed, limbs=2)
+    return slow, fast
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_two_limbs_share_the_target_arl0(seed):
+    """Each limb is calibrated to 2 x arl0 (Bonferroni on rates), so that the pair keeps about arl0.
+
+    On 3000 heavy-tailed MA(3) values, ARL0 500: each limb's bootstrap ARL is at least 1000, its
+    interval above the one-limb interval, and the pair's ARL measured on 2 million fresh origins
+    is at least 0.7 x 500 (the tolerance of the one-limb guarantee test above; measured 500 and
+    857). Calibrating each limb to arl0 itself (``limbs=1``) measured 346 and 418: seed 0 fails then.
+    """
+    sample = _ma_t3(3000, np.random.default_rng(seed))
+    slow, fast = _slow_and_fast(sample, 500, seed)
+    alone = calibrate(sample, 500, lags=H - 1, block=4 * H, shift=0.5, clip=2.0, guarantee=0.9, seed=seed)
+    assert (slow.limbs, fast.limbs, alone.limbs) == (2, 2, 1) and slow.arl0_origins == fast.arl0_origins == 500
+    assert slow.arl0_bootstrap >= 1000 and fast.arl0_bootstrap >= 1000 and slow.h > alone.h
+    assert (fast.k, fast.clip) == (1.0, 6.0)
+    measured = _pair_arl([slow, fast], _ma_t3(2_000_000, np.random.default_rng(100 + seed)))
+    assert measured >= 0.7 * 500, measured
+
+
+def test_the_fast_limb_sees_a_large_fault_long_before_the_slow_limb_can():
+    """A sustained rise of 8 MADs (the error x3 of a forecast as good as its reference gives r = 8):
+    the slow limb moves at most ``(clip - mean) / sd - k`` per origin, so it needs at least
+    ``h`` over that many origins; the fast limb signals in a fraction of that, every time."""
+    slow, fast = _slow_and_fast(_ma(3000, np.random.default_rng(0)), 500, 0)
+    fastest_slow = slow.h / ((slow.clip - slow.mean) / slow.sd - slow.k)
+    delays = []
+    for r in range(100):
+        stream = _ma(200, np.random.default_rng(3000 + r), shift=8 * fast.scale)
+        hit = np.flatnonzero(cusum_path(fast.standardise(stream), fast.k) > fast.h)
+        delays.append(hit[0] + 1 if hit.size else math.inf)
+    assert max(delays) < fastest_slow / 2 and max(delays) <= 12, (max(delays), fastest_slow)
+
+
 def test_calibration_refuses_too_few_or_constant_differentials():
     with pytest.raises(DataQualityError, match="at least 30 loss differentials"):
         calibrate(np.zeros(20), 100, lags=3, block=15)
@@ -194,6 +251,21 @@ def test_tags_of_a_version_registered_before_the_score_transform_read_as_no_tran
     old = CusumDetector.from_tags(tags)
     assert (old.center, old.scale, old.clip, old.guarantee) == (0.0, 1.0, math.inf, 0.0)
     np.testing.assert_allclose(old.standardise([1.0, 2.0]), (np.array([1.0, 2.0]) - old.mean) / old.sd)
+
+
+def test_the_fast_limb_travels_under_its_own_prefix_and_older_versions_have_none():
+    sample = _ma(400, np.random.default_rng(3))
+    slow = calibrate(sample, 200, lags=H - 1, block=8, seed=3, shift=0.5, clip=2.0, limbs=2, arl0="730D")
+    fast = calibrate(sample, 200, lags=H - 1, block=8, seed=3, shift=2.0, clip=6.0, limbs=2, arl0="730D")
+    tags = {**slow.to_tags(), **fast.to_tags(FAST_PREFIX)}
+    assert all(k.startswith("cusum.fast.") for k in fast.to_tags(FAST_PREFIX)) and len(tags) == 2 * len(slow.to_tags())
+    assert detector_of(tags, "m", 1) == CusumDetector.from_tags(slow.to_tags())  # the slow limb ignores the fast tags
+    back = fast_limb_of(tags, "m", 1)
+    assert back is not None and (back.k, back.clip, back.limbs) == (1.0, 6.0, 2) and back.h == pytest.approx(fast.h, rel=1e-7)
+    assert fast_limb_of(slow.to_tags(), "m", 1) is None  # one limb (cusum_fast_shift: null, or registered before the fast limb)
+    assert CusumDetector.from_tags({k: v for k, v in slow.to_tags().items() if k != "cusum.limbs"}).limbs == 1  # older tags: one limb
+    with pytest.raises(MonitoringError, match=r"version 1 has malformed fast-limb CUSUM tags \(cusum.fast.\*: missing or malformed 'cusum.fast.h'\)"):
+        fast_limb_of({k: v for k, v in tags.items() if k != "cusum.fast.h"}, "m", 1)
 
 
 def test_a_version_without_a_detector_is_a_clear_monitoring_error():
@@ -284,3 +356,26 @@ def test_an_in_control_champion_does_not_signal():
 def test_the_live_grid_follows_the_calibration_origin_step():
     origins = pd.date_range("2024-01-01", periods=9, freq="h")
     assert on_grid(origins, STEP, 3).sum() == 3 and on_grid(origins, STEP, 1).all()
+
+
+FAST = CusumDetector(mean=0.0, sd=1.0, k=1.0, h=10.0, arl0="730D", arl0_origins=17520.0, arl0_bootstrap=35000.0, origin_step=1, lags=1, block=10,
+                     n=3000, sample="test", reference="naive", window="7D", clip=6.0, limbs=2)  # fmt: skip
+
+
+def test_the_fast_limb_carries_its_own_state_and_either_limb_signals():
+    origins = pd.date_range("2024-01-01", periods=8, freq="h")
+    worse = _frame(origins, 2.0)  # r = 3: fast z = 3, increments 2 per origin; slow (DETECTOR) increments 5.5
+    slow_only = DETECTOR.__class__(**{**DETECTOR.__dict__, "h": 1e6})  # a slow limb that cannot signal here
+    first = cusum_update(slow_only, worse.iloc[:8], 2, STEP, [], 7, FAST)
+    assert first["fast"]["statistic"] == pytest.approx(8.0) and not first["fast"]["alarm"] and first["limbs"] == [] and not first["alarm"]
+    second = cusum_update(slow_only, worse, 2, STEP, [{"champion_version": 7, "cusum": first}], 7, FAST)
+    assert second["fast"]["carried"] == pytest.approx(8.0) and second["fast"]["statistic"] == pytest.approx(16.0)
+    assert second["limbs"] == ["fast"] and second["alarm"] and second["max_statistic"] < second["h"]  # the fast limb alone signalled
+    both = cusum_update(DETECTOR, worse, 2, STEP, [{"champion_version": 7, "cusum": first}], 7, FAST)
+    assert both["limbs"] == ["slow", "fast"]
+    # a check from before the fast limb (no "fast" in its state): the fast limb starts at 0 from the same last origin
+    old = {k: v for k, v in first.items() if k not in ("fast", "limbs")}
+    resumed = cusum_update(slow_only, worse, 2, STEP, [{"champion_version": 7, "cusum": old}], 7, FAST)
+    assert resumed["fast"]["carried"] == 0.0 and resumed["n_new"] == 4 and resumed["fast"]["statistic"] == pytest.approx(8.0)
+    assert cusum_update(slow_only, worse, 2, STEP, [{"champion_version": 7, "cusum": second}], 8, FAST)["fast"]["carried"] == 0.0  # new champion
+    assert "fast" not in cusum_update(DETECTOR, worse, 2, STEP, [], 7) and cusum_update(DETECTOR, worse, 2, STEP, [], 7)["limbs"] == ["slow"]

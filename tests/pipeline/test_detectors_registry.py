@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.core.config import load_config
 from pipeline.core.seasons import season_length
-from pipeline.evaluation.cusum import CusumDetector, calibrate_from_run
+from pipeline.evaluation.cusum import FAST_PREFIX, CusumDetector, calibrate_from_run
 from pipeline.loop.monitoring import run_check
 from pipeline.runner import run_training_pipeline
 from pipeline.store.sql import store_for
@@ -52,9 +52,14 @@ def test_the_detector_tags_round_trip_through_the_registry(trained):
     # monitoring.naive_model auto (the default): the sine case scores Naive only, so the reference is the last value
     assert mc.naive_model == "auto" and tags["monitoring.reference"] == stored.reference == "naive"
     assert "Naive RMSE" in tags["monitoring.reference_reason"]
-    again = calibrate_from_run(run / "features", run / "training", stored.reference, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
-                               shift=mc.cusum_shift, seed=cfg.run.seed, clip=mc.cusum_clip, guarantee=mc.cusum_guarantee)  # fmt: skip
-    assert stored.to_tags() == again.to_tags()  # deterministic under run.seed, and nothing lost in the tags
+    def again(shift, clip):
+        return calibrate_from_run(run / "features", run / "training", stored.reference, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
+                                  shift=shift, seed=cfg.run.seed, clip=clip, guarantee=mc.cusum_guarantee, limbs=2)  # fmt: skip
+
+    assert stored.to_tags() == again(mc.cusum_shift, mc.cusum_clip).to_tags()  # deterministic under run.seed, and nothing lost in the tags
+    fast = CusumDetector.from_tags(tags, FAST_PREFIX)  # the fast limb (the default cusum_fast_shift 2, cusum_fast_clip 6)
+    assert fast.to_tags(FAST_PREFIX) == again(mc.cusum_fast_shift, mc.cusum_fast_clip).to_tags(FAST_PREFIX)
+    assert (stored.limbs, fast.limbs, fast.k, fast.clip, fast.arl0_origins) == (2, 2, 1.0, 6.0, 730 * 24)  # each limb at 2 x arl0
     assert stored.arl0 == "730D" and stored.arl0_origins == 730 * 24 and stored.h > 0 and stored.sd > 0
     assert stored.clip == 2.0 and stored.guarantee == 0.9 and stored.replicates > 0  # the defaults: clipped scores, guaranteed ARL0
     assert stored.mean < 0  # on the sine the LSTM beats the last value by far
@@ -70,8 +75,10 @@ def test_the_check_runs_the_champions_detector_and_carries_its_state(trained, mo
     assert c["version"] == 1 and c["carried"] == 0.0 and c["n_new"] == first["n_origins_scored"] and not c["alarm"]
     assert "CUSUM of the champion v1's loss differential against naive" in first["reasons"][0]
     assert first["threshold"] is None
+    assert c["fast"]["carried"] == 0.0 and c["fast"]["h"] > 0 and "; fast limb at" in first["reasons"][0]
     later = run_check(cfg, T + pd.Timedelta("6h"))
     assert later["cusum"]["carried"] == pytest.approx(c["statistic"]) and later["cusum"]["n_new"] == 6
+    assert later["cusum"]["fast"]["carried"] == pytest.approx(c["fast"]["statistic"])
     assert pd.Timestamp(later["cusum"]["last_origin"]) == pd.Timestamp(c["last_origin"]) + pd.Timedelta("6h")
     stored = store_for(cfg).last_checks(MODEL_NAME, 1)[0]
     assert stored["cusum"] == later["cusum"]  # the state lives in the check's row
