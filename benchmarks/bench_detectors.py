@@ -248,7 +248,7 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
         grid = np.ones(len(origins), dtype=bool) if d.origin_step <= 1 else ((origins - pd.Timestamp(0)) // step).to_numpy() % d.origin_step == 0
 
         def signals(model_loss, limbs=limbs, grid=grid, origins=origins, losses=losses):
-            r = relative_differential(origins.to_numpy(), model_loss, losses["loss_reference"], d.window)
+            r = relative_differential(origins.to_numpy(), model_loss, losses["loss_reference"], limbs[0].window)
             return np.logical_or.reduce([cusum_path(x.standardise(r[grid]), x.k) > x.h for x in limbs])
 
         alarm = pd.Series(signals(losses["loss_model"])).groupby(checks[grid]).max()

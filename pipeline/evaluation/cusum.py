@@ -82,6 +82,10 @@ from pipeline.core.errors import DataQualityError
 TAG_PREFIX = "cusum."
 #: ... and those of its fast limb ``cusum.fast.<field>`` (``monitoring.cusum_fast_shift``; see :func:`calibrate_from_run`)
 FAST_PREFIX = "cusum.fast."
+#: ... and why a version has none although ``cusum_fast_shift`` was set (its calibration failed; the slow limb runs alone)
+FAST_ERROR_TAG = "cusum.fast_error"
+#: the smallest decision interval the bisection returns (``z`` units): below it the limb is degenerate
+H_MIN = 1e-3
 #: fewer test differentials than this and the calibration adds the training part's (see :func:`calibrate_from_run`)
 MIN_DIFFERENTIALS = 200
 #: signals the bootstrap stream is long enough to hold at the target ARL0 (relative error about 1/sqrt(N)) ...
@@ -272,12 +276,13 @@ def interval_for(increments: np.ndarray, arl0_origins: float) -> tuple[float, fl
     """The decision interval whose ARL on the stream of ``z - k`` is ``arl0_origins``: ``(h, the ARL at h)``.
 
     Bisection to about 0.5% of ``h`` (ARL is increasing in ``h``); ``h`` stops at 1e4 if the
-    stream never signals (``inf`` ARL).
+    stream never signals (``inf`` ARL), and at :data:`H_MIN` if it never signals at any ``h``
+    above 0 (no positive increment: see :func:`calibrate`, which refuses that case).
     """
     lo, hi = 0.0, 1.0
     while average_run_length(increments, hi, arl0_origins) < arl0_origins and hi < 1e4:
         lo, hi = hi, 2 * hi
-    while hi - lo > 0.005 * hi:
+    while hi - lo > 0.005 * hi and hi > H_MIN:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if average_run_length(increments, mid, arl0_origins) < arl0_origins else (lo, mid)
     return hi, average_run_length(increments, hi, arl0_origins)
@@ -339,6 +344,15 @@ def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0,
 
     def increments(center_: float, scale_: float, mean_: float, sd_: float) -> np.ndarray:
         return (np.clip((stream - center_) / scale_, -c, c) - mean_) / sd_ - k
+
+    # a CUSUM whose in-control increments are never positive stays at 0: any h holds any ARL0, and live, the first origin
+    # above k signals (measured: the fast limb against the seasonal naive forecast on hourly temperatures; docs/LOOP.md 10.2)
+    if (c - mean) / sd - k <= 0 or not (increments(center, scale, mean, sd) > 0).any():
+        raise DataQualityError(
+            f"CUSUM calibration: no score of the calibration sample exceeds k = {k:g} (scores clipped at {c:g} MADs, mean {mean:.3g}, "
+            f"long-run sd {sd:.3g}): the CUSUM never moves in control, so no decision interval can be calibrated. "
+            "Fix: a smaller shift (cusum_shift / cusum_fast_shift) or a larger clip."
+        )
 
     if guarantee is None:
         h, arl = interval_for(increments(center, scale, mean, sd), arl0_origins)

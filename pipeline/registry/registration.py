@@ -225,14 +225,16 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: st
     (:func:`pipeline.evaluation.cusum.calibrate_from_run`), deterministic under ``run.seed``. A
     calibration that cannot be done (too few or constant differentials) does not stop the
     registration: the version gets ``cusum.error`` with the reason, and a check that needs the
-    detector says so (``MonitoringError``).
+    detector says so (``MonitoringError``). With ``monitoring.cusum_fast_shift`` the fast limb is
+    calibrated too (``cusum.fast.*``, each limb at 2 x arl0); a fast limb that cannot be
+    calibrated leaves the slow one alone, with ``cusum.fast_error`` saying why.
     """
     mc = cfg.monitoring
     if mc.rule != "cusum":
         return {}
     from pipeline.core.errors import DataQualityError
     from pipeline.core.seasons import season_length
-    from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, calibrate_from_run
+    from pipeline.evaluation.cusum import FAST_ERROR_TAG, FAST_PREFIX, TAG_PREFIX, calibrate_from_run
 
     limbs = 1 if mc.cusum_fast_shift is None else 2
 
@@ -242,15 +244,21 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: st
 
     try:
         detector = calibrated(mc.cusum_shift, mc.cusum_clip)
-        fast = None if mc.cusum_fast_shift is None else calibrated(mc.cusum_fast_shift, mc.cusum_fast_clip)
     except DataQualityError as exc:
         log.warning("no CUSUM detector for this version: %s", exc)
         return {TAG_PREFIX + "error": str(exc)[:5000]}
+    fast, fast_error = None, {}
+    if mc.cusum_fast_shift is not None:
+        try:
+            fast = calibrated(mc.cusum_fast_shift, mc.cusum_fast_clip)
+        except DataQualityError as exc:  # the version keeps the slow limb (at 2 x arl0: conservative), and says why
+            log.warning("no fast CUSUM limb for this version (the slow limb runs alone): %s", exc)
+            fast_error = {FAST_ERROR_TAG: str(exc)[:5000]}
     for what, d in (("CUSUM detector", detector), ("its fast limb", fast)):
         if d is not None:
             log.info("%s: k %.3g, h %.4g for ARL0 %s (%.0f origins, shared by %d limb(s)), on %d %s differentials", what, d.k, d.h, d.arl0,
                      d.arl0_origins, d.limbs, d.n, d.sample)  # fmt: skip
-    return {**detector.to_tags(), **(fast.to_tags(FAST_PREFIX) if fast is not None else {})}
+    return {**detector.to_tags(), **(fast.to_tags(FAST_PREFIX) if fast is not None else {}), **fast_error}
 
 
 #: version tags that name a version's inputs; two versions with equal values were trained from identical inputs

@@ -220,6 +220,16 @@ def test_the_fast_limb_sees_a_large_fault_long_before_the_slow_limb_can():
     assert max(delays) < fastest_slow / 2 and max(delays) <= 12, (max(delays), fastest_slow)
 
 
+def test_calibration_refuses_a_limb_that_never_moves_in_control():
+    """A differential bounded above (a champion far better than its reference) and a large k: no
+    in-control score exceeds k, so any interval holds any ARL0 and live the first origin above k
+    would signal. Refused with the fix, at once (the bisection used to walk h down to 0 for minutes)."""
+    sample = -np.abs(_ma(3000, np.random.default_rng(0)))
+    with pytest.raises(DataQualityError, match=r"no score of the calibration sample exceeds k = 3 .*Fix: a smaller shift"):
+        calibrate(sample, 500, lags=H - 1, block=4 * H, shift=6.0, clip=10.0, guarantee=0.9, seed=0)
+    assert calibrate(sample, 500, lags=H - 1, block=4 * H, shift=0.5, clip=2.0, guarantee=0.9, seed=0).h > 0.1  # a small k still moves
+
+
 def test_calibration_refuses_too_few_or_constant_differentials():
     with pytest.raises(DataQualityError, match="at least 30 loss differentials"):
         calibrate(np.zeros(20), 100, lags=3, block=15)

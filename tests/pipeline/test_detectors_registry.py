@@ -25,11 +25,11 @@ T = T0 + pd.Timedelta("3D")
 
 @pytest.fixture(scope="module")
 def trained(mlflow_server, tmp_path_factory):
-    """One version trained as of T0 with ``monitoring.rule: cusum`` and its fast limb (``cusum_fast_shift: 3``), registered."""
+    """One version trained as of T0 with ``monitoring.rule: cusum`` and its fast limb (``cusum_fast_shift: 1``, clip 4), registered."""
     root = tmp_path_factory.mktemp("cusum")
     raw = yaml.safe_load(write_sine_case(root, "cusum-sine", MODEL_NAME).read_text())
     sine_frame(n=600).to_csv(root / "input.csv", index=False)
-    raw["monitoring"] = {"rule": "cusum", "cusum_fast_shift": 3.0, "window": "2D", "max_staleness": "1D", "store_url": f"sqlite:///{root / 'store.db'}"}
+    raw["monitoring"] = {"rule": "cusum", "cusum_fast_shift": 1.0, "cusum_fast_clip": 4.0, "window": "2D", "max_staleness": "1D", "store_url": f"sqlite:///{root / 'store.db'}"}
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
@@ -57,24 +57,24 @@ def test_the_detector_tags_round_trip_through_the_registry(trained):
                                   shift=shift, seed=cfg.run.seed, clip=clip, guarantee=mc.cusum_guarantee, limbs=2)  # fmt: skip
 
     assert stored.to_tags() == again(mc.cusum_shift, mc.cusum_clip).to_tags()  # deterministic under run.seed, and nothing lost in the tags
-    fast = CusumDetector.from_tags(tags, FAST_PREFIX)  # the fast limb (cusum_fast_shift 3 set above, the default cusum_fast_clip 10)
+    fast = CusumDetector.from_tags(tags, FAST_PREFIX)  # the fast limb (cusum_fast_shift 1, cusum_fast_clip 4 set above)
     assert fast.to_tags(FAST_PREFIX) == again(mc.cusum_fast_shift, mc.cusum_fast_clip).to_tags(FAST_PREFIX)
-    assert (stored.limbs, fast.limbs, fast.k, fast.clip, fast.arl0_origins) == (2, 2, 1.5, 10.0, 730 * 24)  # each limb at 2 x arl0
+    assert (stored.limbs, fast.limbs, fast.k, fast.clip, fast.arl0_origins) == (2, 2, 0.5, 4.0, 730 * 24)  # each limb at 2 x arl0
     assert stored.arl0 == "730D" and stored.arl0_origins == 730 * 24 and stored.h > 0 and stored.sd > 0
     assert stored.clip == 2.0 and stored.guarantee == 0.9 and stored.replicates > 0  # the defaults: clipped scores, guaranteed ARL0
     assert stored.mean < 0  # on the sine the LSTM beats the last value by far
     assert stored.sample == "test+train"  # 76 test origins only: the training origins were added (documented)
 
 
-def test_by_default_a_version_gets_one_limb(trained):
+def test_by_default_a_version_gets_one_limb_and_a_refused_fast_limb_leaves_the_slow_one(trained):
     """``cusum_fast_shift`` null (the default): only ``cusum.*`` tags, the slow limb at arl0 itself, as before the fast limb."""
     import mlflow
-
     from pipeline.registry.registration import detector_tags
     from pipeline.registry.tracking import RunInputs
 
     run = trained["root"] / "artifacts" / "train-t0"
-    cfg = load_config(trained["root"] / "config.yaml", {"monitoring.cusum_fast_shift": None})
+    cfg = trained["cfg"]
+    cfg = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"cusum_fast_shift": None})})
     # detector_tags reads the features and training folders only
     inputs = RunInputs(validation_report=run, validated_data=run, features=run / "features", training=run / "training", evaluation=run)
     tags = detector_tags(cfg, inputs, "naive")
@@ -82,6 +82,12 @@ def test_by_default_a_version_gets_one_limb(trained):
     one = CusumDetector.from_tags(tags)
     registered = CusumDetector.from_tags(mlflow.tracking.MlflowClient(trained["uri"]).get_model_version(MODEL_NAME, "1").tags)
     assert one.limbs == 1 and one.arl0_origins == 730 * 24 and one.h < registered.h  # alone, the slow limb keeps arl0 with a lower interval
+    # a fast limb that cannot be calibrated (k 25: no in-control score gets there) leaves the slow limb, and says why
+    from pipeline.loop.detectors import fast_limb_of
+
+    refused = detector_tags(cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"cusum_fast_shift": 50.0})}), inputs, "naive")
+    assert "no score of the calibration sample exceeds k = 25" in refused["cusum.fast_error"] and "cusum.h" in refused
+    assert fast_limb_of(refused, MODEL_NAME, 1) is None and CusumDetector.from_tags(refused).limbs == 2
 
 
 def test_the_check_runs_the_champions_detector_and_carries_its_state(trained, monkeypatch):
