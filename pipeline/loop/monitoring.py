@@ -528,8 +528,9 @@ def _cusum_reason(cfg: PipelineConfig, c: dict | None) -> tuple[bool, str]:
     mc = cfg.monitoring
     what = f"CUSUM of the champion v{c['version']}'s loss differential against {c.get('reference', mc.naive_model)} (k {c['k']:.3g}, calibrated for ARL0 {c['arl0']})"
     fast = c.get("fast")
-    if fast and fast["alarm"] and not c["max_statistic"] > c["h"]:
-        return True, (f"{what}: its fast limb (k {fast['k']:.3g}, scores clipped at {fast['clip']:.3g} MADs) reached {fast['max_statistic']:.4g} > "
+    if fast and c.get("limbs") == ["fast"]:
+        clipped = "no clip" if fast["clip"] is None else f"scores clipped at {fast['clip']:.3g} MADs"
+        return True, (f"{what}: its fast limb (k {fast['k']:.3g}, {clipped}) reached {fast['max_statistic']:.4g} > "
                       f"decision interval {fast['h']:.4g} over {c['n_new']} new origin(s); the slow limb at {c['max_statistic']:.4g} <= {c['h']:.4g}")  # fmt: skip
     also = f"; fast limb at {fast['max_statistic']:.4g} (interval {fast['h']:.4g})" if fast else ""
     if c["alarm"]:

@@ -390,3 +390,18 @@ def test_the_fast_limb_carries_its_own_state_and_either_limb_signals():
     assert resumed["fast"]["carried"] == 0.0 and resumed["n_new"] == 4 and resumed["fast"]["statistic"] == pytest.approx(8.0)
     assert cusum_update(slow_only, worse, 2, STEP, [{"champion_version": 7, "cusum": second}], 8, FAST)["fast"]["carried"] == 0.0  # new champion
     assert "fast" not in cusum_update(DETECTOR, worse, 2, STEP, [], 7) and cusum_update(DETECTOR, worse, 2, STEP, [], 7)["limbs"] == ["slow"]
+
+
+def test_the_reason_names_the_limb_that_fired():
+    from types import SimpleNamespace
+
+    from pipeline.loop.monitoring import _cusum_reason
+
+    cfg = SimpleNamespace(monitoring=SimpleNamespace(naive_model="naive"))
+    worse = _frame(pd.date_range("2024-01-01", periods=8, freq="h"), 2.0)
+    slow_only = DETECTOR.__class__(**{**DETECTOR.__dict__, "h": 1e6})
+    unclipped = FAST.__class__(**{**FAST.__dict__, "clip": math.inf, "h": 5.0})  # cusum_fast_clip: null
+    fired, reason = _cusum_reason(cfg, cusum_update(slow_only, worse, 2, STEP, [], 7, unclipped))
+    assert fired and "its fast limb (k 1, no clip) reached" in reason and "the slow limb at" in reason
+    fired, reason = _cusum_reason(cfg, cusum_update(DETECTOR, worse, 2, STEP, [], 7, FAST))
+    assert fired and reason.startswith("CUSUM of the champion v7") and "; fast limb at" in reason
