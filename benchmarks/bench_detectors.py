@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_detectors.json"
 WORK = ROOT / "artifacts" / "bench_detectors"
 RULES = ["training_rmse", "naive", "cusum"]
+#: replay rules: ``cusum`` with the defaults (since 2026-12-06 a slow and a fast limb), ``cusum-1limb`` the slow limb alone
+#: (``cusum_fast_shift: null``; the recorded ``cusum-plain`` rows: the first calibration, k 0.5, no clip, no guarantee)
+REPLAY_RULES = [*RULES, "cusum-1limb"]
 SCENARIOS = ["none", "line_slowdown", "tariff_profile", "temperature_response", "clock_shift"]
 REPLAY_KEYS = ["decisions", "triggers", "false_triggers", "first_alarm_at", "alarm_delay_h", "detection_delay_h", "promotions", "wall_s"]
 ARL_CASES = [  # (process, h, n calibration values, target ARL0 in origins)
@@ -79,7 +82,14 @@ def replay_case(case: str, config: Path) -> dict:
     from tools.loop_demo import END, INJECT, START
 
     scenario, rule = case.split(":", 1)
-    cfg = load_config(config, {"name": f"detectors-{rule}", "monitoring.rule": rule})
+    if rule == "cusum-1limb":  # the CUSUM without its fast limb (cusum_fast_shift: null, the default until 2026-12-06)
+        import yaml
+
+        raw = yaml.safe_load(config.read_text())
+        raw.setdefault("monitoring", {})["cusum_fast_shift"] = None
+        config = config.with_name("config-1limb.yaml")
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(config, {"name": f"detectors-{rule}", "monitoring.rule": "cusum" if rule.startswith("cusum") else rule})
     sc = load_scenario(scenario)
     if sc.kind == "covariate_relation":  # the scenario file names Beijing's TEMP; the sine's covariate is temp
         sc = sc.model_copy(update={"covariate": "temp"})
@@ -176,7 +186,7 @@ def clean_case(dataset: str) -> dict:
 INFLATION = (1.5, 2.0, 3.0)
 FAULT_AT = (0.2, 0.45, 0.7)
 #: fast limbs tried offline beside the registered slow limb, (``cusum_fast_shift``, ``cusum_fast_clip``), each at 2 x arl0
-FAST_CANDIDATES = ((2.0, 6.0), (2.0, 4.0), (3.0, 10.0), (1.0, 4.0))
+FAST_CANDIDATES = ((2.0, 6.0), (2.0, 10.0), (3.0, 10.0), (3.0, 20.0), (4.0, 10.0), (5.0, 20.0))
 
 
 def _observed(cfg, data_path: Path) -> pd.DataFrame:
@@ -202,6 +212,7 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
     from mlflow.tracking import MlflowClient
 
     from pipeline.core.cadence import step_duration
+    from pipeline.core.errors import DataQualityError
     from pipeline.core.seasons import season_length
     from pipeline.evaluation.cusum import FAST_PREFIX, CusumDetector, calibrate_from_run, cusum_path, relative_differential
     from pipeline.loop.detectors import origin_losses
@@ -223,20 +234,24 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
     own = registered.reference  # the version's reference (monitoring.naive_model, resolved at registration)
     other = "naive" if own == "seasonal_naive" else "seasonal_naive"
     robust = {"shift": mc.cusum_shift, "clip": mc.cusum_clip, "guarantee": mc.cusum_guarantee}
-    detectors = {  # name -> (limbs: the scheme signals when any does, reference forecast)
-        "robust": ([registered], own),
-        "plain": ([calibrated(own, shift=1.0)], own),
-        f"robust-{other}": ([calibrated(other, **robust, limbs=registered.limbs)], other),
-    }  # fmt: skip
+    out: dict = {"reference": own}
+    detectors = {"robust": ([registered], own)}  # name -> (limbs: the scheme signals when any does, reference forecast)
+
+    def add(name: str, limbs: list, reference: str) -> None:  # a calibration the detector refuses is recorded as refused
+        try:
+            detectors[name] = ([x() if callable(x) else x for x in limbs], reference)
+        except DataQualityError as exc:
+            out[name] = {"refused": str(exc)[:300]}
+
+    add("plain", [lambda: calibrated(own, shift=1.0)], own)
+    add(f"robust-{other}", [lambda: calibrated(other, **robust, limbs=registered.limbs)], other)
     if fast is not None:  # the registered pair, its fast limb alone, the slow limb as it was alone, and other fast limbs beside the slow one
-        detectors["fast"] = ([fast], own)
-        detectors["robust+fast"] = ([registered, fast], own)
-        detectors["robust-1limb"] = ([calibrated(own, **robust)], own)
+        add("fast", [fast], own)
+        add("robust+fast", [registered, fast], own)
+        add("robust-1limb", [lambda: calibrated(own, **robust)], own)
         for shift, clip in FAST_CANDIDATES:
             if (shift, clip) != (mc.cusum_fast_shift, mc.cusum_fast_clip):
-                alt = calibrated(own, shift=shift, clip=clip, guarantee=mc.cusum_guarantee, limbs=2)
-                detectors[f"robust+fast(shift {shift:g}, clip {clip:g})"] = ([registered, alt], own)
-    out: dict = {"reference": own}
+                add(f"robust+fast(shift {shift:g}, clip {clip:g})", [registered, lambda s=shift, c=clip: calibrated(own, shift=s, clip=c, guarantee=mc.cusum_guarantee, limbs=2)], own)
     scored = ForecastStore(f"sqlite:///{folder / 'store.db'}").scored(cfg.mlflow.registered_model_name, 1)
     observed = _observed(cfg, folder / "data.csv.gz")
     for name, (limbs, reference) in detectors.items():
@@ -275,7 +290,9 @@ def inflation_table(rows: list[dict]) -> str:
     for r in rows:
         own = r.get("offline", {}).get("reference", "naive")  # rows from before monitoring.naive_model auto: naive
         for name, o in r.get("offline", {}).items():
-            if isinstance(o, dict):
+            if isinstance(o, dict) and "refused" in o:
+                out.append(f"| {r['dataset']} | {name} | - | - | refused | " + " | ".join(["-"] * len(FAULT_AT) * len(INFLATION)) + " |")
+            elif isinstance(o, dict):
                 cells = ["missed" if v is None else f"{v:.0f}" for v in o["inflation_delay_h"].values()]
                 label = f"{name} ({own})" if name in ("plain", "robust", "robust+fast", "fast") else name
                 k, h = (f"{o['k']:g}", f"{o['h']:.2f}") if isinstance(o["k"], float) else (o["k"], o["h"])  # rows from before the fast limb: floats
@@ -345,11 +362,11 @@ def main() -> None:
         from tools.loop_demo import write_case
 
         config = write_case(WORK, name="detectors")
-        cases = args.cases or [f"{s}:{r}" for s in SCENARIOS for r in RULES]
+        cases = args.cases or [f"{s}:{r}" for s in SCENARIOS for r in REPLAY_RULES]
         for case in cases:
             if not any(r["case"] == case for r in done):
                 record(replay_case(case, config))
-        print(replay_table([r for r in done if r["case"] in cases or r["case"].endswith(":cusum-plain")]))
+        print(replay_table([r for r in done if r["case"] in cases or r["case"].endswith((":cusum-plain", ":cusum-1limb"))]))
     if args.part == "offline":
         from pipeline.core.config import load_config
 

@@ -533,15 +533,16 @@ class MonitoringConfig(_Section):
     #: probability over the calibration sample's own noise (Gandy and Kvaloy 2013; null: the plain
     #: calibration, which hits arl0 only on average and at long ARL0 misses it widely)
     cusum_guarantee: float | None = Field(0.9, gt=0, lt=1)
-    #: ``cusum`` rule: an optional fast limb beside the CUSUM, for large faults: a second CUSUM of the
-    #: same differential with this shift (k = shift / 2) and scores clipped at ``cusum_fast_clip``
-    #: MADs; the check signals when either does, and each limb is calibrated to 2 x arl0 so that the
-    #: pair keeps about arl0 (a combined scheme, Lucas 1982). null (the default): one limb. Off by
-    #: default because it missed both goals on Beijing's clean 2014 (docs/LOOP.md 10.2): with
-    #: ``3.0`` it caught an x3 fault in 11-49 h at 2 false triggers a year, against 1 without it.
-    cusum_fast_shift: float | None = Field(None, gt=0)
+    #: ``cusum`` rule: a fast limb beside the CUSUM, for large faults: a second CUSUM of the same
+    #: differential with this shift (k = shift / 2) and scores clipped at ``cusum_fast_clip`` MADs;
+    #: the check signals when either does, and each limb is calibrated to 2 x arl0 so that the pair
+    #: keeps about arl0 (a combined scheme, Lucas 1982). A version whose differentials never reach
+    #: this ``k`` gets no fast limb (tag ``cusum.fast_error``; the slow limb alone at arl0). null:
+    #: one limb. Default 4.0 (with clip 20), measured on Beijing's clean 2014 (docs/LOOP.md 10.3):
+    #: the same 1 false trigger as one limb, an x3 fault caught in 10-49 h instead of 49-63 h.
+    cusum_fast_shift: float | None = Field(4.0, gt=0)
     #: ``cusum`` rule: the fast limb's clip, in MADs (null: none); read only with ``cusum_fast_shift``
-    cusum_fast_clip: float | None = Field(10.0, gt=0)
+    cusum_fast_clip: float | None = Field(20.0, gt=0)
     #: ``naive`` / ``both`` rules: the champion may be at most this many times worse than the naive forecast
     naive_ratio: float = Field(1.0, gt=0)
     #: the reference forecast of the ``naive``, ``both`` and ``cusum`` rules: ``naive`` (last observed

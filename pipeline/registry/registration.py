@@ -227,7 +227,7 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: st
     registration: the version gets ``cusum.error`` with the reason, and a check that needs the
     detector says so (``MonitoringError``). With ``monitoring.cusum_fast_shift`` the fast limb is
     calibrated too (``cusum.fast.*``, each limb at 2 x arl0); a fast limb that cannot be
-    calibrated leaves the slow one alone, with ``cusum.fast_error`` saying why.
+    calibrated leaves the slow one alone (at 1 x arl0), with ``cusum.fast_error`` saying why.
     """
     mc = cfg.monitoring
     if mc.rule != "cusum":
@@ -236,24 +236,24 @@ def detector_tags(cfg: PipelineConfig, inputs: tracking.RunInputs, reference: st
     from pipeline.core.seasons import season_length
     from pipeline.evaluation.cusum import FAST_ERROR_TAG, FAST_PREFIX, TAG_PREFIX, calibrate_from_run
 
-    limbs = 1 if mc.cusum_fast_shift is None else 2
-
-    def calibrated(shift: float, clip: float | None):
+    def calibrated(shift: float, clip: float | None, limbs: int):
         return calibrate_from_run(inputs.features, inputs.training, reference, season_length(cfg), mc.window, mc.arl0, cfg.data.freq,
                                   shift=shift, seed=cfg.run.seed, clip=clip, guarantee=mc.cusum_guarantee, limbs=limbs)  # fmt: skip
 
-    try:
-        detector = calibrated(mc.cusum_shift, mc.cusum_clip)
-    except DataQualityError as exc:
-        log.warning("no CUSUM detector for this version: %s", exc)
-        return {TAG_PREFIX + "error": str(exc)[:5000]}
+    # the fast limb first: when it cannot be calibrated (degenerate on this version's differentials), the slow limb runs alone and
+    # is calibrated to the whole arl0, not to the 2 x arl0 of a pair
     fast, fast_error = None, {}
     if mc.cusum_fast_shift is not None:
         try:
-            fast = calibrated(mc.cusum_fast_shift, mc.cusum_fast_clip)
-        except DataQualityError as exc:  # the version keeps the slow limb (at 2 x arl0: conservative), and says why
-            log.warning("no fast CUSUM limb for this version (the slow limb runs alone): %s", exc)
+            fast = calibrated(mc.cusum_fast_shift, mc.cusum_fast_clip, 2)
+        except DataQualityError as exc:
+            log.info("no fast CUSUM limb for this version (the slow limb runs alone, at the whole arl0): %s", exc)
             fast_error = {FAST_ERROR_TAG: str(exc)[:5000]}
+    try:
+        detector = calibrated(mc.cusum_shift, mc.cusum_clip, 1 if fast is None else 2)
+    except DataQualityError as exc:
+        log.warning("no CUSUM detector for this version: %s", exc)
+        return {TAG_PREFIX + "error": str(exc)[:5000]}
     for what, d in (("CUSUM detector", detector), ("its fast limb", fast)):
         if d is not None:
             log.info("%s: k %.3g, h %.4g for ARL0 %s (%.0f origins, shared by %d limb(s)), on %d %s differentials", what, d.k, d.h, d.arl0,

@@ -405,3 +405,10 @@ def test_the_reason_names_the_limb_that_fired():
     assert fired and "its fast limb (k 1, no clip) reached" in reason and "the slow limb at" in reason
     fired, reason = _cusum_reason(cfg, cusum_update(DETECTOR, worse, 2, STEP, [], 7, FAST))
     assert fired and reason.startswith("CUSUM of the champion v7") and "; fast limb at" in reason
+    c = cusum_update(DETECTOR, worse, 2, STEP, [], 7, FAST)
+    both = {**c, "alarm": True, "limbs": ["slow", "fast"], "fast": {**c["fast"], "max_statistic": c["fast"]["h"] + 1.0}}
+    fired, reason = _cusum_reason(cfg, both)
+    assert fired and f"; fast limb at {c['fast']['h'] + 1.0:.4g} > {c['fast']['h']:.4g} (signalled too)" in reason  # both limbs said so
+    slow = {**c, "alarm": True, "limbs": ["slow"], "fast": {**c["fast"], "max_statistic": c["fast"]["h"] / 2}}
+    fired, reason = _cusum_reason(cfg, slow)
+    assert fired and f"; fast limb at {c['fast']['h'] / 2:.4g} <= {c['fast']['h']:.4g}" in reason and "signalled too" not in reason

@@ -66,8 +66,8 @@ def test_the_detector_tags_round_trip_through_the_registry(trained):
     assert stored.sample == "test+train"  # 76 test origins only: the training origins were added (documented)
 
 
-def test_by_default_a_version_gets_one_limb_and_a_refused_fast_limb_leaves_the_slow_one(trained):
-    """``cusum_fast_shift`` null (the default): only ``cusum.*`` tags, the slow limb at arl0 itself, as before the fast limb."""
+def test_without_a_fast_shift_a_version_gets_one_limb_and_a_refused_fast_limb_leaves_the_slow_one_alone(trained):
+    """``cusum_fast_shift: null``: only ``cusum.*`` tags, the slow limb at arl0 itself, as before the fast limb."""
     import mlflow
     from pipeline.registry.registration import detector_tags
     from pipeline.registry.tracking import RunInputs
@@ -82,12 +82,13 @@ def test_by_default_a_version_gets_one_limb_and_a_refused_fast_limb_leaves_the_s
     one = CusumDetector.from_tags(tags)
     registered = CusumDetector.from_tags(mlflow.tracking.MlflowClient(trained["uri"]).get_model_version(MODEL_NAME, "1").tags)
     assert one.limbs == 1 and one.arl0_origins == 730 * 24 and one.h < registered.h  # alone, the slow limb keeps arl0 with a lower interval
-    # a fast limb that cannot be calibrated (k 25: no in-control score gets there) leaves the slow limb, and says why
+    # a fast limb that cannot be calibrated (k 25: no in-control score gets there) leaves the slow limb, says why, and the slow
+    # limb keeps the whole arl0 (calibrated as if alone: the same detector as the one-limb version's)
     from pipeline.loop.detectors import fast_limb_of
 
     refused = detector_tags(cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"cusum_fast_shift": 50.0})}), inputs, "naive")
     assert "no score of the calibration sample exceeds k = 25" in refused["cusum.fast_error"] and "cusum.h" in refused
-    assert fast_limb_of(refused, MODEL_NAME, 1) is None and CusumDetector.from_tags(refused).limbs == 2
+    assert fast_limb_of(refused, MODEL_NAME, 1) is None and CusumDetector.from_tags(refused) == one
 
 
 def test_the_check_runs_the_champions_detector_and_carries_its_state(trained, monkeypatch):
