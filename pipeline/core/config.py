@@ -539,7 +539,7 @@ class MonitoringConfig(_Section):
     #: keeps about arl0 (a combined scheme, Lucas 1982). A version whose differentials never reach
     #: this ``k`` gets no fast limb (tag ``cusum.fast_error``; the slow limb alone at arl0). null:
     #: one limb. Default 4.0 (with clip 20), measured on Beijing's clean 2014 (docs/LOOP.md 10.3):
-    #: the same 1 false trigger as one limb, an x3 fault caught in 10-49 h instead of 49-63 h.
+    #: the same 1 false trigger as one limb, an x3 fault caught in 10-49 h instead of 49-57 h.
     cusum_fast_shift: float | None = Field(4.0, gt=0)
     #: ``cusum`` rule: the fast limb's clip, in MADs (null: none); read only with ``cusum_fast_shift``
     cusum_fast_clip: float | None = Field(20.0, gt=0)
