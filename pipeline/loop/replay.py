@@ -41,6 +41,7 @@ import pandas as pd
 from pipeline.core import artifacts
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import ConfigError, DataLoadError, PipelineError
+from pipeline.core.runs import run_fingerprint
 from pipeline.loop.scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -352,15 +353,29 @@ def prepare_data(cfg: PipelineConfig, spec: ReplaySpec, folder: Path) -> Path:
     return write_scenario_data(drifted, artifacts.REPLAY_DATA.at(folder))
 
 
+#: manifest key: :func:`pipeline.core.runs.run_fingerprint` of the replay's config (machine-local paths excluded)
+CONFIG_FINGERPRINT = "config_fingerprint"
+
+
 def _bind_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Record a replay's parameters in its folder, or check that a rerun has the same ones.
+
+    Raises:
+        ConfigError: the folder holds a replay started with other parameters (named), the config's
+            fingerprint included, so a rerun after a config change does not resume the old replay.
+    """
     path = artifacts.REPLAY_MANIFEST.at(folder)
     if path.exists():
         old = artifacts.read_json(path)
+        if CONFIG_FINGERPRINT not in old:  # a replay started before the fingerprint was recorded: its other parameters bind it
+            manifest = {k: v for k, v in manifest.items() if k != CONFIG_FINGERPRINT}
         if old != manifest:
             changed = sorted(k for k in manifest if old.get(k) != manifest[k])
+            why = (" (the config's settings differ from the ones it was started with, e.g. a changed default or monitoring setting:"
+                   " resuming would mix two configs' ticks and champions)") if CONFIG_FINGERPRINT in changed else ""  # fmt: skip
             raise ConfigError(
-                f"replay id {folder.name!r} ({folder}) was started with other parameters ({changed}); "
-                "give another --replay-id or the same parameters"
+                f"replay id {folder.name!r} ({folder}) was started with other parameters ({changed}){why}; "
+                "give another --replay-id, the same parameters, or remove the folder to start again"
             )
         return
     artifacts.write_json(path, manifest)
@@ -512,6 +527,7 @@ def run_replay(cfg: PipelineConfig, spec: ReplaySpec, stages: Stages | None = No
         "config": str(cfg.source or ""), "scenario": spec.scenario.model_dump(), "start": spec.start.isoformat(),
         "end": spec.end.isoformat(), "inject_at": inject.isoformat(), "step": str(step),
         "history": str(spec.history) if spec.history is not None else None, **spec.extra,
+        CONFIG_FINGERPRINT: run_fingerprint(cfg, None),
     }  # fmt: skip
     if spec.policy.kind != "rule" or spec.incident_at is not None:  # absent for the default: older replays keep their manifest
         manifest.update(policy=str(spec.policy), incident_at=spec.incident_at.isoformat() if spec.incident_at is not None else None)
@@ -571,8 +587,6 @@ def _ensure_champion(
     if version is not None:
         out = {"champion_version": version, "trained": False}
     else:
-        from pipeline.core.runs import run_fingerprint
-
         window = f"--h{history.days}d" if history is not None else ""
         run_path = shared / artifacts.safe_run_id(f"{cfg.name}--{_stamp(start)}{window}--{run_fingerprint(cfg, None)[:8]}")
         wall0, cpu0 = time.perf_counter(), _cpu_s()

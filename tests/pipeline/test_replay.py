@@ -144,6 +144,16 @@ def test_rerun_reuses_every_tick_and_other_parameters_are_refused(cfg):
     assert again == first
     with pytest.raises(ConfigError, match="other parameters"):
         run_replay(cfg, _spec(replay_id=first["replay_id"], extra={"note": "changed"}), stages=loop.stages(), progress=False)
+    # a changed config (here a monitoring setting, as a changed default would be) does not resume the old replay's ticks
+    changed = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"cooldown": "5D"})})
+    with pytest.raises(ConfigError, match=r"other parameters \(\['config_fingerprint'\]\) \(the config's settings differ"):
+        run_replay(changed, _spec(replay_id=first["replay_id"]), stages=loop.stages(), progress=False)
+    assert len(loop.calls) == n_calls
+    # a replay started before the fingerprint was recorded resumes as before (its other parameters bind it)
+    manifest = cfg.run.artifact_root / "replay" / first["replay_id"] / "replay.json"
+    recorded = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({k: v for k, v in recorded.items() if k != "config_fingerprint"}))
+    assert run_replay(changed, _spec(replay_id=first["replay_id"]), stages=loop.stages(), progress=False) == first and len(loop.calls) == n_calls
 
 
 def test_clean_scenario_counts_every_trigger_as_false(cfg):
