@@ -532,8 +532,12 @@ def _cusum_reason(cfg: PipelineConfig, c: dict | None) -> tuple[bool, str]:
         clipped = "no clip" if fast["clip"] is None else f"scores clipped at {fast['clip']:.3g} MADs"
         return True, (f"{what}: its fast limb (k {fast['k']:.3g}, {clipped}) reached {fast['max_statistic']:.4g} > "
                       f"decision interval {fast['h']:.4g} over {c['n_new']} new origin(s); the slow limb at {c['max_statistic']:.4g} <= {c['h']:.4g}")  # fmt: skip
-    fired_too = fast and "fast" in (c.get("limbs") or [])
-    also = f"; fast limb at {fast['max_statistic']:.4g} {'>' if fired_too else '<='} {fast['h']:.4g}{' (signalled too)' if fired_too else ''}" if fast else ""
+    also = ""
+    if fast:
+        if "fast" in (c.get("limbs") or []):
+            also = f"; fast limb at {fast['max_statistic']:.4g} > {fast['h']:.4g} (signalled too)"
+        else:
+            also = f"; fast limb at {fast['max_statistic']:.4g} <= {fast['h']:.4g}"
     if c["alarm"]:
         return True, f"{what} reached {c['max_statistic']:.4g} > decision interval {c['h']:.4g} over {c['n_new']} new origin(s){also}"
     return False, f"{what} at {c['statistic']:.4g} <= decision interval {c['h']:.4g} ({c['n_new']} new origin(s)){also}"
