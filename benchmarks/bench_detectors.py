@@ -76,20 +76,16 @@ def arl_case(kind: str, h: int, n: int, arl0: float, seed: int, method: str = "p
 
 
 def replay_case(case: str, config: Path) -> dict:
-    from pipeline.core.config import load_config
+    from pipeline.core.config import NULL, load_config
     from pipeline.loop.replay import ReplaySpec, run_replay
     from pipeline.loop.scenarios import load_scenario
     from tools.loop_demo import END, INJECT, START
 
     scenario, rule = case.split(":", 1)
+    overrides = {"name": f"detectors-{rule}", "monitoring.rule": "cusum" if rule.startswith("cusum") else rule}
     if rule == "cusum-1limb":  # the CUSUM without its fast limb (cusum_fast_shift: null, the default until 2026-12-06)
-        import yaml
-
-        raw = yaml.safe_load(config.read_text())
-        raw.setdefault("monitoring", {})["cusum_fast_shift"] = None
-        config = config.with_name("config-1limb.yaml")
-        config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cfg = load_config(config, {"name": f"detectors-{rule}", "monitoring.rule": "cusum" if rule.startswith("cusum") else rule})
+        overrides["monitoring.cusum_fast_shift"] = NULL
+    cfg = load_config(config, overrides)
     sc = load_scenario(scenario)
     if sc.kind == "covariate_relation":  # the scenario file names Beijing's TEMP; the sine's covariate is temp
         sc = sc.model_copy(update={"covariate": "temp"})

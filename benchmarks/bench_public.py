@@ -34,21 +34,6 @@ CONFIG_DIR = ROOT / "benchmarks" / "configs"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_public.json"
 
 
-def with_nulls(cfg, overrides: dict):
-    """``cfg`` with the ``None`` overrides applied too (``load_config`` skips them: a command-line flag not given),
-    so ``--set features.seasonal_lags=null`` means the derived value."""
-    from pipeline.core.config import PipelineConfig
-
-    nulls = [k for k, v in overrides.items() if v is None]
-    if not nulls:
-        return cfg
-    raw = cfg.model_dump(mode="json")  # the resolved config, as save_resolved writes it
-    for dotted in nulls:
-        section, key = dotted.split(".")
-        raw[section][key] = None
-    return PipelineConfig.model_validate(raw)
-
-
 def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int, baselines_from: Path | None = None) -> dict:
     """Every stage but ``register`` (:data:`pipeline.stages.STAGES`, as :mod:`pipeline.runner` chains them).
 
@@ -58,11 +43,11 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
     """
     import shutil
 
-    from pipeline.core.config import load_config
+    from pipeline.core.config import NULL, load_config
     from pipeline.stages import STAGES
 
-    cfg = with_nulls(load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
-                                          "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides}), overrides)  # fmt: skip
+    cfg = load_config(config, {"run.artifact_root": str(root), "training.progress": False, "baselines.progress": False,
+                               "training.num_threads": threads, "baselines.n_jobs": n_jobs, **overrides})  # fmt: skip
     run = root / cfg.name
     seconds: dict[str, float] = {}
     results: dict[str, dict] = {}
@@ -84,7 +69,7 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
     return {
         "config": config.name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_avg_before": [round(v, 2) for v in load_before], "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        "overrides": overrides, "baselines_reused_from": str(baselines_from) if baselines_from else None,
+        "overrides": {k: None if v is NULL else v for k, v in overrides.items()}, "baselines_reused_from": str(baselines_from) if baselines_from else None,
         "rows": results["validate"]["rows"], "n_origins": compared["n_origins"], "origin_step": compared["origin_step"],
         "lstm_rmse": compared["lstm_rmse"], "baselines": compared["baselines"], "best_baseline": compared["best_baseline"],
         "best_baseline_rmse": compared["best_baseline_rmse"], "ratio": compared["lstm_rmse"] / compared["best_baseline_rmse"],
@@ -121,12 +106,17 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _parse_set(items: list[str]) -> dict:
+    """``key=value`` items, each value read as YAML; ``key=null`` (or ``~``) sets the key to null
+    (:data:`pipeline.core.config.NULL`: e.g. ``features.seasonal_lags=null`` for the derived value)."""
+    from pipeline.core.config import NULL
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        out[key] = NULL if parsed is None else parsed
     return out
 
 

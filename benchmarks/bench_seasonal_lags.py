@@ -35,7 +35,7 @@ def linear_rmse(config: Path, lags, extra: dict) -> dict:
     """Test RMSE of the least-squares highway alone for ``features.seasonal_lags = lags`` (``None``: derived)."""
     import torch
 
-    from pipeline.core.config import load_config
+    from pipeline.core.config import NULL, load_config
     from pipeline.data.io import read_raw
     from pipeline.data.validation import validate_frame
     from pipeline.evaluation.origins import select_origins
@@ -44,10 +44,8 @@ def linear_rmse(config: Path, lags, extra: dict) -> dict:
     from pipeline.training.lstm import fit_highway
 
     torch.manual_seed(42)
-    from bench_public import with_nulls
-
-    overrides = {"features.seasonal_lags": lags, "training.progress": False, **extra}
-    cfg = with_nulls(load_config(config, overrides), overrides)
+    overrides = {"features.seasonal_lags": NULL if lags is None else lags, "training.progress": False, **extra}
+    cfg = load_config(config, overrides)
     t0 = time.perf_counter()
     fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
     model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback, len(fs.prep.lag_steps))

@@ -717,6 +717,18 @@ class PipelineConfig(_Section):
         return cfg
 
 
+class _Null:
+    """The type of :data:`NULL` (one instance; it prints as ``NULL``)."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+#: an override value that sets its key to null (YAML ``~``), e.g. ``{"features.seasonal_lags": NULL}``
+#: for the derived value; a ``None`` override means "not given" (a command-line flag left out)
+NULL = _Null()
+
+
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
@@ -785,7 +797,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         path: YAML file. Relative ``data.path`` / ``run.artifact_root`` are resolved
             against its folder.
         overrides: dotted keys to replace, e.g. ``{"data.path": "new.csv"}``; applied
-            before validation, relative paths resolved against the working directory.
+            before validation, relative paths resolved against the working directory. A
+            ``None`` value is skipped (not given); :data:`NULL` sets the key to null.
 
     Raises:
         ConfigError: the file is missing or not a YAML mapping, a key is unknown, or
@@ -803,6 +816,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     _resolve_paths(raw, path.resolve().parent)
     for dotted, value in (overrides or {}).items():
         if value is None:
+            continue
+        if value is NULL:
+            _set_dotted(raw, dotted, None)
             continue
         if dotted in ("data.path", "run.artifact_root"):
             value = str(Path(value).expanduser().resolve())

@@ -62,6 +62,14 @@ def test_override_data_path_replaces_synthetic_source(tmp_path):
     assert cfg.data.path == csv.resolve() and cfg.data.synthetic is None
 
 
+def test_none_override_is_not_given_and_null_override_sets_null(tmp_path):
+    from pipeline.core.config import NULL
+
+    path = _write(tmp_path, lambda r: r.setdefault("monitoring", {}).update(cusum_fast_shift=3.0))
+    assert load_config(path, {"monitoring.cusum_fast_shift": None}).monitoring.cusum_fast_shift == 3.0
+    assert load_config(path, {"monitoring.cusum_fast_shift": NULL}).monitoring.cusum_fast_shift is None
+
+
 def test_resolved_config_round_trips_and_ignores_later_yaml_edits(make_case, tmp_path):
     from pipeline.core.config import load_config, load_resolved, save_resolved
 

@@ -220,6 +220,31 @@ def test_the_fast_limb_sees_a_large_fault_long_before_the_slow_limb_can():
     assert max(delays) < fastest_slow / 2 and max(delays) <= 12, (max(delays), fastest_slow)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_shipped_default_pair_holds_its_arl0_and_its_fast_limb_sees_a_large_fault(seed):
+    """The limbs as ``MonitoringConfig()`` ships them (docs/LOOP.md 10.3: slow shift 0.5 clip 2, fast shift 4 clip 20),
+    calibrated on 3000 heavy-tailed MA(3) values for ARL0 500: the fast limb is not refused (k = 2 is reached in
+    control), the pair's ARL on 2 million fresh origins is at least 0.7 x 500 (the guarantee tests' tolerance), and a
+    sustained rise of 8 MADs is seen by the pair within 6 origins in each of 100 tries, sooner than the slow limb
+    alone could at its fastest (its interval over its largest clipped increment)."""
+    from pipeline.core.config import MonitoringConfig
+
+    m = MonitoringConfig()
+    sample = _ma_t3(3000, np.random.default_rng(seed))
+    pair = [calibrate(sample, 500, lags=H - 1, block=4 * H, shift=shift, clip=clip, guarantee=m.cusum_guarantee, seed=seed, limbs=2)
+            for shift, clip in ((m.cusum_shift, m.cusum_clip), (m.cusum_fast_shift, m.cusum_fast_clip))]  # fmt: skip
+    slow, fast = pair
+    assert (fast.k, fast.clip, slow.k, slow.clip) == (m.cusum_fast_shift / 2, m.cusum_fast_clip, m.cusum_shift / 2, m.cusum_clip)
+    assert _pair_arl(pair, _ma_t3(2_000_000, np.random.default_rng(100 + seed))) >= 0.7 * 500
+    fastest_slow = slow.h / ((slow.clip - slow.mean) / slow.sd - slow.k)
+    delays = []
+    for r in range(100):
+        stream = _ma_t3(200, np.random.default_rng(3000 + r)) + 8 * fast.scale
+        hits = [np.flatnonzero(cusum_path(d.standardise(stream), d.k) > d.h) for d in pair]
+        delays.append(min((int(h[0]) + 1 for h in hits if h.size), default=math.inf))
+    assert max(delays) <= 6 and max(delays) < fastest_slow, (max(delays), fastest_slow)  # measured 5 and 4 against 9.7 and 11.9
+
+
 def test_calibration_refuses_a_limb_that_never_moves_in_control():
     """A differential bounded above (a champion far better than its reference) and a large k: no
     in-control score exceeds k, so any interval holds any ARL0 and live the first origin above k
