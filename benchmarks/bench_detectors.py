@@ -369,6 +369,9 @@ def main() -> None:
         for row in done:
             if row["case"].startswith("clean:") and row["dataset"] in args.datasets:
                 folder = Path(row["timeline"]).parent
+                if not (folder / "replay.json").is_file():  # replays live under WORK, which a new machine does not have
+                    print(f"{row['case']}: its replay folder {folder} is gone; kept its offline rows as they were (rerun --part clean to redo them)")
+                    continue
                 replay = json.loads((folder / "replay.json").read_text())
                 row["offline"] = offline_cusum(load_config(replay["config"]), {"replay_dir": str(folder)}, row["start"], row["end"])
         RESULTS.write_text(json.dumps(done, indent=1, default=str))
