@@ -97,9 +97,14 @@ def lock_url(store_url: str | None = None) -> str | None:
     return store if store.startswith("postgresql") else None
 
 
-def advisory_key(tracking_uri: str, model_name: str) -> int:
-    """The signed 64-bit advisory-lock key of one registered model (first 8 bytes of the sha256 of URI and name)."""
-    digest = hashlib.sha256(f"{tracking_uri}\n{model_name}".encode()).digest()
+def advisory_key(model_name: str) -> int:
+    """The signed 64-bit advisory-lock key of one registered model (the first 8 bytes of the sha256 of its name).
+
+    The name alone, not the tracking URI: one lock database serves one deployment, and its
+    clients spell the same server differently (``http://mlflow:5000`` in the Airflow containers,
+    ``http://127.0.0.1:5000`` on the host), which must not give two locks for one model.
+    """
+    digest = hashlib.sha256(model_name.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -152,7 +157,7 @@ def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = LOCK_TI
     """
     url = lock_url(store_url)
     if url:
-        with _advisory_lock(url, advisory_key(tracking_uri, model_name), timeout_s, f"registered model {model_name!r} at {tracking_uri}") as held:
+        with _advisory_lock(url, advisory_key(model_name), timeout_s, f"registered model {model_name!r} at {tracking_uri}") as held:
             yield held
         return
     from filelock import FileLock, Timeout
