@@ -402,7 +402,9 @@ def check_rollback(client, uri: str, cfg, model_name: str, as_of: str, store) ->
     decision = decide_rollback(_paired(store, model_name, prev, champ, tags[PROMOTED_AS_OF_TAG], as_of), cfg.canary, horizon=cfg.features.horizon)
     evidence = {**decision.as_dict(), "champion_version": champ, "previous_champion_version": prev}
     if decision.action == "rollback":
-        return rollback(client, uri, model_name, reason=decision.reason, as_of=as_of, evidence=evidence, store=store).as_dict()
+        # the aliases the decision was made on: a champion promoted meanwhile is not the one this evidence condemns
+        return rollback(client, uri, model_name, reason=decision.reason, as_of=as_of, evidence=evidence, store=store,
+                        expect={CHAMPION: champ, PREVIOUS: prev}).as_dict()  # fmt: skip
     if decision.action == "keep":
         _set_tags(client, model_name, champ, {WATCH_TAG: "kept", "canary_watch_reason": decision.reason[:5000]})
     return {"action": decision.action, "reason": decision.reason, "version": champ, "evidence": evidence}

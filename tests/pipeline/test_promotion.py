@@ -284,6 +284,39 @@ def test_canary_check_promotes_a_good_challenger_rolls_back_a_bad_champion_and_r
     assert [e["action"] for e in store.alias_events(name, 50)].count("promote") == 3  # champion, challenger, previous_champion
 
 
+def test_a_rollback_decided_on_aliases_that_changed_meanwhile_is_refused(client, mlflow_server, store, tmp_path, monkeypatch):
+    """The watch condemns v2 against v1; before it acts an operator promotes v3 (champion 3, previous 2). The rollback
+    must not demote v3 on v2's evidence: it is refused as stale and the aliases stay as the operator left them."""
+    import yaml
+
+    from pipeline.core.config import load_config
+    from pipeline.loop import canary
+    from tests.conftest import tiny_config_dict
+
+    name = make_model(client, 3)
+    raw = tiny_config_dict(tmp_path / "x.csv", tmp_path / "artifacts", mlflow={"registered_model_name": name},
+                           monitoring={"store_url": store.url}, canary={"min_origins": 20, "max_origins": 100, "rollback_origins": 20})  # fmt: skip
+    raw["features"]["horizon"] = 4
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "c.yaml")
+    set_aliases(client, name, champion=1, challenger=2)
+    t = "2025-03-01T00:00:00"
+    promotion.promote(client, mlflow_server, name, 2, reason="won its canary", as_of=t, store=store)
+    t = write_scores(store, name, (1, 2), (1.0, 2.0), t, 30, seed=3)  # v2 clearly worse than v1 since its promotion
+    decide = canary.decide_rollback
+
+    def operator_promotes_meanwhile(*args, **kwargs):
+        decision = decide(*args, **kwargs)
+        promotion.promote(client, mlflow_server, name, 3, reason="operator", as_of=t, automatic=False, force=True)
+        return decision
+
+    monkeypatch.setattr(canary, "decide_rollback", operator_promotes_meanwhile)
+    with pytest.raises(promotion.StaleDecisionError, match="rollback"):
+        promotion.check_rollback(client, mlflow_server, cfg, name, t, store)
+    assert state(client, name) == {"champion": 3, "challenger": None, "previous_champion": 2}
+    assert tags(client, name, 3).get("canary") != "rolled_back"
+
+
 def _start_server(root, port: int):
     """An ``mlflow server`` on ``port`` over the SQLite store in ``root`` (restartable on the same store)."""
     import time
