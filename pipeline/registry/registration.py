@@ -316,7 +316,9 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
     registering at once cannot both make their version the first ``champion``. Each move is
     passed to ``record(alias, from_version, to_version, reason, evidence)`` right after it
     (the forecast store's alias-event row, as the canary's moves are); a rerun that finds an
-    alias already in place moves nothing and records nothing.
+    alias already in place moves nothing and records nothing. A version that held ``challenger``
+    and lost it (its ``alias.challenger.removed`` tag: promoted, rejected, replaced, rolled back
+    later) never gets it back from a rerun of its registration: the canary has dealt with it.
 
     Returns:
         The version's aliases afterwards, sorted.
@@ -324,7 +326,10 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
     evidence = {k: gate.get(k) for k in ("lstm_rmse", "best_baseline", "best_baseline_rmse", "relative_improvement", "min_relative_improvement")}
     with aliases.registry_lock(uri, name, store_url=store_url):
         challenger = aliases.alias_version(client, name, aliases.CHALLENGER)
-        if challenger is None or challenger < version:
+        done = client.get_model_version(name, str(version)).tags.get(f"alias.{aliases.CHALLENGER}.removed")
+        if done is not None and challenger != version:
+            log.info("%s v%s does not become challenger again: it left the canary (%s)", name, version, done)
+        elif challenger is None or challenger < version:
             aliases.set_alias(client, name, aliases.CHALLENGER, version, "passed the comparison gate", evidence)
             if record is not None:
                 record(aliases.CHALLENGER, challenger, version, "passed the comparison gate", evidence)

@@ -317,6 +317,23 @@ def test_a_rollback_decided_on_aliases_that_changed_meanwhile_is_refused(client,
     assert tags(client, name, 3).get("canary") != "rolled_back"
 
 
+def test_rerunning_a_registration_never_puts_challenger_back_on_a_version_the_canary_dealt_with(client, mlflow_server, store):
+    """``train --run-id <old>`` (or clearing an old ``register_model`` task) after v2 was promoted and v3 registered:
+    v2 must not become challenger again (the canary could then promote the old model over a newer one)."""
+    from pipeline.registry.registration import assign_aliases
+
+    name = make_model(client, 4)
+    set_aliases(client, name, champion=1, challenger=2)
+    promotion.promote(client, mlflow_server, name, 2, reason="won its canary", as_of="2025-01-01", store=store)
+    assert assign_aliases(client, mlflow_server, name, 2, {}) == ["champion"]  # the rerun of v2's registration
+    assert state(client, name) == {"champion": 2, "challenger": None, "previous_champion": 1}
+    assert assign_aliases(client, mlflow_server, name, 3, {}) == ["challenger"]  # a version never in the canary still gets it
+    assert assign_aliases(client, mlflow_server, name, 3, {}) == ["challenger"]  # and keeps it on its own rerun
+    set_aliases(client, name, challenger=4)
+    promotion.reject(client, mlflow_server, name, 4, reason="worse", as_of="2025-01-02", store=store)
+    assert assign_aliases(client, mlflow_server, name, 4, {}) == [] and state(client, name)["challenger"] is None
+
+
 def _start_server(root, port: int):
     """An ``mlflow server`` on ``port`` over the SQLite store in ``root`` (restartable on the same store)."""
     import time
