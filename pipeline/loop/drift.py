@@ -77,7 +77,9 @@ class DriftResult:
     """Per-column drift scores and the dataset verdict.
 
     ``scores``: ``{column: score}`` (normed Wasserstein distance or PSI, unitless);
-    ``drift_share``: drifted columns / columns; ``drifted``: ``drift_share >= threshold share``.
+    ``drift_share``: drifted columns / scored columns; ``drifted``: ``drift_share >= threshold share``;
+    ``unscored``: ``{column: why}`` for the columns without a value in one of the samples (a sensor
+    outage over the whole window): not scored, not in the share.
     """
 
     scores: dict[str, float]
@@ -88,6 +90,7 @@ class DriftResult:
     drifted: bool
     n_reference: int
     n_current: int
+    unscored: dict[str, str] = field(default_factory=dict)
     snapshot: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,16 +121,24 @@ def detect(
         numeric, categorical: column names (e.g. from :func:`drift_columns`).
         mc: the ``monitoring`` config (methods, thresholds, ``drift_share``, ``reference_max_rows``).
 
+    A column with no value in one of the samples (Evidently refuses an empty column) is left
+    out of the report and the share and named in ``unscored``.
+
     Raises:
-        DataQualityError: ``current`` or ``reference`` has no rows.
+        DataQualityError: ``current`` or ``reference`` has no rows, or no column has values in both.
     """
     evidently, DataDriftPreset = _import_evidently()
     DataDefinition, Dataset, Report = evidently.DataDefinition, evidently.Dataset, evidently.Report
-    cols = [*numeric, *categorical]
     if current.empty or reference.empty:
         raise DataQualityError(f"drift needs rows in both samples; found {len(reference)} reference and {len(current)} current rows")
-    reference = reference[cols].tail(mc.reference_max_rows)  # the most recent training rows
-    current = current[cols]
+    reference = reference[[*numeric, *categorical]].tail(mc.reference_max_rows)  # the most recent training rows
+    current = current[[*numeric, *categorical]]
+    unscored = {c: f"no value in the {which} sample ({len(frame)} rows)" for c in (*numeric, *categorical)
+                for which, frame in (("current", current), ("reference", reference)) if frame[c].notna().sum() == 0}  # fmt: skip
+    numeric, categorical = [c for c in numeric if c not in unscored], [c for c in categorical if c not in unscored]
+    cols = [*numeric, *categorical]
+    if not cols:
+        raise DataQualityError(f"drift: no column has values in both samples: {unscored}")
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     preset = DataDriftPreset(
         columns=cols, num_method=mc.num_drift_method, num_threshold=mc.num_drift_threshold,
@@ -140,7 +151,7 @@ def detect(
     methods = {c: (mc.num_drift_method if c in numeric else mc.cat_drift_method) for c in cols}
     drifted = [c for c in cols if scores[c] >= thresholds[c]]
     share = len(drifted) / len(cols)
-    return DriftResult(scores, thresholds, methods, drifted, share, share >= mc.drift_share, len(reference), len(current), snapshot)
+    return DriftResult(scores, thresholds, methods, drifted, share, share >= mc.drift_share, len(reference), len(current), unscored, snapshot)
 
 
 def _constant_column_correlations():

@@ -466,11 +466,12 @@ def detect_drift(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Stage 3: Evidently drift of the window ``[T - window, T)`` against the champion's reference.
 
     Adds ``drift_share, drifted_columns, drift_scores, drifted, report`` (``{"html", "json"}``
-    paths or ``None`` when there was nothing to compare).
+    paths or ``None`` when there was nothing to compare) and ``drift_unscored`` (``{column: why}``,
+    a covariate without a value in the window: named in the reasons, left out of the share).
     """
     from pipeline.loop import drift
 
-    state = {**state, "drift_share": None, "drifted_columns": [], "drift_scores": {}, "drifted": False, "report": None}
+    state = {**state, "drift_share": None, "drifted_columns": [], "drift_scores": {}, "drifted": False, "report": None, "drift_unscored": {}}
     out = Path(state["out_dir"])
     if state["status"] != "ready" or not (out / OBSERVED).exists():
         return state
@@ -483,7 +484,7 @@ def detect_drift(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     result = drift.detect(pd.read_parquet(out / REFERENCE), current, numeric, categorical, cfg.monitoring)
     report = result.save(out)
     return {**state, "drift_share": result.drift_share, "drifted_columns": result.drifted_columns,
-            "drift_scores": result.scores, "drifted": result.drifted, "report": report}  # fmt: skip
+            "drift_scores": result.scores, "drifted": result.drifted, "report": report, "drift_unscored": result.unscored}  # fmt: skip
 
 
 # ------------------------------------------------------------------ stage 4: decide
@@ -519,6 +520,8 @@ def _rule(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[str |
             fired.append("drift")
     elif state.get("drift_share") is not None:
         reasons.append(f"no dataset drift: column(s) drifted {state['drifted_columns']} (share {state['drift_share']:.2f} < {mc.drift_share:g})")
+    if state.get("drift_unscored"):
+        reasons.append("drift not scored for " + "; ".join(f"{c}: {why}" for c, why in state["drift_unscored"].items()))
     return ("+".join(fired) or None), reasons
 
 

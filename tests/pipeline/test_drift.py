@@ -65,3 +65,14 @@ def test_a_constant_column_is_scored_without_a_numpy_warning():
 def test_an_empty_sample_is_a_clear_error():
     with pytest.raises(DataQualityError, match="0 current rows"):
         detect(_sample(100, np.random.default_rng(3)), _sample(0, np.random.default_rng(3)), ["y"], [], MonitoringConfig())
+
+
+def test_a_covariate_without_values_in_the_window_is_named_and_left_out_of_the_share():
+    """A sensor outage over the whole window (Evidently raises on an empty column): the other columns are scored."""
+    rng = np.random.default_rng(5)
+    reference, current = _sample(2_000, rng), _sample(168, rng, scale=3.0).assign(temp=np.nan)
+    result = detect(reference, current, ["y", "temp"], ["wind"], MonitoringConfig())
+    assert result.unscored == {"temp": "no value in the current sample (168 rows)"} and "temp" not in result.scores
+    assert result.drifted_columns == ["y"] and result.drift_share == pytest.approx(1 / 2)
+    with pytest.raises(DataQualityError, match="no column has values in both samples"):
+        detect(reference, current, ["temp"], [], MonitoringConfig())
