@@ -1,4 +1,4 @@
-"""Airflow notifiers for data-fault alerts (the monitoring DAG's ``decide`` task calls :func:`alert`).
+"""Airflow notifiers for data-fault alerts (the monitoring DAG's ``alert`` task, after ``decide``, calls :func:`alert`).
 
 The notifier class is ``monitoring.alerts.notifier`` (a dotted path). It is built as
 ``cls(message=<one line per fault>, alerts=<the fault dicts>)`` and called with the task's

@@ -120,13 +120,26 @@ def parse_policy(text: str | None) -> Policy:
         return Policy(kind)
     if kind in ("periodic", "oracle") and (arg or kind == "oracle"):
         try:
-            delta = pd.Timedelta(arg) if arg else Policy().lag
-        except ValueError:
-            delta = None
-        if delta is None or delta is pd.NaT or delta <= pd.Timedelta(0):
-            raise ReplayError(f"replay --policy {raw!r}: {arg!r} is not a positive duration; {expected}")
+            delta = _duration(arg, "--policy") if arg else Policy().lag
+        except ReplayError:
+            raise ReplayError(f"replay --policy {raw!r}: {arg!r} is not a positive duration; {expected}") from None
         return Policy(kind, every=delta) if kind == "periodic" else Policy(kind, lag=delta)
     raise ReplayError(f"replay --policy: {expected}; found {raw!r}")
+
+
+def _duration(text: str, flag: str) -> pd.Timedelta:
+    """A positive duration (``90D``, ``12h``, ``2W``) from a command-line flag.
+
+    Raises:
+        ReplayError: not a duration, or not positive, naming the flag and the value found.
+    """
+    try:
+        delta = pd.Timedelta(text)
+    except ValueError:
+        delta = None
+    if delta is None or delta is pd.NaT or delta <= pd.Timedelta(0):
+        raise ReplayError(f"replay {flag}: expected a positive duration such as 365D, 12h or 2W; found {text!r}")
+    return delta
 
 
 def _default_check(cfg: PipelineConfig, as_of: pd.Timestamp, data_path: Path, out_dir: Path) -> dict:
@@ -872,7 +885,7 @@ def replay_from_args(cfg: PipelineConfig, args) -> dict[str, Any]:
         inject_at=_timestamp(args.inject_at, "--inject-at"),
         step=schedule_step(args.step) if args.step else None,
         replay_id=args.replay_id,
-        history=pd.Timedelta(args.history) if args.history else None,
+        history=_duration(args.history, "--history") if args.history else None,
         use_config_stores=args.use_config_stores,
         policy=parse_policy(getattr(args, "policy", None)),
         incident_at=_timestamp(getattr(args, "incident_at", None), "--incident-at"),

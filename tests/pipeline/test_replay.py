@@ -311,6 +311,17 @@ def test_cli_refuses_a_bad_policy_before_any_work(cfg, capsys):
     assert not (cfg.run.artifact_root / "replay").exists()
 
 
+@pytest.mark.parametrize("history", ["6months", "-5D", "0h"])
+def test_cli_refuses_a_bad_history_naming_the_flag_and_the_value(cfg, capsys, history):
+    from pipeline.cli import main
+
+    args = ["replay", "--config", str(cfg.source), "--start", "2024-01-05", "--end", "2024-01-09", f"--history={history}"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"replay --history: expected a positive duration such as 365D, 12h or 2W; found {history!r}" in err and "Traceback" not in err
+    assert not (cfg.run.artifact_root / "replay").exists()
+
+
 def _trains(loop):
     return [c[1] for c in loop.calls if c[0] == "train"][1:]  # after the initial champion
 
