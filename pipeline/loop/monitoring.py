@@ -54,6 +54,7 @@ from pipeline.core.seasons import season_length, seasonal_lag_reach, steps_per_d
 from pipeline.data.io import long_to_raw, to_utc_naive
 from pipeline.evaluation.cusum import reference_of_version
 from pipeline.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from pipeline.registry.server import bounded_http_retries
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ def load_version(name: str, version: int):
     """
     import mlflow
 
-    return mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    from pipeline.registry.aliases import mlflow_call
+
+    return mlflow_call(f"load models:/{name}/{version}", mlflow.pyfunc.load_model, f"models:/{name}/{version}").unwrap_python_model()
 
 
 def reference_of(model, name: str, version: int) -> Path:
@@ -205,6 +208,7 @@ def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name
     return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
 
 
+@bounded_http_retries()
 def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Stage 1: forecast the origins in ``[since, T)`` with every aliased version; store them.
 
@@ -589,6 +593,7 @@ def _decision(cfg: PipelineConfig, state: dict, previous: list[dict]) -> tuple[s
     return "retrain", reasons, trigger
 
 
+@bounded_http_retries()
 def decide(cfg: PipelineConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Stage 4: decision, check row (store), ``check.json``, MLflow monitoring run, log line.
 
@@ -683,7 +688,22 @@ def _conf(cfg: PipelineConfig, check: dict) -> dict[str, Any]:
 
 
 def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
-    """Metrics over time in one MLflow run per champion version, the reports as artifacts of the check."""
+    """Metrics over time in one MLflow run per champion version, the reports as artifacts of the check.
+
+    Raises:
+        RegistryError: MLflow failed a request (after the bounded retries of :func:`decide`); no check row is written.
+    """
+    import mlflow
+
+    from pipeline.core.errors import RegistryError
+
+    try:
+        _log_check_run(cfg, check)
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"MLflow failed to log check {check['check_id']} (monitoring experiment {cfg.monitoring.experiment_name!r}): {exc}") from exc
+
+
+def _log_check_run(cfg: PipelineConfig, check: dict) -> None:
     from mlflow.entities import Metric
 
     from pipeline.registry.server import artifact_location, tracking_uri

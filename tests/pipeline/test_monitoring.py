@@ -170,6 +170,21 @@ def test_unreachable_tracking_server_fails_clearly_without_a_check_row(env, monk
     assert store_for(cfg).last_checks(MODEL_NAME, 5) == []
 
 
+def test_mlflow_failing_mid_check_is_a_registry_error_naming_the_request_without_a_check_row(env, monkeypatch):
+    """The server passed the health check, then fails the model download (fault injected into MLflow's loader)."""
+    import mlflow
+
+    cfg = load_config(_write(env["root"], env["frame"], "midway"))
+
+    def unavailable(uri, *args, **kwargs):
+        raise mlflow.exceptions.MlflowException(f"503 while downloading {uri}", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", unavailable)
+    with pytest.raises(RegistryError, match=r"MLflow failed to load models:/monitored-sine/1: 503"):
+        run_check(cfg, T, since=T0)
+    assert store_for(cfg).last_checks(MODEL_NAME, 5) == []
+
+
 def test_a_champion_without_reference_sample_is_a_clear_error(env, capsys):
     """A version registered before reference samples existed: the check names it and the fix."""
     old = env["root"] / "artifacts" / "old-version"
