@@ -129,7 +129,6 @@ def load_version(name: str, version: int):
     forecasts, the scores and the check row all name the model that made them.
     """
     import mlflow
-
     from pipeline.registry.aliases import mlflow_call
 
     return mlflow_call(f"load models:/{name}/{version}", mlflow.pyfunc.load_model, f"models:/{name}/{version}").unwrap_python_model()
@@ -694,7 +693,6 @@ def _log_mlflow(cfg: PipelineConfig, check: dict) -> None:
         RegistryError: MLflow failed a request (after the bounded retries of :func:`decide`); no check row is written.
     """
     import mlflow
-
     from pipeline.core.errors import RegistryError
 
     try:
