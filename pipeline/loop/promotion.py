@@ -16,8 +16,9 @@ Each move, under the registered model's lock (:func:`pipeline.registry.aliases.r
 If any step fails, the aliases and tags are put back from the journal and the error is
 raised: the registry is as before the move. If the process dies in the middle (a killed
 worker, a tracking server that stops answering so that even the restore fails), the
-journal stays, and the next move or :func:`recover` on that model restores the state it
-records before doing anything else: aliases are never left half moved.
+journal stays, and the next move, a registration, or :func:`recover` on that model restores
+the state it records before doing anything else: aliases are never left half moved
+(:mod:`pipeline.registry.journal`).
 
 Life cycle (README "Canary"): registration sets ``challenger`` (``canary=pending``);
 :func:`run_canary` promotes it (``previous_champion`` <- old champion, ``champion`` <-
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,11 @@ from typing import Any
 from pipeline.core import faults
 from pipeline.core.errors import PipelineError, RegistryError
 from pipeline.registry import aliases, server
+from pipeline.registry.journal import ALIASES, current_aliases, journal_path, recover, restore, version_tags, write_journal
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = aliases.CHAMPION, aliases.CHALLENGER, aliases.PREVIOUS_CHAMPION
-ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 CANARY_TAG, REASON_TAG = "canary", "canary_reason"
 PENDING, PROMOTED, REJECTED, ROLLED_BACK = "pending", "promoted", "rejected", "rolled_back"
 #: the as-of time of the promotion; origins from it on count for the rollback watch
@@ -98,75 +98,6 @@ class AliasMove:
         return {**asdict(self), "outlet": self.outlet()}
 
 
-# --- registry reads and the journal --------------------------------------------------------
-
-
-def current_aliases(client, model_name: str) -> dict[str, int | None]:
-    """``{champion, challenger, previous_champion}`` -> version or ``None``, read in one request.
-
-    One read of the registered model gives a consistent snapshot (and does not depend on
-    how a server words "alias not found", which differs between the SQL store and REST).
-
-    Raises:
-        RegistryError: the model does not exist or MLflow failed.
-    """
-    found = aliases.snapshot(client, model_name, missing_ok=False)
-    return {alias: found.get(alias) for alias in ALIASES}
-
-
-def _version_tags(client, model_name: str, version: int) -> dict[str, str]:
-    return dict(aliases.mlflow_call(f"read {model_name} v{version}", client.get_model_version, model_name, str(version)).tags)
-
-
-def journal_path(tracking_uri: str, model_name: str) -> Path:
-    """``<lock file>.move.json``: the state a move in progress started from."""
-    lock = aliases.lock_path(tracking_uri, model_name)
-    return lock.with_name(lock.stem + ".move.json")
-
-
-def _write_journal(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _restore(client, model_name: str, record: dict) -> None:
-    """Put aliases and tags back as ``record`` (a journal) has them. Raw client calls: no new records."""
-    for version, tags in record["tags"].items():
-        now = _version_tags(client, model_name, int(version))
-        for key in set(now) - set(tags):
-            aliases.mlflow_call(f"delete tag {key}", client.delete_model_version_tag, model_name, version, key)
-        for key, value in tags.items():
-            if now.get(key) != value:
-                aliases.mlflow_call(f"restore tag {key}", client.set_model_version_tag, model_name, version, key, value)
-    for alias, version in record["before"].items():
-        if current_aliases(client, model_name)[alias] == version:
-            continue
-        if version is None:
-            aliases.mlflow_call(f"delete alias {alias}", client.delete_registered_model_alias, model_name, alias)
-        else:
-            aliases.mlflow_call(f"restore alias {alias}", client.set_registered_model_alias, model_name, alias, str(version))
-
-
-def recover(client, tracking_uri: str, model_name: str) -> dict | None:
-    """Undo a move that died half way, if its journal is there. Call it holding the lock.
-
-    Returns:
-        The journal record that was restored, or ``None`` when there was nothing to do.
-
-    Raises:
-        RegistryError: MLflow failed during the restore; the journal stays for the next try.
-    """
-    path = journal_path(tracking_uri, model_name)
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    _restore(client, model_name, record)
-    path.unlink()
-    log.warning("restored %s to its aliases before an interrupted %s (%s)", model_name, record["action"], record["before"])
-    return record
-
-
 # --- the transaction -----------------------------------------------------------------------
 
 
@@ -198,7 +129,7 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
         plan = plan_fn(before)
         touched = sorted({v for v in (*before.values(), *(v for _, v, _ in plan), *tag_updates) if v is not None})
         path = journal_path(uri, model_name)
-        _write_journal(path, {"action": action, "before": before, "tags": {str(v): _version_tags(client, model_name, v) for v in touched}})
+        write_journal(path, {"action": action, "before": before, "tags": {str(v): version_tags(client, model_name, v) for v in touched}})
         try:
             _apply(client, model_name, plan, evidence)
             for v, tags in tag_updates.items():
@@ -226,7 +157,7 @@ def _undo(client, model_name: str, path: Path, action: str, exc: BaseException) 
     import mlflow
 
     try:
-        _restore(client, model_name, json.loads(path.read_text()))
+        restore(client, model_name, json.loads(path.read_text()))
     except (PipelineError, mlflow.exceptions.MlflowException) as restore_exc:
         raise RegistryError(
             f"{action} of {model_name} failed ({exc}) and the restore failed too ({restore_exc}); the journal {path} "
@@ -248,7 +179,7 @@ def _record_events(store, move: AliasMove) -> None:
 
 
 def _check_promotable(client, model_name: str, version: int, automatic: bool, force: bool) -> None:
-    tags = _version_tags(client, model_name, version)
+    tags = version_tags(client, model_name, version)
     if tags.get(CANARY_TAG) == ROLLED_BACK and (automatic or not force):
         raise RefusedMoveError(
             f"{model_name} v{version} was rolled back ({tags.get(REASON_TAG, 'no reason recorded')}); it is never promoted "
@@ -352,7 +283,7 @@ def settle_challengers(client, uri: str, model_name: str, as_of: str, store=None
     if chal is not None and chal == now[CHAMPION]:
         reason = "first version of the model: champion at registration, no canary needed"
         moves.append(reject_as_champion(client, uri, model_name, chal, reason=reason, as_of=as_of, store=store))
-    elif chal is not None and CANARY_TAG not in _version_tags(client, model_name, chal):
+    elif chal is not None and CANARY_TAG not in version_tags(client, model_name, chal):
         _set_tags(client, model_name, chal, {CANARY_TAG: PENDING, REASON_TAG: f"in the canary against champion v{now[CHAMPION]}", "canary_as_of": as_of})
     return moves
 
@@ -396,7 +327,7 @@ def check_rollback(client, uri: str, cfg, model_name: str, as_of: str, store) ->
 
     now = current_aliases(client, model_name)
     champ, prev = now[CHAMPION], now[PREVIOUS]
-    tags = _version_tags(client, model_name, champ) if champ is not None else {}
+    tags = version_tags(client, model_name, champ) if champ is not None else {}
     if prev is None or tags.get(CANARY_TAG) != PROMOTED or tags.get(WATCH_TAG) or PROMOTED_AS_OF_TAG not in tags:
         return {"action": "none", "reason": "no promoted champion under watch"}
     decision = decide_rollback(_paired(store, model_name, prev, champ, tags[PROMOTED_AS_OF_TAG], as_of), cfg.canary, horizon=cfg.features.horizon)

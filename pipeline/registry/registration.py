@@ -43,7 +43,7 @@ from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import RegistryError
 from pipeline.evaluation.comparison import GateDecision
 from pipeline.evaluation.cusum import REFERENCE_TAG
-from pipeline.registry import aliases, server, tracking
+from pipeline.registry import aliases, journal, server, tracking
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,7 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
     """
     evidence = {k: gate.get(k) for k in ("lstm_rmse", "best_baseline", "best_baseline_rmse", "relative_improvement", "min_relative_improvement")}
     with aliases.registry_lock(uri, name, store_url=store_url):
+        journal.recover(client, uri, name)  # a canary move that died half way is undone before this one reads the aliases
         challenger = aliases.alias_version(client, name, aliases.CHALLENGER)
         done = client.get_model_version(name, str(version)).tags.get(f"alias.{aliases.CHALLENGER}.removed")
         if done is not None and challenger != version:
@@ -416,6 +417,7 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
     from pipeline.store.sql import store_url
 
     with aliases.registry_lock(uri, name, store_url=store_url(cfg)):
+        journal.recover(client, uri, name)
         if aliases.alias_version(client, name, aliases.CHALLENGER) == version:
             aliases.delete_alias(client, name, aliases.CHALLENGER, reason)
         if aliases.alias_version(client, name, aliases.CHAMPION) == version:

@@ -172,6 +172,25 @@ def test_a_promotion_killed_half_way_is_undone_by_the_next_move(client, mlflow_s
     assert tags(client, name, 2)["canary_reason"] == "retried" and not promotion.journal_path(mlflow_server, name).exists()
 
 
+def test_a_registration_after_a_dead_promotion_restores_first_so_its_challenger_is_never_reverted(client, mlflow_server):
+    """A promotion of v2 died after moving champion (its journal stays); training then registers v3. The registration
+    restores the journal's state before it moves challenger, so no later recovery puts challenger back on v2."""
+    from pipeline.registry.registration import assign_aliases
+
+    name = make_model(client, 3)
+    set_aliases(client, name, champion=1, challenger=2)
+    before = state(client, name)
+    promotion.write_journal(promotion.journal_path(mlflow_server, name),
+                            {"action": "promote", "before": before, "tags": {str(v): tags(client, name, v) for v in (1, 2)}})  # fmt: skip
+    set_aliases(client, name, champion=2)  # half moved: the worker died here
+    assert assign_aliases(client, mlflow_server, name, 3, {}) == ["challenger"]
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous_champion": None}
+    assert not promotion.journal_path(mlflow_server, name).exists()
+    with aliases.registry_lock(mlflow_server, name):
+        assert promotion.recover(client, mlflow_server, name) is None
+    assert state(client, name) == {"champion": 1, "challenger": 3, "previous_champion": None}
+
+
 def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
     name = make_model(client, 3)
     set_aliases(client, name, champion=1, challenger=2)
