@@ -174,8 +174,7 @@ def _record_events(store, move: AliasMove) -> None:
     changed = [(a, move.before.get(a), move.after.get(a)) for a in ALIASES if move.before.get(a) != move.after.get(a)]
     if not changed and move.action == "reject":
         changed = [(CHALLENGER, move.version, move.after.get(CHALLENGER))]
-    for alias, old, new in changed:
-        store.record_alias_event(move.model_name, alias, old, new, move.action, move.reason, move.evidence, move.as_of)
+    store.record_alias_events(move.model_name, changed, move.action, move.reason, move.evidence, move.as_of)
 
 
 def _check_promotable(client, model_name: str, version: int, automatic: bool, force: bool) -> None:

@@ -499,12 +499,18 @@ class ForecastStore:
         reason: str, evidence: dict[str, Any], as_of,
     ) -> int:  # fmt: skip
         """Append one alias move (``action`` e.g. set / promote / reject / rollback / remove); returns its id."""
-        values = {
+        return self.record_alias_events(model_name, [(alias, from_version, to_version)], action, reason, evidence, as_of)[0]
+
+    def record_alias_events(
+        self, model_name: str, moves: list[tuple[str, int | None, int | None]], action: str, reason: str, evidence: dict[str, Any], as_of,
+    ) -> list[int]:  # fmt: skip
+        """Append the alias moves ``(alias, from_version, to_version)`` of one action in one transaction: all rows or none
+        (a promotion's three moves are never half recorded). Returns their ids in order."""
+        rows = [{
             "model_name": model_name, "alias": alias, "action": action, "reason": reason, "evidence": _json(evidence),
-            "from_version": None if from_version is None else int(from_version),
-            "to_version": None if to_version is None else int(to_version), "as_of": _ts(as_of),
-        }  # fmt: skip
-        return self._run(lambda conn: conn.execute(alias_events.insert().values(**values)).inserted_primary_key[0], write=True)
+            "from_version": None if old is None else int(old), "to_version": None if new is None else int(new), "as_of": _ts(as_of),
+        } for alias, old, new in moves]  # fmt: skip
+        return self._run(lambda conn: [conn.execute(alias_events.insert().values(**r)).inserted_primary_key[0] for r in rows], write=True)
 
     def alias_events(self, model_name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The latest alias events of ``model_name``, newest first (``evidence`` parsed)."""

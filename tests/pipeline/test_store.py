@@ -100,6 +100,31 @@ def test_checks_are_keyed_by_id_and_alias_events_append(store):
     assert events[1]["evidence"] == {"dm_p": 0.01} and events[1]["from_version"] == 1
 
 
+def test_the_alias_events_of_one_move_are_written_all_or_none(store):
+    """A promotion's three rows in one transaction: the database failing on the second insert leaves none (the
+    canary then restores the registry, and the audit log must not show a move that was undone)."""
+    import sqlalchemy as sa
+
+    moves = [("previous_champion", None, 1), ("champion", 1, 2), ("challenger", 2, None)]
+    inserts = []
+
+    def fail_on_the_second(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO ALIAS_EVENTS"):
+            inserts.append(statement)
+            if len(inserts) == 2:
+                raise sa.exc.DBAPIError(statement, parameters, RuntimeError("disk I/O error"))
+
+    sa.event.listen(store.engine, "before_cursor_execute", fail_on_the_second)
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            store.record_alias_events("m", moves, "promote", "better", {}, "2024-01-03")
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", fail_on_the_second)
+    assert len(inserts) == 2 and store.alias_events("m") == []
+    assert len(store.record_alias_events("m", moves, "promote", "better", {}, "2024-01-03")) == 3
+    assert [(e["alias"], e["from_version"], e["to_version"]) for e in reversed(store.alias_events("m"))] == moves
+
+
 def test_unreachable_store_fails_clearly_after_bounded_retries(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
