@@ -290,13 +290,22 @@ def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
         raise DataQualityError(f"{where} is missing column(s) {missing}; expected {required}, found {list(raw.columns)}")
     out = {}
     for col in (spec.timestamp_column, spec.target_column, *spec.covariates):
-        try:
-            if col == spec.timestamp_column:
+        if col == spec.timestamp_column:
+            try:
                 out[col] = parse_timestamps(raw, spec, where)
-            else:
-                out[col] = pd.to_numeric(raw[col]).astype("float64")
-        except (ValueError, TypeError) as exc:
-            raise DataQualityError(f"{where}: column {col!r} has a value that does not parse: {exc}") from exc
+            except (ValueError, TypeError) as exc:
+                raise DataQualityError(f"{where}: column {col!r} has a value that does not parse: {exc}") from exc
+            continue
+        try:
+            out[col] = pd.to_numeric(raw[col]).astype("float64")
+        except (ValueError, TypeError):
+            coerced = pd.to_numeric(raw[col], errors="coerce")
+            bad = np.flatnonzero(coerced.isna().to_numpy() & raw[col].notna().to_numpy())
+            first = int(bad[0]) if len(bad) else 0
+            raise DataQualityError(
+                f"{where}: column {col!r} expects numbers; row {first + 1} (counting from 1, header excluded) has "
+                f"{raw[col].iat[first]!r}" + (f", and {len(bad) - 1} more row(s) do not parse" if len(bad) > 1 else "")
+            ) from None
     return out
 
 
@@ -336,7 +345,9 @@ def _on_grid(part: pd.DataFrame, uid: str, freq: str, where: str) -> pd.DataFram
     part = part.sort_values(schema.DS, kind="stable")
     dup = part[schema.DS].duplicated()
     if dup.any():
-        raise DataQualityError(f"{where}, series {uid!r}: duplicate timestamp {part[schema.DS][dup].iat[0]}")
+        first = part[schema.DS][dup].iat[0]
+        rows = sorted(int(i) + 1 for i in part.index[part[schema.DS] == first])  # long's index is the raw row position
+        raise DataQualityError(f"{where}, series {uid!r}: duplicate timestamp {first.isoformat()} at rows {rows} (counting from 1, header excluded)")
     grid = pd.date_range(part[schema.DS].iat[0], part[schema.DS].iat[-1], freq=freq, name=schema.DS)
     off = part[schema.DS][~part[schema.DS].isin(grid)]
     if len(off):

@@ -119,8 +119,25 @@ def _describe_row(frame: pd.DataFrame, row: Any, column: Any) -> str:
         return repr(row)
     line = int(row) + 2
     cols = column if isinstance(column, list) else [column]
-    values = ", ".join(f"{c}={frame.at[row, c]!r}" for c in cols if c in frame.columns)
+    values = ", ".join(f"{c}={_plain(frame.at[row, c])}" for c in cols if c in frame.columns)
     return f"line {line}: {values}"
+
+
+def _plain(value: Any) -> str:
+    """A value as a user wrote it: a timestamp in ISO 8601, text quoted, numbers as they are."""
+    return value.isoformat() if isinstance(value, pd.Timestamp) else repr(value)
+
+
+#: what each expectation asks, in words, for :func:`format_failures` (Great Expectations' names stay beside them)
+EXPECTED = {
+    "expect_columns_to_exist": "the column must be in the file",
+    "expect_column_values_to_not_be_null": "a value on every row",
+    "expect_column_values_to_match_regex": "a number on every row",
+    "expect_column_values_to_be_in_set": "one of the levels seen in training",
+    "expect_compound_columns_to_be_unique": "one row per series and timestamp",
+    "expect_column_values_to_be_unique": "one row per timestamp",
+    "expect_column_values_to_be_between": "values within the configured range",
+}
 
 
 def _check(expectation: str, column: Any, failed_examples: list[str], count: int, **extra) -> dict[str, Any]:
@@ -325,7 +342,12 @@ def _gap_summary(long: pd.DataFrame, n_raw_rows: int, cfg: PipelineConfig) -> tu
 def format_failures(failures: list[dict[str, Any]], source: str) -> str:
     lines = [f"schema validation failed for {source}: {len(failures)} expectation(s) not met"]
     for f in failures:
-        lines.append(f"- {f['expectation']} on column {f['column']!r}: {f['unexpected_count']} row(s) failed")
+        what = EXPECTED.get(f["expectation"])
+        if f["expectation"] == "expect_columns_to_exist":
+            lines.append(f"- column(s) {f['column']!r} missing ({f['expectation']})")
+        else:
+            expected = f"expected {what}; " if what else ""
+            lines.append(f"- column {f['column']!r}: {expected}{f['unexpected_count']} row(s) failed ({f['expectation']})")
         lines.extend(f"    e.g. {ex}" for ex in f["examples"][:MAX_EXAMPLES])
     return "\n".join(lines)
 

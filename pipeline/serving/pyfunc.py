@@ -79,7 +79,10 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
     history = pd.DataFrame(history)
     if history.empty:
         required = [prep.timestamp_column, prep.target_column, *prep.covariates, *prep.categorical_levels]
-        raise DataQualityError(f"history is empty: expected at least {_need(prep)} rows of columns {required}")
+        raise DataQualityError(
+            f"history has no rows: expected at least {_need(prep)} rows of columns {required}, found none (a column the model "
+            "does not know is dropped by its input schema, so rows with none of these columns arrive empty)"
+        )
     long = raw_to_long(_categoricals_as_text(history, prep), prep, where="history")
     _check_finite(long, prep)
     return long

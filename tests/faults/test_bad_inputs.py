@@ -159,7 +159,7 @@ def served(tiny_features):
 
 def test_pyfunc_empty_frame_is_a_clear_error(served):
     model, history = served
-    with pytest.raises(DataQualityError, match="history is empty: expected at least lookback=24 rows"):
+    with pytest.raises(DataQualityError, match="history has no rows: expected at least lookback=24 rows"):
         model.predict(None, history.iloc[:0])
 
 
@@ -167,6 +167,21 @@ def test_pyfunc_missing_column_is_named_by_the_pipeline(served):
     model, history = served
     with pytest.raises(DataQualityError, match=r"history is missing column\(s\) \['temp'\]"):
         model.predict(None, history.drop(columns=["temp"]))
+
+
+def test_pyfunc_non_numeric_value_names_the_row_and_the_value(served):
+    model, history = served
+    history["load"] = history["load"].astype(object)
+    history.loc[[9, 20], "load"] = ["oops", "12,5"]
+    with pytest.raises(DataQualityError, match=r"history: column 'load' expects numbers; row 10 \(counting from 1, header excluded\) has 'oops', and 1 more"):
+        model.predict(None, history)
+
+
+def test_pyfunc_duplicate_timestamp_names_both_rows(served):
+    model, history = served
+    history.loc[12, "time"] = history.loc[11, "time"]
+    with pytest.raises(DataQualityError, match=r"duplicate timestamp \d{4}-\d\d-\d\dT[\d:]+ at rows \[12, 13\]"):
+        model.predict(None, history)
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf])

@@ -142,7 +142,7 @@ def test_bad_input_gets_422_with_the_pyfuncs_located_message(case):
             resp = client.post("/forecast", content=content, headers={"content-type": "application/json"})
             assert resp.status_code == 422 and message in resp.json()["message"] and "Traceback" not in resp.text, (content, resp.text)
         empty = client.post("/forecast", json={"rows": []})
-        assert empty.status_code == 422 and "history is empty" in empty.json()["message"]
+        assert empty.status_code == 422 and "history has no rows" in empty.json()["message"]
         metrics = _metrics(client)
     assert metrics[("lstm_serving_errors_total", (("kind", "DataQualityError"),))] == 4
     assert metrics[("lstm_serving_errors_total", (("kind", "invalid_body"),))] == 4
