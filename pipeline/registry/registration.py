@@ -32,7 +32,9 @@ it, and a version that is ``champion`` makes the stage fail (roll back explicitl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,26 @@ def _inference_package(folder: Path) -> Path:
     return package
 
 
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def _filtered(logger: logging.Logger, flt: logging.Filter) -> Iterator[None]:
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+
+
 def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     import tempfile
 
@@ -117,19 +139,26 @@ def _log_model(mlflow, cfg: PipelineConfig, inputs: tracking.RunInputs):
     intervals = artifacts.INTERVALS.at(inputs.training)
     model.use(LSTMForecaster.load(artifacts.MODEL_WEIGHTS.at(inputs.training), prep), None,
               IntervalCalibration.load(intervals) if intervals.exists() else None)  # the signature's outputs name the interval columns
-    typed = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
-    signature = _optional_inputs(typed)
-    with tempfile.TemporaryDirectory() as tmp:
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ForecastModel(),
-            artifacts=model_artifacts(inputs.features, inputs.training),
-            code_paths=[str(_inference_package(tmp))],
-            signature=signature,
-            input_example=example,
-            metadata={"input_types": input_types(typed), "input_casts": "numbers -> float64, timestamp -> datetime, categorical -> text"},
-            pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
-        )
+    # MLflow's hints that do not apply here, printed on every registration: integer columns in the inferred schema
+    # (a warning; the signature's inputs are made optional and untyped below, the model casts), and cloudpickle for a
+    # Python object (a log line; ForecastModel is a stateless class shipped with its code in code_paths, its weights
+    # are artifacts)
+    pickle_hint = _DropMessage("Passing a Python object as `python_model`")
+    with warnings.catch_warnings(), _filtered(logging.getLogger("mlflow.pyfunc"), pickle_hint):
+        warnings.filterwarnings("ignore", message=r"Hint: Inferred schema contains integer column", category=UserWarning)
+        typed = infer_signature(example, model.predict(None, example), params=SIGNATURE_PARAMS)  # also proves the example is usable
+        signature = _optional_inputs(typed)
+        with tempfile.TemporaryDirectory() as tmp:
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ForecastModel(),
+                artifacts=model_artifacts(inputs.features, inputs.training),
+                code_paths=[str(_inference_package(tmp))],
+                signature=signature,
+                input_example=example,
+                metadata={"input_types": input_types(typed), "input_casts": "numbers -> float64, timestamp -> datetime, categorical -> text"},
+                pip_requirements=[f"torch>={_version('torch')}", f"pandas>={_version('pandas')}", f"scikit-learn>={_version('sklearn')}", "pydantic>=2", "pyyaml"],
+            )
 
 
 def _optional_inputs(signature):
