@@ -419,6 +419,7 @@ class MlflowConfig(_Section):
     #: artifact folder of new experiments for a local (SQLite/file) store
     artifact_location: Path | None = None
     experiment_name: str = "lstm-forecast"
+    #: :func:`load_config` sets ``<name>-lstm`` when the YAML has none; this default is for configs built in code
     registered_model_name: str = "lstm-forecaster"
 
 
@@ -671,6 +672,7 @@ class ServingConfig(_Section):
 class PipelineConfig(_Section):
     """The whole use case. Build it with :func:`load_config`."""
 
+    #: :func:`load_config` sets the file's stem when the YAML has none; this default is for configs built in code
     name: str = "pipeline"
     data: DataConfig
     features: FeaturesConfig
@@ -800,6 +802,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
             before validation, relative paths resolved against the working directory. A
             ``None`` value is skipped (not given); :data:`NULL` sets the key to null.
 
+    Defaults taken from the file: ``name`` is the file's stem when the YAML has none, and
+    ``mlflow.registered_model_name`` is ``<name>-lstm`` when it has none.
+
     Raises:
         ConfigError: the file is missing or not a YAML mapping, a key is unknown, or
             a value is invalid; the message names each offending key.
@@ -814,6 +819,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at top level, found {type(raw).__name__}")
     _resolve_paths(raw, path.resolve().parent)
+    # a config without a name is named after its file, and its registered model after that name (as `init` writes
+    # them): two hand-written configs must not register two data sets' models as versions of one shared default
+    raw.setdefault("name", path.stem)
+    if isinstance(raw.get("mlflow", {}), dict):
+        raw.setdefault("mlflow", {}).setdefault("registered_model_name", f"{raw['name']}-lstm")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

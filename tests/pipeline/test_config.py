@@ -79,3 +79,16 @@ def test_resolved_config_round_trips_and_ignores_later_yaml_edits(make_case, tmp
     config.write_text(config.read_text().replace("lookback: 12", "lookback: 99"))
     assert load_config(config).features.lookback == 99
     assert load_resolved(path) == cfg
+
+
+def test_a_config_without_names_is_named_after_its_file_and_registers_its_own_model(tmp_path):
+    def unnamed(r):
+        r.pop("name", None)
+        r.get("mlflow", {}).pop("registered_model_name", None)
+
+    first, second = _write(tmp_path, unnamed), tmp_path / "other.yaml"
+    second.write_text(first.read_text())
+    a, b = load_config(first), load_config(second)
+    assert (a.name, a.mlflow.registered_model_name) == ("c", "c-lstm") and b.mlflow.registered_model_name == "other-lstm"
+    named = _write(tmp_path, lambda r: r.update(name="sales", mlflow={"registered_model_name": "sales-v2"}))
+    assert (load_config(named).name, load_config(named).mlflow.registered_model_name) == ("sales", "sales-v2")

@@ -110,8 +110,8 @@ def test_forecast_equals_the_pyfunc_and_names_the_version(case):
         resp = client.post("/forecast", json={"rows": _rows(raw)})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert (body["model"], body["version"], body["alias"]) == ("lstm-forecaster", 1, "champion")
-    assert (resp.headers["x-model-name"], resp.headers["x-model-version"], resp.headers["x-model-alias"]) == ("lstm-forecaster", "1", "champion")
+    assert (body["model"], body["version"], body["alias"]) == ("tiny-lstm", 1, "champion")
+    assert (resp.headers["x-model-name"], resp.headers["x-model-version"], resp.headers["x-model-alias"]) == ("tiny-lstm", "1", "champion")
     expected = tidy(versions[1].predict(None, raw))
     got = pd.DataFrame(body["forecasts"])
     assert list(got.columns) == ["unique_id", "ds", "step", "yhat"] and len(got) == N_SERIES * 4
@@ -187,7 +187,7 @@ def test_not_ready_until_a_champion_is_loaded_then_hot_reload_and_failed_load(ca
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/ready").status_code == 503
         resp = client.post("/forecast", json=body)
-        assert resp.status_code == 503 and "no champion of 'lstm-forecaster' is loaded yet" in resp.json()["message"]
+        assert resp.status_code == 503 and "no champion of 'tiny-lstm' is loaded yet" in resp.json()["message"]
         registry.alias_map = {"champion": 1}
         app.state.reloader.poll_once()
         assert client.get("/ready").json()["served"] == {"champion": 1}
