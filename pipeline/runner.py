@@ -69,6 +69,8 @@ def run_training_pipeline(
         "train_steps": results["train"].get("steps"),
         "rows": results["validate"]["rows"],
         "windows": results["features"]["windows"],
+        "history_steps": results["features"].get("history_steps"),
+        "seasonal_lags": results["features"].get("seasonal_lags"),
         "skipped_baselines": results["baselines"]["skipped"],
         "run_dir": str(run_path),
         "as_of": results["validate"].get("as_of"),
@@ -86,6 +88,9 @@ def summary_table(result: dict[str, Any]) -> str:
     table = pd.read_csv(artifacts.COMPARISON_TABLE.at(result["evaluation"]))
     lines = [
         f"validated rows: {result['rows']}; windows: {result['windows']}",
+        *([f"a forecast needs at least {result['history_steps']} rows of history per series"
+           + (f" (lookback plus the reach of the seasonal lags {result['seasonal_lags']}, features.seasonal_lags)" if result.get("seasonal_lags") else " (the lookback)")]
+          if result.get("history_steps") else []),
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
         *[f"LSTM {k[len('test_coverage_'):]}% interval: test coverage {100 * v:.1f}%, mean width {result[k.replace('coverage', 'width')]:.4g}"

@@ -858,7 +858,8 @@ def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dic
     applied unchanged (:func:`build_finetune_features`).
 
     Returns:
-        ``{"features": folder, "windows": {split: count, ...}, "n_features": F}``.
+        ``{"features": folder, "windows": {split: count, ...}, "n_features": F, "history_steps": rows of
+        history a forecast needs per series (lookback plus the seasonal lags' reach), "seasonal_lags": [s, ...]}``.
     """
     long = pd.read_parquet(data_parquet)
     if cfg.retrain.start_from is not None:  # retrain.mode finetune: the champion's preprocessing, not refitted
@@ -867,4 +868,5 @@ def run_features(cfg: PipelineConfig, run_path: Path, data_parquet: Path) -> dic
         fs = build_features(long, cfg)
     target = save_features(fs, artifacts.step_dir(run_path, artifacts.FEATURES), reference=training_part(long, fs.prep))
     log.info("built windows %s with %d features", fs.report["windows"], fs.prep.n_features)
-    return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features}
+    return {"features": str(target), "windows": fs.report["windows"], "n_features": fs.prep.n_features,
+            "history_steps": fs.prep.history_steps, "seasonal_lags": list(fs.prep.seasonal_lags or [])}  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import DataQualityError, RegistryError
-from pipeline.runner import run_training_pipeline
+from pipeline.runner import run_training_pipeline, summary_table
 from tests.conftest import _free_port, register_folder, write_sine_case
 
 pytestmark = pytest.mark.slow
@@ -290,6 +290,8 @@ def test_a_version_with_seasonal_lags_serves_them_from_its_shipped_package(mlflo
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(np.array(printed["out"]), expected, atol=1e-5, rtol=1e-5)
     assert f"history has {need - 1} steps, at least lookback + the seasonal lags' reach (seasons [24]) = 24 + 21 = {need}" in printed["short"]
+    # and `train` said so when it trained: the history a forecast needs is not a surprise at forecast time
+    assert f"a forecast needs at least {need} rows of history per series (lookback plus the reach of the seasonal lags [24]" in summary_table(result)
 
 
 def test_the_input_example_is_the_latest_forecastable_history_when_the_data_ends_in_a_gap(make_case, tmp_path):
