@@ -337,6 +337,19 @@ def _write_tags(client, name: str, version: int, tags: dict[str, str], descripti
         client.update_model_version(name, str(version), description=description)
 
 
+def event_recorder(store, name: str, when) -> Callable[..., None]:
+    """``record(alias, from_version, to_version, reason, evidence)`` for :func:`assign_aliases`: one ``register`` row in
+    the forecast store's alias events, written only when the store has no row moving ``alias`` to that version yet (a
+    rerun that finds the alias in place writes the row its first attempt lost, and never a second one)."""
+
+    def record(alias: str, old: int | None, new: int, reason: str, evidence: dict) -> None:
+        if any(e["alias"] == alias and e["to_version"] == new for e in store.alias_events(name, 200)):
+            return
+        store.record_alias_event(name, alias, old, new, "register", reason, evidence, when)
+
+    return record
+
+
 def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record: Callable[..., Any] | None = None,
                    store_url: str | None = None) -> list[str]:  # fmt: skip
     """Step 4: ``challenger`` unless a newer version holds it; ``champion`` when there is none.
@@ -345,7 +358,9 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
     registering at once cannot both make their version the first ``champion``. Each move is
     passed to ``record(alias, from_version, to_version, reason, evidence)`` right after it
     (the forecast store's alias-event row, as the canary's moves are); a rerun that finds an
-    alias already in place moves nothing and records nothing. A version that held ``challenger``
+    alias this registration set already in place moves nothing and passes it to ``record`` again
+    (:func:`event_recorder` writes it only when its row is missing: a store that failed after
+    the move, or a crash between the two). A version that held ``challenger``
     and lost it (its ``alias.challenger.removed`` tag: promoted, rejected, replaced, rolled back
     later) never gets it back from a rerun of its registration: the canary has dealt with it.
 
@@ -365,12 +380,18 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
                 record(aliases.CHALLENGER, challenger, version, "passed the comparison gate", evidence)
         elif challenger > version:
             log.info("%s v%s stays challenger: it is newer than v%s", name, challenger, version)
+        elif record is not None:  # in place: this registration set it (only registration sets challenger)
+            record(aliases.CHALLENGER, None, version, "passed the comparison gate", evidence)
         faults.point("between_alias_moves")
-        if aliases.alias_version(client, name, aliases.CHAMPION) is None:
+        first = "first version of the model to pass the comparison gate"
+        champion = aliases.alias_version(client, name, aliases.CHAMPION)
+        if champion is None:
             faults.point("before_first_champion")
-            aliases.set_alias(client, name, aliases.CHAMPION, version, "first version of the model to pass the comparison gate", evidence)
+            aliases.set_alias(client, name, aliases.CHAMPION, version, first, evidence)
             if record is not None:
-                record(aliases.CHAMPION, None, version, "first version of the model to pass the comparison gate", evidence)
+                record(aliases.CHAMPION, None, version, first, evidence)
+        elif champion == version and record is not None and client.get_model_version(name, str(version)).tags.get(f"alias.{aliases.CHAMPION}.reason") == first:
+            record(aliases.CHAMPION, None, version, first, evidence)
         return aliases.version_aliases(client, name, version)
 
 
@@ -421,10 +442,7 @@ def register(
     # the event's time: the run's as-of (a retrain, a replay), else when the move happened (UTC), as an operator's move
     when = validated.get("as_of") or pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
 
-    def record(alias: str, old: int | None, new: int, reason: str, evidence: dict) -> None:
-        store.record_alias_event(name, alias, old, new, "register", reason, evidence, when)
-
-    found = assign_aliases(client, uri, name, version, info["gate"], record, store_url=store.url)
+    found = assign_aliases(client, uri, name, version, info["gate"], event_recorder(store, name, when), store_url=store.url)
     same = same_inputs_versions(client, name, version, tags)
     if same:
         log.info("%s v%s was trained from the same inputs as v%s (config, data, code, as-of)", name, version, ", v".join(map(str, same)))

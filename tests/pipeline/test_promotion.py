@@ -191,6 +191,25 @@ def test_a_registration_after_a_dead_promotion_restores_first_so_its_challenger_
     assert state(client, name) == {"champion": 1, "challenger": 3, "previous_champion": None}
 
 
+def test_a_registration_rerun_writes_the_alias_events_its_first_attempt_lost_and_never_twice(client, mlflow_server, store):
+    """The store fails right after registration moved challenger: the rerun finds the alias in place, finishes the
+    moves and writes the missing rows; a third run writes nothing."""
+    from pipeline.core.errors import StoreError
+    from pipeline.registry.registration import assign_aliases, event_recorder
+
+    name = make_model(client, 1)
+
+    def store_down(*args):
+        raise StoreError("forecast store unreachable")
+
+    with pytest.raises(StoreError):
+        assign_aliases(client, mlflow_server, name, 1, {}, store_down)
+    assert state(client, name) == {"champion": None, "challenger": 1, "previous_champion": None} and events(store, name) == []
+    for _ in range(2):
+        assert assign_aliases(client, mlflow_server, name, 1, {}, event_recorder(store, name, "2025-01-01")) == ["challenger", "champion"]
+    assert events(store, name) == [("challenger", None, 1, "register"), ("champion", None, 1, "register")]
+
+
 def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
     name = make_model(client, 3)
     set_aliases(client, name, champion=1, challenger=2)
