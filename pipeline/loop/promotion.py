@@ -5,7 +5,8 @@ Each move, under the registered model's lock (:func:`pipeline.registry.aliases.r
 1. reads the aliases ``champion``, ``challenger``, ``previous_champion`` and checks that
    they are what the caller decided on (a decision made on stale aliases is refused);
 2. writes a journal (the aliases and the tags of every version it touches, as they were)
-   next to the lock file;
+   where the lock is: next to the lock file, or in the lock's Postgres database
+   (:func:`pipeline.registry.journal.journal_for`);
 3. moves the aliases (each alias records its reason on its version, see :mod:`pipeline.registry.aliases`)
    and sets the version tags ``canary`` (``pending`` / ``promoted`` / ``rejected`` /
    ``rolled_back``), ``canary_reason`` and the decision's numbers (``canary_*``);
@@ -30,16 +31,23 @@ is rolled back (``champion`` <- previous champion, ``previous_champion`` removed
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.core import faults
 from pipeline.core.errors import PipelineError, RegistryError
 from pipeline.registry import aliases, server
-from pipeline.registry.journal import ALIASES, current_aliases, journal_path, recover, restore, version_tags, write_journal
+from pipeline.registry.journal import (  # noqa: F401 - journal_path, write_journal re-exported
+    ALIASES,
+    current_aliases,
+    journal_for,
+    journal_path,
+    recover,
+    restore,
+    version_tags,
+    write_journal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +129,16 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
                  plan_fn, tag_updates: dict[int, dict[str, str]], reason: str, as_of: str, evidence: dict, store) -> AliasMove:  # fmt: skip
     import mlflow
 
-    with aliases.registry_lock(uri, model_name, store_url=getattr(store, "url", None)):
-        recover(client, uri, model_name)
+    store_url = getattr(store, "url", None)
+    with aliases.registry_lock(uri, model_name, store_url=store_url):
+        recover(client, uri, model_name, store_url)
         before = current_aliases(client, model_name)
         if expect is not None and any(before[a] != v for a, v in expect.items()):
             raise StaleDecisionError(f"{action} of {model_name} v{version} refused: aliases are {before}, the decision expected {expect}")
         plan = plan_fn(before)
         touched = sorted({v for v in (*before.values(), *(v for _, v, _ in plan), *tag_updates) if v is not None})
-        path = journal_path(uri, model_name)
-        write_journal(path, {"action": action, "before": before, "tags": {str(v): version_tags(client, model_name, v) for v in touched}})
+        journal = journal_for(uri, model_name, store_url)
+        journal.write({"action": action, "before": before, "tags": {str(v): version_tags(client, model_name, v) for v in touched}})
         try:
             _apply(client, model_name, plan, evidence)
             for v, tags in tag_updates.items():
@@ -140,9 +149,9 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
             move = AliasMove(action, model_name, version, before, after, reason, as_of, evidence)
             _record_events(store, move)
         except (PipelineError, mlflow.exceptions.MlflowException, OSError, _store_errors()) as exc:
-            _undo(client, model_name, path, action, exc)
+            _undo(client, model_name, journal, action, exc)
             raise RegistryError(f"{action} of {model_name} v{version} failed and was undone (aliases {before}): {exc}") from exc
-        path.unlink()
+        journal.clear()
     log.info("%s %s v%s: %s -> %s: %s", action, model_name, version, before, after, reason)
     return move
 
@@ -153,17 +162,17 @@ def _store_errors() -> type[Exception]:
     return SQLAlchemyError
 
 
-def _undo(client, model_name: str, path: Path, action: str, exc: BaseException) -> None:
+def _undo(client, model_name: str, journal, action: str, exc: BaseException) -> None:
     import mlflow
 
     try:
-        restore(client, model_name, json.loads(path.read_text()))
+        restore(client, model_name, journal.read())
     except (PipelineError, mlflow.exceptions.MlflowException) as restore_exc:
         raise RegistryError(
-            f"{action} of {model_name} failed ({exc}) and the restore failed too ({restore_exc}); the journal {path} "
+            f"{action} of {model_name} failed ({exc}) and the restore failed too ({restore_exc}); the journal ({journal.where}) "
             "stays and the next move, or `lstm-pipeline registry`, restores the aliases it records"
         ) from restore_exc
-    path.unlink()
+    journal.clear()
 
 
 def _record_events(store, move: AliasMove) -> None:
@@ -359,7 +368,7 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         if client is None:
             client = server.client(uri)
         with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
-            recover(client, uri, name)
+            recover(client, uri, name, getattr(store, "url", None))
         settled = [m.as_dict() for m in settle_challengers(client, uri, name, as_of, store)]
         watch = check_rollback(client, uri, cfg, name, as_of, store)
         canary = check_challenger(client, uri, cfg, name, as_of, store)
@@ -385,7 +394,7 @@ def manual_promote(cfg, version: int, reason: str, as_of: str, force: bool = Fal
     """
     client, uri, name, store = _operator_session(cfg)
     with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
-        recover(client, uri, name)
+        recover(client, uri, name, getattr(store, "url", None))
     evidence = {"manual": True, "forced": force}
     return promote(client, uri, name, int(version), reason=f"manual: {reason}", as_of=as_of, evidence=evidence,
                    store=store, automatic=False, force=force)  # fmt: skip
@@ -395,7 +404,7 @@ def manual_rollback(cfg, reason: str, as_of: str) -> AliasMove:
     """An operator's rollback to ``previous_champion`` (same records as the canary's)."""
     client, uri, name, store = _operator_session(cfg)
     with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
-        recover(client, uri, name)
+        recover(client, uri, name, getattr(store, "url", None))
     return rollback(client, uri, name, reason=f"manual: {reason}", as_of=as_of, evidence={"manual": True}, store=store)
 
 
@@ -409,7 +418,7 @@ def registry_report(cfg, n_events: int = 10) -> dict[str, Any]:
         return {"model": name, "tracking_uri": uri, "aliases": dict.fromkeys(ALIASES), "versions": [], "events": [],
                 "recovered": None, "registered": False}  # fmt: skip
     with aliases.registry_lock(uri, name, store_url=getattr(store, "url", None)):
-        recovered = recover(client, uri, name)
+        recovered = recover(client, uri, name, getattr(store, "url", None))
     now = current_aliases(client, name)
     by_version: dict[int, list[str]] = {}
     for alias, v in now.items():

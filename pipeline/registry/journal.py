@@ -10,9 +10,10 @@ registry``) calls :func:`recover` first, which puts that state back before doing
 aliases are never left half moved, and nothing moved after the crash is later reverted by a
 stale journal.
 
-The journal lives in :func:`pipeline.registry.aliases.lock_dir`, on the machine of the process
-that moved: with a Postgres advisory lock shared by several machines, a journal left on one is
-not seen by the others (docs/LOOP.md; the closing note of the change that wrote this).
+Where the journal lives follows the lock (:func:`journal_for`): with a file lock, a file next
+to the lock file (one machine); with a Postgres advisory lock (:func:`pipeline.registry.aliases.lock_url`),
+a row of the table :data:`TABLE` in that same database, keyed by the model's name like the lock,
+so a move that died on one machine is recovered by whichever machine takes the lock next.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import logging
 import os
 from pathlib import Path
 
+from pipeline.core.errors import RegistryError
 from pipeline.registry import aliases
 
 log = logging.getLogger(__name__)
 
 ALIASES = (aliases.CHAMPION, aliases.CHALLENGER, aliases.PREVIOUS_CHAMPION)
+#: the table of the Postgres journals (one row per registered model with a move in progress)
+TABLE = "lstm_pipeline_alias_journal"
 
 
 def current_aliases(client, model_name: str) -> dict[str, int | None]:
@@ -58,6 +62,62 @@ def write_journal(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
+class FileJournal:
+    """The journal as a file next to the lock file (:func:`journal_path`): one machine."""
+
+    def __init__(self, path: Path):
+        self.path, self.where = path, str(path)
+
+    def read(self) -> dict | None:
+        return json.loads(self.path.read_text()) if self.path.exists() else None
+
+    def write(self, record: dict) -> None:
+        write_journal(self.path, record)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class PostgresJournal:
+    """The journal as a row of :data:`TABLE` in the lock's Postgres database, keyed by the model's name."""
+
+    def __init__(self, url: str, model_name: str):
+        self.url, self.model_name = url, model_name
+        self.where = f"table {TABLE} (model_name {model_name!r}) of the lock database"
+
+    def _execute(self, sql: str, **params):
+        """``sql`` in one transaction on a connection of its own (the table created first); a SELECT's scalar."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {TABLE} (model_name TEXT PRIMARY KEY, record TEXT NOT NULL)"))
+                result = conn.execute(sa.text(sql), params)
+                return result.scalar() if result.returns_rows else None
+        except sa.exc.OperationalError as exc:
+            raise RegistryError(f"could not reach the lock database for the alias-move journal of {self.model_name!r}: {exc.orig}") from exc
+        finally:
+            engine.dispose()
+
+    def read(self) -> dict | None:
+        text = self._execute(f"SELECT record FROM {TABLE} WHERE model_name = :m", m=self.model_name)
+        return json.loads(text) if text is not None else None
+
+    def write(self, record: dict) -> None:
+        self._execute(f"INSERT INTO {TABLE} (model_name, record) VALUES (:m, :r) ON CONFLICT (model_name) DO UPDATE SET record = EXCLUDED.record",
+                      m=self.model_name, r=json.dumps(record, sort_keys=True))  # fmt: skip
+
+    def clear(self) -> None:
+        self._execute(f"DELETE FROM {TABLE} WHERE model_name = :m", m=self.model_name)
+
+
+def journal_for(tracking_uri: str, model_name: str, store_url: str | None = None) -> FileJournal | PostgresJournal:
+    """The journal beside the lock :func:`pipeline.registry.aliases.registry_lock` takes with the same arguments."""
+    url = aliases.lock_url(store_url)
+    return PostgresJournal(url, model_name) if url else FileJournal(journal_path(tracking_uri, model_name))
+
+
 def restore(client, model_name: str, record: dict) -> None:
     """Put aliases and tags back as ``record`` (a journal) has them. Raw client calls: no new records."""
     for version, tags in record["tags"].items():
@@ -76,20 +136,20 @@ def restore(client, model_name: str, record: dict) -> None:
             aliases.mlflow_call(f"restore alias {alias}", client.set_registered_model_alias, model_name, alias, str(version))
 
 
-def recover(client, tracking_uri: str, model_name: str) -> dict | None:
-    """Undo a move that died half way, if its journal is there. Call it holding the lock.
+def recover(client, tracking_uri: str, model_name: str, store_url: str | None = None) -> dict | None:
+    """Undo a move that died half way, if its journal is there (:func:`journal_for`). Call it holding the lock.
 
     Returns:
         The journal record that was restored, or ``None`` when there was nothing to do.
 
     Raises:
-        RegistryError: MLflow failed during the restore; the journal stays for the next try.
+        RegistryError: MLflow (or the lock database) failed during the restore; the journal stays for the next try.
     """
-    path = journal_path(tracking_uri, model_name)
-    if not path.exists():
+    journal = journal_for(tracking_uri, model_name, store_url)
+    record = journal.read()
+    if record is None:
         return None
-    record = json.loads(path.read_text())
     restore(client, model_name, record)
-    path.unlink()
+    journal.clear()
     log.warning("restored %s to its aliases before an interrupted %s (%s)", model_name, record["action"], record["before"])
     return record

@@ -369,7 +369,7 @@ def assign_aliases(client, uri: str, name: str, version: int, gate: dict, record
     """
     evidence = {k: gate.get(k) for k in ("lstm_rmse", "best_baseline", "best_baseline_rmse", "relative_improvement", "min_relative_improvement")}
     with aliases.registry_lock(uri, name, store_url=store_url):
-        journal.recover(client, uri, name)  # a canary move that died half way is undone before this one reads the aliases
+        journal.recover(client, uri, name, store_url)  # a canary move that died half way is undone before this one reads the aliases
         challenger = aliases.alias_version(client, name, aliases.CHALLENGER)
         done = client.get_model_version(name, str(version)).tags.get(f"alias.{aliases.CHALLENGER}.removed")
         if done is not None and challenger != version:
@@ -464,7 +464,7 @@ def _withdraw(client, cfg: PipelineConfig, uri: str, run_id: str, info: dict, va
     from pipeline.store.sql import store_url
 
     with aliases.registry_lock(uri, name, store_url=store_url(cfg)):
-        journal.recover(client, uri, name)
+        journal.recover(client, uri, name, store_url(cfg))
         if aliases.alias_version(client, name, aliases.CHALLENGER) == version:
             aliases.delete_alias(client, name, aliases.CHALLENGER, reason)
         if aliases.alias_version(client, name, aliases.CHAMPION) == version:

@@ -111,3 +111,21 @@ def test_registry_lock_takes_the_advisory_lock_of_the_store_it_is_given(postgres
         assert str(held).startswith("pg_advisory_lock(")
     with aliases.registry_lock("http://registry:5000", "m", timeout_s=5) as held:
         assert str(held).endswith(".lock")  # no store given, no environment: the file lock
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_under_a_postgres_lock_the_journal_of_a_dead_move_is_seen_from_another_machine(lock_env, tmp_path, monkeypatch):
+    """A move's journal lives beside the lock: in the lock's database, so a worker on another machine (another lock
+    folder) that takes the lock next finds the journal of a move that died on the first one, and clears it."""
+    from pipeline.registry import journal
+
+    record = {"action": "promote", "before": {"champion": 1, "challenger": 2, "previous_champion": None}, "tags": {}}
+    first = journal.journal_for("http://mlflow:5000", "m")
+    assert isinstance(first, journal.PostgresJournal) and first.read() is None
+    first.write(record)
+    monkeypatch.setenv(aliases.LOCK_DIR_ENV, str(tmp_path / "another-machine"))
+    other = journal.journal_for("http://127.0.0.1:5000", "m")
+    assert other.read() == record and journal.journal_for("http://127.0.0.1:5000", "another-model").read() is None
+    other.clear()
+    assert first.read() is None and not list((tmp_path / "another-machine").glob("*.json"))
