@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core import schema
@@ -177,8 +178,21 @@ def run_forecast(
               "origin_end": str(frame[schema.DS].max()) if len(frame) else None,
               "out": str(write_forecast(frame, out)) if out is not None else None, "frame": frame}  # fmt: skip
     if as_records:
-        result["forecast"] = frame.assign(ds=frame[schema.DS].astype(str)).to_dict(orient="records")
+        result["forecast"] = forecast_records(frame)
     return result
+
+
+def forecast_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The forecast rows as JSON objects (``forecast --json``, the service's ``POST /forecast``): ``ds`` in ISO 8601
+    (with its offset when the model has a time zone), ``step`` an int, and an infinite interval bound (a level the
+    version had too few calibration windows for, :func:`pipeline.models.conformal.conformal_quantile`) as ``None``
+    (JSON ``null``: JSON has no infinity)."""
+    out = frame.copy()
+    out[schema.DS] = [t.isoformat() for t in pd.DatetimeIndex(out[schema.DS])]
+    out["step"] = out["step"].astype(int)
+    for col in out.columns[out.dtypes == "float64"]:
+        out[col] = out[col].astype(object).where(np.isfinite(out[col].to_numpy()), None)
+    return out.to_dict(orient="records")
 
 
 def export_version_onnx(cfg: PipelineConfig, out: Path, alias: str | None = None, version: int | None = None) -> dict[str, Any]:

@@ -10,16 +10,19 @@ Each move, under the registered model's lock (:func:`pipeline.registry.aliases.r
 3. moves the aliases (each alias records its reason on its version, see :mod:`pipeline.registry.aliases`)
    and sets the version tags ``canary`` (``pending`` / ``promoted`` / ``rejected`` /
    ``rolled_back``), ``canary_reason`` and the decision's numbers (``canary_*``);
-4. writes one alias-event row per alias that changed in the forecast store;
+4. marks the journal ``committed`` (with the move's alias-event rows) and writes those rows,
+   one per alias that changed, to the forecast store in one transaction;
 5. deletes the journal, logs one line and returns an :class:`AliasMove`, whose
    :meth:`AliasMove.outlet` is the Airflow Asset event of ``champion`` when it moved.
 
 If any step fails, the aliases and tags are put back from the journal and the error is
 raised: the registry is as before the move. If the process dies in the middle (a killed
 worker, a tracking server that stops answering so that even the restore fails), the
-journal stays, and the next move, a registration, or :func:`recover` on that model restores
-the state it records before doing anything else: aliases are never left half moved
-(:mod:`pipeline.registry.journal`).
+journal stays, and the next move, a registration, or :func:`recover` on that model acts on
+it before doing anything else: a journal from before step 4 is undone (the state it records
+is restored), a ``committed`` one is finished (its rows written unless the store has them).
+Aliases are never left half moved, and a whole move is never undone after its rows were
+written (:mod:`pipeline.registry.journal`).
 
 Life cycle (README "Canary"): registration sets ``challenger`` (``canary=pending``);
 :func:`run_canary` promotes it (``previous_champion`` <- old champion, ``champion`` <-
@@ -43,6 +46,7 @@ from pipeline.registry.journal import (  # noqa: F401 - journal_path, write_jour
     current_aliases,
     journal_for,
     journal_path,
+    record_events,
     recover,
     restore,
     version_tags,
@@ -138,16 +142,20 @@ def _transaction(client, uri: str, model_name: str, action: str, version: int, e
         plan = plan_fn(before)
         touched = sorted({v for v in (*before.values(), *(v for _, v, _ in plan), *tag_updates) if v is not None})
         journal = journal_for(uri, model_name, store_url)
-        journal.write({"action": action, "before": before, "tags": {str(v): version_tags(client, model_name, v) for v in touched}})
+        entry = {"action": action, "before": before, "tags": {str(v): version_tags(client, model_name, v) for v in touched}}
+        journal.write(entry)
         try:
             _apply(client, model_name, plan, evidence)
             for v, tags in tag_updates.items():
                 for key, value in tags.items():
                     aliases.mlflow_call(f"tag {model_name} v{v}", client.set_model_version_tag, model_name, str(v), key, value)
             after = current_aliases(client, model_name)
-            faults.point("promotion_before_store")
             move = AliasMove(action, model_name, version, before, after, reason, as_of, evidence)
+            # the registry part is whole: from here a recovery finishes the move (writes its rows) instead of undoing it
+            journal.write({**entry, "committed": True, "events": _event_rows(move)})
+            faults.point("promotion_before_store")
             _record_events(store, move)
+            faults.point("promotion_after_store")
         except (PipelineError, mlflow.exceptions.MlflowException, OSError, _store_errors()) as exc:
             _undo(client, model_name, journal, action, exc)
             raise RegistryError(f"{action} of {model_name} v{version} failed and was undone (aliases {before}): {exc}") from exc
@@ -175,15 +183,21 @@ def _undo(client, model_name: str, journal, action: str, exc: BaseException) -> 
     journal.clear()
 
 
-def _record_events(store, move: AliasMove) -> None:
-    """One row per alias that changed; a rejection of a version that had already lost ``challenger``
-    (to a newer registration) records that replacement (``challenger``: old -> current)."""
-    if store is None:
-        return
+def _event_rows(move: AliasMove) -> dict[str, Any]:
+    """The alias-event rows of ``move`` (:func:`pipeline.registry.journal.record_events`' argument): one per alias that
+    changed; a rejection of a version that had already lost ``challenger`` (to a newer registration) records that
+    replacement (``challenger``: old -> current)."""
     changed = [(a, move.before.get(a), move.after.get(a)) for a in ALIASES if move.before.get(a) != move.after.get(a)]
     if not changed and move.action == "reject":
         changed = [(CHALLENGER, move.version, move.after.get(CHALLENGER))]
-    store.record_alias_events(move.model_name, changed, move.action, move.reason, move.evidence, move.as_of)
+    return {"model_name": move.model_name, "moves": changed, "action": move.action, "reason": move.reason,
+            "evidence": move.evidence, "as_of": move.as_of}  # fmt: skip
+
+
+def _record_events(store, move: AliasMove) -> None:
+    """The rows of :func:`_event_rows`, in one transaction."""
+    if store is not None:
+        record_events(store, _event_rows(move))
 
 
 def _check_promotable(client, model_name: str, version: int, automatic: bool, force: bool) -> None:

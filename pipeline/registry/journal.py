@@ -23,6 +23,8 @@ import logging
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.core.errors import RegistryError
 from pipeline.registry import aliases
 
@@ -56,9 +58,15 @@ def journal_path(tracking_uri: str, model_name: str) -> Path:
     return lock.with_name(lock.stem + ".move.json")
 
 
+def _dumps(record: dict) -> str:
+    from pipeline.core.artifacts import json_default  # numpy numbers in a decision's evidence
+
+    return json.dumps(record, sort_keys=True, default=json_default)
+
+
 def write_journal(path: Path, record: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True))
+    tmp.write_text(_dumps(record))
     os.replace(tmp, path)
 
 
@@ -106,7 +114,7 @@ class PostgresJournal:
 
     def write(self, record: dict) -> None:
         self._execute(f"INSERT INTO {TABLE} (model_name, record) VALUES (:m, :r) ON CONFLICT (model_name) DO UPDATE SET record = EXCLUDED.record",
-                      m=self.model_name, r=json.dumps(record, sort_keys=True))  # fmt: skip
+                      m=self.model_name, r=_dumps(record))  # fmt: skip
 
     def clear(self) -> None:
         self._execute(f"DELETE FROM {TABLE} WHERE model_name = :m", m=self.model_name)
@@ -136,19 +144,43 @@ def restore(client, model_name: str, record: dict) -> None:
             aliases.mlflow_call(f"restore alias {alias}", client.set_registered_model_alias, model_name, alias, str(version))
 
 
+def record_events(store, rows: dict) -> None:
+    """Write a move's alias-event rows (``{"model_name", "moves": [(alias, from, to)], "action", "reason", "evidence",
+    "as_of"}``) in one transaction, unless the store already holds them (a recovery after the write)."""
+    as_of = pd.Timestamp(rows["as_of"])
+    held = {(e["alias"], e["from_version"], e["to_version"]) for e in store.alias_events(rows["model_name"], 50)
+            if e["action"] == rows["action"] and pd.Timestamp(e["as_of"]) == as_of}  # fmt: skip
+    if not all(tuple(m) in held for m in rows["moves"]):
+        store.record_alias_events(rows["model_name"], [tuple(m) for m in rows["moves"]], rows["action"], rows["reason"], rows["evidence"], rows["as_of"])
+
+
 def recover(client, tracking_uri: str, model_name: str, store_url: str | None = None) -> dict | None:
-    """Undo a move that died half way, if its journal is there (:func:`journal_for`). Call it holding the lock.
+    """Finish or undo a move that died half way, if its journal is there (:func:`journal_for`). Call it holding the lock.
+
+    A journal marked ``committed`` (the registry part of the move was whole; only its alias-event rows may be missing)
+    is finished: its rows are written to the forecast store at ``store_url`` unless they are there already. Any other
+    journal is undone: the aliases and tags it records are put back.
 
     Returns:
-        The journal record that was restored, or ``None`` when there was nothing to do.
+        The journal record that was finished or restored, or ``None`` when there was nothing to do.
 
     Raises:
         RegistryError: MLflow (or the lock database) failed during the restore; the journal stays for the next try.
+        StoreError: the forecast store failed while finishing; the journal stays for the next try.
     """
     journal = journal_for(tracking_uri, model_name, store_url)
     record = journal.read()
     if record is None:
         return None
+    if record.get("committed"):
+        if store_url:
+            from pipeline.store.sql import ForecastStore
+
+            record_events(ForecastStore(store_url), record["events"])
+        journal.clear()
+        log.warning("finished the interrupted %s of %s: its aliases had all moved; %s", record["action"], model_name,
+                    "its alias-event rows are in the store" if store_url else "no store was given for its alias-event rows")  # fmt: skip
+        return record
     restore(client, model_name, record)
     journal.clear()
     log.warning("restored %s to its aliases before an interrupted %s (%s)", model_name, record["action"], record["before"])

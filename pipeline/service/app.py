@@ -11,7 +11,8 @@ Endpoints:
   runs), so it equals the pyfunc's, prediction intervals included (a version registered with
   them; :mod:`pipeline.models.conformal`). ``X-Model-Name``, ``X-Model-Version``, ``X-Model-Alias`` repeat model, version, alias.
   ``routes`` lists which alias and version forecast which series; with canary traffic a
-  request whose series went to both has ``alias: "mixed"`` and ``version: null``.
+  request whose series went to both has ``alias: "mixed"`` and ``version: null``. An interval
+  bound that is infinite (a level the version had too few calibration windows for) is ``null``.
 * ``GET /health``: the process is up. ``GET /ready``: 200 once a champion is loaded, else 503 and why.
 * ``GET /metrics``: Prometheus text format (:mod:`pipeline.service.metrics`).
 
@@ -131,13 +132,6 @@ def route(history: pd.DataFrame, models: dict[str, Loaded], fraction: float) -> 
     return [(m, part.reset_index(drop=True)) for m, part in parts if len(part)]
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    out = frame.copy()
-    out[schema.DS] = [t.isoformat() for t in pd.DatetimeIndex(out[schema.DS])]
-    out["step"] = out["step"].astype(int)
-    return out.to_dict(orient="records")
-
-
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
 
@@ -196,6 +190,8 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
     @app.post("/forecast")
     async def forecast(request: Request):
         start, labels = time.perf_counter(), ("none", "none")
+        from pipeline.predict import forecast_records
+
         try:
             _check_token(request, token)
             rows = await _read_rows(request, sc.max_rows)
@@ -210,6 +206,13 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
                 results = await asyncio.wait_for(loop.run_in_executor(pool, run_forecasts, groups), sc.timeout_s)
             except TimeoutError:
                 raise RequestRefused(504, "timeout", f"the forecast took longer than serving.timeout_s={sc.timeout_s} s") from None
+            alias, version = (labels[0], int(labels[1])) if labels[0] != "mixed" else ("mixed", None)
+            body = {
+                "model": name, "version": version, "alias": alias,
+                "forecasts": [r for _, frame in results for r in forecast_records(frame)],
+                "routes": [{"alias": m.alias, "version": m.version, "unique_ids": sorted(map(str, frame[schema.UNIQUE_ID].unique()))} for m, frame in results],
+            }  # fmt: skip
+            response = JSONResponse(body, headers={"X-Model-Name": name, "X-Model-Version": "" if version is None else str(version), "X-Model-Alias": alias})
         except RequestRefused as exc:
             return _observe(_error(exc.status, exc.kind, str(exc)), exc.kind, labels, start)
         except PipelineError as exc:  # the pyfunc's located errors: what, where, what was expected
@@ -219,14 +222,7 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
             return _observe(_error(500, "InternalError", "internal error while forecasting (details in the service log)"), "internal", labels, start)
         for m, frame in results:
             metrics.on_forecast(m.alias, m.version, int(frame[schema.UNIQUE_ID].nunique()), groups_origin(frame, cfg))
-        alias, version = (labels[0], int(labels[1])) if labels[0] != "mixed" else ("mixed", None)
-        body = {
-            "model": name, "version": version, "alias": alias,
-            "forecasts": [r for _, frame in results for r in _records(frame)],
-            "routes": [{"alias": m.alias, "version": m.version, "unique_ids": sorted(map(str, frame[schema.UNIQUE_ID].unique()))} for m, frame in results],
-        }  # fmt: skip
-        headers = {"X-Model-Name": name, "X-Model-Version": "" if version is None else str(version), "X-Model-Alias": alias}
-        return _observe(JSONResponse(body, headers=headers), None, labels, start)
+        return _observe(response, None, labels, start)
 
     def _observe(response, error_kind: str | None, labels: tuple[str, str], start: float):
         metrics.latency.labels(alias=labels[0], version=str(labels[1])).observe(time.perf_counter() - start)

@@ -105,7 +105,7 @@ def test_forecast_command_writes_the_next_h_values_as_csv_parquet_and_json(env, 
     np.testing.assert_allclose(printed["yhat"].to_numpy(), expected, rtol=1e-6)
     assert main(["forecast", "--config", str(env["config"]), "--input", str(env["csv"]), "--json"]) == 0
     records = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["forecast"]
-    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["ds"] == "2024-01-17 16:00:00"
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["ds"] == "2024-01-17T16:00:00"
     assert {"yhat_lo_80", "yhat_hi_95"} <= set(records[0])
 
 
@@ -141,3 +141,17 @@ def test_forecast_for_a_model_not_registered_says_how_to_get_one(env, capsys, tm
     assert err["kind"] == "RegistryError" and "no model 'never-trained' is registered yet" in err["message"] and "lstm-pipeline train" in err["message"]
     assert main(["registry", "--config", str(other)]) == 0  # not an infrastructure failure: a state, with the next step
     assert "no version registered yet" in capsys.readouterr().out
+
+
+def test_an_infinite_interval_bound_is_null_in_json_records():
+    """A level with too few calibration windows has an infinite band (conformal_quantile); JSON has no infinity, so the
+    CLI's --json and the service's body say null (strict JSON readers refuse Infinity)."""
+    from pipeline.predict import forecast_records
+
+    frame = pd.DataFrame({"unique_id": ["a", "a"], "ds": pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"]).tz_localize("UTC"),
+                          "step": [1, 2], "yhat": [1.0, 2.0], "yhat_lo_95": [-np.inf, 0.5], "yhat_hi_95": [np.inf, np.inf]})  # fmt: skip
+    records = forecast_records(frame)
+    assert json.loads(json.dumps(records, allow_nan=False)) == [
+        {"unique_id": "a", "ds": "2024-01-01T00:00:00+00:00", "step": 1, "yhat": 1.0, "yhat_lo_95": None, "yhat_hi_95": None},
+        {"unique_id": "a", "ds": "2024-01-01T01:00:00+00:00", "step": 2, "yhat": 2.0, "yhat_lo_95": 0.5, "yhat_hi_95": None},
+    ]

@@ -210,6 +210,31 @@ def test_a_registration_rerun_writes_the_alias_events_its_first_attempt_lost_and
     assert events(store, name) == [("challenger", None, 1, "register"), ("champion", None, 1, "register")]
 
 
+@pytest.mark.parametrize("point", ["promotion_before_store", "promotion_after_store"])
+def test_a_promotion_killed_after_its_aliases_all_moved_is_finished_not_undone(client, mlflow_server, store, point):
+    """SIGKILL once the registry part is whole, before or after the store rows: the next holder of the lock finishes
+    the move (the rows written exactly once) instead of reverting a promotion the audit log may already show."""
+    name = make_model(client, 2)
+    set_aliases(client, name, champion=1, challenger=2)
+    script = textwrap.dedent(f"""
+        import mlflow
+        from pipeline.loop import promotion
+        from pipeline.store.sql import ForecastStore
+        client = mlflow.tracking.MlflowClient({mlflow_server!r})
+        promotion.promote(client, {mlflow_server!r}, {name!r}, 2, reason="dies", as_of="2025-01-01", store=ForecastStore({store.url!r}))
+    """)
+    env = {**os.environ, "LSTM_PIPELINE_FAULT": point, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    promoted = {"champion": 2, "challenger": None, "previous_champion": 1}
+    assert state(client, name) == promoted and json.loads(promotion.journal_path(mlflow_server, name).read_text())["committed"]
+    with aliases.registry_lock(mlflow_server, name):
+        assert promotion.recover(client, mlflow_server, name, store.url)["action"] == "promote"
+    assert state(client, name) == promoted and tags(client, name, 2)["canary"] == "promoted"
+    assert events(store, name) == [("challenger", 2, None, "promote"), ("champion", 1, 2, "promote"), ("previous_champion", None, 1, "promote")]
+    assert not promotion.journal_path(mlflow_server, name).exists()
+
+
 def test_two_challengers_in_a_row_the_older_is_rejected(client, mlflow_server, store):
     name = make_model(client, 3)
     set_aliases(client, name, champion=1, challenger=2)
