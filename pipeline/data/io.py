@@ -240,11 +240,15 @@ def parse_timestamps(frame: pd.DataFrame, spec, where: str = "data", strict: boo
     if aware:
         return parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     zone = getattr(spec, "timezone", None)
-    return _local_to_utc(parsed, frame, spec, zone, where, strict) if zone else parsed
+    return local_to_utc(parsed, frame, spec, zone, where, strict) if zone else parsed
 
 
-def _local_to_utc(naive: pd.Series, frame: pd.DataFrame, spec, zone: str, where: str, strict: bool) -> pd.Series:
-    """Naive local times in ``zone`` -> naive UTC, per series in file order (DST repeats told apart by order)."""
+def local_to_utc(naive: pd.Series, frame: pd.DataFrame, spec, zone: str, where: str, strict: bool = True) -> pd.Series:
+    """Naive local times in ``zone`` -> naive UTC, per series in file order (DST repeats told apart by order).
+
+    Raises:
+        DataQualityError (strict): a local time does not exist in ``zone`` or is ambiguous there (row named).
+    """
     sid = getattr(spec, "series_id_column", None)
     keys = frame[sid].astype(str) if sid and sid in frame else pd.Series("", index=frame.index)
     out = pd.Series(pd.NaT, index=naive.index, dtype=naive.dtype)
@@ -295,6 +299,12 @@ def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
                 out[col] = parse_timestamps(raw, spec, where)
             except (ValueError, TypeError) as exc:
                 raise DataQualityError(f"{where}: column {col!r} has a value that does not parse: {exc}") from exc
+            empty = np.flatnonzero(out[col].isna().to_numpy())
+            if len(empty):
+                raise DataQualityError(
+                    f"{where}: column {col!r} expects a timestamp on every row; row(s) {[int(i) + 1 for i in empty[:5]]} "
+                    f"(counting from 1, header excluded) have none" + (f", and {len(empty) - 5} more" if len(empty) > 5 else "")
+                )
             continue
         try:
             out[col] = pd.to_numeric(raw[col]).astype("float64")

@@ -74,7 +74,7 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
         DataQualityError: a required column is missing, a value does not parse, a
             timestamp is duplicated or off the ``freq`` grid.
     """
-    from pipeline.data.io import raw_to_long
+    from pipeline.data.io import local_to_utc, raw_to_long
 
     history = pd.DataFrame(history)
     if history.empty:
@@ -83,6 +83,12 @@ def history_to_long(history: pd.DataFrame, prep: Preprocessor) -> pd.DataFrame:
             f"history has no rows: expected at least {_need(prep)} rows of columns {required}, found none (a column the model "
             "does not know is dropped by its input schema, so rows with none of these columns arrive empty)"
         )
+    col = prep.timestamp_column
+    if prep.timezone and col in history and pd.api.types.is_datetime64_any_dtype(history[col]) and history[col].dt.tz is None:
+        # naive datetimes (a frame read with parse_dates) are local times in data.timezone, as the same values as text are
+        # (parse_timestamps would take typed naive values as UTC, the pipeline's own clock: a silent shift of the offset)
+        utc = local_to_utc(history[col], history, prep, prep.timezone, "history")
+        history = history.assign(**{col: utc.dt.tz_localize("UTC")})
     long = raw_to_long(_categoricals_as_text(history, prep), prep, where="history")
     _check_finite(long, prep)
     return long

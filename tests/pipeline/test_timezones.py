@@ -153,6 +153,27 @@ def test_forecasts_come_out_with_their_offset(make_case):
     assert local[schema.DS].iat[0] == out[schema.DS].iat[0]  # the same instant, written in Sydney time
 
 
+def test_naive_datetimes_sent_to_a_model_with_a_timezone_are_its_local_times_like_text(make_case):
+    """A frame read with parse_dates carries naive datetimes: with data.timezone they are local times there, as the same
+    values as text are; taking them as UTC would shift every origin and the calendar inputs by the offset, silently."""
+    aware = _written(tiny_frame(), "iso", "Australia/Brisbane")
+    cfg, long = _validated(make_case, aware, timezone="Australia/Sydney")
+    model = _served(cfg, long)
+    text = tiny_frame().assign(time=long[schema.DS].dt.tz_localize("UTC").dt.tz_convert("Australia/Sydney").dt.strftime("%Y-%m-%d %H:%M:%S"))
+    typed = text.assign(time=pd.to_datetime(text["time"]))
+    from_text, from_typed = model.predict(None, text), model.predict(None, typed)
+    assert from_typed[schema.DS].equals(from_text[schema.DS]) and str(from_typed[schema.DS].dt.tz) == "Australia/Sydney"
+    assert np.allclose(from_typed["y_hat"], from_text["y_hat"])
+
+
+def test_a_missing_timestamp_in_a_served_history_is_named_with_its_row(make_case):
+    cfg, long = _validated(make_case, tiny_frame())
+    history = tiny_frame().astype({"time": object})
+    history.loc[5, "time"] = None
+    with pytest.raises(DataQualityError, match=r"history: column 'time' expects a timestamp on every row; row\(s\) \[6\]"):
+        _served(cfg, long).predict(None, history)
+
+
 def test_the_store_keeps_utc(tmp_path):
     from pipeline.store.sql import ForecastStore
 
