@@ -93,10 +93,17 @@ def _check_token(request, token: str | None) -> None:
 
 async def _read_rows(request, max_rows: int) -> list[dict[str, Any]]:
     """The body's ``rows``, checked for shape; the columns and values are the pyfunc's to check."""
+    limit = max_rows * MAX_ROW_BYTES
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_rows * MAX_ROW_BYTES:
-        raise RequestRefused(413, "too_large", f"request body of {length} bytes is over the limit of {max_rows * MAX_ROW_BYTES} (serving.max_rows={max_rows} rows)")
-    body = await request.body()
+    if length and length.isdigit() and int(length) > limit:
+        raise RequestRefused(413, "too_large", f"request body of {length} bytes is over the limit of {limit} (serving.max_rows={max_rows} rows)")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: a chunked body has no Content-Length to check first
+        size += len(chunk)
+        if size > limit:
+            raise RequestRefused(413, "too_large", f"request body of more than {limit} bytes is over the limit (serving.max_rows={max_rows} rows)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

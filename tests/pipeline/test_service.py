@@ -168,10 +168,17 @@ def test_token_rows_cap_and_timeout(case, monkeypatch):
         assert big.status_code == 413 and f"over serving.max_rows={len(raw)}" in big.json()["message"]
         huge = client.post("/forecast", content=b" " * (len(raw) * 4096 + 1), headers={"Authorization": "Bearer s3cret"})
         assert huge.status_code == 413 and "bytes is over the limit" in huge.json()["message"]
+
+        def chunked():  # no Content-Length: the size is counted as the body arrives
+            for _ in range(len(raw) + 1):
+                yield b" " * 4096
+
+        streamed = client.post("/forecast", content=chunked(), headers={"Authorization": "Bearer s3cret"})
+        assert streamed.status_code == 413 and "bytes is over the limit" in streamed.json()["message"]
         assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200  # probes and scrapes need no token
         metrics = _metrics(client)
     assert metrics[("lstm_serving_errors_total", (("kind", "unauthorized"),))] == 2
-    assert metrics[("lstm_serving_errors_total", (("kind", "too_large"),))] == 2
+    assert metrics[("lstm_serving_errors_total", (("kind", "too_large"),))] == 3
     slow, _ = _app(case, timeout_s=1e-4)
     with TestClient(slow) as client:
         resp = client.post("/forecast", json=body)
