@@ -335,7 +335,9 @@ def _fail(args, code: int, kind: str, message: str, stage: str | None, run_id: s
     resumable = code in (1, 130) and kind != "ConfigError" and args.command == "train"  # a refused run id cannot be resumed
     resume = _resume_hint(args, run_id) if run_id and resumable else None
     print(f"error ({kind}{f', stage {stage}' if stage else ''}): {message}", file=sys.stderr)
-    if resume:
+    if resume and stage == "validate":  # nothing finished yet: the data is what needs fixing
+        print(f"fix the data where the message says, then run the same command again (or resume this run: {resume})", file=sys.stderr)
+    elif resume:
         print(f"finished stages are kept; resume this run with: {resume}", file=sys.stderr)
     if getattr(args, "json", False):
         payload = {"error": message.splitlines()[0] if message else kind, "kind": kind, "stage": stage, "message": message,

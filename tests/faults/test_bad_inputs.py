@@ -133,7 +133,7 @@ def test_a_failed_stage_prints_one_json_error_naming_the_stage_and_how_to_resume
     captured = capsys.readouterr()
     err = _last_json(captured.out)
     assert err["kind"] == "SchemaValidationError" and err["stage"] == "validate" and err["run_id"] == "r2"
-    assert "--run-id r2" in err["resume"] and "--no-register" in err["resume"] and "resume this run with" in captured.err
+    assert "--run-id r2" in err["resume"] and "--no-register" in err["resume"] and "fix the data where the message says, then run the same command again (or resume this run: lstm-pipeline train" in captured.err
 
 
 def test_a_usage_error_with_json_still_ends_in_one_json_object(capsys):
