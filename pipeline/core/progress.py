@@ -49,7 +49,8 @@ class Progress:
         stream: where the bar is drawn and whose ``isatty()`` decides bar or lines; default ``sys.stderr``.
 
     ``update(n, **fields)`` counts ``n`` more units and shows ``fields`` (``train=0.0123``) beside
-    the count; ``close(**fields)`` ends it, writing a last plain line unless the latest state was
+    the count; ``note(**fields)`` shows progress inside the current unit (a long epoch's batches);
+    ``close(**fields)`` ends it, writing a last plain line unless the latest state was
     written already and no new field came with it.
     """
 
@@ -78,6 +79,23 @@ class Progress:
         self.written = False
         if self.last is None or now - self.last >= self.every_s:
             self._write(now)
+
+    def note(self, **fields: Any) -> None:
+        """Progress inside the current unit (``batch="120/450"``): written in a plain line once ``every_s`` passed since
+        the last line (or the start: a unit shorter than that shows only its own line), or shown in the bar; not kept
+        for the lines after it."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix({k: str(v) for k, v in {**self.fields, **fields}.items()})
+            return
+        now = time.perf_counter()
+        if now - (self.t0 if self.last is None else self.last) >= self.every_s:
+            kept, self.fields = self.fields, {**self.fields, **fields}
+            try:
+                self._write(now)
+            finally:
+                self.fields = kept
 
     def line(self, now: float | None = None) -> str:
         """The plain progress line: ``desc: n/total units, field value, ..., <elapsed> elapsed``."""

@@ -189,14 +189,16 @@ def predict_scaled(model: torch.nn.Module, tensors: WindowTensors, starts: torch
 
 
 def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_size: int,
-           steps_left: int | None = None, deadline: float | None = None) -> tuple[float, int, str | None]:  # fmt: skip
+           steps_left: int | None = None, deadline: float | None = None, on_step=None) -> tuple[float, int, str | None]:  # fmt: skip
     """One pass over ``starts`` in a seeded order, ended early by the budget.
 
     ``steps_left``: optimiser steps still allowed (``None``: no limit); ``deadline``: a
     :func:`time.perf_counter` time (``None``: no limit). Both are checked after each step, so
-    at least one step is taken. Returns the mean training MSE (scaled) over the windows seen,
+    at least one step is taken. ``on_step(step, steps_in_epoch)`` is called after each step (the
+    progress inside a long epoch). Returns the mean training MSE (scaled) over the windows seen,
     the steps taken and ``"max_steps"`` / ``"max_time"`` when the budget ran out, else ``None``.
     """
+    n_batches = -(-len(starts) // batch_size)
     model.train()
     order = starts[torch.randperm(len(starts), generator=generator).to(starts.device)]
     total = torch.zeros((), device=tensors.device)  # summed on the device: one sync per epoch
@@ -211,6 +213,8 @@ def _epoch(model, opt, tensors, starts, tc: TrainingConfig, generator, batch_siz
         opt.step()
         total += loss.detach() * len(x)
         steps, seen = steps + 1, seen + len(x)
+        if on_step is not None:
+            on_step(steps, n_batches)
         if steps_left is not None and steps >= steps_left:
             cut = "max_steps"
         elif deadline is not None and time.perf_counter() >= deadline:
@@ -578,7 +582,10 @@ def train_member(
         epoch, t0 = session.state["epoch"] + 1, time.perf_counter()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         steps_left = None if tc.max_steps is None else tc.max_steps - session.result.steps
-        train_loss, steps, cut = _epoch(session.model, session.opt, tensors, train_starts, tc, generator, batch_size, steps_left, deadline)
+        def in_epoch(step: int, of: int, epoch: int = epoch) -> None:
+            bar.note(batch=f"{step}/{of} of epoch {epoch}")
+
+        train_loss, steps, cut = _epoch(session.model, session.opt, tensors, train_starts, tc, generator, batch_size, steps_left, deadline, in_epoch)
         _check_finite(epoch, train_loss, tc)
         session.result.steps += steps
         row = session.record(epoch, train_loss, _val_loss(session.model, tensors, val_starts), time.perf_counter() - t0, tc, cut)

@@ -41,6 +41,22 @@ def test_every_s_zero_writes_a_line_per_update_and_disabled_writes_nothing(caplo
     assert [r.getMessage().split(",")[0] for r in caplog.records] == ["fits: fit 1/3", "fits: fit 2/3", "fits: fit 3/3"]
 
 
+def test_progress_inside_a_long_unit_is_a_line_when_due_and_not_kept_for_the_next(caplog):
+    """A first epoch of a minute on big data: its batches show up (a line at most every every_s), and the epoch's own
+    line after it does not repeat the batch count."""
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        bar = Progress(3, "LSTM seed 1", "epoch", every_s=0, stream=io.StringIO())
+        bar.note(batch="120/450 of epoch 1")
+        bar.update(1, train="0.5")
+        quiet = Progress(3, "LSTM seed 2", "epoch", every_s=3600, stream=io.StringIO())
+        quiet.update(1)
+        quiet.note(batch="1/450 of epoch 2")  # within every_s of the last line: nothing
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert lines[0].startswith("LSTM seed 1: epoch 0/3, batch 120/450 of epoch 1, ")
+    assert lines[1].startswith("LSTM seed 1: epoch 1/3, train 0.5, ") and "batch" not in lines[1]
+    assert len(lines) == 3 and "batch" not in lines[2]
+
+
 def test_on_a_terminal_progress_is_a_bar_and_no_log_lines(caplog):
     tty = _Terminal()
     with caplog.at_level(logging.INFO, logger=LOGGER):
