@@ -286,6 +286,17 @@ def rows_before(raw: pd.DataFrame, spec, as_of) -> pd.DataFrame:
     return raw[ts.isna() | (ts < as_of_timestamp(as_of))]
 
 
+def _line(label) -> int:
+    """The line of row ``label`` (``0..n-1``) in a file with a header: ``label + 2``, as validation counts lines (a
+    served history counts the same way: line N is its row N - 2 counting from 0, ``rows[N - 2]`` of a request body)."""
+    return int(label) + 2
+
+
+def _row_labels(raw: pd.DataFrame) -> pd.Index:
+    """``raw``'s index when it numbers rows (a file's, a request's: integers), else the positions ``0..n-1``."""
+    return raw.index if pd.api.types.is_integer_dtype(raw.index) else pd.RangeIndex(len(raw))
+
+
 def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
     required = [spec.timestamp_column, spec.target_column, *spec.covariates, *spec.categorical_covariates]
     required += [spec.series_id_column] if spec.series_id_column else []
@@ -299,11 +310,11 @@ def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
                 out[col] = parse_timestamps(raw, spec, where)
             except (ValueError, TypeError) as exc:
                 raise DataQualityError(f"{where}: column {col!r} has a value that does not parse: {exc}") from exc
-            empty = np.flatnonzero(out[col].isna().to_numpy())
+            empty = _row_labels(raw)[out[col].isna().to_numpy()]
             if len(empty):
                 raise DataQualityError(
-                    f"{where}: column {col!r} expects a timestamp on every row; row(s) {[int(i) + 1 for i in empty[:5]]} "
-                    f"(counting from 1, header excluded) have none" + (f", and {len(empty) - 5} more" if len(empty) > 5 else "")
+                    f"{where}: column {col!r} expects a timestamp on every row; line(s) {[_line(i) for i in empty[:5]]} have none"
+                    + (f", and {len(empty) - 5} more" if len(empty) > 5 else "")
                 )
             continue
         try:
@@ -313,8 +324,8 @@ def _typed_columns(raw: pd.DataFrame, spec, where: str) -> dict:
             bad = np.flatnonzero(coerced.isna().to_numpy() & raw[col].notna().to_numpy())
             first = int(bad[0]) if len(bad) else 0
             raise DataQualityError(
-                f"{where}: column {col!r} expects numbers; row {first + 1} (counting from 1, header excluded) has "
-                f"{raw[col].iat[first]!r}" + (f", and {len(bad) - 1} more row(s) do not parse" if len(bad) > 1 else "")
+                f"{where}, line {_line(_row_labels(raw)[first])}: column {col!r} expects numbers, found {raw[col].iat[first]!r}"
+                + (f"; {len(bad) - 1} more value(s) do not parse" if len(bad) > 1 else "")
             ) from None
     return out
 
@@ -340,7 +351,7 @@ def raw_to_long(raw: pd.DataFrame, spec, where: str = "data") -> pd.DataFrame:
     """
     typed = _typed_columns(raw, spec, where)
     sid = spec.series_id_column
-    long = pd.DataFrame({
+    long = pd.DataFrame(index=_row_labels(raw), data={
         schema.UNIQUE_ID: raw[sid].astype(str).to_numpy() if sid else schema.DEFAULT_SERIES_ID,
         schema.DS: typed[spec.timestamp_column].to_numpy(), schema.Y: typed[spec.target_column].to_numpy(),
         **{c: typed[c].to_numpy() for c in spec.covariates},
@@ -356,8 +367,8 @@ def _on_grid(part: pd.DataFrame, uid: str, freq: str, where: str) -> pd.DataFram
     dup = part[schema.DS].duplicated()
     if dup.any():
         first = part[schema.DS][dup].iat[0]
-        rows = sorted(int(i) + 1 for i in part.index[part[schema.DS] == first])  # long's index is the raw row position
-        raise DataQualityError(f"{where}, series {uid!r}: duplicate timestamp {first.isoformat()} at rows {rows} (counting from 1, header excluded)")
+        lines = sorted(_line(i) for i in part.index[part[schema.DS] == first])  # long keeps the raw frame's index
+        raise DataQualityError(f"{where}, series {uid!r}: duplicate timestamp {first.isoformat()} at lines {lines}")
     grid = pd.date_range(part[schema.DS].iat[0], part[schema.DS].iat[-1], freq=freq, name=schema.DS)
     off = part[schema.DS][~part[schema.DS].isin(grid)]
     if len(off):

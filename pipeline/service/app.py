@@ -17,7 +17,8 @@ Endpoints:
 * ``GET /metrics``: Prometheus text format (:mod:`pipeline.service.metrics`).
 
 Errors are JSON ``{"error": kind, "message": ...}``, never a traceback: the pyfunc's own located
-errors (``DataQualityError``, ...) and malformed bodies are 422, a missing or wrong bearer token
+errors (``DataQualityError``, ...; they count lines as in a CSV file with a header, so "line N" is
+``rows[N - 2]`` of the body) and malformed bodies are 422, a missing or wrong bearer token
 401, more than ``serving.max_rows`` rows 413, no model loaded yet 503, a forecast slower than
 ``serving.timeout_s`` 504, and anything unexpected 500 with the details in the service log.
 
@@ -136,7 +137,7 @@ def route(history: pd.DataFrame, models: dict[str, Loaded], fraction: float) -> 
         return [(champion, history)]  # the pyfunc names the missing column
     to_challenger = history[col].astype(str).map({uid: canary_share(uid) < fraction for uid in history[col].astype(str).unique()})
     parts = [(champion, history[~to_challenger]), (challenger, history[to_challenger])]
-    return [(m, part.reset_index(drop=True)) for m, part in parts if len(part)]
+    return [(m, part) for m, part in parts if len(part)]  # each part keeps the request's row numbers, for the errors
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

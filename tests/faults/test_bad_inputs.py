@@ -173,14 +173,14 @@ def test_pyfunc_non_numeric_value_names_the_row_and_the_value(served):
     model, history = served
     history["load"] = history["load"].astype(object)
     history.loc[[9, 20], "load"] = ["oops", "12,5"]
-    with pytest.raises(DataQualityError, match=r"history: column 'load' expects numbers; row 10 \(counting from 1, header excluded\) has 'oops', and 1 more"):
+    with pytest.raises(DataQualityError, match=r"history, line 11: column 'load' expects numbers, found 'oops'; 1 more value\(s\) do not parse"):
         model.predict(None, history)
 
 
 def test_pyfunc_duplicate_timestamp_names_both_rows(served):
     model, history = served
     history.loc[12, "time"] = history.loc[11, "time"]
-    with pytest.raises(DataQualityError, match=r"duplicate timestamp \d{4}-\d\d-\d\dT[\d:]+ at rows \[12, 13\]"):
+    with pytest.raises(DataQualityError, match=r"duplicate timestamp \d{4}-\d\d-\d\dT[\d:]+ at lines \[13, 14\]"):
         model.predict(None, history)
 
 

@@ -170,7 +170,7 @@ def test_a_missing_timestamp_in_a_served_history_is_named_with_its_row(make_case
     cfg, long = _validated(make_case, tiny_frame())
     history = tiny_frame().astype({"time": object})
     history.loc[5, "time"] = None
-    with pytest.raises(DataQualityError, match=r"history: column 'time' expects a timestamp on every row; row\(s\) \[6\]"):
+    with pytest.raises(DataQualityError, match=r"history: column 'time' expects a timestamp on every row; line\(s\) \[7\]"):
         _served(cfg, long).predict(None, history)
 
 
