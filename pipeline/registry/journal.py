@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ALIASES = (aliases.CHAMPION, aliases.CHALLENGER, aliases.PREVIOUS_CHAMPION)
 #: the table of the Postgres journals (one row per registered model with a move in progress)
 TABLE = "lstm_pipeline_alias_journal"
+#: the transaction-level advisory lock that serialises the table's creation (any fixed key unlike the models' keys)
+CREATE_LOCK_KEY = int.from_bytes(b"lstmjrnl", "big", signed=True)
 
 
 def current_aliases(client, model_name: str) -> dict[str, int | None]:
@@ -100,6 +102,8 @@ class PostgresJournal:
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         try:
             with engine.begin() as conn:
+                # two processes creating the table at once (each under its own model's lock) would race in the catalog
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
                 conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {TABLE} (model_name TEXT PRIMARY KEY, record TEXT NOT NULL)"))
                 result = conn.execute(sa.text(sql), params)
                 return result.scalar() if result.returns_rows else None
