@@ -205,6 +205,8 @@ class CusumDetector:
         arl0_origins: the same in monitored origins (``arl0 / (origin_step x freq)``).
         arl0_bootstrap: the ARL the calibrated ``h`` gave on the bootstrap stream (origins).
         origin_step: the CUSUM reads every ``origin_step``-th origin (as the test part was scored).
+        phase: it reads the origins ``n`` steps of ``data.freq`` after the epoch with ``n % origin_step == phase``:
+            the grid of the calibration origins (:func:`on_grid`; 0 for a version registered before it was kept).
         lags: HAC lags (``ceil(h_steps / origin_step) - 1``). block: bootstrap block length (origins).
         n: differentials the calibration used. sample: ``test`` or ``test+train``.
         reference: ``naive`` or ``seasonal_naive``. window: the scale window (``monitoring.window``).
@@ -241,6 +243,7 @@ class CusumDetector:
     guarantee: float = 0.0
     replicates: int = 0
     limbs: int = 1
+    phase: int = 0
 
     def scores(self, r) -> np.ndarray:
         """``u = clip((r - center) / scale, -clip, clip)`` (``r``: relative differentials, ``(n,)``)."""
@@ -270,6 +273,18 @@ class CusumDetector:
             text = tags[prefix + key]
             values[key] = float(text) if kind == "float" else int(text) if kind == "int" else text
         return cls(**values)
+
+
+def on_grid(origins: pd.DatetimeIndex, step: pd.Timedelta, origin_step: int, phase: int = 0) -> np.ndarray:
+    """Mask of the origins on a detector's grid: ``n % origin_step == phase``, ``n`` the steps of ``step`` since the epoch.
+
+    The calibration keeps the origins of its sample on one such grid (:func:`calibrate_from_run`) and the live check
+    reads the same one (:mod:`pipeline.loop.detectors`), whatever the data's start or the windows' numbering.
+    """
+    if origin_step <= 1:
+        return np.ones(len(origins), dtype=bool)
+    n = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step).to_numpy()
+    return n % origin_step == phase
 
 
 def interval_for(increments: np.ndarray, arl0_origins: float) -> tuple[float, float]:
@@ -371,7 +386,7 @@ def calibrate(r, arl0_origins: float, lags: int, block: int, shift: float = 1.0,
                          arl0=str(meta.get("arl0", "")), origin_step=int(meta.get("origin_step", 1)), sample=str(meta.get("sample", "")),
                          reference=str(meta.get("reference", "naive")), window=str(meta.get("window", "7D")),
                          center=center, scale=scale, clip=c, guarantee=float(guarantee or 0.0), replicates=int(replicates),
-                         limbs=max(1, int(limbs)))  # fmt: skip
+                         limbs=max(1, int(limbs)), phase=int(meta.get("phase", 0)))  # fmt: skip
 
 
 # ------------------------------------------------------------------ from a training run's folders
@@ -490,15 +505,37 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
 
     fs = load_features(features_dir)
     with np.load(artifacts.TRAINING_FORECASTS.at(training_dir)) as z:
-        test, test_index, train, train_index = z["test"], z["test_index"], z["train"], z["train_index"]
+        arrays = {k: z[k] for k in z.files}
+    test_index = arrays["test_index"]
     origin_step = int(test_index[1] - test_index[0]) if len(test_index) > 1 else 1
-    losses, sample = _split_losses(fs, test, test_index, "test", reference, season), "test"
-    if len(losses) < MIN_DIFFERENTIALS and len(train_index):
-        losses, sample = pd.concat([_split_losses(fs, train, train_index, "train", reference, season), losses]), "test+train"
+    losses, sample = _split_losses(fs, arrays["test"], test_index, "test", reference, season), "test"
+    step = step_duration(freq)
+    phase = int(((losses.index[0] - pd.Timestamp(0)) // step) % origin_step) if origin_step > 1 and len(losses) else 0
+    losses = losses[on_grid(losses.index, step, origin_step, phase)]  # one grid: the one the live check reads
+    if len(losses) < MIN_DIFFERENTIALS:
+        train = _training_sample(arrays, origin_step)
+        if train is not None:
+            extra = _split_losses(fs, *train, "train", reference, season)
+            losses = pd.concat([extra[on_grid(extra.index, step, origin_step, phase)], losses])
+            # in time order (recent training windows of a scheduled retrain come after the test part), one row per origin
+            losses, sample = losses[~losses.index.duplicated(keep="last")].sort_index(), "test+train"
     r = relative_differential(losses.index.to_numpy(), losses["loss_model"], losses["loss_reference"], window)
     overlap = -(-fs.prep.horizon // origin_step)
     arl0_origins = pd.Timedelta(arl0) / (origin_step * step_duration(freq))
     block = max(overlap, min(4 * overlap, len(r) // 10), math.ceil(len(r) ** (1 / 3)))
     return calibrate(r, arl0_origins, lags=overlap - 1, block=block, shift=shift, seed=seed, clip=clip, guarantee=guarantee, limbs=limbs,
-                     arl0=str(arl0), origin_step=origin_step, sample=sample, reference=reference, window=str(window))  # fmt: skip
+                     arl0=str(arl0), origin_step=origin_step, sample=sample, reference=reference, window=str(window), phase=phase)  # fmt: skip
+
+
+def _training_sample(arrays: dict[str, np.ndarray], origin_step: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(forecasts, window index)`` of training windows the calibration can add to a short test part: the recent
+    training windows at every step (``train_recent``, kept by the training stage since 2026-12-06; the grid filter
+    then keeps the test's), else the in-sample ones (``train``) only when they were scored at the test's step: origins
+    further apart than the live grid's would understate the long-run variance (the overlap's lags assume the test's
+    spacing) and make a detector that alarms many times more often than its ``arl0``."""
+    if len(arrays.get("train_recent_index", ())):
+        return arrays["train_recent"], arrays["train_recent_index"]
+    index = arrays.get("train_index", np.empty(0, dtype=np.int64))
+    train_step = int(index[1] - index[0]) if len(index) > 1 else 1
+    return (arrays["train"], index) if len(index) and train_step == origin_step else None
 

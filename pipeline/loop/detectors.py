@@ -34,7 +34,7 @@ import pandas as pd
 
 from pipeline.core import schema
 from pipeline.core.errors import MonitoringError
-from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, CusumDetector, cusum_path, relative_differential
+from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, CusumDetector, cusum_path, on_grid, relative_differential
 
 
 def detector_of(tags: dict[str, str], name: str, version: int) -> CusumDetector:
@@ -112,14 +112,6 @@ def previous_state(previous: list[dict], version: int, limb: str | None = None) 
     return 0.0, None
 
 
-def on_grid(origins: pd.DatetimeIndex, step: pd.Timedelta, origin_step: int) -> np.ndarray:
-    """Mask of the origins on the calibration's grid: every ``origin_step``-th step since the epoch."""
-    if origin_step <= 1:
-        return np.ones(len(origins), dtype=bool)
-    n = ((origins - pd.Timestamp(0)) // step).to_numpy()
-    return n % origin_step == 0
-
-
 def _limb(detector: CusumDetector, r: np.ndarray, start: float) -> dict[str, Any]:
     path = cusum_path(detector.standardise(r), detector.k, start)
     statistic = float(path[-1]) if len(path) else start
@@ -151,7 +143,7 @@ def cusum_update(detector: CusumDetector, frame: pd.DataFrame, horizon: int, ste
     start, last = previous_state(previous, version)
     origins = pd.DatetimeIndex(losses.index)
     r = relative_differential(origins.to_numpy(), losses["loss_model"], losses["loss_reference"], detector.window) if len(origins) else np.empty(0)
-    new = on_grid(origins, step, detector.origin_step) & (origins > last if last is not None else True)
+    new = on_grid(origins, step, detector.origin_step, detector.phase) & (origins > last if last is not None else True)
     slow = _limb(detector, r[new], start)
     last_new = origins[new][-1] if new.any() else last
     out = {

@@ -703,9 +703,11 @@ def run_training(
     ``LOSS_CURVE`` and ``TRAINING_FORECASTS`` (``forecasts.npz``; ``test``: ``(n_origins, horizon)``
     original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
-    in-sample RMSE). ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see
-    :data:`STOP_REASONS`), the budget (``max_steps``, ``max_time_seconds``) and, for a finetune,
-    ``finetune`` (``from_model``, ``from_version``, ``from_run_id``, ``epochs``, ``learning_rate``, ``steps``).
+    in-sample RMSE; ``train_recent``/``train_recent_index``: every one of the last training windows, at most
+    ``max_origins`` x the test's step, when the test part has fewer than
+    :data:`pipeline.evaluation.cusum.MIN_DIFFERENTIALS` origins, else empty: the CUSUM calibration's top-up).
+    ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see :data:`STOP_REASONS`), the
+    budget (``max_steps``, ``max_time_seconds``) and, for a finetune, ``finetune`` (``from_model``, ``from_version``, ``from_run_id``, ``epochs``, ``learning_rate``, ``steps``).
     ``INTERVALS`` (``intervals.json``) holds the prediction intervals' calibration
     (:func:`calibrate_intervals`), absent when there is none. Checkpoints live beside it in
     ``<run>/checkpoints/`` (kept, so a retry resumes; never published as part of the model).
@@ -713,6 +715,7 @@ def run_training(
     (:func:`pipeline.core.runs.per_member`), "steps": [per member]}``.
     """
     from pipeline.core import faults
+    from pipeline.evaluation.cusum import MIN_DIFFERENTIALS
     from pipeline.evaluation.origins import select_origins
     from pipeline.features.windowing import load_features
 
@@ -725,6 +728,11 @@ def run_training(
     test_pred = forecaster.predict(fs, "test", test_index)
     predict_seconds = time.perf_counter() - t0
     train_pred = forecaster.predict(fs, "train", train_index)
+    # a short test part (the refit protocol's tail) gets its CUSUM calibration sample topped up from training windows at the
+    # test's own spacing (pipeline.evaluation.cusum.calibrate_from_run): the recent ones, every window, at most max_origins x step
+    n_recent = min(len(fs.starts["train"]), step * cfg.evaluation.max_origins) if len(test_index) < MIN_DIFFERENTIALS else 0
+    recent_index = np.arange(len(fs.starts["train"]) - n_recent, len(fs.starts["train"]), dtype=np.int64)
+    recent_pred = forecaster.predict(fs, "train", recent_index) if n_recent else np.empty((0, fs.prep.horizon))
     calibration = calibrate_intervals(forecaster, fs, cfg)
     results = forecaster.results_
     epochs = sum(len(r.history) for r in results)
@@ -749,7 +757,8 @@ def run_training(
                                "epochs": ftc.max_epochs, "learning_rate": ftc.learning_rate, "steps": fs.report.get("finetune_steps")}  # fmt: skip
     with artifacts.atomic_dir(out) as tmp:
         forecaster.save(artifacts.MODEL_WEIGHTS.at(tmp))
-        np.savez(artifacts.TRAINING_FORECASTS.at(tmp), test=test_pred, test_index=test_index, train=train_pred, train_index=train_index)
+        np.savez(artifacts.TRAINING_FORECASTS.at(tmp), test=test_pred, test_index=test_index, train=train_pred, train_index=train_index,
+                 train_recent=recent_pred, train_recent_index=recent_index)  # fmt: skip
         artifacts.write_json(artifacts.TRAINING_HISTORY.at(tmp), [r.history for r in results])
         plot_loss_curve([r.history for r in results], artifacts.LOSS_CURVE.at(tmp))
         artifacts.write_json(artifacts.TRAINING_FACTS.at(tmp), metrics)

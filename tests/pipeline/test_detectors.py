@@ -268,7 +268,8 @@ def test_tags_round_trip():
     tags = d.to_tags()
     assert all(k.startswith("cusum.") and isinstance(v, str) for k, v in tags.items())
     back = CusumDetector.from_tags({**tags, "other": "x"})
-    assert back.origin_step == 3 and back.reference == "seasonal_naive" and back.arl0 == "730D"
+    assert back.origin_step == 3 and back.reference == "seasonal_naive" and back.arl0 == "730D" and back.phase == 0
+    assert CusumDetector.from_tags({**tags, "cusum.phase": "2"}).phase == 2  # a version calibrated on another grid phase
     for f in ("mean", "sd", "k", "h", "arl0_origins"):
         assert getattr(back, f) == pytest.approx(getattr(d, f), rel=1e-7)
     assert back.clip == math.inf and back.guarantee == 0.0  # the plain calibration: no transform
@@ -392,6 +393,62 @@ def test_an_in_control_champion_does_not_signal():
 def test_the_live_grid_follows_the_calibration_origin_step():
     origins = pd.date_range("2024-01-01", periods=9, freq="h")
     assert on_grid(origins, STEP, 3).sum() == 3 and on_grid(origins, STEP, 1).all()
+    assert list(origins[on_grid(origins, STEP, 3, phase=1)].hour) == [1, 4, 7]  # the calibration's own phase
+
+
+def _run_folder(tmp_path, recent_train_steps: int = 0, train_step: int = 1, recent: bool = False):
+    """Features of a 600-row hourly frame and 'training forecasts' (the truth plus noise) as the training stage writes
+    them: the test part scored at every window (about 110 < MIN_DIFFERENTIALS), the training part every ``train_step``-th.
+    Returns the two folders and the number of test origins."""
+    import yaml
+
+    from pipeline.core import artifacts
+    from pipeline.core.config import load_config
+    from pipeline.data.io import read_raw
+    from pipeline.data.validation import validate_frame
+    from pipeline.features.windowing import build_features, save_features
+    from tests.conftest import tiny_config_dict, tiny_frame
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    tiny_frame(n=600).to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "in.csv", tmp_path / "art", features={"recent_train_steps": recent_train_steps})))
+    cfg = load_config(tmp_path / "c.yaml")
+    fs = build_features(validate_frame(read_raw(cfg.data), cfg).frame, cfg)
+    save_features(fs, tmp_path / "features")
+    rng, n_train = np.random.default_rng(0), len(fs.starts["train"])
+    test_index, train_index = np.arange(len(fs.starts["test"])), np.arange(0, n_train, train_step)
+    recent_index = np.arange(max(0, n_train - 300), n_train) if recent else np.empty(0, dtype=np.int64)
+    noisy = {name: fs.targets(split)[index] + rng.normal(0, 0.3, (len(index), fs.prep.horizon))
+             for name, split, index in (("test", "test", test_index), ("train", "train", train_index), ("recent", "train", recent_index))}  # fmt: skip
+    (tmp_path / "training").mkdir()
+    np.savez(artifacts.TRAINING_FORECASTS.at(tmp_path / "training"), test=noisy["test"], test_index=test_index, train=noisy["train"],
+             train_index=train_index, **({"train_recent": noisy["recent"], "train_recent_index": recent_index} if recent else {}))  # fmt: skip
+    return tmp_path / "features", tmp_path / "training", len(test_index)
+
+
+def _from_run(folders):
+    from pipeline.evaluation.cusum import calibrate_from_run
+
+    return calibrate_from_run(*folders[:2], "naive", 24, "7D", "30D", "h")
+
+
+def test_a_short_test_part_is_topped_up_only_from_training_origins_at_its_own_spacing(tmp_path):
+    """Training origins scored every 6th window (the in-sample RMSE's step on a long training part) beside a test part
+    scored at every window: mixing them would estimate the long-run variance on the wrong spacing (a detector alarming
+    about 10 x too often); they are left out. The training stage's recent windows at every step are used instead."""
+    spaced = _run_folder(tmp_path / "spaced", train_step=6)
+    assert _from_run(spaced).sample == "test" and _from_run(spaced).n == spaced[2]
+    same = _run_folder(tmp_path / "same", train_step=1)
+    assert _from_run(same).sample == "test+train" and _from_run(same).n > same[2]
+    recent = _run_folder(tmp_path / "recent", train_step=6, recent=True)
+    assert _from_run(recent).sample == "test+train" and _from_run(recent).n == recent[2] + 300
+
+
+def test_recent_training_windows_after_the_test_part_calibrate_in_time_order(tmp_path):
+    """features.recent_train_steps (a scheduled retrain): training windows after the test part; the sample is put in time
+    order instead of failing the registration on a non-monotonic time index."""
+    d = _from_run(_run_folder(tmp_path, recent_train_steps=48))
+    assert d.sample == "test+train" and d.h > 0
 
 
 FAST = CusumDetector(mean=0.0, sd=1.0, k=1.0, h=10.0, arl0="730D", arl0_origins=17520.0, arl0_bootstrap=35000.0, origin_step=1, lags=1, block=10,
