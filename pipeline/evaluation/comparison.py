@@ -39,21 +39,30 @@ from pipeline.features.windowing import FeatureSet
 log = logging.getLogger(__name__)
 
 
-def mase_scale(fs: FeatureSet, season_length: int) -> float:
-    """In-sample seasonal-naive MAE on the training rows (original units, NaNs skipped)."""
-    diffs = []
+def mase_scale(fs: FeatureSet, season_length: int) -> np.ndarray:
+    """Per series, the in-sample seasonal-naive MAE on its training rows (original units, NaNs skipped).
+
+    Returns:
+        ``(n_series,)`` float64, indexed like ``fs.series_ids``; NaN for a series without a finite positive scale.
+        Each series is scaled by its own (Hyndman & Koehler, 2006, "Another look at measures of forecast accuracy",
+        IJF 22(4), eq. for q_t): a pooled scale would let a series of large values hide another's errors.
+    """
+    scales = np.full(len(fs.series_ids), np.nan)
     for k in range(len(fs.series_ids)):
         rows = np.flatnonzero(fs.series == k)
         val_start = pd.Timestamp(fs.prep.split_boundaries[fs.series_ids[k]]["val_start"])
         y = fs.y[rows][fs.ds[rows] < np.datetime64(val_start)]
-        diffs.append(np.abs(y[season_length:] - y[:-season_length]))
-    d = np.concatenate(diffs)
-    scale = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
-    return scale if scale > 0 else float("nan")
+        d = np.abs(y[season_length:] - y[:-season_length])
+        scale = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+        scales[k] = scale if scale > 0 else np.nan
+    return scales
 
 
-def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: float) -> dict[str, Any]:
+def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: float | np.ndarray) -> dict[str, Any]:
     """``y_true, y_pred: (n_windows, horizon)`` in original units -> rmse, mae, mase, rmse_per_step.
+
+    ``scale``: MASE's scale, one for all windows or ``(n_windows,)`` (each window's series' :func:`mase_scale`);
+    MASE is the mean of the absolute errors divided by their window's scale (NaN when a scale is not finite).
 
     Raises:
         ValueError: shapes differ.
@@ -61,11 +70,12 @@ def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray, scale: float) -> di
     if y_true.shape != y_pred.shape:
         raise ValueError(f"expected forecasts of shape {y_true.shape}, got {y_pred.shape}")
     err = y_pred - y_true
-    mae = float(np.mean(np.abs(err)))
+    per_window = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(err),))
+    usable = bool(len(err)) and bool(np.isfinite(per_window).all() and (per_window > 0).all())
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": mae,
-        "mase": mae / scale if scale and np.isfinite(scale) else float("nan"),
+        "mae": float(np.mean(np.abs(err))),
+        "mase": float(np.mean(np.abs(err) / per_window[:, None])) if usable else float("nan"),
         "rmse_per_step": np.sqrt(np.mean(err**2, axis=0)).tolist(),
     }
 
@@ -315,11 +325,12 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     forecasts, fits, index, train = _load_forecasts(training_dir, baselines_dir)
     truth = fs.targets("test")[index]
     season = season_length(cfg)
-    scale = mase_scale(fs, season)
+    scales = mase_scale(fs, season)
+    scale = scales[fs.series[fs.starts["test"][index]]]  # each test window's series' scale
     train_info = artifacts.read_json(artifacts.TRAINING_FACTS.at(training_dir))
     base_info = artifacts.read_json(artifacts.BASELINE_TIMINGS.at(baselines_dir))
     metrics = {name: forecast_metrics(truth, pred, scale) for name, pred in forecasts.items()}
-    in_sample = forecast_metrics(fs.targets("train")[train["index"]], train["forecasts"], scale)
+    in_sample = forecast_metrics(fs.targets("train")[train["index"]], train["forecasts"], scales[fs.series[fs.starts["train"][train["index"]]]])
     timings = {schema.LSTM: {"fit_seconds": train_info["train_seconds"], "predict_seconds": train_info.get("predict_seconds", float("nan"))}}
     timings.update({k: {"fit_seconds": v["fit_seconds"], "predict_seconds": v["predict_seconds"]} for k, v in base_info["timings"].items()})
     table = comparison_table(metrics, timings)
@@ -341,7 +352,7 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
         artifacts.write_json(artifacts.EVALUATION_METRICS.at(tmp), summary)
         table.to_csv(artifacts.COMPARISON_TABLE.at(tmp), index=False, float_format="%.6g")
         artifacts.write_json(artifacts.COMPARISON.at(tmp), {
-            "metrics": metrics, "mase_scale": scale, "n_windows": int(len(index)), "origin_step": summary["origin_step"],
+            "metrics": metrics, "mase_scale": dict(zip(map(str, fs.series_ids), scales.tolist(), strict=True)), "n_windows": int(len(index)), "origin_step": summary["origin_step"],
             "n_test_windows": summary["n_test_windows"], "fit_spread": spread, "skipped": base_info["skipped"],
         })  # fmt: skip
         next_steps = gate_guidance(cfg, gate, train_info, in_sample["rmse"], season, resolved_lags=list(fs.prep.seasonal_lags))

@@ -16,6 +16,15 @@ def test_metrics_on_known_values():
         forecast_metrics(y, p[:, :1], 1.0)
 
 
+def test_mase_scales_each_window_by_its_own_series():
+    """Hyndman & Koehler's MASE: series A (scale 1, MAE 5) and B (scale 1000, MAE 500) average 2.75; a pooled scale
+    (505 / 1001 = 0.50) would hide A's errors behind B's size."""
+    y = np.zeros((2, 1))
+    p = np.array([[5.0], [500.0]])
+    assert forecast_metrics(y, p, scale=np.array([1.0, 1000.0]))["mase"] == pytest.approx(2.75)
+    assert np.isnan(forecast_metrics(y, p, scale=np.array([1.0, np.nan]))["mase"])
+
+
 def test_gate_lower_rmse_is_better_with_required_margin():
     ok = comparison_gate(0.90, {"Naive": 1.2, "AutoETS": 1.0}, 0.05)
     assert ok.passed and ok.best_baseline == "AutoETS" and ok.threshold_rmse == pytest.approx(0.95)
