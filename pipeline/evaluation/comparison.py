@@ -113,7 +113,8 @@ class GateDecision:
 
 
 def comparison_gate(lstm_rmse: float, baseline_rmse: dict[str, float], min_relative_improvement: float) -> GateDecision:
-    """Pass when ``lstm_rmse <= (1 - m) * min(baseline_rmse)``. Never raises (see ``raise_if_failed``)."""
+    """Pass when ``lstm_rmse <= (1 - m) * min(baseline_rmse)`` over the finite ones; a baseline with a non-finite RMSE is
+    named in the reasons as not compared. Never raises (see ``raise_if_failed``)."""
     m = min_relative_improvement
     finite = {k: v for k, v in baseline_rmse.items() if np.isfinite(v)}
     if not np.isfinite(lstm_rmse):
@@ -131,6 +132,7 @@ def comparison_gate(lstm_rmse: float, baseline_rmse: dict[str, float], min_relat
         f"(required >= {m:.1%}, i.e. RMSE <= {threshold:.4f}); the gate {verdict}"
     ]
     reasons += [f"{name} RMSE {v:.4f}" for name, v in sorted(finite.items(), key=lambda kv: kv[1])]
+    reasons += [f"{name} RMSE {v}: not compared (its test forecasts were not all finite)" for name, v in sorted(baseline_rmse.items()) if name not in finite]
     return GateDecision(passed, lstm_rmse, best, best_rmse, threshold, m, rel, reasons)
 
 

@@ -35,6 +35,9 @@ def test_gate_lower_rmse_is_better_with_required_margin():
     assert not bad.passed and "fails" in bad.reasons[0] and "AutoETS" in bad.reasons[0]
     worse = comparison_gate(1.5, {"AutoETS": 1.0}, 0.0)
     assert not worse.passed
+    partial = comparison_gate(1.0, {"AutoARIMA": float("nan"), "Naive": 2.0}, 0.05)
+    assert partial.passed and partial.best_baseline == "Naive"
+    assert "AutoARIMA RMSE nan: not compared (its test forecasts were not all finite)" in partial.reasons  # never silently dropped
 
 
 def test_gate_raises_only_when_asked():
