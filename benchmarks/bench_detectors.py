@@ -210,7 +210,7 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
     from pipeline.core.cadence import step_duration
     from pipeline.core.errors import DataQualityError
     from pipeline.core.seasons import season_length
-    from pipeline.evaluation.cusum import FAST_PREFIX, CusumDetector, calibrate_from_run, cusum_path, relative_differential
+    from pipeline.evaluation.cusum import FAST_PREFIX, CusumDetector, calibrate_from_run, cusum_path, on_grid, relative_differential
     from pipeline.loop.detectors import origin_losses
     from pipeline.loop.monitoring import naive_forecast_frame
     from pipeline.store.sql import ForecastStore
@@ -256,7 +256,7 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
         origins = pd.DatetimeIndex(losses.index)
         checks = (origins + h * step).ceil("D")  # the daily check that first sees the origin fully observed
         out["origins"] = len(origins)
-        grid = np.ones(len(origins), dtype=bool) if d.origin_step <= 1 else ((origins - pd.Timestamp(0)) // step).to_numpy() % d.origin_step == 0
+        grid = on_grid(origins, step, d.origin_step, d.phase)  # the live check's grid
 
         def signals(model_loss, limbs=limbs, grid=grid, origins=origins, losses=losses):
             r = relative_differential(origins.to_numpy(), model_loss, losses["loss_reference"], limbs[0].window)
