@@ -210,7 +210,14 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
     from pipeline.core.cadence import step_duration
     from pipeline.core.errors import DataQualityError
     from pipeline.core.seasons import season_length
-    from pipeline.evaluation.cusum import FAST_PREFIX, CusumDetector, calibrate_from_run, cusum_path, on_grid, relative_differential
+    from pipeline.evaluation.cusum import (
+        FAST_PREFIX,
+        CusumDetector,
+        calibrate_from_run,
+        cusum_path,
+        on_grid,
+        relative_differential,
+    )
     from pipeline.loop.detectors import origin_losses
     from pipeline.loop.monitoring import naive_forecast_frame
     from pipeline.store.sql import ForecastStore
