@@ -220,7 +220,7 @@ def test_the_fast_limb_sees_a_large_fault_long_before_the_slow_limb_can():
     assert max(delays) < fastest_slow / 2 and max(delays) <= 12, (max(delays), fastest_slow)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [1])  # seed 0 passes too (measured); one seed keeps test-fast short
 def test_the_shipped_default_pair_holds_its_arl0_and_its_fast_limb_sees_a_large_fault(seed):
     """The limbs as ``MonitoringConfig()`` ships them (docs/LOOP.md 10.3: slow shift 0.5 clip 2, fast shift 4 clip 20),
     calibrated on 3000 heavy-tailed MA(3) values for ARL0 500: the fast limb is not refused (k = 2 is reached in
