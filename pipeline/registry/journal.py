@@ -2,13 +2,14 @@
 
 A move of several aliases (the canary's promote, reject and rollback in
 :mod:`pipeline.loop.promotion`) writes, under the registered model's lock
-(:func:`pipeline.registry.aliases.registry_lock`), a journal next to the lock file: the aliases
-``champion``, ``challenger``, ``previous_champion`` and the tags of every version it touches,
-as they were. The journal is deleted when the move is whole. A process that dies in the middle
+(:func:`pipeline.registry.aliases.registry_lock`), a journal: the aliases ``champion``,
+``challenger``, ``previous_champion`` and the tags of every version it touches, as they were.
+Once every alias and tag has moved, the journal is marked ``committed`` with the move's
+alias-event rows; it is deleted when those rows are written. A process that dies in the middle
 leaves it, and whoever takes the lock next (another move, a registration, ``lstm-pipeline
-registry``) calls :func:`recover` first, which puts that state back before doing anything else:
-aliases are never left half moved, and nothing moved after the crash is later reverted by a
-stale journal.
+registry``) calls :func:`recover` first: an uncommitted journal's state is put back, a committed
+one's rows are written. Aliases are never left half moved, a recorded move is never undone,
+and nothing moved after the crash is later reverted by a stale journal.
 
 Where the journal lives follows the lock (:func:`journal_for`): with a file lock, a file next
 to the lock file (one machine); with a Postgres advisory lock (:func:`pipeline.registry.aliases.lock_url`),
