@@ -51,7 +51,7 @@ def linear_rmse(config: Path, lags, extra: dict) -> dict:
     model = build_model(fs.prep.n_features, fs.prep.horizon, cfg.model, fs.prep.lookback, len(fs.prep.lag_steps))
     tensors = WindowTensors(fs, torch.device("cpu"))
     fitted = fit_highway(model, tensors, tensors.starts(fs, "train"), tensors.starts(fs, "val"))
-    index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
+    index, step = select_origins(fs.origin_times("test"), cfg.evaluation, fs.prep.freq)
     pred = LSTMForecaster.from_members([model], fs.prep).predict(fs, "test", index)
     truth = fs.targets("test")[index]
     return {

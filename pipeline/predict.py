@@ -28,7 +28,7 @@ from pipeline.core.errors import DataLoadError, PipelineError, RegistryError
 log = logging.getLogger(__name__)
 
 #: the forecast file's columns, in order (``warning`` only when the model warned)
-FORECAST_COLUMNS = [schema.UNIQUE_ID, schema.DS, "step", "yhat"]
+FORECAST_COLUMNS = [schema.UNIQUE_ID, schema.DS, "step", schema.YHAT]
 
 
 def read_history(path: Path, cfg: PipelineConfig) -> pd.DataFrame:
@@ -101,9 +101,10 @@ def load_model(cfg: PipelineConfig, alias: str | None = None, version: int | Non
 
 
 def tidy(forecast: pd.DataFrame) -> pd.DataFrame:
-    """The pyfunc's ``[unique_id,] ds, step, y_hat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]``
-    -> ``unique_id, ds, step, yhat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]`` (interval columns as the model gave them)."""
-    out = forecast.rename(columns={"y_hat": "yhat"})
+    """The pyfunc's ``[unique_id,] ds, step, yhat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]``
+    (``y_hat`` from a version registered before 2026-12-06) -> ``unique_id, ds, step, yhat[, yhat_lo_<level>,
+    yhat_hi_<level> ...][, warning]`` (interval columns as the model gave them)."""
+    out = schema.with_yhat(forecast)
     if schema.UNIQUE_ID not in out:
         out.insert(0, schema.UNIQUE_ID, schema.DEFAULT_SERIES_ID)
     bands = [c for c in out.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]

@@ -77,6 +77,7 @@ import pandas as pd
 
 from pipeline.core.cadence import step_duration
 from pipeline.core.errors import DataQualityError
+from pipeline.evaluation.origins import index_step
 
 #: version tags of a detector are ``cusum.<field>``
 TAG_PREFIX = "cusum."
@@ -507,7 +508,7 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
     with np.load(artifacts.TRAINING_FORECASTS.at(training_dir)) as z:
         arrays = {k: z[k] for k in z.files}
     test_index = arrays["test_index"]
-    origin_step = int(test_index[1] - test_index[0]) if len(test_index) > 1 else 1
+    origin_step = index_step(test_index)
     losses, sample = _split_losses(fs, arrays["test"], test_index, "test", reference, season), "test"
     step = step_duration(freq)
     phase = int(((losses.index[0] - pd.Timestamp(0)) // step) % origin_step) if origin_step > 1 and len(losses) else 0
@@ -536,6 +537,5 @@ def _training_sample(arrays: dict[str, np.ndarray], origin_step: int) -> tuple[n
     if len(arrays.get("train_recent_index", ())):
         return arrays["train_recent"], arrays["train_recent_index"]
     index = arrays.get("train_index", np.empty(0, dtype=np.int64))
-    train_step = int(index[1] - index[0]) if len(index) > 1 else 1
-    return (arrays["train"], index) if len(index) and train_step == origin_step else None
+    return (arrays["train"], index) if len(index) and index_step(index) == origin_step else None
 

@@ -1,7 +1,7 @@
 """The test origins every model is scored on: chosen once, passed to every forecaster.
 
 The training stage (LSTM) and the baselines stage both call :func:`select_origins` with the
-same ``evaluation`` settings, so the comparison scores every model on the same windows.
+same windows and ``evaluation`` settings, so the comparison scores every model on the same windows.
 """
 
 from __future__ import annotations
@@ -9,15 +9,49 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
+from pipeline.core.cadence import step_duration
 from pipeline.core.config import EvaluationConfig
 
 
-def select_origins(n_windows: int, ec: EvaluationConfig) -> tuple[np.ndarray, int]:
-    """Indices of the test windows every model is scored on, and the step between them.
+def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tuple[np.ndarray, int]:
+    """Indices of the windows every model is scored on, and the step between them.
 
-    ``(index (k,) int64 ascending, step)``: every ``origin_step``-th window from the first;
-    by default the smallest step that leaves at most ``max_origins`` windows.
+    The step is ``evaluation.origin_step``, by default the smallest that leaves at most
+    ``max_origins`` windows. With a step ``s > 1`` the scored windows are those whose origin lies
+    on one time grid: ``n % s == phase``, ``n`` the steps of ``freq`` since the epoch and
+    ``phase`` the earliest origin's (:func:`pipeline.evaluation.cusum.on_grid`, the grid the
+    monitoring check's CUSUM reads). So every series is scored at the same times, whatever its
+    length or gaps, and one series without gaps gets every ``s``-th window from its first. A
+    calendar ``freq`` (``MS``, ``W-SAT``: steps of unequal length) takes every ``s``-th window in
+    the stacked order instead.
+
+    Args:
+        origins: ``(n_windows,)`` datetime64, each window's origin (its last input time), stacked
+            over series in :class:`~pipeline.features.windowing.FeatureSet` order.
+        ec: the ``evaluation`` settings. freq: ``data.freq``.
+
+    Returns:
+        ``(index (k,) int64 ascending, step)``.
     """
-    step = ec.origin_step or max(1, math.ceil(n_windows / ec.max_origins))
-    return np.arange(0, n_windows, step, dtype=np.int64), step
+    n = len(origins)
+    step = ec.origin_step or max(1, math.ceil(n / ec.max_origins))
+    if step == 1 or n == 0:
+        return np.arange(n, dtype=np.int64), step
+    if not isinstance(pd.tseries.frequencies.to_offset(freq), pd.offsets.Tick):
+        return np.arange(0, n, step, dtype=np.int64), step
+    k = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step_duration(freq)).to_numpy()
+    return np.flatnonzero(k % step == k.min() % step).astype(np.int64), step
+
+
+def index_step(index: np.ndarray) -> int:
+    """The step of a :func:`select_origins` index: its most common difference (1 for fewer than two).
+
+    Within one series without gaps consecutive scored windows are ``step`` apart; a gap or a
+    series boundary makes one difference longer, never the commonest.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if len(index) < 2:
+        return 1
+    return int(np.bincount(np.diff(index)).argmax())

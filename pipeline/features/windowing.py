@@ -361,25 +361,6 @@ def _window_counts(ok: np.ndarray, width: int) -> np.ndarray:
     return c[width:] - c[:-width]
 
 
-def window_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
-    """Starts of windows whose inputs are all usable and whose origin and targets are observed.
-
-    Args:
-        input_ok: ``(n,)`` bool, row usable as input. target_ok: ``(n,)`` bool, observed target.
-
-    Returns:
-        ``(k,)`` int64 starts in ``[0, n - lookback - horizon]``, ascending.
-    """
-    n_starts = len(input_ok) - lookback - horizon + 1
-    if n_starts <= 0:
-        return np.empty(0, dtype=np.int64)
-    good_in = _window_counts(input_ok, lookback)[:n_starts] == lookback
-    good_out = _window_counts(target_ok, horizon)[lookback : lookback + n_starts] == horizon
-    # the origin (last input) must be observed: interpolating it would read the first target
-    origin_seen = target_ok[lookback - 1 : lookback - 1 + n_starts]
-    return np.flatnonzero(good_in & good_out & origin_seen).astype(np.int64)
-
-
 # ------------------------------------------------------------------ feature set
 
 
@@ -406,6 +387,10 @@ class FeatureSet:
 
     def windows(self, split: str) -> Windows:
         return Windows(self.values, self.target, self.starts[split], self.prep.lookback, self.prep.horizon)
+
+    def origin_times(self, split: str) -> np.ndarray:
+        """Each window's origin (its last input time) of ``split``, ``(n_windows,)`` datetime64."""
+        return self.ds[self.starts[split] + self.prep.lookback - 1]
 
     def targets(self, split: str) -> np.ndarray:
         """Targets of ``split`` in original units, ``(n_windows, horizon)`` float64."""
@@ -621,7 +606,11 @@ def origin_starts(input_ok: np.ndarray, target_ok: np.ndarray, lookback: int) ->
     """Starts of every window that can be *forecast* (targets may lie beyond the data).
 
     A window is usable when its ``lookback`` inputs are all usable and its origin (last
-    input) is observed: exactly what :func:`window_starts` asks of the inputs.
+    input) is observed: interpolating the origin would read the first target. The training
+    windows are these with all ``horizon`` targets observed (:func:`_split_starts`).
+
+    Args:
+        input_ok: ``(n,)`` bool, row usable as input. target_ok: ``(n,)`` bool, observed target.
 
     Returns:
         ``(k,)`` int64 starts in ``[0, n - lookback]``, ascending.

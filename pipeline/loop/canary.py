@@ -109,7 +109,7 @@ def per_origin_losses(paired: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         paired: one row per ``(unique_id, origin, step)`` scored by both versions, with
-            columns ``origin``, ``y``, ``y_hat_a`` (incumbent: champion) and ``y_hat_b``
+            columns ``origin``, ``y``, ``yhat_a`` (incumbent: champion) and ``yhat_b``
             (candidate: challenger), in original units. Rows with a missing value are dropped.
 
     Returns:
@@ -119,11 +119,11 @@ def per_origin_losses(paired: pd.DataFrame) -> pd.DataFrame:
     Raises:
         DataQualityError: a required column is missing.
     """
-    missing = {"origin", "y", "y_hat_a", "y_hat_b"} - set(paired.columns)
+    missing = {"origin", "y", "yhat_a", "yhat_b"} - set(paired.columns)
     if missing:
-        raise DataQualityError(f"paired scores: expected columns origin, y, y_hat_a, y_hat_b; missing {sorted(missing)}")
-    frame = paired.dropna(subset=["y", "y_hat_a", "y_hat_b"])
-    errs = frame.assign(sse_a=(frame["y"] - frame["y_hat_a"]) ** 2, sse_b=(frame["y"] - frame["y_hat_b"]) ** 2)
+        raise DataQualityError(f"paired scores: expected columns origin, y, yhat_a, yhat_b; missing {sorted(missing)}")
+    frame = paired.dropna(subset=["y", "yhat_a", "yhat_b"])
+    errs = frame.assign(sse_a=(frame["y"] - frame["yhat_a"]) ** 2, sse_b=(frame["y"] - frame["yhat_b"]) ** 2)
     out = errs.groupby("origin").agg(sse_a=("sse_a", "sum"), sse_b=("sse_b", "sum"), count=("y", "size")).sort_index()
     return out.assign(loss_a=out["sse_a"] / out["count"], loss_b=out["sse_b"] / out["count"])
 

@@ -76,10 +76,10 @@ def fast_limb_of(tags: dict[str, str], name: str, version: int) -> CusumDetector
 
 
 def origin_losses(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Per-origin mean squared error of the champion (``y_hat``) and the reference (``naive``).
+    """Per-origin mean squared error of the champion (``yhat``) and the reference (``naive``).
 
     Args:
-        frame: ``unique_id, origin, step, y_hat, y, naive`` rows (scored forecasts with the
+        frame: ``unique_id, origin, step, yhat, y, naive`` rows (scored forecasts with the
             reference forecast of each row, original units).
 
     Returns:
@@ -91,7 +91,7 @@ def origin_losses(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
     per = frame.groupby([schema.UNIQUE_ID, "origin"])
     ok = (per["step"].transform("size") == horizon) & per["naive"].transform(lambda v: bool(np.isfinite(v).all()))
     both = frame[ok.to_numpy(dtype=bool)]
-    errs = both.assign(loss_model=(both["y_hat"] - both["y"]) ** 2, loss_reference=(both["naive"] - both["y"]) ** 2)
+    errs = both.assign(loss_model=(both["yhat"] - both["y"]) ** 2, loss_reference=(both["naive"] - both["y"]) ** 2)
     return errs.groupby("origin")[["loss_model", "loss_reference"]].mean().sort_index()
 
 

@@ -202,7 +202,7 @@ def _since(cfg: PipelineConfig, store, T: pd.Timestamp, since) -> pd.Timestamp:
 
 
 def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name: str, since, T) -> pd.DataFrame:
-    frame = model.predict(None, history, params={"origins": "all", "origin_start": since.isoformat(), "origin_end": T.isoformat()})
+    frame = schema.with_yhat(model.predict(None, history, params={"origins": "all", "origin_start": since.isoformat(), "origin_end": T.isoformat()}))
     frame["origin"], frame[schema.DS] = to_utc_naive(frame["origin"]), to_utc_naive(frame[schema.DS])  # the store's clock
     return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
 
@@ -307,7 +307,7 @@ def rolling_rmse(scored: pd.DataFrame, horizon: int) -> tuple[float, int]:
     """RMSE over every step of the complete origins (all ``horizon`` targets scored), and their count.
 
     Args:
-        scored: ``unique_id, origin, step, y_hat, y`` (from ``ForecastStore.scored``).
+        scored: ``unique_id, origin, step, yhat, y`` (from ``ForecastStore.scored``).
 
     Returns:
         ``(rmse in original units or NaN when there is none, n_complete_origins)``.
@@ -318,7 +318,7 @@ def rolling_rmse(scored: pd.DataFrame, horizon: int) -> tuple[float, int]:
     complete = scored[n_steps == horizon]
     if complete.empty:
         return float("nan"), 0
-    err = complete["y_hat"].to_numpy() - complete["y"].to_numpy()
+    err = complete[schema.YHAT].to_numpy() - complete["y"].to_numpy()
     return float(np.sqrt(np.mean(err**2))), int(len(complete) // horizon)
 
 
@@ -374,7 +374,7 @@ def naive_rolling_rmse(scored: pd.DataFrame, observed: pd.DataFrame, horizon: in
     if both.empty:
         return float("nan"), float("nan"), 0
     y = both["y"].to_numpy()
-    champ = float(np.sqrt(np.mean((both["y_hat"].to_numpy() - y) ** 2)))
+    champ = float(np.sqrt(np.mean((both[schema.YHAT].to_numpy() - y) ** 2)))
     naive = float(np.sqrt(np.mean((both["naive"].to_numpy() - y) ** 2)))
     return champ, naive, int(len(both) // horizon)
 

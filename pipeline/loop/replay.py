@@ -724,7 +724,7 @@ def _full_origins(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
     return frame[(n == horizon) & frame["y"].notna()]
 
 
-def _rmse(frame: pd.DataFrame, column: str = "y_hat") -> float | None:
+def _rmse(frame: pd.DataFrame, column: str = "yhat") -> float | None:
     if frame is None or frame.empty:
         return None
     return float(np.sqrt(np.mean((frame[column].to_numpy(float) - frame["y"].to_numpy(float)) ** 2)))
@@ -768,7 +768,7 @@ def outcome(
         pairs = _full_origins(pairs, horizon) if pairs is not None else None
         if pairs is None or pairs.empty:
             unmeasured += 1
-        elif _rmse(pairs, "y_hat_a") > _rmse(pairs, "y_hat_b"):
+        elif _rmse(pairs, "yhat_a") > _rmse(pairs, "yhat_b"):
             worse += 1
     after = ts[promoted][ts[promoted] >= incident] if incident is not None and len(promoted) else pd.Series(dtype="datetime64[ns]")
     out.update(

@@ -44,7 +44,7 @@ class Loaded:
     """A loaded version.
 
     Attributes:
-        predict: raw history frame -> the pyfunc's forecast frame (``[unique_id,] ds, step, y_hat[, warning]``).
+        predict: raw history frame -> the pyfunc's forecast frame (``[unique_id,] ds, step, yhat[, warning]``).
         series_id_column: the input column naming the series (``None``: one series per request).
         loaded_at / created_at: unix seconds of the load and of the version's registration.
     """

@@ -120,7 +120,7 @@ def export_onnx(forecaster, out_dir: Path, meta: dict[str, Any] | None = None, c
 def load_folder(folder: Path):
     """The pyfunc's forecaster served from an :func:`export_onnx` folder alone (no torch, no registry):
     ``pipeline.serving.pyfunc.ForecastModel`` with :class:`OnnxForecaster` and the folder's interval
-    calibration when it has one, so ``.predict(None, raw)`` returns ``y_hat`` and the
+    calibration when it has one, so ``.predict(None, raw)`` returns ``yhat`` and the
     ``yhat_lo_<level>``/``yhat_hi_<level>`` columns as the registered version does.
 
     Raises:

@@ -11,19 +11,21 @@ Two modes (``params``; the signature declares them, so ``pyfunc.predict(df, para
 passes them through):
 
 * ``origins="last"`` (default): one forecast per series from its last row,
-  frame ``[unique_id,] ds, step, y_hat`` (``unique_id`` when the data has a series-id column);
+  frame ``[unique_id,] ds, step, yhat`` (``unique_id`` when the data has a series-id column);
 * ``origins="all"``: a forecast from every usable origin (inputs complete, origin
   observed), optionally only origins with ``origin_start <= origin < origin_end``
-  (ISO timestamps, empty = unbounded), frame ``unique_id, origin, ds, step, y_hat``.
+  (ISO timestamps, empty = unbounded), frame ``unique_id, origin, ds, step, yhat``.
   At each origin it equals the ``"last"`` forecast of the history cut at that origin
   (``tests/pipeline/test_serving.py``).
 
 Prediction intervals: a version registered with a calibration (artifact ``intervals``,
 :class:`pipeline.models.conformal.IntervalCalibration`) adds, in both modes, ``yhat_lo_<level>``
 and ``yhat_hi_<level>`` (float64, original units) per level of ``evaluation.interval_levels``
-(e.g. ``yhat_lo_80, yhat_hi_80, yhat_lo_95, yhat_hi_95``) after ``y_hat``: split-conformal bands
+(e.g. ``yhat_lo_80, yhat_hi_80, yhat_lo_95, yhat_hi_95``) after ``yhat``: split-conformal bands
 per horizon step. A version without one (registered before intervals, or trained with
-``interval_levels: []`` or no validation part) returns ``y_hat`` only.
+``interval_levels: []`` or no validation part) returns ``yhat`` only. Versions registered before
+2026-12-06 name the point forecast ``y_hat`` (:data:`pipeline.core.schema.LEGACY_YHAT`); callers
+read either through :func:`pipeline.core.schema.with_yhat`.
 
 Pattern: MLflow "Custom Python models" (``mlflow.pyfunc.PythonModel``,
 https://mlflow.org/docs/latest/ml/model/python_model/).
@@ -213,7 +215,7 @@ def forecast_starts(fs: FeatureSet, params: dict[str, Any] | None) -> np.ndarray
 
 
 def forecast_frame(fs: FeatureSet, starts: np.ndarray, y_hat: np.ndarray) -> pd.DataFrame:
-    """``y_hat (n_windows, horizon)`` original units -> long ``unique_id, origin, ds, step, y_hat`` frame."""
+    """``y_hat (n_windows, horizon)`` original units -> long ``unique_id, origin, ds, step, yhat`` frame."""
     prep, h = fs.prep, fs.prep.horizon
     offset = pd.tseries.frequencies.to_offset(prep.freq)
     origins = pd.DatetimeIndex(fs.ds[starts + prep.lookback - 1]).repeat(h)
@@ -224,7 +226,7 @@ def forecast_frame(fs: FeatureSet, starts: np.ndarray, y_hat: np.ndarray) -> pd.
         ds = pd.DatetimeIndex([o + int(s) * offset for o, s in zip(origins, steps, strict=True)])
     return pd.DataFrame({
         schema.UNIQUE_ID: np.asarray(fs.series_ids, dtype=object)[fs.series[starts]].repeat(h),
-        ORIGIN: origins, schema.DS: ds, "step": steps, "y_hat": np.asarray(y_hat, dtype=np.float64).reshape(-1),
+        ORIGIN: origins, schema.DS: ds, "step": steps, schema.YHAT: np.asarray(y_hat, dtype=np.float64).reshape(-1),
     })  # fmt: skip
 
 

@@ -20,6 +20,8 @@ Rows are keyed so that a rerun of the same interval overwrites, never duplicates
 * ``alerts``: ``(check_id, unique_id, column_name, kind)``: the data faults a check found
   (``lstm-pipeline alerts``; since schema 3); a rerun of the check replaces its rows.
 
+The point forecast is ``yhat`` (``y_hat`` before schema 4; the migration renames it in place).
+
 The champion's rows of ``forecasts`` are the product's published batch forecasts
 (:meth:`ForecastStore.published`, ``lstm-pipeline forecasts``).
 
@@ -48,7 +50,7 @@ from pipeline.data.io import as_of_timestamp
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Postgres advisory-lock key held (per transaction) while the tables are created or migrated
 CREATE_LOCK_KEY = 0x4C53544D  # "LSTM"
 KEY = ["model_name", "version", "unique_id", "origin", "step"]
@@ -68,7 +70,7 @@ def _forecast_columns() -> list[sa.Column]:
         sa.Column("origin", sa.DateTime, primary_key=True),
         sa.Column("step", sa.Integer, primary_key=True),
         sa.Column("ds", sa.DateTime, nullable=False, index=True),
-        sa.Column("y_hat", sa.Float, nullable=False),
+        sa.Column("yhat", sa.Float, nullable=False),
     ]
 
 
@@ -114,7 +116,18 @@ alerts = sa.Table(
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     2: lambda conn: forecast_intervals.create(conn, checkfirst=True),  # prediction intervals
     3: lambda conn: alerts.create(conn, checkfirst=True),  # data-fault alerts
+    4: lambda conn: _rename_point_forecast(conn),  # ``y_hat`` -> ``yhat``
 }
+
+
+def _rename_point_forecast(conn: sa.Connection) -> None:
+    """Schema 4: ``forecasts.y_hat`` and ``scores.y_hat`` become ``yhat`` (the pyfunc's and the CLI's
+    name, :data:`pipeline.core.schema.YHAT`), rows kept. ``ALTER TABLE ... RENAME COLUMN`` is in
+    SQLite since 3.25 and in Postgres; a table that already says ``yhat`` is left alone."""
+    for table in (forecasts.name, scores.name):
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        if schema.LEGACY_YHAT in columns and schema.YHAT not in columns:
+            conn.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN {schema.LEGACY_YHAT} TO {schema.YHAT}"))
 
 
 def default_store_url(artifact_root: Path) -> str:
@@ -247,10 +260,10 @@ class ForecastStore:
 
     @staticmethod
     def _forecast_rows(frame: pd.DataFrame, extra: tuple[str, ...]) -> list[dict]:
-        missing = [c for c in (*KEY, "ds", "y_hat", *extra) if c not in frame.columns]
+        missing = [c for c in (*KEY, "ds", "yhat", *extra) if c not in frame.columns]
         if missing:
-            raise StoreError(f"expected columns {KEY + ['ds', 'y_hat', *extra]}, the frame lacks {missing}")
-        rows = frame[[*KEY, "ds", "y_hat", *extra]].copy()
+            raise StoreError(f"expected columns {KEY + ['ds', 'yhat', *extra]}, the frame lacks {missing}")
+        rows = frame[[*KEY, "ds", "yhat", *extra]].copy()
         for col in ("origin", "ds", "as_of"):
             if col in rows.columns:
                 rows[col] = [_ts(v) for v in rows[col]]
@@ -264,7 +277,7 @@ class ForecastStore:
         """Insert or overwrite forecasts, with their prediction intervals when the frame has them; returns the number of forecasts.
 
         Args:
-            frame: ``model_name, version, unique_id, origin, step, ds, y_hat, alias, as_of``
+            frame: ``model_name, version, unique_id, origin, step, ds, yhat, alias, as_of``
                 (``alias`` the version held when issued; ``as_of`` the check's ``T``), optionally
                 ``yhat_lo_<level>, yhat_hi_<level>`` per level (the pyfunc's interval columns; one
                 ``forecast_intervals`` row per forecast and level, in the same transaction).
@@ -283,7 +296,7 @@ class ForecastStore:
         return len(rows)
 
     def record_scores(self, frame: pd.DataFrame) -> int:
-        """Insert or overwrite scores: ``KEY + ds, y_hat, y, as_of`` (``y`` observed, original units)."""
+        """Insert or overwrite scores: ``KEY + ds, yhat, y, as_of`` (``y`` observed, original units)."""
         rows = self._forecast_rows(frame.dropna(subset=["y"]), ("y", "as_of"))
         self._run(lambda conn: self._upsert(conn, scores, rows, KEY), write=True)
         return len(rows)
@@ -323,11 +336,11 @@ class ForecastStore:
         """Scores of one version with ``since <= origin < until``.
 
         Returns:
-            ``unique_id, origin, step, ds, y_hat, y`` sorted by ``unique_id, origin, step``.
+            ``unique_id, origin, step, ds, yhat, y`` sorted by ``unique_id, origin, step``.
         """
         s = scores.c
         query = (
-            sa.select(s.unique_id, s.origin, s.step, s.ds, s.y_hat, s.y)
+            sa.select(s.unique_id, s.origin, s.step, s.ds, s.yhat, s.y)
             .where(s.model_name == model_name, s.version == int(version), *self._window(scores, since, until))
             .order_by(s.unique_id, s.origin, s.step)
         )
@@ -337,11 +350,11 @@ class ForecastStore:
         """Scores of two versions on the same ``(unique_id, origin, step)`` (both scored).
 
         Returns:
-            ``unique_id, origin, step, ds, y, y_hat_a, y_hat_b`` sorted by ``unique_id, origin, step``.
+            ``unique_id, origin, step, ds, y, yhat_a, yhat_b`` sorted by ``unique_id, origin, step``.
         """
         a, b = scores.alias("a"), scores.alias("b")
         query = (
-            sa.select(a.c.unique_id, a.c.origin, a.c.step, a.c.ds, a.c.y, a.c.y_hat.label("y_hat_a"), b.c.y_hat.label("y_hat_b"))
+            sa.select(a.c.unique_id, a.c.origin, a.c.step, a.c.ds, a.c.y, a.c.yhat.label("yhat_a"), b.c.yhat.label("yhat_b"))
             .join(b, sa.and_(a.c.model_name == b.c.model_name, a.c.unique_id == b.c.unique_id, a.c.origin == b.c.origin, a.c.step == b.c.step))
             .where(a.c.model_name == model_name, a.c.version == int(version_a), b.c.version == int(version_b), *self._window(a, since, until))
             .order_by(a.c.unique_id, a.c.origin, a.c.step)
@@ -352,13 +365,13 @@ class ForecastStore:
         """The forecasts issued under ``alias`` (default: the published champion ones), ``since <= origin < until``.
 
         Returns:
-            ``unique_id, origin, step, ds, y_hat, version, alias, as_of`` sorted by ``unique_id, origin, step``,
+            ``unique_id, origin, step, ds, yhat, version, alias, as_of`` sorted by ``unique_id, origin, step``,
             then ``yhat_lo_<level>, yhat_hi_<level>`` per stored interval level (NaN for a forecast
             without one; no such columns when none has).
         """
         f = forecasts.c
         query = (
-            sa.select(f.unique_id, f.origin, f.step, f.ds, f.y_hat, f.version, f.alias, f.as_of)
+            sa.select(f.unique_id, f.origin, f.step, f.ds, f.yhat, f.version, f.alias, f.as_of)
             .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
             .order_by(f.unique_id, f.origin, f.step)
         )
@@ -368,12 +381,12 @@ class ForecastStore:
         """The forecasts issued under ``alias`` joined with their observed ``y`` (scored ones only).
 
         Returns:
-            ``unique_id, origin, step, ds, y_hat, y, version`` sorted by ``unique_id, origin, step``.
+            ``unique_id, origin, step, ds, yhat, y, version`` sorted by ``unique_id, origin, step``.
         """
         f, s = forecasts.c, scores.c
         on = sa.and_(f.model_name == s.model_name, f.version == s.version, f.unique_id == s.unique_id, f.origin == s.origin, f.step == s.step)
         query = (
-            sa.select(f.unique_id, f.origin, f.step, f.ds, f.y_hat, s.y, f.version)
+            sa.select(f.unique_id, f.origin, f.step, f.ds, f.yhat, s.y, f.version)
             .join(scores, on)
             .where(f.model_name == model_name, f.alias == alias, *self._window(forecasts, since, until))
             .order_by(f.unique_id, f.origin, f.step)

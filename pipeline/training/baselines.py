@@ -55,7 +55,7 @@ def run_baselines(cfg: PipelineConfig, run_path: Path, features_dir: Path) -> di
 
     fs = load_features(features_dir)
     spec = resolve_baselines(cfg)
-    index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
+    index, step = select_origins(fs.origin_times("test"), cfg.evaluation, fs.prep.freq)
     origins = origins_of(fs, "test", index)
     models = [StatsBaseline(name, spec) for name in spec.models]
     jobs = [(m, t) for m in models for t in m.tasks(fs, origins)]

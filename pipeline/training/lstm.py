@@ -722,8 +722,8 @@ def run_training(
     fs = load_features(features_dir)
     out = artifacts.step_dir(run_path, artifacts.TRAINING)
     forecaster = LSTMForecaster(cfg, artifacts.step_dir(run_path, artifacts.CHECKPOINTS), device).fit(fs, on_epoch_end)
-    test_index, step = select_origins(len(fs.starts["test"]), cfg.evaluation)
-    train_index, _ = select_origins(len(fs.starts["train"]), cfg.evaluation)
+    test_index, step = select_origins(fs.origin_times("test"), cfg.evaluation, fs.prep.freq)
+    train_index, _ = select_origins(fs.origin_times("train"), cfg.evaluation, fs.prep.freq)
     t0 = time.perf_counter()
     test_pred = forecaster.predict(fs, "test", test_index)
     predict_seconds = time.perf_counter() - t0

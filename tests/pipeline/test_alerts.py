@@ -58,7 +58,7 @@ def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path):
     db.close()
     store = ForecastStore(f"sqlite:///{path}")
     assert store.record_alerts(_check("2014-03-01T00:00:00", [FAULT])) == 1
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     assert [c["check_id"] for c in store.last_checks("m")] == ["m@x"]
 
 

@@ -32,7 +32,7 @@ def paired_frame(n_origins: int, h: int, sd_a: float, sd_b: float, seed: int, sd
     o, k = np.repeat(np.arange(n_origins), h), np.tile(np.arange(h), n_origins)
     y = np.sin(np.arange(n_t) / 5.0)
     return pd.DataFrame(
-        {"unique_id": "s", "origin": origins[o], "step": k + 1, "y": y[o + k], "y_hat_a": y[o + k] - eps_a[o + k], "y_hat_b": y[o + k] - eps_b[o + k]}
+        {"unique_id": "s", "origin": origins[o], "step": k + 1, "y": y[o + k], "yhat_a": y[o + k] - eps_a[o + k], "yhat_b": y[o + k] - eps_b[o + k]}
     )
 
 
@@ -178,7 +178,7 @@ def test_too_few_origins_for_the_test_waits():
 
 
 def test_no_paired_scores_yet_waits():
-    empty = pd.DataFrame(columns=["unique_id", "origin", "step", "ds", "y", "y_hat_a", "y_hat_b"])
+    empty = pd.DataFrame(columns=["unique_id", "origin", "step", "ds", "y", "yhat_a", "yhat_b"])
     assert decide(empty, CFG, horizon=4).action == "wait" and decide(empty, CFG, horizon=4).n_origins == 0
     assert decide_rollback(empty, CFG, horizon=4).action == "wait"
 
@@ -193,8 +193,8 @@ def test_rollback_when_the_new_champion_is_significantly_worse():
 
 
 def test_paired_scores_need_their_columns():
-    with pytest.raises(DataQualityError, match="y_hat_b"):
-        per_origin_losses(pd.DataFrame({"origin": [1], "y": [1.0], "y_hat_a": [1.0]}))
+    with pytest.raises(DataQualityError, match="yhat_b"):
+        per_origin_losses(pd.DataFrame({"origin": [1], "y": [1.0], "yhat_a": [1.0]}))
 
 
 def test_canary_config_orders_its_bounds(tmp_path):

@@ -349,8 +349,8 @@ def test_relative_differential_divides_by_the_trailing_reference_loss():
 # ------------------------------------------------------------------ the state in the check
 
 
-def _frame(origins, y_hat_error: float, naive_error: float = 1.0, horizon: int = 2) -> pd.DataFrame:
-    rows = [{"unique_id": "s", "origin": o, "step": k, "y": 10.0, "y_hat": 10.0 + y_hat_error, "naive": 10.0 + naive_error}
+def _frame(origins, yhat_error: float, naive_error: float = 1.0, horizon: int = 2) -> pd.DataFrame:
+    rows = [{"unique_id": "s", "origin": o, "step": k, "y": 10.0, "yhat": 10.0 + yhat_error, "naive": 10.0 + naive_error}
             for o in origins for k in range(1, horizon + 1)]  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline.core.errors import DataQualityError, GateFailedError
@@ -57,15 +58,33 @@ def test_comparison_table_sorted_by_rmse():
 
 def test_origin_stride_defaults_to_at_most_max_origins_and_one_keeps_all():
     from pipeline.core.config import EvaluationConfig
-    from pipeline.evaluation.origins import select_origins
+    from pipeline.evaluation.origins import index_step, select_origins
 
-    index, step = select_origins(10_001, EvaluationConfig(max_origins=3000))
-    assert step == 4 and len(index) <= 3000 and index[0] == 0 and np.all(np.diff(index) == 4)
-    index, step = select_origins(10_001, EvaluationConfig(origin_step=1))
+    hourly = pd.date_range("2024-01-01 03:00", periods=10_001, freq="h").to_numpy()
+    index, step = select_origins(hourly, EvaluationConfig(max_origins=3000), "h")
+    assert step == 4 and len(index) <= 3000 and index[0] == 0 and np.all(np.diff(index) == 4) and index_step(index) == 4
+    index, step = select_origins(hourly, EvaluationConfig(origin_step=1), "h")
     assert step == 1 and len(index) == 10_001
-    assert select_origins(50, EvaluationConfig())[1] == 1
+    assert select_origins(hourly[:50], EvaluationConfig(), "h")[1] == 1
+    monthly = pd.date_range("2000-01-31", periods=40, freq="ME").to_numpy()  # steps of unequal length: every 3rd window
+    assert select_origins(monthly, EvaluationConfig(origin_step=3), "ME")[0].tolist() == list(range(0, 40, 3))
 
 
+def test_scored_origins_lie_on_one_time_grid_across_series_and_gaps():
+    """Every series is scored at the same times (the grid the live CUSUM reads), whatever its length or gaps;
+    before, every step-th window of the stacked list put each series on its own phase."""
+    from pipeline.core.config import EvaluationConfig
+    from pipeline.evaluation.cusum import on_grid
+    from pipeline.evaluation.origins import index_step, select_origins
+
+    a = pd.date_range("2024-01-01 00:00", periods=101, freq="h")  # 101 windows: b would start 101 % 4 = 1 off the grid
+    b = pd.date_range("2024-01-01 00:00", periods=60, freq="h").delete(range(20, 23))  # a 3-hour gap inside
+    origins = np.concatenate([a.to_numpy(), b.to_numpy()])
+    index, step = select_origins(origins, EvaluationConfig(origin_step=4), "h")
+    picked = pd.DatetimeIndex(origins[index])
+    assert step == 4 and on_grid(picked, pd.Timedelta("1h"), 4, phase=0).all()
+    assert set(picked[index >= len(a)]) == {t for t in b if t.hour % 4 == 0}  # b: on a's times, after its gap too
+    assert index_step(index) == 4
 def test_fit_spread_reports_each_fit_relative_to_naive():
     from pipeline.evaluation.comparison import fit_spread
 

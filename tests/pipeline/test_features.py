@@ -10,7 +10,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import DataQualityError
 from pipeline.data.io import read_raw
 from pipeline.data.validation import run_validation, validate_frame
-from pipeline.features.windowing import build_features, design_matrix, load_features, run_features, window_starts
+from pipeline.features.windowing import build_features, design_matrix, load_features, origin_starts, run_features
 from tests.conftest import tiny_frame
 
 
@@ -105,15 +105,15 @@ def test_no_window_targets_a_gap_and_no_window_crosses_a_long_gap(make_case):
     assert fs.report["windows"]["dropped_for_gaps"] > 0
 
 
-def test_window_starts_are_vectorised_and_exact():
+def test_origin_starts_are_vectorised_and_exact():
     ok_in = np.ones(20, bool)
     ok_in[5] = False
     ok_out = np.ones(20, bool)
     ok_out[15] = False
     ok_out[9] = False
-    starts = window_starts(ok_in, ok_out, lookback=4, horizon=2)
-    brute = [s for s in range(20 - 6 + 1) if ok_in[s : s + 4].all() and ok_out[s + 3 : s + 6].all()]
-    assert starts.tolist() == brute
+    starts = origin_starts(ok_in, ok_out, lookback=4)
+    brute = [s for s in range(20 - 4 + 1) if ok_in[s : s + 4].all() and ok_out[s + 3]]
+    assert starts.tolist() == brute and 9 - 3 not in brute and 2 not in brute  # origin unobserved; input gap
 
 
 def test_categorical_one_hot_levels_fixed_at_training(make_case):

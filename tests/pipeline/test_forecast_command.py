@@ -68,26 +68,26 @@ def test_registered_model_predicts_on_a_plain_read_csv_frame_in_a_fresh_process(
         raw = pd.read_csv({str(env['csv'])!r})
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         out = model.predict(raw)
-        print(json.dumps({{"dtypes": {{c: str(t) for c, t in raw.dtypes.items()}}, "y_hat": out["y_hat"].tolist(),
+        print(json.dumps({{"dtypes": {{c: str(t) for c, t in raw.dtypes.items()}}, "yhat": out["yhat"].tolist(),
                           "ds": out["ds"].astype(str).tolist()}}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert printed["dtypes"]["temp"] == "int64" and printed["dtypes"]["wind"] == "int64"  # what a CSV reader makes of them
-    assert len(printed["y_hat"]) == 4 and np.isfinite(printed["y_hat"]).all()
+    assert len(printed["yhat"]) == 4 and np.isfinite(printed["yhat"]).all()
     assert printed["ds"][0] == "2024-01-17 16:00:00"  # one hour after the file's last row
     # the integer codes are read as the levels the model was fitted on: the same forecast as the file's text
     text = pd.read_csv(env["csv"], dtype=str)
     import mlflow
 
     mlflow.set_tracking_uri(env["uri"])
-    from_text = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").predict(text)["y_hat"].to_numpy()
-    np.testing.assert_allclose(printed["y_hat"], from_text, rtol=1e-6)
+    from_text = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion").predict(text)["yhat"].to_numpy()
+    np.testing.assert_allclose(printed["yhat"], from_text, rtol=1e-6)
 
 
 def test_forecast_command_writes_the_next_h_values_as_csv_parquet_and_json(env, tmp_path, capsys):
-    expected = _in_process_forecast(env)["y_hat"].to_numpy()
+    expected = _in_process_forecast(env)["yhat"].to_numpy()
     for name in ("f.csv", "f.parquet"):
         out = tmp_path / name
         assert main(["forecast", "--config", str(env["config"]), "--input", str(env["csv"]), "--out", str(out), "--json"]) == 0

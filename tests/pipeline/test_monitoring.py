@@ -157,7 +157,7 @@ def test_published_forecasts_cli_prints_csv(env, capsys):
     assert main(["forecasts", "--config", path, "--since", (T - pd.Timedelta("1h")).isoformat()]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     # the champion was registered with prediction intervals (evaluation.interval_levels: 80, 95)
-    assert lines[0] == "unique_id,origin,step,ds,y_hat,version,alias,as_of,yhat_lo_80,yhat_hi_80,yhat_lo_95,yhat_hi_95" and len(lines) == 1 + 4
+    assert lines[0] == "unique_id,origin,step,ds,yhat,version,alias,as_of,yhat_lo_80,yhat_hi_80,yhat_lo_95,yhat_hi_95" and len(lines) == 1 + 4
     assert all(",champion," in line for line in lines[1:])
 
 
@@ -236,7 +236,7 @@ def test_a_challenger_is_shadow_scored_and_holds_a_firing_rule(env):
     assert check["versions"] == {"champion": 1, "challenger": 2}
     assert check["decision"] == "cooldown" and "challenger v2 is still in its canary" in check["reasons"][-1]
     pairs = store_for(scaled_cfg).paired_scores(MODEL_NAME, 1, 2)
-    assert len(pairs) > 0 and not np.allclose(pairs["y_hat_a"], pairs["y_hat_b"])
+    assert len(pairs) > 0 and not np.allclose(pairs["yhat_a"], pairs["yhat_b"])
     assert set(store_for(scaled_cfg).published(MODEL_NAME, alias="challenger")["version"]) == {2}
 
 
@@ -250,7 +250,7 @@ def test_the_naive_rule_compares_the_champion_with_the_last_observed_value(env):
     naive = y.reindex(complete["origin"]).to_numpy()
     assert check["n_origins_scored"] == 44
     assert check["naive_rmse"] == pytest.approx(np.sqrt(np.mean((naive - complete["y"].to_numpy()) ** 2)))
-    assert check["rolling_rmse"] == pytest.approx(np.sqrt(np.mean((complete["y_hat"] - complete["y"]).to_numpy() ** 2)))
+    assert check["rolling_rmse"] == pytest.approx(np.sqrt(np.mean((complete["yhat"] - complete["y"]).to_numpy() ** 2)))
     assert check["threshold"] == pytest.approx(check["naive_rmse"])
     assert check["decision"] == ("retrain" if check["rolling_rmse"] > check["naive_rmse"] else "ok"), check["reasons"]
     assert "naive RMSE" in check["reasons"][0]

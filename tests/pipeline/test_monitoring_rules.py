@@ -44,7 +44,7 @@ def _state(**over) -> dict:
 def test_rolling_rmse_uses_complete_origins_only():
     rows = [("s", o, k, 1.0 + k, 1.0) for o in range(3) for k in range(1, 5)]  # errors 1..4 per step
     rows += [("s", 3, 1, 100.0, 0.0)]  # an origin with 1 of 4 targets observed yet
-    scored = pd.DataFrame(rows, columns=["unique_id", "origin", "step", "y_hat", "y"])
+    scored = pd.DataFrame(rows, columns=["unique_id", "origin", "step", "yhat", "y"])
     rmse, n = rolling_rmse(scored, horizon=4)
     assert n == 3 and rmse == pytest.approx(np.sqrt(np.mean([1, 4, 9, 16])))
     assert rolling_rmse(scored.iloc[:0], 4) == (pytest.approx(float("nan"), nan_ok=True), 0)
@@ -104,14 +104,14 @@ def _observed(n: int = 96, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"unique_id": "s", "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y": rng.normal(100, 10, n).round(1)})
 
 
-def _scored(obs: pd.DataFrame, origins, horizon: int = 4, y_hat=None) -> pd.DataFrame:
+def _scored(obs: pd.DataFrame, origins, horizon: int = 4, yhat=None) -> pd.DataFrame:
     y = obs.set_index("ds")["y"]
     rows = []
     for o in origins:
         for k in range(1, horizon + 1):
             ds = o + pd.Timedelta(hours=k)
-            rows.append(("s", o, k, ds, float(y[o]) if y_hat is None else y_hat, float(y[ds])))
-    return pd.DataFrame(rows, columns=["unique_id", "origin", "step", "ds", "y_hat", "y"])
+            rows.append(("s", o, k, ds, float(y[o]) if yhat is None else yhat, float(y[ds])))
+    return pd.DataFrame(rows, columns=["unique_id", "origin", "step", "ds", "yhat", "y"])
 
 
 def test_naive_forecasts_are_the_value_at_the_origin_or_one_season_back():
@@ -143,7 +143,7 @@ def test_naive_forecasts_use_no_observation_after_the_origin():
 def test_naive_rolling_rmse_compares_the_same_origins():
     obs = _observed()
     origins = list(obs["ds"].iloc[30:40])
-    scored = _scored(obs, origins, y_hat=100.0)
+    scored = _scored(obs, origins, yhat=100.0)
     missing = obs[obs["ds"] != origins[3]]  # no observation at one origin: that origin leaves both RMSEs
     champ, naive, n = naive_rolling_rmse(scored, missing, horizon=4)
     keep = scored[scored["origin"] != origins[3]]

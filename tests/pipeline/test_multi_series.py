@@ -67,7 +67,7 @@ def test_pyfunc_reproduces_the_saved_test_forecasts_of_each_series(run):
         origin_rows = z["starts_test"][index] + 23
         ids = z["series_ids"][z["series"][origin_rows]]
         origins = z["ds"][origin_rows].astype("datetime64[ns]")
-    served = model.predict(None, pd.read_csv(csv), params={"origins": "all"}).set_index(["unique_id", "origin", "step"])["y_hat"]
+    served = model.predict(None, pd.read_csv(csv), params={"origins": "all"}).set_index(["unique_id", "origin", "step"])["yhat"]
     got = np.array([[served[(uid, pd.Timestamp(o), step)] for step in range(1, 5)] for uid, o in zip(ids, origins, strict=True)])
     assert set(ids) == {"north", "south"}
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -298,9 +298,9 @@ def write_scores(store, name: str, versions: tuple[int, int], sds: tuple[float, 
     frame = paired_frame(n_origins, h, sds[0], sds[1], seed=seed)
     frame["origin"] = frame["origin"] - frame["origin"].iloc[0] + pd.Timestamp(start)
     frame["ds"] = frame["origin"] + pd.to_timedelta(frame["step"], unit="h")
-    for version, col in zip(versions, ("y_hat_a", "y_hat_b"), strict=True):
-        rows = frame.assign(model_name=name, version=version, y_hat=frame[col], as_of=frame["ds"].max())
-        store.record_scores(rows[["model_name", "version", "unique_id", "origin", "step", "ds", "y_hat", "y", "as_of"]])
+    for version, col in zip(versions, ("yhat_a", "yhat_b"), strict=True):
+        rows = frame.assign(model_name=name, version=version, yhat=frame[col], as_of=frame["ds"].max())
+        store.record_scores(rows[["model_name", "version", "unique_id", "origin", "step", "ds", "yhat", "y", "as_of"]])
     return (pd.Timestamp(start) + pd.Timedelta(hours=n_origins)).isoformat()
 
 

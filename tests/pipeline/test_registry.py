@@ -103,7 +103,7 @@ def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registe
         import json, mlflow, pandas as pd
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@champion")
         raw = pd.read_csv({str(registered['csv'])!r})
-        out = [model.predict(raw.iloc[: o + 1])["y_hat"].tolist() for o in {origins}]
+        out = [model.predict(raw.iloc[: o + 1])["yhat"].tolist() for o in {origins}]
         columns = list(model.predict(raw.tail(30)).columns)
         import pipeline, sys  # the package the model brought (code_paths), not the installed one
         from pathlib import Path
@@ -123,7 +123,7 @@ def test_champion_loads_in_a_fresh_process_and_reproduces_test_forecasts(registe
     assert printed["outside"] == [], printed  # and the model imported nothing of the installed package
     assert "/code/pipeline/" in printed["from"], printed["from"]
     np.testing.assert_allclose(served, expected, atol=1e-5, rtol=1e-5)
-    assert printed["columns"] == ["ds", "step", "y_hat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]  # intervals ship too
+    assert printed["columns"] == ["ds", "step", "yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]  # intervals ship too
 
 
 def _pyfunc(registered):
@@ -137,7 +137,7 @@ def test_predict_bad_inputs_name_what_is_wrong(registered, client):
     model = _pyfunc(registered)
     raw = pd.read_csv(registered["csv"])
     out = model.predict(raw.tail(30))
-    assert list(out.columns[:3]) == ["ds", "step", "y_hat"] and out["step"].tolist() == [1, 2, 3, 4]
+    assert list(out.columns[:3]) == ["ds", "step", "yhat"] and out["step"].tolist() == [1, 2, 3, 4]
     assert str(out["ds"].iat[0]) == "2024-01-17 16:00:00"
     with pytest.raises(DataQualityError, match=r"history has 10 steps, at least lookback=24"):
         model.predict(raw.tail(10))
@@ -150,7 +150,7 @@ def test_predict_bad_inputs_name_what_is_wrong(registered, client):
 
 
 def test_registered_model_serves_the_intervals_calibrated_on_validation(registered, client):
-    """The version ships the training stage's calibration: each band is ``y_hat +- q_step`` of ``intervals.json``."""
+    """The version ships the training stage's calibration: each band is ``yhat +- q_step`` of ``intervals.json``."""
     calibration = json.loads((Path(registered["result"]["run_dir"]) / "training" / "intervals.json").read_text())
     assert calibration["source"] == "validation" and calibration["n_windows"] > 0 and calibration["levels"] == [80.0, 95.0]
     assert calibration["score"] == "absolute"  # the default score: one width per step
@@ -158,13 +158,13 @@ def test_registered_model_serves_the_intervals_calibrated_on_validation(register
     for level in ("80", "95"):
         q = np.asarray(calibration["quantiles"][level])
         assert np.isfinite(q).all() and (q > 0).all()
-        np.testing.assert_allclose(out[f"yhat_hi_{level}"] - out["y_hat"], q, rtol=1e-6)
-        np.testing.assert_allclose(out["y_hat"] - out[f"yhat_lo_{level}"], q, rtol=1e-6)
+        np.testing.assert_allclose(out[f"yhat_hi_{level}"] - out["yhat"], q, rtol=1e-6)
+        np.testing.assert_allclose(out["yhat"] - out[f"yhat_lo_{level}"], q, rtol=1e-6)
     assert (out["yhat_hi_95"] - out["yhat_lo_95"] >= out["yhat_hi_80"] - out["yhat_lo_80"]).all()
 
 
 def test_a_version_without_calibration_still_predicts_point_forecasts(registered, client, tmp_path):
-    """A model logged as versions were before intervals (no ``intervals`` artifact) loads and returns ``y_hat`` only."""
+    """A model logged as versions were before intervals (no ``intervals`` artifact) loads and returns ``yhat`` only."""
     import mlflow
     from pipeline.registry import registration
     from pipeline.serving.pyfunc import ForecastModel
@@ -180,8 +180,8 @@ def test_a_version_without_calibration_still_predicts_point_forecasts(registered
     old = mlflow.pyfunc.load_model(info.model_uri)
     raw = pd.read_csv(registered["csv"])
     out = old.predict(raw.tail(30))
-    assert list(out.columns) == ["ds", "step", "y_hat"]
-    np.testing.assert_allclose(out["y_hat"], _pyfunc(registered).predict(raw.tail(30))["y_hat"], rtol=1e-6)
+    assert list(out.columns) == ["ds", "step", "yhat"]
+    np.testing.assert_allclose(out["yhat"], _pyfunc(registered).predict(raw.tail(30))["yhat"], rtol=1e-6)
     assert not any(c.startswith("yhat_") for c in old.predict(raw, params={"origins": "all"}).columns)
 
 
@@ -276,7 +276,7 @@ def test_a_version_with_seasonal_lags_serves_them_from_its_shipped_package(mlflo
         import json, mlflow, pandas as pd
         model = mlflow.pyfunc.load_model("models:/{name}/1")
         raw = pd.read_csv({str(tmp_path / "input.csv")!r})
-        out = [model.predict(raw.iloc[o + 1 - {need} : o + 1])["y_hat"].tolist() for o in {origins}]
+        out = [model.predict(raw.iloc[o + 1 - {need} : o + 1])["yhat"].tolist() for o in {origins}]
         try:
             model.predict(raw.tail({need - 1}))
             short = ""

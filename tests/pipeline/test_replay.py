@@ -368,7 +368,7 @@ def test_outcome_measures_the_published_forecasts_and_judges_each_promotion():
     incident = pd.Timestamp("2024-01-10")
     origins = pd.date_range("2024-01-01", "2024-01-25", freq="D")
     rows = [{"unique_id": "s", "origin": o, "step": k, "y": 0.0, "version": 1 if o < incident else 2,
-             "y_hat": 1.0 if o < incident else (3.0 if o < incident + pd.Timedelta("7D") else 2.0)} for o in origins for k in (1, 2)]  # fmt: skip
+             "yhat": 1.0 if o < incident else (3.0 if o < incident + pd.Timedelta("7D") else 2.0)} for o in origins for k in (1, 2)]  # fmt: skip
     published = pd.DataFrame(rows)
     published = published[~((published["origin"] == origins[-1]) & (published["step"] == 2))]  # a partly observed origin: left out
     timeline = pd.DataFrame({
@@ -378,7 +378,7 @@ def test_outcome_measures_the_published_forecasts_and_judges_each_promotion():
 
     def paired(new, old, since, until):
         assert (new, old, since, until) == (2, 1, incident, incident + pd.Timedelta("7D"))
-        return pd.DataFrame({"unique_id": "s", "origin": [incident] * 2, "step": [1, 2], "y": 0.0, "y_hat_a": 3.0, "y_hat_b": 1.0})
+        return pd.DataFrame({"unique_id": "s", "origin": [incident] * 2, "step": [1, 2], "y": 0.0, "yhat_a": 3.0, "yhat_b": 1.0})
 
     out = outcome(timeline, incident, published, horizon=2, paired=paired, initial={"cpu_s": 10.0, "wall_s": 20.0})
     assert out["rmse_pre_fault"] == pytest.approx(1.0) and out["rmse_post_fault_settled"] == pytest.approx(2.0)

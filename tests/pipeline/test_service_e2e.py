@@ -223,13 +223,13 @@ def test_export_onnx_matches_torch_on_the_test_windows_and_the_folder_alone_repr
         import json, pandas as pd
         from pipeline.serving.export import load_folder
         frame = load_folder({str(out)!r}).predict(None, pd.read_csv({str(registered['csv'])!r}))
-        print(json.dumps(frame[["y_hat", *{bands!r}]].to_numpy().tolist()))
+        print(json.dumps(frame[["yhat", *{bands!r}]].to_numpy().tolist()))
     """)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.array(json.loads(proc.stdout.strip().splitlines()[-1]), dtype=float)
-    np.testing.assert_allclose(got, expected[["y_hat", *bands]].to_numpy(dtype=float), rtol=1e-5, atol=1e-5)  # the bands too
+    np.testing.assert_allclose(got, expected[["yhat", *bands]].to_numpy(dtype=float), rtol=1e-5, atol=1e-5)  # the bands too
 
 
 def test_onnx_backend_serves_the_pyfuncs_forecast(registered, monkeypatch):

@@ -53,7 +53,7 @@ def served(tmp_path_factory):
 
 def _single(model, raw, origin) -> np.ndarray:
     ts = pd.to_datetime(raw["time"])
-    return model.predict(None, raw[ts <= origin])["y_hat"].to_numpy()
+    return model.predict(None, raw[ts <= origin])["yhat"].to_numpy()
 
 
 def test_multi_origin_equals_single_origin_at_every_origin(served):
@@ -69,7 +69,7 @@ def test_multi_origin_equals_single_origin_at_every_origin(served):
     assert len(near_short_gap) == 4
     for origin in picks:
         expected = _single(model, raw, origin)
-        got = multi.loc[multi["origin"] == origin].sort_values("step")["y_hat"].to_numpy()
+        got = multi.loc[multi["origin"] == origin].sort_values("step")["yhat"].to_numpy()
         # same inputs, same weights; only the forward pass's batch size differs
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=str(origin))
 
@@ -80,13 +80,34 @@ def test_origin_range_is_half_open_and_steps_follow_the_grid(served):
     assert out["origin"].min() == pd.Timestamp("2024-01-12 00:00")
     assert out["origin"].max() == pd.Timestamp("2024-01-12 23:00")
     assert ((out[schema.DS] - out["origin"]) == pd.to_timedelta(out["step"], unit="h")).all()
-    assert list(out.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "y_hat"]
+    assert list(out.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "yhat"]
+
+
+class _Registered2026(ForecastModel):
+    """A version registered before the rename: it ships the pyfunc code of its day, which says ``y_hat``."""
+
+    def predict(self, context, model_input, params=None):
+        return super().predict(context, model_input, params).rename(columns={schema.YHAT: schema.LEGACY_YHAT})
+
+
+def test_a_version_that_says_y_hat_reads_as_yhat(served):
+    """The CLI and service (``tidy``) and the monitoring check (``_forecast_version``) read an older version's ``y_hat``."""
+    from pipeline.loop.monitoring import _forecast_version
+    from pipeline.predict import tidy
+
+    _, raw, model = served
+    old = _Registered2026().use(model.forecaster)
+    assert schema.LEGACY_YHAT in old.predict(None, raw.tail(30))
+    np.testing.assert_array_equal(tidy(old.predict(None, raw.tail(30)))[schema.YHAT], model.predict(None, raw.tail(30))[schema.YHAT])
+    T = pd.Timestamp(raw["time"].iloc[-1])
+    stored = _forecast_version(old, raw, {"version": 1}, "champion", "m", T - pd.Timedelta("3h"), T)
+    assert schema.YHAT in stored and schema.LEGACY_YHAT not in stored and stored[schema.YHAT].notna().all()
 
 
 def test_last_mode_keeps_its_frame_and_errors(served):
     _, raw, model = served
     out = model.predict(None, raw.tail(30))
-    assert list(out.columns) == [schema.DS, "step", "y_hat"] and len(out) == 4
+    assert list(out.columns) == [schema.DS, "step", "yhat"] and len(out) == 4
     assert out[schema.DS].iloc[0] == pd.Timestamp(raw["time"].iloc[-1]) + pd.Timedelta("1h")
     with pytest.raises(DataQualityError, match="at least lookback=24"):
         model.predict(None, raw.tail(10))
@@ -99,7 +120,7 @@ def test_last_mode_keeps_its_frame_and_errors(served):
 
 
 def test_a_calibrated_model_adds_interval_columns_in_both_modes(served):
-    """``yhat_lo_<level>`` / ``yhat_hi_<level>`` beside ``y_hat``: the calibrated quantile of each step around it."""
+    """``yhat_lo_<level>`` / ``yhat_hi_<level>`` beside ``yhat``: the calibrated quantile of each step around it."""
     from pipeline.models.conformal import IntervalCalibration
 
     _, raw, model = served
@@ -108,13 +129,13 @@ def test_a_calibrated_model_adds_interval_columns_in_both_modes(served):
     banded = ForecastModel().use(model.forecaster, None, calibration)
     bands = ["yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
     last = banded.predict(None, raw.tail(30))
-    assert list(last.columns) == [schema.DS, "step", "y_hat", *bands]
-    np.testing.assert_allclose(last["y_hat"], model.predict(None, raw.tail(30))["y_hat"])  # the point forecast is unchanged
-    np.testing.assert_allclose(last["yhat_hi_80"] - last["y_hat"], [0.1, 0.2, 0.3, 0.4])
-    np.testing.assert_allclose(last["y_hat"] - last["yhat_lo_95"], [0.5, 0.6, 0.7, np.inf])
+    assert list(last.columns) == [schema.DS, "step", "yhat", *bands]
+    np.testing.assert_allclose(last["yhat"], model.predict(None, raw.tail(30))["yhat"])  # the point forecast is unchanged
+    np.testing.assert_allclose(last["yhat_hi_80"] - last["yhat"], [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(last["yhat"] - last["yhat_lo_95"], [0.5, 0.6, 0.7, np.inf])
     multi = banded.predict(None, raw, params={"origins": "all"})
-    assert list(multi.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "y_hat", *bands]
-    np.testing.assert_allclose((multi["yhat_hi_80"] - multi["y_hat"]).to_numpy(), np.tile([0.1, 0.2, 0.3, 0.4], len(multi) // 4))
+    assert list(multi.columns) == [schema.UNIQUE_ID, "origin", schema.DS, "step", "yhat", *bands]
+    np.testing.assert_allclose((multi["yhat_hi_80"] - multi["yhat"]).to_numpy(), np.tile([0.1, 0.2, 0.3, 0.4], len(multi) // 4))
     empty = banded.predict(None, raw, params={"origins": "all", "origin_start": "2030-01-01"})
     assert empty.empty and bands[0] in empty
 
@@ -128,7 +149,7 @@ def test_normalised_bands_scale_with_each_windows_lookback(served):
     calibration = IntervalCalibration((80.0,), {"80": [1.0, 2.0, 3.0, 4.0]}, "none", 100, horizon=4, score="normalised", scale_floor=1e-3)
     banded = ForecastModel().use(model.forecaster, None, calibration)
     multi = banded.predict(None, raw, params={"origins": "all"})
-    half = (multi["yhat_hi_80"] - multi["y_hat"]).to_numpy().reshape(-1, 4)
+    half = (multi["yhat_hi_80"] - multi["yhat"]).to_numpy().reshape(-1, 4)
     load = pd.to_numeric(raw["load"]).to_numpy()
     time = pd.to_datetime(raw["time"])
     origins = multi["origin"].drop_duplicates().reset_index(drop=True)
@@ -175,11 +196,11 @@ def test_two_series_of_different_lengths(make_case):
     multi = model.predict(None, raw, params={"origins": "all"})
     assert set(multi[schema.UNIQUE_ID]) == {"a", "b"}
     last = model.predict(None, raw)
-    assert list(last.columns) == [schema.UNIQUE_ID, schema.DS, "step", "y_hat"] and len(last) == 8
+    assert list(last.columns) == [schema.UNIQUE_ID, schema.DS, "step", "yhat"] and len(last) == 8
     for uid in ("a", "b"):
         tail = multi[multi[schema.UNIQUE_ID] == uid]
-        tail = tail[tail["origin"] == tail["origin"].max()]["y_hat"].to_numpy()
-        np.testing.assert_allclose(tail, last[last[schema.UNIQUE_ID] == uid]["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6)
+        tail = tail[tail["origin"] == tail["origin"].max()]["yhat"].to_numpy()
+        np.testing.assert_allclose(tail, last[last[schema.UNIQUE_ID] == uid]["yhat"].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_inference_modules_are_the_served_models_import_closure():
@@ -228,14 +249,14 @@ def test_the_served_model_replays_the_seasonal_lags_and_forecasts_as_in_training
     trained = model.forecaster.predict(fs, "test")  # (n, h): the evaluation path (WindowTensors)
     origins = pd.DatetimeIndex(fs.ds[fs.starts["test"] + 24 - 1])
     multi = model.predict(None, raw, params={"origins": "all"})
-    served = multi.set_index(["origin", "step"])["y_hat"]
+    served = multi.set_index(["origin", "step"])["yhat"]
     got = np.array([[served[(o, k)] for k in range(1, 5)] for o in origins])
     np.testing.assert_allclose(got, trained, rtol=1e-5, atol=1e-6)
     # the first usable origin is the first whose lags are all inside the history: row 24 - 1 + (49 - 4)
     assert multi["origin"].min() == pd.Timestamp(raw["time"].iloc[24 - 1 + 49 - 4])
     for origin in [multi["origin"].min(), pd.Timestamp("2024-01-07 08:00"), origins[0], origins[-1]]:  # 2024-01-07 08:00: row 152
         expected = _single(model, raw, origin)
-        np.testing.assert_allclose(multi.loc[multi["origin"] == origin].sort_values("step")["y_hat"], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(multi.loc[multi["origin"] == origin].sort_values("step")["yhat"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_history_too_short_for_the_seasonal_lags_names_the_rows_needed(served_lags):

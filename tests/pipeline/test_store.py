@@ -17,7 +17,7 @@ from pipeline.store.sql import SCHEMA_VERSION, ForecastStore
 def _forecasts(version: int, origins: pd.DatetimeIndex, h: int = 3, bias: float = 0.0, alias: str = "champion") -> pd.DataFrame:
     rows = [
         {"model_name": "m", "version": version, "unique_id": "s", "origin": o, "step": k, "ds": o + pd.Timedelta(hours=k),
-         "y_hat": float(o.hour + k) + bias, "alias": alias, "as_of": origins[-1] + pd.Timedelta(hours=1)}
+         "yhat": float(o.hour + k) + bias, "alias": alias, "as_of": origins[-1] + pd.Timedelta(hours=1)}
         for o in origins for k in range(1, h + 1)
     ]  # fmt: skip
     return pd.DataFrame(rows)
@@ -50,7 +50,7 @@ def test_rerun_overwrites_never_duplicates(store):
     store.upsert_forecasts(_forecasts(1, origins, bias=1.0))  # the same interval again, new numbers
     published = store.published("m")
     assert len(published) == 15
-    assert np.allclose(published["y_hat"], _forecasts(1, origins, bias=1.0)["y_hat"])
+    assert np.allclose(published["yhat"], _forecasts(1, origins, bias=1.0)["yhat"])
     obs = _observed("2024-01-01 00:00", 10)
     assert store.score(obs) == 15
     assert store.score(obs) == 15
@@ -64,10 +64,10 @@ def test_score_joins_only_observed_targets(store):
     obs.loc[obs["ds"] == pd.Timestamp("2024-01-01 02:00"), "y"] = np.nan
     store.score(obs)
     got = store.scored("m", 1)
-    assert list(got.columns) == ["unique_id", "origin", "step", "ds", "y_hat", "y"]
+    assert list(got.columns) == ["unique_id", "origin", "step", "ds", "yhat", "y"]
     assert got["ds"].max() == pd.Timestamp("2024-01-01 05:00")
     assert pd.Timestamp("2024-01-01 02:00") not in set(got["ds"])
-    assert np.allclose(got["y_hat"], got["y"])  # y_hat = origin hour + step = target hour = y
+    assert np.allclose(got["yhat"], got["y"])  # yhat = origin hour + step = target hour = y
 
 
 def test_scored_window_is_half_open_and_pairs_need_both(store):
@@ -78,9 +78,9 @@ def test_scored_window_is_half_open_and_pairs_need_both(store):
     window = store.scored("m", 1, since="2024-01-01 01:00", until="2024-01-01 03:00")
     assert sorted(window["origin"].unique()) == [pd.Timestamp("2024-01-01 01:00"), pd.Timestamp("2024-01-01 02:00")]
     pairs = store.paired_scores("m", 1, 2)
-    assert list(pairs.columns) == ["unique_id", "origin", "step", "ds", "y", "y_hat_a", "y_hat_b"]
+    assert list(pairs.columns) == ["unique_id", "origin", "step", "ds", "y", "yhat_a", "yhat_b"]
     assert pairs["origin"].min() == origins[2] and len(pairs) == 4 * 3
-    assert np.allclose(pairs["y_hat_b"] - pairs["y_hat_a"], 0.5)
+    assert np.allclose(pairs["yhat_b"] - pairs["yhat_a"], 0.5)
     assert store.published("m", alias="challenger")["version"].eq(2).all()
 
 
@@ -134,14 +134,14 @@ def test_unreachable_store_fails_clearly_after_bounded_retries(tmp_path):
 
 
 def _with_bands(frame: pd.DataFrame) -> pd.DataFrame:
-    """The forecasts with the pyfunc's interval columns: 80% = y_hat +- 0.5, 95% = y_hat +- 2 (95% hi infinite at step 3)."""
-    out = frame.assign(yhat_lo_80=frame["y_hat"] - 0.5, yhat_hi_80=frame["y_hat"] + 0.5, yhat_lo_95=frame["y_hat"] - 2.0)
-    return out.assign(yhat_hi_95=np.where(out["step"] == 3, np.inf, out["y_hat"] + 2.0))
+    """The forecasts with the pyfunc's interval columns: 80% = yhat +- 0.5, 95% = yhat +- 2 (95% hi infinite at step 3)."""
+    out = frame.assign(yhat_lo_80=frame["yhat"] - 0.5, yhat_hi_80=frame["yhat"] + 0.5, yhat_lo_95=frame["yhat"] - 2.0)
+    return out.assign(yhat_hi_95=np.where(out["step"] == 3, np.inf, out["yhat"] + 2.0))
 
 
 def test_interval_columns_round_trip_and_are_scored(store, tmp_path):
     origins = pd.date_range("2024-01-01 00:00", periods=4, freq="h")
-    frame = _with_bands(_forecasts(1, origins, bias=1.0))  # y_hat = y + 1: outside the 80% band, inside the 95% one
+    frame = _with_bands(_forecasts(1, origins, bias=1.0))  # yhat = y + 1: outside the 80% band, inside the 95% one
     assert store.upsert_forecasts(frame) == 12
     store.upsert_forecasts(frame)  # a rerun overwrites, never duplicates
     with store.engine.connect() as conn:  # on either dialect
@@ -163,28 +163,42 @@ def test_interval_columns_round_trip_and_are_scored(store, tmp_path):
 def test_forecasts_without_intervals_publish_as_before(store):
     origins = pd.date_range("2024-01-01 00:00", periods=2, freq="h")
     store.upsert_forecasts(_forecasts(1, origins))
-    assert list(store.published("m").columns) == ["unique_id", "origin", "step", "ds", "y_hat", "version", "alias", "as_of"]
+    assert list(store.published("m").columns) == ["unique_id", "origin", "step", "ds", "yhat", "version", "alias", "as_of"]
     store.score(_observed("2024-01-01 00:00", 6))
     assert store.scored_intervals("m", 1).empty
     with pytest.raises(StoreError, match="yhat_hi_80"):
         store.upsert_forecasts(_forecasts(1, origins).assign(yhat_lo_80=0.0))
 
 
-def test_a_store_at_schema_1_is_upgraded_keeping_its_rows(tmp_path):
-    import sqlalchemy as sa
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.slow, pytest.mark.postgres])])
+def store_url(request, tmp_path):
+    """An empty database's URL: an SQLite file, or a fresh database on a real Postgres server."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres")("old")
+    return f"sqlite:///{tmp_path / 'old.db'}"
 
-    from pipeline.store import sql
 
-    path = tmp_path / "old.db"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:  # what schema version 1 created: every table but forecast_intervals
-        for table in sql.metadata.sorted_tables:
-            if table.name != "forecast_intervals":
-                table.create(conn)
-        conn.execute(sql.schema_version.insert().values(version=1))
-    engine.dispose()
-    old = ForecastStore(f"sqlite:///{path}")
-    assert old.schema_version == SCHEMA_VERSION == 3
+def test_a_store_at_schema_1_is_upgraded_keeping_its_rows(store_url):
+    engine = sa.create_engine(store_url)
     origins = pd.date_range("2024-01-01 00:00", periods=2, freq="h")
+    with engine.begin() as conn:  # what schema version 1 created: no forecast_intervals, no alerts, ``y_hat``
+        for table in sql.metadata.sorted_tables:
+            if table.name not in ("forecast_intervals", "alerts"):
+                table.create(conn)
+        for table in ("forecasts", "scores"):
+            conn.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN yhat TO y_hat"))
+        conn.execute(sql.schema_version.insert().values(version=1))
+        conn.execute(  # a forecast issued under schema 1, with its point forecast in ``y_hat``
+            sa.text("INSERT INTO forecasts (model_name, version, unique_id, origin, step, ds, y_hat, alias) VALUES ('m', 1, 's', :o, 1, :ds, 7.5, 'champion')"),
+            {"o": origins[0].to_pydatetime(), "ds": (origins[0] + pd.Timedelta(hours=1)).to_pydatetime()},
+        )
+    engine.dispose()
+    old = ForecastStore(store_url)
+    assert old.schema_version == SCHEMA_VERSION == 4
+    kept = old.published("m")
+    assert kept["yhat"].tolist() == [7.5]  # the old row, under the new name
+    columns = {t: {c["name"] for c in sa.inspect(old.engine).get_columns(t)} for t in ("forecasts", "scores")}
+    assert all("yhat" in c and "y_hat" not in c for c in columns.values()), columns
     assert old.upsert_forecasts(_with_bands(_forecasts(1, origins))) == 6
     assert "yhat_hi_95" in old.published("m")
+    assert ForecastStore(store_url).schema_version == 4  # opening it again migrates nothing twice

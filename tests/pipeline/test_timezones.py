@@ -145,7 +145,7 @@ def test_forecasts_come_out_with_their_offset(make_case):
     assert out[schema.DS].iat[0] == pd.Timestamp(UTC_GRID[-1] + pd.Timedelta(hours=1), tz="UTC")
     naive = tiny_frame()
     assert model.predict(None, naive)[schema.DS].dt.tz is None
-    assert np.allclose(model.predict(None, naive)["y_hat"], out["y_hat"]), "the same instants must give the same forecasts"
+    assert np.allclose(model.predict(None, naive)["yhat"], out["yhat"]), "the same instants must give the same forecasts"
 
     cfg_tz, long_tz = _validated(make_case, aware, timezone="Australia/Sydney")
     local = _served(cfg_tz, long_tz).predict(None, long_to_raw(long_tz, cfg_tz.data))
@@ -163,7 +163,7 @@ def test_naive_datetimes_sent_to_a_model_with_a_timezone_are_its_local_times_lik
     typed = text.assign(time=pd.to_datetime(text["time"]))
     from_text, from_typed = model.predict(None, text), model.predict(None, typed)
     assert from_typed[schema.DS].equals(from_text[schema.DS]) and str(from_typed[schema.DS].dt.tz) == "Australia/Sydney"
-    assert np.allclose(from_typed["y_hat"], from_text["y_hat"])
+    assert np.allclose(from_typed["yhat"], from_text["yhat"])
 
 
 def test_a_missing_timestamp_in_a_served_history_is_named_with_its_row(make_case):
@@ -181,7 +181,7 @@ def test_the_store_keeps_utc(tmp_path):
     at = pd.Timestamp("2024-01-05 10:00", tz="Australia/Brisbane")
     frame = pd.DataFrame({
         "model_name": ["m"], "version": [1], "unique_id": ["s"], "origin": [at], "step": [1],
-        "ds": [at + pd.Timedelta(hours=1)], "y_hat": [1.0], "alias": ["champion"], "as_of": [at],
+        "ds": [at + pd.Timedelta(hours=1)], "yhat": [1.0], "alias": ["champion"], "as_of": [at],
     })  # fmt: skip
     store.upsert_forecasts(frame)
     back = store.published("m")
