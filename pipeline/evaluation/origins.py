@@ -45,6 +45,26 @@ def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tupl
     return np.flatnonzero(k % step == k.min() % step).astype(np.int64), step
 
 
+def recent_windows(origins: np.ndarray, n_steps: int, freq: str) -> np.ndarray:
+    """Indices of the windows of every series whose origin lies in the last ``n_steps`` steps of ``freq``.
+
+    The CUSUM calibration's top-up for a short test part (:func:`pipeline.evaluation.cusum.calibrate_from_run`):
+    every window, so its grid filter can keep the test's phase; by time, not by position in the stacked list,
+    so several series all contribute (the stacked list's tail is the last series alone).
+
+    Args:
+        origins: ``(n_windows,)`` datetime64 as for :func:`select_origins`. n_steps: how far back from the
+            latest origin. freq: ``data.freq`` (a calendar ``freq`` counts its first step of 2001).
+
+    Returns:
+        ``(k,)`` int64 ascending; empty for no windows or ``n_steps <= 0``.
+    """
+    if len(origins) == 0 or n_steps <= 0:
+        return np.empty(0, dtype=np.int64)
+    times = pd.DatetimeIndex(origins)
+    return np.flatnonzero(times > times.max() - n_steps * step_duration(freq)).astype(np.int64)
+
+
 def index_step(index: np.ndarray) -> int:
     """The step of a :func:`select_origins` index: its most common difference (1 for fewer than two).
 

@@ -703,8 +703,8 @@ def run_training(
     ``LOSS_CURVE`` and ``TRAINING_FORECASTS`` (``forecasts.npz``; ``test``: ``(n_origins, horizon)``
     original units on the test windows ``test_index`` chosen by
     :func:`pipeline.evaluation.origins.select_origins`; ``train``/``train_index`` likewise for the
-    in-sample RMSE; ``train_recent``/``train_recent_index``: every one of the last training windows, at most
-    ``max_origins`` x the test's step, when the test part has fewer than
+    in-sample RMSE; ``train_recent``/``train_recent_index``: every training window of every series whose
+    origin lies in the part's last ``max_origins`` x the test's step steps, when the test part has fewer than
     :data:`pipeline.evaluation.cusum.MIN_DIFFERENTIALS` origins, else empty: the CUSUM calibration's top-up).
     ``metrics.json`` also holds ``stop_reason`` and ``steps`` (one per member, see :data:`STOP_REASONS`), the
     budget (``max_steps``, ``max_time_seconds``) and, for a finetune, ``finetune`` (``from_model``, ``from_version``, ``from_run_id``, ``epochs``, ``learning_rate``, ``steps``).
@@ -716,7 +716,7 @@ def run_training(
     """
     from pipeline.core import faults
     from pipeline.evaluation.cusum import MIN_DIFFERENTIALS
-    from pipeline.evaluation.origins import select_origins
+    from pipeline.evaluation.origins import recent_windows, select_origins
     from pipeline.features.windowing import load_features
 
     fs = load_features(features_dir)
@@ -729,9 +729,11 @@ def run_training(
     predict_seconds = time.perf_counter() - t0
     train_pred = forecaster.predict(fs, "train", train_index)
     # a short test part (the refit protocol's tail) gets its CUSUM calibration sample topped up from training windows at the
-    # test's own spacing (pipeline.evaluation.cusum.calibrate_from_run): the recent ones, every window, at most max_origins x step
-    n_recent = min(len(fs.starts["train"]), step * cfg.evaluation.max_origins) if len(test_index) < MIN_DIFFERENTIALS else 0
-    recent_index = np.arange(len(fs.starts["train"]) - n_recent, len(fs.starts["train"]), dtype=np.int64)
+    # test's own spacing (pipeline.evaluation.cusum.calibrate_from_run): every window of every series whose origin lies in
+    # the last max_origins x step steps of the training part
+    reach = step * cfg.evaluation.max_origins if len(test_index) < MIN_DIFFERENTIALS else 0
+    recent_index = recent_windows(fs.origin_times("train"), reach, fs.prep.freq)
+    n_recent = len(recent_index)
     recent_pred = forecaster.predict(fs, "train", recent_index) if n_recent else np.empty((0, fs.prep.horizon))
     calibration = calibrate_intervals(forecaster, fs, cfg)
     results = forecaster.results_

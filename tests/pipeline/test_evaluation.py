@@ -85,6 +85,18 @@ def test_scored_origins_lie_on_one_time_grid_across_series_and_gaps():
     assert step == 4 and on_grid(picked, pd.Timedelta("1h"), 4, phase=0).all()
     assert set(picked[index >= len(a)]) == {t for t in b if t.hour % 4 == 0}  # b: on a's times, after its gap too
     assert index_step(index) == 4
+
+
+def test_the_recent_training_windows_come_from_every_series():
+    """The CUSUM top-up's recent windows are taken by time: the stacked list's tail would be the last series alone."""
+    from pipeline.evaluation.origins import recent_windows
+
+    a = pd.date_range("2024-01-01", periods=100, freq="h")
+    b = pd.date_range("2024-01-02", periods=76, freq="h")  # ends with a
+    origins = np.concatenate([a.to_numpy(), b.to_numpy()])
+    index = recent_windows(origins, 10, "h")
+    assert index.tolist() == [*range(90, 100), *range(166, 176)]
+    assert len(recent_windows(origins, 0, "h")) == 0 and len(recent_windows(origins[:0], 10, "h")) == 0
 def test_fit_spread_reports_each_fit_relative_to_naive():
     from pipeline.evaluation.comparison import fit_spread
 
