@@ -5,8 +5,8 @@ Thin wiring over ``pipeline/loop/monitoring.py`` (``lstm-pipeline monitor`` call
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
 (never the wall clock), responsible for the origins in ``[data_interval_start, T)``;
 a backfill of this DAG over a past period is a replay of the checks
-(``airflow backfill create --dag-id lstm_monitoring --from-date ... --to-date ...``).
-``max_active_runs=1``: checks run in order, one at a time.
+(``airflow backfill create --dag-id lstm_monitoring --from-date ... --to-date ... --max-active-runs 1``:
+a backfill has its own limit, 10 unless given). ``max_active_runs=1``: checks run in order, one at a time.
 
 When the rule fires, ``trigger_retrain`` starts ``lstm_training`` with ``conf``
 ``{reason, as_of, rolling_rmse, threshold, drift_share, check_id, champion_version, config_path,
@@ -67,7 +67,7 @@ def _setup() -> tuple:
     end, start = ctx.get("data_interval_end"), ctx.get("data_interval_start")
     as_of = params.get("as_of") or end or ctx["dag_run"].run_after
     since = params.get("since") or (start if start is not None and end is not None and start < end else None)
-    run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+    run = artifacts.dag_run_dir(cfg.run.artifact_root, ctx["dag"].dag_id, ctx["run_id"])
     resolved = save_resolved(cfg, artifacts.resolved_config_path(run))
     return cfg, as_of, since, run / "monitoring", str(resolved)
 
@@ -172,7 +172,9 @@ def lstm_monitoring():
         trigger_dag_id="lstm_training",
         trigger_run_id=check["trigger_run_id"],
         conf=check["conf"],
-        logical_date=check["as_of"],  # the retrain is "as of T" in Airflow too, not the wall clock
+        # no logical date: Airflow 3 keeps (dag_id, logical_date) unique, and T on a Sunday midnight is the weekly
+        # scheduled training's; the retrain's T travels in its conf (``as_of``), which the training DAG reads
+        logical_date=None,
         skip_when_already_exists=True,  # a rerun of the same check does not trigger twice
     )
     branch(check["decision"]) >> [trigger_retrain, EmptyOperator(task_id="hold")]

@@ -66,7 +66,7 @@ def _stage(name: str, resolved: dict, results: dict, **options) -> dict:
     doc_md=__doc__,
 )
 def lstm_training():
-    @task
+    @task(retries=2, retry_delay=timedelta(seconds=30))  # idempotent; a finetune downloads the champion from MLflow
     def resolve_config() -> dict:
         from pipeline.core import artifacts
         from pipeline.core.config import load_config, save_resolved
@@ -74,7 +74,7 @@ def lstm_training():
         ctx = get_current_context()
         params = ctx["params"]
         cfg = load_config(params["config_path"], {"data.path": params.get("data_path")})
-        run = artifacts.run_dir(cfg.run.artifact_root, ctx["run_id"])
+        run = artifacts.dag_run_dir(cfg.run.artifact_root, ctx["dag"].dag_id, ctx["run_id"])
         conf = (ctx["dag_run"].conf or {}) if ctx.get("dag_run") else {}
         if conf.get("check_id"):  # a monitoring trigger
             from pipeline.loop.finetune import start_from_champion
@@ -116,7 +116,8 @@ def lstm_training():
         result = _stage("register", resolved, results, tags=tags)
         if "registered_version" not in result:
             raise AirflowSkipException(f"registration {result['registration']} (MLflow run {result['mlflow_run_id']})")
-        ctx["outlet_events"][CHALLENGER_ALIAS].add(Asset(f"mlflow://models/{result['registered_model']}@challenger"))
+        if "challenger" in result.get("aliases", ()):  # a newer challenger, or a version that left the canary: no event
+            ctx["outlet_events"][CHALLENGER_ALIAS].add(Asset(f"mlflow://models/{result['registered_model']}@challenger"))
         return result
 
     resolved = resolve_config()

@@ -104,7 +104,7 @@ def tidy(forecast: pd.DataFrame) -> pd.DataFrame:
     """The pyfunc's ``[unique_id,] ds, step, yhat[, yhat_lo_<level>, yhat_hi_<level> ...][, warning]``
     (``y_hat`` from a version registered before 2026-12-06) -> ``unique_id, ds, step, yhat[, yhat_lo_<level>,
     yhat_hi_<level> ...][, warning]`` (interval columns as the model gave them)."""
-    out = schema.with_yhat(forecast)
+    out = schema.with_yhat(forecast).copy()  # the caller's frame stays as the model returned it
     if schema.UNIQUE_ID not in out:
         out.insert(0, schema.UNIQUE_ID, schema.DEFAULT_SERIES_ID)
     bands = [c for c in out.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     log_path = home / "logs" / f"demo-{artifacts.safe_run_id(result['run_id'])}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(result["log"])
-    run_dir = artifacts.run_dir(cfg.run.artifact_root, result["run_id"])
+    run_dir = artifacts.dag_run_dir(cfg.run.artifact_root, "lstm_training", result["run_id"])
     print(summary(cfg, run_dir, result, seconds))
     print(f"full task log: {log_path}")
     return 0 if result["state"].endswith("success") else 1

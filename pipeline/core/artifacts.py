@@ -172,6 +172,16 @@ def run_dir(artifact_root: Path, run_id: str) -> Path:
     return Path(artifact_root) / safe_run_id(run_id)
 
 
+def dag_run_dir(artifact_root: Path, dag_id: str, run_id: str) -> Path:
+    """``<artifact_root>/<dag_id>__<run_id>`` (not created): an orchestrated run's folder.
+
+    The DAG id is part of it because Airflow's run ids are unique per DAG only: a scheduled run is
+    ``scheduled__<run_after>``, so the weekly training and the daily monitoring runs of a Sunday
+    midnight share one id (and so would their folders, resolved configs and MLflow run keys).
+    """
+    return run_dir(artifact_root, f"{dag_id}__{run_id}")
+
+
 def step_dir(run_path: Path, step: str) -> Path:
     return Path(run_path) / step
 

@@ -350,7 +350,7 @@ class EvaluationConfig(_Section):
     """Which test origins every model is scored on (the LSTM and every baseline alike), and the
     levels of the LSTM's prediction intervals."""
 
-    #: score every ``origin_step``-th test window; default: the smallest step leaving at most
+    #: score the test windows on every ``origin_step``-th step of ``data.freq`` (one grid for every series); default: the smallest step leaving about at most
     #: ``max_origins`` windows; 1 keeps every origin
     origin_step: Int | None = Field(None, ge=1)
     max_origins: Int = Field(3000, ge=1)

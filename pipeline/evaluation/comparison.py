@@ -4,7 +4,7 @@ The one place test metrics are computed: the training and baselines stages write
 forecasts only, for the same test origins (:func:`pipeline.evaluation.origins.select_origins`), and this stage scores
 them all.
 
-* Origins: every ``evaluation.origin_step``-th test window (default: the smallest step that
+* Origins: the test windows on every ``evaluation.origin_step``-th step of ``data.freq``, one time grid for every series (default: the smallest step that
   leaves at most ``evaluation.max_origins``); the count and the step are reported.
 * RMSE and MAE over every (window, step) pair; RMSE per horizon step.
 * MASE (Hyndman & Koehler, 2006, "Another look at measures of forecast accuracy"):

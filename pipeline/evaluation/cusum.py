@@ -480,7 +480,7 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
     """A version's detector from its own test forecasts (``artifacts.TRAINING_FORECASTS``).
 
     The differentials are the LSTM's against the reference forecast on the scored test origins
-    (every ``origin_step``-th window, :func:`pipeline.evaluation.origins.select_origins`). The
+    (the windows on one grid of every ``origin_step``-th step, :func:`pipeline.evaluation.origins.select_origins`). The
     training stage does not keep validation forecasts, so the validation part is not used. When
     the test part gives fewer than :data:`MIN_DIFFERENTIALS` (the refit protocol's short tail),
     the scored training origins are added before them (``sample: test+train``): in-sample
@@ -508,7 +508,7 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
     with np.load(artifacts.TRAINING_FORECASTS.at(training_dir)) as z:
         arrays = {k: z[k] for k in z.files}
     test_index = arrays["test_index"]
-    origin_step = index_step(test_index)
+    origin_step = _recorded_step(arrays, "test")
     losses, sample = _split_losses(fs, arrays["test"], test_index, "test", reference, season), "test"
     step = step_duration(freq)
     phase = int(((losses.index[0] - pd.Timestamp(0)) // step) % origin_step) if origin_step > 1 and len(losses) else 0
@@ -517,9 +517,11 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
         train = _training_sample(arrays, origin_step)
         if train is not None:
             extra = _split_losses(fs, *train, "train", reference, season)
-            losses = pd.concat([extra[on_grid(extra.index, step, origin_step, phase)], losses])
-            # in time order (recent training windows of a scheduled retrain come after the test part), one row per origin
-            losses, sample = losses[~losses.index.duplicated(keep="last")].sort_index(), "test+train"
+            extra = extra[on_grid(extra.index, step, origin_step, phase)]
+            if len(extra):  # in-sample origins on another grid add nothing: the sample stays "test"
+                # in time order (recent training windows of a scheduled retrain come after the test part), one row per origin
+                losses = pd.concat([extra, losses])
+                losses, sample = losses[~losses.index.duplicated(keep="last")].sort_index(), "test+train"
     r = relative_differential(losses.index.to_numpy(), losses["loss_model"], losses["loss_reference"], window)
     overlap = -(-fs.prep.horizon // origin_step)
     arl0_origins = pd.Timedelta(arl0) / (origin_step * step_duration(freq))
@@ -537,5 +539,12 @@ def _training_sample(arrays: dict[str, np.ndarray], origin_step: int) -> tuple[n
     if len(arrays.get("train_recent_index", ())):
         return arrays["train_recent"], arrays["train_recent_index"]
     index = arrays.get("train_index", np.empty(0, dtype=np.int64))
-    return (arrays["train"], index) if len(index) and index_step(index) == origin_step else None
+    return (arrays["train"], index) if len(index) and _recorded_step(arrays, "train") == origin_step else None
+
+
+def _recorded_step(arrays: dict[str, np.ndarray], split: str) -> int:
+    """The step ``split``'s scored windows were chosen with: ``<split>_step`` of ``forecasts.npz`` (recorded since
+    2026-12-07), else read off the index (:func:`pipeline.evaluation.origins.index_step`)."""
+    key = f"{split}_step"
+    return int(arrays[key]) if key in arrays else index_step(arrays[f"{split}_index"])
 

@@ -24,8 +24,8 @@ def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tupl
     ``phase`` the earliest origin's (:func:`pipeline.evaluation.cusum.on_grid`, the grid the
     monitoring check's CUSUM reads). So every series is scored at the same times, whatever its
     length or gaps, and one series without gaps gets every ``s``-th window from its first. A
-    calendar ``freq`` (``MS``, ``W-SAT``: steps of unequal length) takes every ``s``-th window in
-    the stacked order instead.
+    calendar ``freq`` (``MS``, ``W-SAT``, ``B``: steps of unequal length, :func:`fixed_length`) takes
+    every ``s``-th window in the stacked order instead.
 
     Args:
         origins: ``(n_windows,)`` datetime64, each window's origin (its last input time), stacked
@@ -39,13 +39,25 @@ def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tupl
     step = ec.origin_step or max(1, math.ceil(n / ec.max_origins))
     if step == 1 or n == 0:
         return np.arange(n, dtype=np.int64), step
-    if not isinstance(pd.tseries.frequencies.to_offset(freq), pd.offsets.Tick):
+    if not fixed_length(freq):
         return np.arange(0, n, step, dtype=np.int64), step
     k = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step_duration(freq)).to_numpy()
     return np.flatnonzero(k % step == k.min() % step).astype(np.int64), step
 
 
-def recent_windows(origins: np.ndarray, n_steps: int, freq: str) -> np.ndarray:
+def fixed_length(freq: str) -> bool:
+    """Whether every step of ``freq`` lasts the same (``h``, ``30min``, ``D``; not ``MS``, ``W-SAT``, ``B``).
+
+    ``pandas.Timedelta`` of the offset, not ``isinstance(Tick)``: since pandas 3 ``Day`` is not a ``Tick``.
+    """
+    try:
+        pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def recent_windows(origins: np.ndarray, n_steps: int, freq: str, limit: int | None = None) -> np.ndarray:
     """Indices of the windows of every series whose origin lies in the last ``n_steps`` steps of ``freq``.
 
     The CUSUM calibration's top-up for a short test part (:func:`pipeline.evaluation.cusum.calibrate_from_run`):
@@ -55,6 +67,7 @@ def recent_windows(origins: np.ndarray, n_steps: int, freq: str) -> np.ndarray:
     Args:
         origins: ``(n_windows,)`` datetime64 as for :func:`select_origins`. n_steps: how far back from the
             latest origin. freq: ``data.freq`` (a calendar ``freq`` counts its first step of 2001).
+        limit: at most this many windows, the latest by origin (many series: each gets fewer steps).
 
     Returns:
         ``(k,)`` int64 ascending; empty for no windows or ``n_steps <= 0``.
@@ -62,14 +75,18 @@ def recent_windows(origins: np.ndarray, n_steps: int, freq: str) -> np.ndarray:
     if len(origins) == 0 or n_steps <= 0:
         return np.empty(0, dtype=np.int64)
     times = pd.DatetimeIndex(origins)
-    return np.flatnonzero(times > times.max() - n_steps * step_duration(freq)).astype(np.int64)
+    index = np.flatnonzero(times > times.max() - n_steps * step_duration(freq)).astype(np.int64)
+    if limit is not None and len(index) > limit:
+        latest = np.argsort(times[index].to_numpy(), kind="stable")[len(index) - limit :]
+        index = np.sort(index[latest])
+    return index
 
 
 def index_step(index: np.ndarray) -> int:
-    """The step of a :func:`select_origins` index: its most common difference (1 for fewer than two).
-
-    Within one series without gaps consecutive scored windows are ``step`` apart; a gap or a
-    series boundary makes one difference longer, never the commonest.
+    """The step of a :func:`select_origins` index read off the index: its most common difference
+    (1 for fewer than two). Only for runs that did not record their step (``forecasts.npz`` before
+    ``test_step`` / ``train_step``): windows missing inside a series shorten a difference, and
+    a recurring gap (an hour missing every day) can make the shortened one the commonest.
     """
     index = np.asarray(index, dtype=np.int64)
     if len(index) < 2:

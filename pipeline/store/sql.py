@@ -4,7 +4,8 @@ One SQLAlchemy database at ``$LSTM_PIPELINE_STORE_URL`` or ``monitoring.store_ur
 an SQLite file beside the local MLflow store, ``<artifact_root>/../mlflow/store/forecasts.db``;
 a Postgres URL in production, ``postgresql+psycopg://...``: ``make services`` runs one). Nothing
 here is specific to a dialect but the upsert, which uses the native ``ON CONFLICT`` of SQLite and
-Postgres and delete-then-insert in one transaction elsewhere. Tables are created on first use; ``schema_version`` holds the version the
+Postgres and delete-then-insert in one transaction elsewhere, and schema 4's column rename
+(``ALTER TABLE ... RENAME COLUMN``: SQLite 3.25+, Postgres, MySQL 8). Tables are created on first use; ``schema_version`` holds the version the
 database is at, and a newer code version upgrades it with the migrations in
 ``MIGRATIONS`` (never by dropping tables).
 
@@ -123,11 +124,31 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 def _rename_point_forecast(conn: sa.Connection) -> None:
     """Schema 4: ``forecasts.y_hat`` and ``scores.y_hat`` become ``yhat`` (the pyfunc's and the CLI's
     name, :data:`pipeline.core.schema.YHAT`), rows kept. ``ALTER TABLE ... RENAME COLUMN`` is in
-    SQLite since 3.25 and in Postgres; a table that already says ``yhat`` is left alone."""
+    SQLite since 3.25 and in Postgres; a table that already says ``yhat`` is left alone. Two processes
+    upgrading one SQLite file at once (Postgres serialises them under :data:`CREATE_LOCK_KEY`): the
+    second finds the column renamed, or fails to rename it and then finds it renamed."""
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
     for table in (forecasts.name, scores.name):
-        columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
-        if schema.LEGACY_YHAT in columns and schema.YHAT not in columns:
-            conn.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN {schema.LEGACY_YHAT} TO {schema.YHAT}"))
+        if schema.LEGACY_YHAT in columns(table) and schema.YHAT not in columns(table):
+            try:
+                conn.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN {schema.LEGACY_YHAT} TO {schema.YHAT}"))
+            except sa.exc.OperationalError:
+                if schema.YHAT not in columns(table):
+                    raise
+
+
+def _record_version(conn: sa.Connection, version: int) -> None:
+    """A ``schema_version`` row; one another process wrote meanwhile (SQLite: both upgraded at once) is kept."""
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+        conn.execute(insert(schema_version).values(version=version).on_conflict_do_nothing(index_elements=["version"]))
+    else:
+        conn.execute(schema_version.insert().values(version=version))
 
 
 def default_store_url(artifact_root: Path) -> str:
@@ -227,13 +248,13 @@ class ForecastStore:
             metadata.create_all(conn, checkfirst=True)
             found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
             if found is None:
-                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                _record_version(conn, SCHEMA_VERSION)
             elif found > SCHEMA_VERSION:
                 raise StoreError(f"forecast store {self!r} is at schema version {found}; this code knows up to {SCHEMA_VERSION}: upgrade the package")
             else:
                 for target in range(found + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[target](conn)
-                    conn.execute(schema_version.insert().values(version=target))
+                    _record_version(conn, target)
         self._ready = True
 
     def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict], key: list[str]) -> None:

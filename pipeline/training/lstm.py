@@ -723,7 +723,7 @@ def run_training(
     out = artifacts.step_dir(run_path, artifacts.TRAINING)
     forecaster = LSTMForecaster(cfg, artifacts.step_dir(run_path, artifacts.CHECKPOINTS), device).fit(fs, on_epoch_end)
     test_index, step = select_origins(fs.origin_times("test"), cfg.evaluation, fs.prep.freq)
-    train_index, _ = select_origins(fs.origin_times("train"), cfg.evaluation, fs.prep.freq)
+    train_index, train_step = select_origins(fs.origin_times("train"), cfg.evaluation, fs.prep.freq)
     t0 = time.perf_counter()
     test_pred = forecaster.predict(fs, "test", test_index)
     predict_seconds = time.perf_counter() - t0
@@ -731,8 +731,10 @@ def run_training(
     # a short test part (the refit protocol's tail) gets its CUSUM calibration sample topped up from training windows at the
     # test's own spacing (pipeline.evaluation.cusum.calibrate_from_run): every window of every series whose origin lies in
     # the last max_origins x step steps of the training part
-    reach = step * cfg.evaluation.max_origins if len(test_index) < MIN_DIFFERENTIALS else 0
-    recent_index = recent_windows(fs.origin_times("train"), reach, fs.prep.freq)
+    # (the calibration averages the series per origin: what counts is the distinct origins, not the windows)
+    short = len(np.unique(fs.origin_times("test")[test_index])) < MIN_DIFFERENTIALS
+    recent_index = recent_windows(fs.origin_times("train"), step * cfg.evaluation.max_origins if short else 0, fs.prep.freq,
+                                  limit=step * cfg.evaluation.max_origins)  # fmt: skip
     n_recent = len(recent_index)
     recent_pred = forecaster.predict(fs, "train", recent_index) if n_recent else np.empty((0, fs.prep.horizon))
     calibration = calibrate_intervals(forecaster, fs, cfg)
@@ -760,7 +762,7 @@ def run_training(
     with artifacts.atomic_dir(out) as tmp:
         forecaster.save(artifacts.MODEL_WEIGHTS.at(tmp))
         np.savez(artifacts.TRAINING_FORECASTS.at(tmp), test=test_pred, test_index=test_index, train=train_pred, train_index=train_index,
-                 train_recent=recent_pred, train_recent_index=recent_index)  # fmt: skip
+                 train_recent=recent_pred, train_recent_index=recent_index, test_step=step, train_step=train_step)  # fmt: skip
         artifacts.write_json(artifacts.TRAINING_HISTORY.at(tmp), [r.history for r in results])
         plot_loss_curve([r.history for r in results], artifacts.LOSS_CURVE.at(tmp))
         artifacts.write_json(artifacts.TRAINING_FACTS.at(tmp), metrics)

@@ -39,7 +39,7 @@ def test_a_triggered_finetune_starts_from_the_champion_in_its_conf(runs, mlflow_
     mlflow.set_tracking_uri(mlflow_server)
     client = mlflow.tracking.MlflowClient()
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
-    run = artifacts.run_dir(root / "artifacts", finetune["run_id"])
+    run = artifacts.dag_run_dir(root / "artifacts", "lstm_training", finetune["run_id"])
     assert artifacts.read_json(artifacts.FINETUNE_START.in_run(run))["version"] == 1
     shipped = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").unwrap_python_model().prep
     assert load_preprocessor(artifacts.step_dir(run, artifacts.FEATURES)).scaler_state == shipped.scaler_state

@@ -127,7 +127,7 @@ def test_monitoring_triggers_a_retrain_whose_challenger_the_canary_promotes(case
             retrain = api.wait_finished("lstm_training", check["trigger_run_id"], RUN_TIMEOUT)
             assert retrain["state"] == "success", retrain["tasks"]
             assert retrain["conf"]["as_of"] == T1.isoformat() and retrain["conf"]["check_id"] == check_id(MODEL, T1)
-            assert pd.Timestamp(retrain["logical_date"]).tz_convert(None) == pd.Timestamp(T1), retrain  # T, not the wall clock
+            assert retrain["logical_date"] is None, retrain  # T travels in the conf: a logical date could clash with a scheduled run
             assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
             challenger = client.get_model_version_by_alias(MODEL, "challenger")
             assert challenger.version == "2"

@@ -85,6 +85,9 @@ def test_scored_origins_lie_on_one_time_grid_across_series_and_gaps():
     assert step == 4 and on_grid(picked, pd.Timedelta("1h"), 4, phase=0).all()
     assert set(picked[index >= len(a)]) == {t for t in b if t.hour % 4 == 0}  # b: on a's times, after its gap too
     assert index_step(index) == 4
+    daily = np.concatenate([pd.date_range("2024-01-01", periods=10, freq="D").to_numpy(), pd.date_range("2024-01-02", periods=9, freq="D").to_numpy()])
+    index, _ = select_origins(daily, EvaluationConfig(origin_step=4), "D")  # pandas 3: a Day is not a Tick, still one grid
+    assert set(pd.DatetimeIndex(daily[index]).day) == {1, 5, 9}
 
 
 def test_the_recent_training_windows_come_from_every_series():
@@ -97,6 +100,7 @@ def test_the_recent_training_windows_come_from_every_series():
     index = recent_windows(origins, 10, "h")
     assert index.tolist() == [*range(90, 100), *range(166, 176)]
     assert len(recent_windows(origins, 0, "h")) == 0 and len(recent_windows(origins[:0], 10, "h")) == 0
+    assert recent_windows(origins, 10, "h", limit=6).tolist() == [97, 98, 99, 173, 174, 175]  # the latest of both
 def test_fit_spread_reports_each_fit_relative_to_naive():
     from pipeline.evaluation.comparison import fit_spread
 
@@ -120,3 +124,18 @@ def test_comparison_refuses_forecasts_of_different_windows(tmp_path):
     np.savez(tmp_path / "b" / "forecasts.npz", index=np.array([0, 2, 4]), Naive=np.ones((3, 2)), Naive_fit=np.zeros(3))
     forecasts, fits, index, _ = _load_forecasts(tmp_path / "t", tmp_path / "b")
     assert set(forecasts) == {"LSTM", "Naive"} and set(fits) == {"Naive"} and index.tolist() == [0, 2, 4]
+
+
+def test_the_calibration_reads_the_recorded_step_not_the_index():
+    """Hourly windows with 03:00 missing every day, scored every 24 h from 03:00's neighbour: positions are 23 apart,
+    the step is 24. A run that recorded its step (``test_step``) is read by it; an older one falls back to the index."""
+    from pipeline.core.config import EvaluationConfig
+    from pipeline.evaluation.cusum import _recorded_step
+    from pipeline.evaluation.origins import index_step, select_origins
+
+    hours = pd.date_range("2024-01-01 00:00", periods=24 * 20, freq="h")
+    origins = hours[hours.hour != 3].to_numpy()
+    index, step = select_origins(origins, EvaluationConfig(origin_step=24), "h")
+    assert step == 24 and index_step(index) == 23  # what an index alone says
+    assert _recorded_step({"test_index": index, "test_step": np.int64(step)}, "test") == 24
+    assert _recorded_step({"test_index": index}, "test") == 23  # a run from before the steps were recorded
