@@ -122,14 +122,12 @@ def register_model(
     twice. Returns the registered version ("" when none).
     """
     from pipeline import stages
-    from pipeline.core.config import load_config
     from pipeline.data.io import as_of_timestamp
     from pipeline.data.validation import validated_from_folder
     from pipeline.registry.registration import track_and_register
 
     # empty parameters keep the config's values; a Postgres store_url also locks alias moves across pods
-    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url}.items() if v}
-    cfg = load_config(config, overrides or None)
+    cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
     info = validated_from_folder(validated.path)  # what run_validation returned: paths, data_sha256, as_of
     if as_of:
         info["as_of"] = as_of_timestamp(as_of).isoformat()
@@ -154,7 +152,7 @@ def check_model(
     import json
     import os
 
-    from pipeline.core.config import load_config
+    from pipeline import stages
     from pipeline.core.errors import ConfigError
     from pipeline.loop.monitoring import run_check
 
@@ -162,8 +160,7 @@ def check_model(
     if not when:
         raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
     os.makedirs(report.path, exist_ok=True)
-    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url}.items() if v}
-    cfg = load_config(config, overrides or None)
+    cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
     result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
     with open(summary.path, "w") as fh:
         fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")

@@ -3,7 +3,9 @@ decide -> alert, and score -> canary -> publish_champion.
 
 Thin wiring over ``pipeline/loop/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
-(never the wall clock), responsible for the origins in ``[data_interval_start, T)``;
+(never the wall clock), responsible for the origins in ``[data_interval_start, T)`` when the run
+has a data interval, else (Airflow 3's cron timetables give a scheduled run an empty one) since
+the previous check, at most ``monitoring.window`` back;
 a backfill of this DAG over a past period is a replay of the checks
 (``airflow backfill create --dag-id lstm_monitoring --from-date ... --to-date ... --max-active-runs 1``:
 a backfill has its own limit, 10 unless given). ``max_active_runs=1``: checks run in order, one at a time.

@@ -111,7 +111,7 @@ def lstm_training():
 
         ctx = get_current_context()
         conf = (ctx["dag_run"].conf or {}) if ctx.get("dag_run") else {}
-        tags = {"airflow_dag_id": ctx["dag"].dag_id, "airflow_run_id": ctx["run_id"], **{f"trigger.{k}": str(v) for k, v in conf.items()}}
+        tags = {"airflow_dag_id": ctx["dag"].dag_id, "airflow_run_id": ctx["run_id"], **{f"trigger.{k}": str(v) for k, v in conf.items() if v is not None}}
         results = {"validate": validated, "features": features, "train": trained, "compare": compared}
         result = _stage("register", resolved, results, tags=tags)
         if "registered_version" not in result:

@@ -11,6 +11,8 @@ port="${2:-5000}"
 store="${MLFLOW_STORE:-$here/store}"
 mkdir -p "$store/artifacts"
 echo "MLflow UI: http://$host:$port  (backend sqlite:///$store/mlflow.db, artifacts $store/artifacts)"
+# MLflow's job runner (GenAI jobs, unused by this project) keeps several polling processes: off unless set
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 exec "${MLFLOW_BIN:-mlflow}" server \
   --backend-store-uri "sqlite:///$store/mlflow.db" \
   --artifacts-destination "$store/artifacts" \

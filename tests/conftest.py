@@ -143,6 +143,11 @@ def postgres():
     shutil.rmtree(pgdata, ignore_errors=True)
 
 
+#: MLflow 3's job runner (GenAI jobs, trace roll-ups: nothing this project uses) polls from four or more
+#: ``huey_consumer`` processes per server, a quarter of a core while idle; the test servers go without
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_mlflow_server(root: Path, backend_uri: str, workers: int = 1):
     """``mlflow server`` on a free loopback port over ``backend_uri``; returns ``(process, uri, log file)``."""
     import os
@@ -157,7 +162,7 @@ def start_mlflow_server(root: Path, backend_uri: str, workers: int = 1):
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--backend-store-uri", backend_uri, "--artifacts-destination", str(root / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": "", **MLFLOW_SERVER_ENV}, start_new_session=True,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

@@ -6,7 +6,7 @@ covariate, 32 days): its noise floor is known, 0.1. The champion is trained as o
 concept drift); checks every 12 h to 2024-02-02. The same replay runs twice, under
 ``--policy rule`` (the monitoring rule, refit through ``T``, the canary) and ``--policy never``,
 each with its own stores under ``artifacts/loop_demo/``; a rerun reuses both. Usage:
-``python -m tools.loop_demo [--policy-only]``. The Beijing PM2.5 replay of a sensor
+``python -m tools.loop_demo``. The Beijing PM2.5 replay of a sensor
 recalibration (a data fault no retrain should learn) is ``make loop-demo-beijing``.
 """
 

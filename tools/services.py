@@ -152,7 +152,8 @@ def start(root: Path, mlflow_port: int = 5000, airflow_port: int = 8080, airflow
         cmd = [str(bin_dir / "mlflow"), "server", "--backend-store-uri", database_url(pgdata, "mlflow"),
                "--artifacts-destination", str(root / "mlflow-artifacts"), "--serve-artifacts",
                "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "2"]  # fmt: skip
-        proc = _spawn(cmd, {**os.environ, "MLFLOW_TRACKING_URI": ""}, log)
+        # MLflow's job runner (GenAI jobs; unused here) keeps four or more polling processes: off unless asked for
+        proc = _spawn(cmd, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_TRACKING_URI": ""}, log)
         _wait(mlflow_url + "/health", proc, log, "MLflow", timeout)
         state["mlflow"] = {"pid": proc.pid, "url": mlflow_url}
         state_file.write_text(json.dumps(state, indent=2))  # recorded at once: a later failure must not orphan it

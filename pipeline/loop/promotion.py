@@ -387,7 +387,25 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         watch = check_rollback(client, uri, cfg, name, as_of, store)
         canary = check_challenger(client, uri, cfg, name, as_of, store)
     outlet = next((r["outlet"] for r in (watch, canary) if r.get("outlet")), None)
+    if outlet is None:  # a retry after the move (the task failed later): the event is still this check's to publish
+        outlet = recorded_outlet(store, name, as_of)
     return {"as_of": as_of, "settled": settled, "rollback": watch, "challenger": canary, "outlet": outlet}
+
+
+def recorded_outlet(store, model_name: str, as_of) -> dict[str, Any] | None:
+    """The ``champion`` Asset event of a canary move this check (``as_of`` = ``T``) already made, from its alias-event
+    row (:meth:`AliasMove.outlet`'s shape); ``None`` when the store has none. A retry of the ``canary`` task whose first
+    attempt moved ``champion`` and then failed finds no challenger left to decide on: without this its
+    ``publish_champion`` would skip, and the Asset event that downstream DAGs wait for would be lost."""
+    from pipeline.data.io import as_of_timestamp
+
+    T = as_of_timestamp(as_of)
+    for row in store.alias_events(model_name, limit=20):
+        if row["alias"] == CHAMPION and row["action"] in ("promote", "rollback") and row["as_of"] is not None and as_of_timestamp(row["as_of"]) == T:
+            extra = {"action": row["action"], "from_version": row["from_version"], "to_version": row["to_version"],
+                     "reason": row["reason"], "as_of": as_of}  # fmt: skip
+            return {"uri": champion_asset_uri(model_name), "extra": extra}
+    return None
 
 
 # --- operators (the ``promote`` / ``rollback`` / ``registry`` commands) ---------------------

@@ -11,7 +11,7 @@ from pipeline.models.baselines import MSTL, StatsBaseline, make_model, plan_segm
 
 CASES = [
     ("Naive", "filter"), ("SeasonalNaive", "filter"), ("AutoETS", "filter"), ("AutoARIMA", "filter"),
-    ("AutoETS", "refit"), ("AutoARIMA", "refit"), (MSTL, "refit"),
+    ("AutoETS", "refit"), pytest.param("AutoARIMA", "refit", marks=pytest.mark.slow), (MSTL, "refit"),  # the slowest fit: make test only
 ]  # fmt: skip
 
 

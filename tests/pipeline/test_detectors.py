@@ -187,7 +187,7 @@ def _slow_and_fast(sample: np.ndarray, arl0: float, seed: int) -> tuple[CusumDet
     return slow, fast
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])  # seed 0 is the one limbs=1 fails
 def test_two_limbs_share_the_target_arl0(seed):
     """Each limb is calibrated to 2 x arl0 (Bonferroni on rates), so that the pair keeps about arl0.
 

@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from pipeline.core.progress import LOGGER, Progress
@@ -66,6 +67,7 @@ def test_on_a_terminal_progress_is_a_bar_and_no_log_lines(caplog):
     assert [r for r in caplog.records if r.name == LOGGER] == []
 
 
+@pytest.mark.slow  # a whole `train` in a subprocess (17 s): make test only
 def test_train_redirected_to_files_prints_plain_progress_lines(tmp_path):
     csv = tmp_path / "input.csv"
     sine_frame(n=300).to_csv(csv, index=False)

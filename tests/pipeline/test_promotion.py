@@ -84,6 +84,9 @@ def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflo
     assert move.outlet() == {"uri": f"mlflow://models/{name}@champion", "extra": {
         "action": "promote", "from_version": 1, "to_version": 2, "reason": "DM p=0.001", "as_of": "2025-01-05T00:00:00"}}  # fmt: skip
     assert not promotion.journal_path(mlflow_server, name).exists()
+    # a retry of this check's canary task (the move done, the task failed after it) publishes the same event from the store
+    assert promotion.recorded_outlet(store, name, "2025-01-05T00:00:00") == move.outlet()
+    assert promotion.recorded_outlet(store, name, "2025-01-06T00:00:00") is None  # another check's T: nothing to publish
 
 
 def test_rejection_removes_challenger_only(client, mlflow_server, store):
@@ -407,7 +410,8 @@ def _start_server(root, port: int):
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""}, start_new_session=True,
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     deadline = time.time() + 180
     while time.time() < deadline:

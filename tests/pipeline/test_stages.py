@@ -75,3 +75,18 @@ def test_validated_from_folder_rebuilds_the_validate_result(tmp_path):
     assert validated_from_folder(tmp_path) == {
         "report": str(tmp_path / "report.json"), "data": str(tmp_path / "data.parquet"), "data_sha256": "abc", "as_of": "2024-01-02T00:00:00",
     }  # fmt: skip
+
+
+def test_a_components_parameters_win_over_the_pods_environment(make_case, monkeypatch):
+    """KFP: ``mlflow_tracking_uri`` / ``store_url`` given to the pipeline are what the run uses, whatever the pod's
+    ``MLFLOW_TRACKING_URI`` / ``LSTM_PIPELINE_STORE_URL`` say (they override a config); empty ones keep both."""
+    from pipeline.registry import server
+    from pipeline.store.sql import STORE_URL_ENV, store_url
+
+    config, _ = make_case()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://pod-env:5000")
+    monkeypatch.setenv(STORE_URL_ENV, "sqlite:////tmp/pod-env.db")
+    kept = stages.component_config(str(config))
+    assert server.tracking_uri(kept) == "http://pod-env:5000" and store_url(kept) == "sqlite:////tmp/pod-env.db"
+    cfg = stages.component_config(str(config), "http://mlflow.cluster:5000", "postgresql+psycopg://u@db/store")
+    assert server.tracking_uri(cfg) == "http://mlflow.cluster:5000" and store_url(cfg) == "postgresql+psycopg://u@db/store"
