@@ -3,7 +3,7 @@
 
 Thin wiring over ``pipeline/``: each task runs one stage of ``pipeline.stages.STAGES`` (the
 list the CLI runner and the Kubeflow pipeline follow) through ``pipeline.stages.run_stage``,
-with its inputs from the upstream tasks' XComs. XCom carries paths and small numbers; artifacts live under ``<artifact_root>/<run_id>/``. Heavy
+with its inputs from the upstream tasks' XComs. XCom carries paths and small numbers; artifacts live under ``<artifact_root>/<dag_id>__<run_id>/``. Heavy
 libraries are imported inside the tasks, and nothing is read at parse time: the scheduler
 parses this file in a loop.
 

@@ -2,7 +2,7 @@
 
 Embedded defaults: ``AIRFLOW_HOME=.airflow`` with an SQLite metadata database
 (``airflow db migrate``), MLflow tracking into ``mlflow/store`` (what ``make mlflow-ui``
-serves), artifacts under ``artifacts/<run_id>/``. ``dag.test()`` runs every task in
+serves), artifacts under ``artifacts/lstm_training__<run_id>/``. ``dag.test()`` runs every task in
 one process. Usage: ``python -m tools.demo [CONFIG]``; ``LSTM_PIPELINE_AIRFLOW_HOME``
 moves the Airflow home.
 """

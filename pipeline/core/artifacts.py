@@ -44,6 +44,7 @@ Monitoring checks and replays have their own folders (``CHECK_*``, ``REPLAY_*``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -178,8 +179,13 @@ def dag_run_dir(artifact_root: Path, dag_id: str, run_id: str) -> Path:
     The DAG id is part of it because Airflow's run ids are unique per DAG only: a scheduled run is
     ``scheduled__<run_after>``, so the weekly training and the daily monitoring runs of a Sunday
     midnight share one id (and so would their folders, resolved configs and MLflow run keys).
+    A name past 200 characters (Airflow allows 250 for a run id; a file name, 255 bytes) keeps its
+    first 180 and a hash of the whole.
     """
-    return run_dir(artifact_root, f"{dag_id}__{run_id}")
+    name = safe_run_id(f"{dag_id}__{run_id}")
+    if len(name) > 200:
+        name = f"{name[:180]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return Path(artifact_root) / name
 
 
 def step_dir(run_path: Path, step: str) -> Path:

@@ -363,13 +363,15 @@ def check_rollback(client, uri: str, cfg, model_name: str, as_of: str, store) ->
     return {"action": decision.action, "reason": decision.reason, "version": champ, "evidence": evidence}
 
 
-def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
+def run_canary(cfg, as_of: str, store, client=None, republish: bool = False) -> dict[str, Any]:
     """Stage entry point (the ``canary`` task of ``lstm_monitoring``): settle, watch, decide.
 
     Args:
         cfg: the use case's :class:`~pipeline.core.config.PipelineConfig` (``canary``, ``features.horizon``).
         as_of: the check's cut-off ``T`` (ISO string); scores with origins ``< T`` only.
         store: the forecast store holding both versions' scores.
+        republish: a retry (the ``canary`` task's try > 1): when nothing moves now, return the ``champion`` event of
+            the move an earlier attempt of this check made (:func:`recorded_outlet`); at least once, never lost.
 
     Returns:
         ``{"as_of", "settled": [moves], "rollback": {...}, "challenger": {...}, "outlet": event or None}``;
@@ -387,25 +389,30 @@ def run_canary(cfg, as_of: str, store, client=None) -> dict[str, Any]:
         watch = check_rollback(client, uri, cfg, name, as_of, store)
         canary = check_challenger(client, uri, cfg, name, as_of, store)
     outlet = next((r["outlet"] for r in (watch, canary) if r.get("outlet")), None)
-    if outlet is None:  # a retry after the move (the task failed later): the event is still this check's to publish
-        outlet = recorded_outlet(store, name, as_of)
+    if outlet is None and republish:  # a retry after the move (the task failed later): the event is still this check's
+        with server.bounded_http_retries():
+            outlet = recorded_outlet(store, name, as_of, current_aliases(client, name)[CHAMPION])
     return {"as_of": as_of, "settled": settled, "rollback": watch, "challenger": canary, "outlet": outlet}
 
 
-def recorded_outlet(store, model_name: str, as_of) -> dict[str, Any] | None:
-    """The ``champion`` Asset event of a canary move this check (``as_of`` = ``T``) already made, from its alias-event
-    row (:meth:`AliasMove.outlet`'s shape); ``None`` when the store has none. A retry of the ``canary`` task whose first
+def recorded_outlet(store, model_name: str, as_of, champion: int | None) -> dict[str, Any] | None:
+    """The ``champion`` Asset event of the canary move this check (``as_of`` = ``T``) already made, rebuilt from its
+    alias-event row (:meth:`AliasMove.outlet`'s shape).
+
+    Only the newest ``champion`` row counts, and only when it is a canary's promotion or rollback (not an operator's:
+    ``evidence.manual``) as of ``T`` that ``champion`` (the version holding it now) still reflects: a later move, or
+    an operator's, is not this check's to announce. ``None`` otherwise. A retry of the ``canary`` task whose first
     attempt moved ``champion`` and then failed finds no challenger left to decide on: without this its
-    ``publish_champion`` would skip, and the Asset event that downstream DAGs wait for would be lost."""
+    ``publish_champion`` would skip, and the Asset event that downstream DAGs wait for would be lost.
+    """
     from pipeline.data.io import as_of_timestamp
 
-    T = as_of_timestamp(as_of)
-    for row in store.alias_events(model_name, limit=20):
-        if row["alias"] == CHAMPION and row["action"] in ("promote", "rollback") and row["as_of"] is not None and as_of_timestamp(row["as_of"]) == T:
-            extra = {"action": row["action"], "from_version": row["from_version"], "to_version": row["to_version"],
-                     "reason": row["reason"], "as_of": as_of}  # fmt: skip
-            return {"uri": champion_asset_uri(model_name), "extra": extra}
-    return None
+    row = next((r for r in store.alias_events(model_name, limit=20) if r["alias"] == CHAMPION), None)
+    if (row is None or row["action"] not in ("promote", "rollback") or (row.get("evidence") or {}).get("manual")
+            or row["as_of"] is None or as_of_timestamp(row["as_of"]) != as_of_timestamp(as_of) or row["to_version"] != champion):  # fmt: skip
+        return None
+    extra = {"action": row["action"], "from_version": row["from_version"], "to_version": row["to_version"], "reason": row["reason"], "as_of": as_of}
+    return {"uri": champion_asset_uri(model_name), "extra": extra}
 
 
 # --- operators (the ``promote`` / ``rollback`` / ``registry`` commands) ---------------------

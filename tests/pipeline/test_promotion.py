@@ -85,8 +85,12 @@ def test_promotion_moves_three_aliases_with_tags_events_and_outlet(client, mlflo
         "action": "promote", "from_version": 1, "to_version": 2, "reason": "DM p=0.001", "as_of": "2025-01-05T00:00:00"}}  # fmt: skip
     assert not promotion.journal_path(mlflow_server, name).exists()
     # a retry of this check's canary task (the move done, the task failed after it) publishes the same event from the store
-    assert promotion.recorded_outlet(store, name, "2025-01-05T00:00:00") == move.outlet()
-    assert promotion.recorded_outlet(store, name, "2025-01-06T00:00:00") is None  # another check's T: nothing to publish
+    assert promotion.recorded_outlet(store, name, "2025-01-05T00:00:00", 2) == move.outlet()
+    assert promotion.recorded_outlet(store, name, "2025-01-05T01:00:00+01:00", 2)["extra"]["to_version"] == 2  # the same T
+    assert promotion.recorded_outlet(store, name, "2025-01-06T00:00:00", 2) is None  # another check's T: nothing to publish
+    assert promotion.recorded_outlet(store, name, "2025-01-05T00:00:00", 1) is None  # champion moved since: not this event
+    promotion.rollback(client, mlflow_server, name, reason="manual: bad", as_of="2025-01-05T00:00:00", evidence={"manual": True}, store=store)
+    assert promotion.recorded_outlet(store, name, "2025-01-05T00:00:00", 1) is None  # the newest row is an operator's
 
 
 def test_rejection_removes_challenger_only(client, mlflow_server, store):

@@ -90,3 +90,19 @@ def test_a_components_parameters_win_over_the_pods_environment(make_case, monkey
     assert server.tracking_uri(kept) == "http://pod-env:5000" and store_url(kept) == "sqlite:////tmp/pod-env.db"
     cfg = stages.component_config(str(config), "http://mlflow.cluster:5000", "postgresql+psycopg://u@db/store")
     assert server.tracking_uri(cfg) == "http://mlflow.cluster:5000" and store_url(cfg) == "postgresql+psycopg://u@db/store"
+
+
+def test_dag_runs_with_one_run_id_get_their_own_folders(tmp_path):
+    """Airflow's run ids are unique per DAG only: the weekly training and the daily check of a Sunday midnight are both
+    ``scheduled__2024-01-07T00:00:00+00:00``. Their folders (resolved config, MLflow run key) must differ; a long id stays a
+    valid file name, the same for the same id."""
+    from pipeline.core import artifacts
+
+    run_id = "scheduled__2024-01-07T00:00:00+00:00"
+    training, monitoring = (artifacts.dag_run_dir(tmp_path, dag, run_id) for dag in ("lstm_training", "lstm_monitoring"))
+    assert training != monitoring and training.parent == monitoring.parent == tmp_path
+    assert training.name == "lstm_training__scheduled__2024-01-07T00_00_00_00_00"
+    long = "retrain__" + "m" * 240
+    assert len(artifacts.dag_run_dir(tmp_path, "lstm_training", long).name) <= 200
+    assert artifacts.dag_run_dir(tmp_path, "lstm_training", long) == artifacts.dag_run_dir(tmp_path, "lstm_training", long)
+    assert artifacts.dag_run_dir(tmp_path, "lstm_training", long) != artifacts.dag_run_dir(tmp_path, "lstm_training", long + "x")
