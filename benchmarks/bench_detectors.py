@@ -215,9 +215,9 @@ def offline_cusum(cfg, summary: dict, start: str, end: str) -> dict:
         CusumDetector,
         calibrate_from_run,
         cusum_path,
-        on_grid,
         relative_differential,
     )
+    from pipeline.evaluation.origins import on_grid
     from pipeline.loop.detectors import origin_losses
     from pipeline.loop.monitoring import naive_forecast_frame
     from pipeline.store.sql import ForecastStore

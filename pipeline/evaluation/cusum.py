@@ -77,7 +77,7 @@ import pandas as pd
 
 from pipeline.core.cadence import step_duration
 from pipeline.core.errors import DataQualityError
-from pipeline.evaluation.origins import index_step
+from pipeline.evaluation.origins import grid_phase, index_step, on_grid
 
 #: version tags of a detector are ``cusum.<field>``
 TAG_PREFIX = "cusum."
@@ -274,18 +274,6 @@ class CusumDetector:
             text = tags[prefix + key]
             values[key] = float(text) if kind == "float" else int(text) if kind == "int" else text
         return cls(**values)
-
-
-def on_grid(origins: pd.DatetimeIndex, step: pd.Timedelta, origin_step: int, phase: int = 0) -> np.ndarray:
-    """Mask of the origins on a detector's grid: ``n % origin_step == phase``, ``n`` the steps of ``step`` since the epoch.
-
-    The calibration keeps the origins of its sample on one such grid (:func:`calibrate_from_run`) and the live check
-    reads the same one (:mod:`pipeline.loop.detectors`), whatever the data's start or the windows' numbering.
-    """
-    if origin_step <= 1:
-        return np.ones(len(origins), dtype=bool)
-    n = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step).to_numpy()
-    return n % origin_step == phase
 
 
 def interval_for(increments: np.ndarray, arl0_origins: float) -> tuple[float, float]:
@@ -511,7 +499,7 @@ def calibrate_from_run(features_dir: Path, training_dir: Path, reference: str, s
     origin_step = _recorded_step(arrays, "test")
     losses, sample = _split_losses(fs, arrays["test"], test_index, "test", reference, season), "test"
     step = step_duration(freq)
-    phase = int(((losses.index[0] - pd.Timestamp(0)) // step) % origin_step) if origin_step > 1 and len(losses) else 0
+    phase = grid_phase(losses.index[0], step, origin_step) if len(losses) else 0
     losses = losses[on_grid(losses.index, step, origin_step, phase)]  # one grid: the one the live check reads
     if len(losses) < MIN_DIFFERENTIALS:
         train = _training_sample(arrays, origin_step)

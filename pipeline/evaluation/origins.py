@@ -21,7 +21,7 @@ def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tupl
     The step is ``evaluation.origin_step``, by default the smallest that leaves at most
     ``max_origins`` windows. With a step ``s > 1`` the scored windows are those whose origin lies
     on one time grid: ``n % s == phase``, ``n`` the steps of ``freq`` since the epoch and
-    ``phase`` the earliest origin's (:func:`pipeline.evaluation.cusum.on_grid`, the grid the
+    ``phase`` the earliest origin's (:func:`on_grid`, the grid the
     monitoring check's CUSUM reads). So every series is scored at the same times, whatever its
     length or gaps, and one series without gaps gets every ``s``-th window from its first. A
     calendar ``freq`` (``MS``, ``W-SAT``, ``B``: steps of unequal length, :func:`fixed_length`) takes
@@ -41,8 +41,26 @@ def select_origins(origins: np.ndarray, ec: EvaluationConfig, freq: str) -> tupl
         return np.arange(n, dtype=np.int64), step
     if not fixed_length(freq):
         return np.arange(0, n, step, dtype=np.int64), step
-    k = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step_duration(freq)).to_numpy()
-    return np.flatnonzero(k % step == k.min() % step).astype(np.int64), step
+    times, duration = pd.DatetimeIndex(origins), step_duration(freq)
+    return np.flatnonzero(on_grid(times, duration, step, grid_phase(times.min(), duration, step))).astype(np.int64), step
+
+
+def on_grid(origins: pd.DatetimeIndex, step: pd.Timedelta, origin_step: int, phase: int = 0) -> np.ndarray:
+    """Mask of the origins on a detector's grid: ``n % origin_step == phase``, ``n`` the steps of ``step`` since the epoch.
+
+    The scored test windows lie on one such grid (:func:`select_origins`), the CUSUM calibration keeps its sample on
+    it (:func:`pipeline.evaluation.cusum.calibrate_from_run`), and the live check reads the same one
+    (:mod:`pipeline.loop.detectors`), whatever the data's start or the windows' numbering.
+    """
+    if origin_step <= 1:
+        return np.ones(len(origins), dtype=bool)
+    n = ((pd.DatetimeIndex(origins) - pd.Timestamp(0)) // step).to_numpy()
+    return n % origin_step == phase
+
+
+def grid_phase(origin, step: pd.Timedelta, origin_step: int) -> int:
+    """The phase of ``origin`` on the grid of :func:`on_grid`: its steps of ``step`` since the epoch, modulo ``origin_step``."""
+    return int(((pd.Timestamp(origin) - pd.Timestamp(0)) // step) % origin_step) if origin_step > 1 else 0
 
 
 def fixed_length(freq: str) -> bool:

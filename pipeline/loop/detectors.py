@@ -34,7 +34,8 @@ import pandas as pd
 
 from pipeline.core import schema
 from pipeline.core.errors import MonitoringError
-from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, CusumDetector, cusum_path, on_grid, relative_differential
+from pipeline.evaluation.cusum import FAST_PREFIX, TAG_PREFIX, CusumDetector, cusum_path, relative_differential
+from pipeline.evaluation.origins import on_grid
 
 
 def detector_of(tags: dict[str, str], name: str, version: int) -> CusumDetector:

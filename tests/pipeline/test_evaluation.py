@@ -74,8 +74,7 @@ def test_scored_origins_lie_on_one_time_grid_across_series_and_gaps():
     """Every series is scored at the same times (the grid the live CUSUM reads), whatever its length or gaps;
     before, every step-th window of the stacked list put each series on its own phase."""
     from pipeline.core.config import EvaluationConfig
-    from pipeline.evaluation.cusum import on_grid
-    from pipeline.evaluation.origins import index_step, select_origins
+    from pipeline.evaluation.origins import index_step, on_grid, select_origins
 
     a = pd.date_range("2024-01-01 00:00", periods=101, freq="h")  # 101 windows: b would start 101 % 4 = 1 off the grid
     b = pd.date_range("2024-01-01 00:00", periods=60, freq="h").delete(range(20, 23))  # a 3-hour gap inside
