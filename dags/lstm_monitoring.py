@@ -1,5 +1,5 @@
-"""Monitoring DAG: forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold) and
-decide -> alert, and score -> canary -> publish_champion.
+"""Monitoring DAG: resolve_config -> forecast -> score -> detect_drift -> decide -> (trigger_retrain | hold)
+and decide -> alert, and score -> canary -> publish_champion.
 
 Thin wiring over ``pipeline/loop/monitoring.py`` (``lstm-pipeline monitor`` calls the same stage
 functions). Every run is a check "as of T" with ``T`` = the run's ``data_interval_end``
@@ -29,8 +29,9 @@ event (extra: action, from/to version, reason, as_of) when ``champion`` moved, a
 skipped otherwise.
 
 Nothing is read at parse time: the schedule is ``$LSTM_PIPELINE_MONITORING_SCHEDULE`` (default
-``@daily``; ``none`` for triggered runs only), the first task resolves the config once per run
-(``<run>/config/resolved.json``, read by every later task), and the ``champion`` Asset of the
+``@daily``; ``none`` for triggered runs only), the first task (``resolve_config``) resolves the
+config, ``T`` and the first origin once per run (``<run>/config/resolved.json``, read by every
+later task and retry; clear ``resolve_config`` to pick up an edited YAML), and the ``champion`` Asset of the
 model that config names is emitted through the asset alias ``lstm_champion``.
 
 Params: ``config_path``, ``data_path`` (observations CSV instead of ``data.path``), ``as_of``
@@ -58,8 +59,8 @@ SCHEDULE = None if _SCHEDULE.lower() in ("", "none") else _SCHEDULE
 CHAMPION_ALIAS = AssetAlias("lstm_champion")
 
 
-def _setup() -> tuple:
-    """Resolve the run's config once (first task): config, ``T``, first origin, output folder, resolved file."""
+def _resolve() -> dict:
+    """Resolve the run's config, ``T`` and first origin once (the first task): what every later task and retry reads."""
     from pipeline.core import artifacts
     from pipeline.core.config import load_config, save_resolved
 
@@ -71,7 +72,12 @@ def _setup() -> tuple:
     since = params.get("since") or (start if start is not None and end is not None and start < end else None)
     run = artifacts.dag_run_dir(cfg.run.artifact_root, ctx["dag"].dag_id, ctx["run_id"])
     resolved = save_resolved(cfg, artifacts.resolved_config_path(run))
-    return cfg, as_of, since, run / "monitoring", str(resolved)
+    return {"resolved_config": str(resolved), "as_of": _text(as_of), "since": _text(since), "out_dir": str(run / "monitoring")}
+
+
+def _text(when) -> str | None:
+    """A param (already text) or a context datetime as ISO 8601 text with its offset (XComs travel as JSON)."""
+    return None if when is None else when if isinstance(when, str) else when.isoformat()
 
 
 def _cfg(state: dict):
@@ -98,14 +104,23 @@ def _cfg(state: dict):
     doc_md=__doc__,
 )
 def lstm_monitoring():
+    @task(retries=2, retry_delay=timedelta(seconds=30))
+    def resolve_config() -> dict:
+        """The config, ``T`` and first origin, resolved once: clear this task to pick up an edited YAML."""
+        return _resolve()
+
     @task(retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
-    def forecast() -> dict:
+    def forecast(resolved: dict) -> dict:
+        """The champion's forecasts as of ``T`` (a retry reads the same resolved config as the first try)."""
+        from pathlib import Path
+
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.loop import monitoring
 
-        cfg, as_of, since, out, resolved = _setup()
-        state = {**monitoring.forecast(cfg, as_of, since=since, out_dir=out), "resolved_config": resolved}
+        cfg = _cfg(resolved)
+        state = {**monitoring.forecast(cfg, resolved["as_of"], since=resolved["since"], out_dir=Path(resolved["out_dir"])),
+                 "resolved_config": resolved["resolved_config"]}  # fmt: skip
         if state["status"] == "no_champion":
             check = monitoring.decide(cfg, state)  # records the check row, then the run skips
             raise AirflowSkipException(check["reasons"][0])
@@ -165,7 +180,7 @@ def lstm_monitoring():
     def branch(decision: str) -> str:
         return "trigger_retrain" if decision == "retrain" else "hold"
 
-    scored = score(forecast())
+    scored = score(forecast(resolve_config()))
     publish_champion(canary(scored))
     drifted = detect_drift(scored)
     check = decide(drifted)

@@ -36,6 +36,7 @@ ALIASES = (aliases.CHAMPION, aliases.CHALLENGER, aliases.PREVIOUS_CHAMPION)
 TABLE = "lstm_pipeline_alias_journal"
 #: the transaction-level advisory lock that serialises the table's creation (any fixed key unlike the models' keys)
 CREATE_LOCK_KEY = int.from_bytes(b"lstmjrnl", "big", signed=True)
+_TABLE_READY: set[str] = set()  # lock database URLs where this process has made sure :data:`TABLE` exists
 
 
 def current_aliases(client, model_name: str) -> dict[str, int | None]:
@@ -97,17 +98,30 @@ class PostgresJournal:
         self.where = f"table {TABLE} (model_name {model_name!r}) of the lock database"
 
     def _execute(self, sql: str, **params):
-        """``sql`` in one transaction on a connection of its own (the table created first); a SELECT's scalar."""
+        """``sql`` in one transaction on a connection of its own; a SELECT's scalar.
+
+        The table is created on this process's first access to the database (under a global advisory lock: two
+        processes creating it at once would race in the catalog); later accesses take no global lock, so journals of
+        different models never wait on each other. A table dropped since is created again (one retry).
+        """
         import sqlalchemy as sa
 
         engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         try:
-            with engine.begin() as conn:
-                # two processes creating the table at once (each under its own model's lock) would race in the catalog
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
-                conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {TABLE} (model_name TEXT PRIMARY KEY, record TEXT NOT NULL)"))
-                result = conn.execute(sa.text(sql), params)
-                return result.scalar() if result.returns_rows else None
+            for attempt in (0, 1):
+                try:
+                    with engine.begin() as conn:
+                        if self.url not in _TABLE_READY:
+                            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
+                            conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {TABLE} (model_name TEXT PRIMARY KEY, record TEXT NOT NULL)"))
+                        result = conn.execute(sa.text(sql), params)
+                        value = result.scalar() if result.returns_rows else None
+                    _TABLE_READY.add(self.url)
+                    return value
+                except sa.exc.ProgrammingError:
+                    if attempt or self.url not in _TABLE_READY:
+                        raise
+                    _TABLE_READY.discard(self.url)  # dropped since this process created it
         except sa.exc.OperationalError as exc:
             raise RegistryError(f"could not reach the lock database for the alias-move journal of {self.model_name!r}: {exc.orig}") from exc
         finally:

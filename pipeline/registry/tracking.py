@@ -180,13 +180,15 @@ def log_run_contents(mlflow, cfg: PipelineConfig, inputs: RunInputs, validated: 
     comparison = artifacts.read_json(artifacts.COMPARISON.at(inputs.evaluation))
     gate = artifacts.read_json(artifacts.GATE.at(inputs.evaluation))
     history = artifacts.read_json(artifacts.TRAINING_HISTORY.at(inputs.training))
+    # what validation actually read: a --data / data_path override or an as-of cut, where the data.path param is the config's
+    source = artifacts.read_json(inputs.validation_report).get("source")
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in {**flat_params(cfg), **derived_params(cfg, inputs.training)}.items() if k not in existing]
     metrics = _metrics(history, training, comparison)
     run_tags = {
         "data_sha256": validated.get("data_sha256") or "synthetic", "git_commit": git_commit(), "code_sha256": code_sha256(),
         "package_version": __version__, "device": training["device"], "gate": "passed" if gate["passed"] else "failed",
-        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **training_tags(inputs.training), **tags,
+        **({"as_of": validated["as_of"]} if validated.get("as_of") else {}), **({"data_source": source} if source else {}), **training_tags(inputs.training), **tags,
     }  # fmt: skip
     for i in range(0, len(metrics), 900):  # the REST API takes at most 1000 metrics per batch
         client.log_batch(run_id, metrics=metrics[i : i + 900], params=params if i == 0 else [], tags=[])

@@ -91,3 +91,23 @@ def test_the_gpu_queue_comes_from_the_environment(tmp_path):
     """Past one machine (README): the Celery workers of the GPU machines listen on ``$LSTM_PIPELINE_GPU_QUEUE``."""
     meta = _probe(DAGS / "lstm_training.py", tmp_path, LSTM_PIPELINE_GPU_QUEUE="gpu")["meta"]["lstm_training"]
     assert meta["queues"]["train_lstm"] == "gpu" and meta["queues"]["fit_baselines"] == "default"
+
+
+def test_monitoring_dag_resolves_once_then_forecasts_scores_and_branches(tmp_path):
+    """``resolve_config`` is its own first task: a retried or cleared ``forecast`` reads the config it fixed."""
+    result = _probe(DAGS / "lstm_monitoring.py", tmp_path)
+    assert result["dags"]["lstm_monitoring"] == {
+        "resolve_config": ["forecast"],
+        "forecast": ["score"],
+        "score": ["canary", "detect_drift"],
+        "canary": ["publish_champion"],
+        "publish_champion": [],
+        "detect_drift": ["alert", "decide"],
+        "decide": ["alert", "branch", "trigger_retrain"],
+        "alert": [],
+        "branch": ["hold", "trigger_retrain"],
+        "trigger_retrain": [],
+        "hold": [],
+    }
+    meta = result["meta"]["lstm_monitoring"]
+    assert meta["catchup"] is False and meta["max_active_runs"] == 1

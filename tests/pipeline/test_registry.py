@@ -32,7 +32,9 @@ def registered(mlflow_server, tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
-        result = run_training_pipeline(cfg, root / "artifacts" / "run-1", tags={"airflow_dag_id": "lstm_training"})
+        # the data read through an override (as `train --data` and KFP's data_path pass it): the run must say so
+        shutil.copy(csv, root / "export.csv")
+        result = run_training_pipeline(cfg, root / "artifacts" / "run-1", data_path=root / "export.csv", tags={"airflow_dag_id": "lstm_training"})
         yield {"cfg": cfg, "csv": csv, "root": root, "result": result, "uri": mlflow_server}
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
@@ -65,6 +67,7 @@ def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
     tags = run.data.tags
     assert len(tags["data_sha256"]) == 64 and tags["device"] == "cpu" and tags["package_version"] == "0.1.0"
     assert tags["airflow_dag_id"] == "lstm_training" and "git_commit" in tags
+    assert tags["data_source"] == str(registered["root"] / "export.csv") != run.data.params["data.path"]  # what was read, not the config's path
     assert tags["stop_reason"] == facts["stop_reason"][0] in ("early_stopping", "max_epochs")  # why training stopped
     assert tags["train_steps"] == str(facts["steps"][0])
 

@@ -129,3 +129,37 @@ def test_under_a_postgres_lock_the_journal_of_a_dead_move_is_seen_from_another_m
     assert other.read() == record and journal.journal_for("http://127.0.0.1:5000", "another-model").read() is None
     other.clear()
     assert first.read() is None and not list((tmp_path / "another-machine").glob("*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_journal_accesses_after_the_first_take_no_global_lock_and_survive_a_dropped_table(lock_env):
+    """The table is created once per process: later reads do not queue behind the creation lock (another process
+    holding it must not stall every model's journal), and a table dropped since is created again."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from pipeline.registry import journal
+
+    first = journal.journal_for("http://mlflow:5000", "m")
+    assert first.read() is None  # creates the table
+    engine = sa.create_engine(lock_env, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": journal.CREATE_LOCK_KEY})
+            done = []
+            reader = threading.Thread(target=lambda: done.append(journal.journal_for("http://mlflow:5000", "other").read()), daemon=True)
+            reader.start()
+            reader.join(20)
+            finished_while_held = list(done)
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": journal.CREATE_LOCK_KEY})
+            holder.commit()
+        reader.join(20)
+        assert finished_while_held == [None], "a journal read waited on the table-creation lock"
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {journal.TABLE}"))
+    finally:
+        engine.dispose()
+    first.write({"action": "promote", "before": {}, "tags": {}})  # the table is gone: created again, not a raw ProgrammingError
+    assert first.read() == {"action": "promote", "before": {}, "tags": {}}
