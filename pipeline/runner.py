@@ -79,6 +79,12 @@ def run_training_pipeline(
     return result
 
 
+def _ci(result: dict[str, Any], label: str) -> str:
+    """`` (95% CI 78.0-88.1%)``: the test coverage's confidence interval at ``label``, where there is one."""
+    low, high = result.get(f"test_ci_low_coverage_{label}"), result.get(f"test_ci_high_coverage_{label}")
+    return f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
+
+
 def summary_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_training_pipeline`'s result."""
     import pandas as pd
@@ -93,8 +99,8 @@ def summary_table(result: dict[str, Any]) -> str:
           if result.get("history_steps") else []),
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
-        *[f"LSTM {k[len('test_coverage_'):]}% interval: test coverage {100 * v:.1f}%, mean width {result[k.replace('coverage', 'width')]:.4g}"
-          for k, v in result.items() if k.startswith("test_coverage_")],
+        *[f"LSTM {k[len('test_coverage_'):]}% interval: test coverage {100 * v:.1f}%{_ci(result, k[len('test_coverage_'):])}, "
+          f"mean width {result[k.replace('coverage', 'width')]:.4g}" for k, v in result.items() if k.startswith("test_coverage_")],
         *([f"LSTM training stopped by {result['stop_reason']} after {', '.join(map(str, result['train_steps'] or []))} optimiser step(s)"] if result.get("stop_reason") else []),
         f"gate: {'PASSED' if result['gate_passed'] else 'FAILED'}",
         *(f"  {r}" for r in result["gate_reasons"]),

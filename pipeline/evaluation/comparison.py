@@ -290,18 +290,20 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     return forecasts, fits, index, train
 
 
-def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history: np.ndarray) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
+def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history: np.ndarray, origin_step: int) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
     """``(calibration or None, per-level test coverage and width, bands for the plot)`` from the training folder
-    (``history``: ``(n_origins, lookback)``, the target over each scored origin's lookback)."""
+    (``history``: ``(n_origins, lookback)``, the target over each scored origin's lookback; ``origin_step``: steps between them)."""
     from pipeline.models.conformal import IntervalCalibration
 
     path = artifacts.INTERVALS.at(training_dir)
     if not path.exists():
         return None, {}, None
     calibration = IntervalCalibration.load(path)
-    intervals = interval_metrics(calibration, truth, lstm, history)
+    intervals = interval_metrics(calibration, truth, lstm, history, origin_step)
     for label, m in intervals.items():
-        log.info("LSTM %s%% interval: test coverage %.1f%% (n=%d), mean width %.4g", label, 100 * m["coverage"], m["n"], m["mean_width"])
+        low, high = m["coverage_ci"]
+        ci = f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
+        log.info("LSTM %s%% interval: test coverage %.1f%%%s (n=%d), mean width %.4g", label, 100 * m["coverage"], ci, m["n"], m["mean_width"])
     return calibration, intervals, calibration.bands(lstm, history)
 
 
@@ -312,10 +314,12 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     ``metrics.json`` is the LSTM's summary the registry logs (``lstm_rmse``, ``lstm_mae``,
     ``lstm_mase``, ``training_rmse``, ``rmse_per_step``, ``device``, ``train_seconds``,
     ``n_origins``, ``origin_step``, and with a calibration ``intervals``:
-    ``{level: {"coverage", "mean_width", "n", "coverage_per_step", "width_per_step"}}`` and
+    ``{level: {"coverage", "mean_width", "n", "coverage_per_step", "width_per_step", "coverage_ci", "ci_confidence",
+    "ci_block"}}`` (:func:`pipeline.evaluation.intervals.interval_metrics`) and
     ``interval_calibration`` ``{"source", "n_windows"}``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
     "best_baseline", "best_baseline_rmse", "baselines": {name: rmse}, "evaluation": folder, ...}``
-    plus ``test_coverage_<level>`` (share in [0, 1]) and ``test_width_<level>`` (target units) per level.
+    plus ``test_coverage_<level>`` (share in [0, 1]), ``test_width_<level>`` (target units) and the coverage's
+    95% confidence interval ``test_ci_low_coverage_<level>`` / ``test_ci_high_coverage_<level>`` per level.
 
     Raises:
         DataQualityError: the training and baselines stages forecast different test windows.
@@ -341,7 +345,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     spread = fit_spread(truth, forecasts, fits)
     gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
     lstm = metrics[schema.LSTM]
-    calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM], fs.lookback_targets(fs.starts["test"][index]))
+    calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM], fs.lookback_targets(fs.starts["test"][index]),
+                                              int(base_info["origin_step"]))  # fmt: skip
     summary = {
         "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
         "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],

@@ -6,6 +6,11 @@ well-calibrated ``level``% interval covers about ``level``% of the observations 
 Bates, 2021, arXiv:2107.07511, section 1: "marginal coverage"); a band far wider than needed
 also covers, so width is reported beside it. The calibration is
 :class:`pipeline.models.conformal.IntervalCalibration`.
+
+A test part's coverage is one draw: its windows overlap and its misses come in episodes, so
+:func:`coverage_interval` gives the 95% confidence interval of it by a circular block bootstrap
+over origins (``arch.bootstrap``; Politis & Romano, 1992), blocks as long as the automatic
+choice of Politis & White (2004; Patton, Politis & White, 2009) and at least the horizon.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ import pandas as pd
 
 from pipeline.core import schema
 from pipeline.models.conformal import IntervalCalibration
+
+#: the confidence of :func:`coverage_interval` (a share)
+CI_CONFIDENCE = 0.95
+#: bootstrap replicates of :func:`coverage_interval`
+CI_REPLICATES = 2000
+#: fewer origins than this get no confidence interval (the block-length estimate needs a series)
+CI_MIN_ORIGINS = 20
 
 
 def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
@@ -35,8 +47,46 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
     return {"coverage": float(inside.mean()), "mean_width": float(np.mean(hi[seen] - lo[seen])), "n": n}
 
 
+def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> dict[str, Any]:
+    """The :data:`CI_CONFIDENCE` confidence interval of a coverage, by a circular block bootstrap over origins.
+
+    Each origin's share of covered values (over its horizon steps) is one observation; blocks of
+    consecutive origins keep the overlap of their windows and the episodes of misses together.
+    The block length is Politis & White's automatic choice for the circular bootstrap
+    (``arch.bootstrap.optimal_block_length``), at least ``min_block`` (the origins one window
+    overlaps, ``ceil(h / origin_step)``); the interval is the bootstrap percentile interval of the
+    mean (``arch.bootstrap.CircularBlockBootstrap.conf_int``, :data:`CI_REPLICATES` replicates,
+    seeded: the same data give the same interval). Origins of several series are taken in the
+    order given (stacked by series): a block may straddle two series.
+
+    Args:
+        inside: ``(n_origins, horizon)`` float64, 1.0 covered, 0.0 not, NaN not observed.
+        min_block: the shortest block (origins).
+
+    Returns:
+        ``{"low", "high": shares in [0, 1], "block": origins per block, "n_origins"}``; ``low`` and
+        ``high`` are NaN with fewer than :data:`CI_MIN_ORIGINS` observed origins.
+    """
+    from arch.bootstrap import CircularBlockBootstrap, optimal_block_length
+
+    inside = np.asarray(inside, dtype=np.float64)
+    seen = np.isfinite(inside).any(axis=1)
+    per_origin = np.nanmean(inside[seen], axis=1) if seen.any() else np.empty(0)
+    n = len(per_origin)
+    if n < CI_MIN_ORIGINS:
+        return {"low": float("nan"), "high": float("nan"), "block": 0, "n_origins": n}
+    if np.ptp(per_origin) == 0:  # every origin covered alike: no spread to resample (and no block length to estimate)
+        return {"low": float(per_origin[0]), "high": float(per_origin[0]), "block": int(max(1, min_block)), "n_origins": n}
+    estimated = float(optimal_block_length(per_origin)["circular"].iloc[0])
+    block = int(min(n // 2, max(int(min_block), int(np.ceil(estimated)), 1)))
+    bootstrap = CircularBlockBootstrap(block, per_origin, seed=seed)
+    low, high = bootstrap.conf_int(np.mean, reps=CI_REPLICATES, method="percentile", size=CI_CONFIDENCE)[:, 0]
+    return {"low": float(low), "high": float(high), "block": block, "n_origins": n}
+
+
 def interval_metrics(
     calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray | None = None,
+    origin_step: int = 1,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per level, the test part's coverage and mean width of the calibrated bands around ``y_pred``.
 
@@ -44,24 +94,36 @@ def interval_metrics(
         y_true, y_pred: ``(n_origins, horizon)`` float64, original units (the scored test origins).
         history: ``(n_origins, lookback)`` float64, the target over each origin's lookback (needed
             by a ``normalised`` calibration; :meth:`pipeline.models.conformal.IntervalCalibration.bands`).
+        origin_step: steps of ``data.freq`` between scored origins (windows overlap ``ceil(h / origin_step)`` origins).
 
     Returns:
-        ``{level_label: {"level", "coverage", "mean_width", "n", "coverage_per_step", "width_per_step"}}``
-        (coverage as a share in [0, 1]; widths in target units).
+        ``{level_label: {"level", "coverage", "mean_width", "n", "coverage_per_step", "width_per_step",
+        "coverage_ci": [low, high], "ci_confidence", "ci_block"}}`` (coverage as a share in [0, 1]; widths in
+        target units; the interval of :func:`coverage_interval`, ``None`` ends when there are too few origins).
     """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    min_block = int(np.ceil(y_true.shape[1] / max(int(origin_step), 1)))
     out = {}
     for label, (lo, hi) in calibration.bands(y_pred, history).items():
         steps = [coverage(y_true[:, j], lo[:, j], hi[:, j]) for j in range(y_true.shape[1])]
+        inside = np.where(np.isfinite(y_true), (lo <= y_true) & (y_true <= hi), np.nan)
+        ci = coverage_interval(inside, min_block)
         out[label] = {"level": float(label), **coverage(y_true, lo, hi),
-                      "coverage_per_step": [s["coverage"] for s in steps], "width_per_step": [s["mean_width"] for s in steps]}  # fmt: skip
+                      "coverage_per_step": [s["coverage"] for s in steps], "width_per_step": [s["mean_width"] for s in steps],
+                      "coverage_ci": [v if np.isfinite(v) else None for v in (ci["low"], ci["high"])],
+                      "ci_confidence": CI_CONFIDENCE, "ci_block": ci["block"]}  # fmt: skip
     return out
 
 
 def flat_metrics(intervals: dict[str, dict[str, Any]], prefix: str = "test") -> dict[str, float]:
-    """``{"test_coverage_80": 0.81, "test_width_80": 12.3, ...}``: the per-level numbers as flat metric names."""
+    """``{"test_coverage_80": 0.81, "test_width_80": 12.3, "test_ci_low_coverage_80": 0.77, "test_ci_high_coverage_80": 0.85, ...}``:
+    the per-level numbers as flat metric names (the confidence interval's ends only where there is one)."""
     out = {}
     for label, m in intervals.items():
         out[f"{prefix}_coverage_{label}"], out[f"{prefix}_width_{label}"] = m["coverage"], m["mean_width"]
+        low, high = m.get("coverage_ci") or (None, None)
+        if low is not None and high is not None:
+            out[f"{prefix}_ci_low_coverage_{label}"], out[f"{prefix}_ci_high_coverage_{label}"] = low, high
     return out
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
-from pipeline.evaluation.intervals import coverage, interval_metrics, rolling_coverage
+from pipeline.evaluation.intervals import coverage, coverage_interval, flat_metrics, interval_metrics, rolling_coverage
 from pipeline.models.conformal import SCALE_FLOOR, IntervalCalibration, conformal_quantile, local_scale
 from tests.conftest import tiny_config_dict
 
@@ -215,3 +215,54 @@ def test_rolling_coverage_is_strict_json_with_an_infinite_band():
     got = rolling_coverage(scored)
     assert got["95"] == {"level": 95.0, "coverage": 1.0, "mean_width": None, "n": 2}
     json.dumps(got, allow_nan=False)
+
+
+def _exact_80_inside(n_origins: int, h: int, seed: int) -> np.ndarray:
+    """Whether each AR(1) value lies in its exact 80% band (``phi**j * y_t`` +- z * the j-step sd): coverage 0.80 in truth."""
+    from scipy.stats import norm
+
+    truth, pred = _ar1_windows(n_origins, h, seed=seed)
+    sd = np.sqrt(np.cumsum(0.8 ** (2 * np.arange(h))))
+    return (np.abs(truth - pred) <= norm.ppf(0.9) * sd).astype(float)
+
+
+def test_the_coverage_interval_holds_the_true_coverage_about_95_percent_of_the_time():
+    """Overlapping windows of an autocorrelated series: the block bootstrap interval contains the true 0.80 in
+    about 95% of test parts; an interval that treats every value as independent (binomial) holds it far less often."""
+    held, naive_held, blocks = [], [], []
+    for seed in range(60):
+        inside = _exact_80_inside(400, h=6, seed=seed)
+        ci = coverage_interval(inside, min_block=6)
+        held.append(ci["low"] <= 0.80 <= ci["high"])
+        blocks.append(ci["block"])
+        p, n = inside.mean(), inside.size
+        half = 1.96 * np.sqrt(p * (1 - p) / n)
+        naive_held.append(p - half <= 0.80 <= p + half)
+    assert np.mean(held) >= 0.85, np.mean(held)
+    assert np.mean(naive_held) < np.mean(held) - 0.15  # the overlap matters: independence understates the noise
+    assert min(blocks) >= 6  # never shorter than one window's overlap
+
+
+def test_the_coverage_interval_is_seeded_and_needs_enough_origins():
+    inside = _exact_80_inside(300, h=4, seed=1)
+    assert coverage_interval(inside, 4) == coverage_interval(inside, 4)  # the same data, the same interval
+    short = coverage_interval(inside[:10], 4)
+    assert np.isnan(short["low"]) and np.isnan(short["high"]) and short["n_origins"] == 10
+    full = coverage_interval(np.ones((50, 4)), 4)
+    assert full["low"] == full["high"] == 1.0  # every origin covered: a point, not an error
+    episodes = np.repeat(inside[::12, :1], 12, axis=0)[:300]  # misses in runs of 12 origins: a wider interval than iid ones
+    iid = np.random.default_rng(0).permutation(episodes)
+    width = lambda x: (lambda c: c["high"] - c["low"])(coverage_interval(x, 1))  # noqa: E731
+    assert width(episodes) > 1.5 * width(iid)
+
+
+def test_interval_metrics_and_the_flat_names_carry_the_confidence_interval():
+    truth, pred = _ar1_windows(4000, h=4)
+    calibration = IntervalCalibration.fit(truth[:2000], pred[:2000], [80, 95])
+    report = interval_metrics(calibration, truth[2000:], pred[2000:], origin_step=2)
+    low, high = report["80"]["coverage_ci"]
+    assert low < report["80"]["coverage"] < high and report["80"]["ci_block"] >= 2 and report["80"]["ci_confidence"] == 0.95
+    flat = flat_metrics(report)
+    assert flat["test_ci_low_coverage_95"] == report["95"]["coverage_ci"][0] and flat["test_ci_high_coverage_80"] == high
+    few = interval_metrics(calibration, truth[:5], pred[:5])
+    assert few["80"]["coverage_ci"] == [None, None] and "test_ci_low_coverage_80" not in flat_metrics(few)
