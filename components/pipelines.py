@@ -2,7 +2,8 @@
 
 Training: validate -> features -> (train | baselines) -> compare -> ``dsl.If(gate passed)`` ->
 register, the order of :data:`pipeline.stages.STAGES` (the Airflow DAG's too). Monitoring: one
-check, then under ``dsl.If(decision == "retrain")`` the training pipeline, nested.
+check, then the canary (promote / reject / roll back) and, under ``dsl.If(decision == "retrain")``,
+the training pipeline, nested.
 
 Every component runs in the project's image (``docker/Dockerfile``; ``LSTM_PIPELINE_IMAGE``,
 default ``lstm-forecast-pipeline:latest``), which has ``pipeline`` and ``kfp`` installed, so
@@ -59,7 +60,7 @@ def make_components(base_image: str) -> dict[str, Any]:
     missing = [s.name for s in STAGES if s.name not in COMPONENT_STAGE.values()]
     if missing:
         raise RuntimeError(f"no KFP component for the stages {missing} of pipeline.stages.STAGES")
-    names = [*COMPONENT_STAGE, "check_model"]
+    names = [*COMPONENT_STAGE, "check_model", "canary"]
     return {n: dsl.component(getattr(steps, n), base_image=base_image, install_kfp_package=False) for n in names}
 
 
@@ -113,6 +114,10 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
             config=config, data_path=data_path, as_of=as_of, scheduled_time=scheduled,
             mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES)  # fmt: skip
+        # beside the retrain, as the DAG's canary beside detect_drift: it reads the scores the check just stored
+        c["canary"](
+            config=config, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
+        ).set_caching_options(False).set_retry(**MLFLOW_RETRIES).set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):
             retraining(
                 config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url

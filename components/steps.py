@@ -167,3 +167,27 @@ def check_model(
     with open(cutoff, "w") as fh:
         fh.write(when)
     return str(result["decision"])
+
+
+def canary(config: str, as_of: str, mlflow_tracking_uri: str, store_url: str, summary: Output[Markdown]) -> str:
+    """``pipeline.loop.promotion.run_canary`` as of the check's cut-off: settle, watch the last promotion, decide.
+
+    The Airflow DAG's ``canary`` task on the same store and registry: promote, reject or roll back
+    on the origins both versions scored (the check wrote their scores). Returns the challenger
+    decision's ``action`` (``promote``, ``reject``, ``wait``, ``none``), or ``rollback`` when the
+    watch rolled ``champion`` back. No Asset event: KFP has none (the alias-event row in the store
+    records every move).
+    """
+    import json
+
+    from pipeline import stages
+    from pipeline.loop.promotion import run_canary
+    from pipeline.store.sql import store_for
+
+    cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
+    result = run_canary(cfg, as_of, store_for(cfg))
+    action = "rollback" if result["rollback"].get("action") == "rollback" else str(result["challenger"].get("action"))
+    with open(summary.path, "w") as fh:
+        fh.write(f"as of {as_of}: **{action}**: {result['challenger'].get('reason', '')}\n\n"
+                 f"```json\n{json.dumps(result, indent=2, default=str)}\n```\n")  # fmt: skip
+    return action

@@ -67,7 +67,10 @@ def test_mlflow_steps_retry_and_side_effects_are_never_cached(specs):
 def test_monitoring_checks_then_retrains_a_nested_pipeline_without_caching(specs):
     spec = specs["lstm_monitoring_pipeline"]
     root = spec["root"]["dag"]["tasks"]
-    assert set(root) == {"check-model", "condition-1"} and root["condition-1"]["taskInfo"]["name"] == "retrain"
+    assert set(root) == {"check-model", "canary", "condition-1"} and root["condition-1"]["taskInfo"]["name"] == "retrain"
+    # the canary decides on the scores the check stored, as of the check's own cut-off, and retries like it
+    assert root["canary"]["dependentTasks"] == ["check-model"] and root["canary"]["retryPolicy"]["maxRetryCount"] >= 2
+    assert root["canary"]["inputs"]["parameters"]["as_of"]["taskOutputParameter"] == {"outputParameterKey": "cutoff", "producerTask": "check-model"}
     assert root["condition-1"]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--check-model-Output'] == 'retrain'"
     assert root["check-model"]["retryPolicy"]["maxRetryCount"] >= 2
     scheduled = root["check-model"]["inputs"]["parameters"]["scheduled_time"]["runtimeValue"]["constant"]

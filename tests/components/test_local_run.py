@@ -35,7 +35,9 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
 
     (local_kfp / "case").mkdir()
     config = write_sine_case(local_kfp / "case", "kfp-local", "kfp-local-lstm")
-    build().training(config=str(config), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T00:00:00")
+    exported = local_kfp / "case" / "export.csv"  # the data through the pipeline's data_path, not the config's data.path
+    exported.write_bytes((local_kfp / "case" / "input.csv").read_bytes())
+    build().training(config=str(config), data_path=str(exported), mlflow_tracking_uri=mlflow_server, as_of="2024-01-17T00:00:00")
 
     client = MlflowClient(mlflow_server)
     versions = client.search_model_versions("name='kfp-local-lstm'")
@@ -44,6 +46,7 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     assert mlflow_run.data.tags["orchestrator"] == "kubeflow"
     assert mlflow_run.data.tags["as_of"] == "2024-01-17T00:00:00"  # trained on rows with ds < as_of
     assert mlflow_run.data.tags["gate"] == "passed"
+    assert mlflow_run.data.tags["data_source"] == f"{exported} (rows with ds < 2024-01-17T00:00:00)"  # what was read
     assert sorted(client.get_model_version("kfp-local-lstm", versions[0].version).aliases) == ["challenger", "champion"]
 
     # the monitoring pipeline: the check runs as of the end of the data; a good champion is not retrained
@@ -53,3 +56,7 @@ def test_training_pipeline_runs_locally_and_registers_a_kubeflow_version(local_k
     assert decision in {"ok", "insufficient_data", "cooldown", "stale_data"}, decision
     assert (check_dir / "summary").read_text().startswith(f"as of 2024-01-17T16:00:00: **{decision}**")
     assert len(client.search_model_versions("name='kfp-local-lstm'")) == 1, "no retrain ran"
+    (canary_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/canary")
+    action = json.loads((canary_dir / "executor_output.json").read_text())["parameterValues"]["Output"]
+    assert action == "none", action  # the one version is champion and challenger: nothing to decide
+    assert (canary_dir / "summary").read_text().startswith("as of 2024-01-17T16:00:00: **none**: no challenger in the canary")
