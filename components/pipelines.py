@@ -79,17 +79,17 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
     def training(name: str, cache: bool):
         @dsl.pipeline(name=name, description="validate -> features -> LSTM | baselines -> gate -> MLflow registry")
         def lstm_training_pipeline(config: str = DEFAULT_CONFIG, data_path: str = "", as_of: str = "", mlflow_tracking_uri: str = "",
-                                   store_url: str = ""):  # fmt: skip
+                                   store_url: str = "", trigger: str = ""):  # fmt: skip
             validate = c["validate_data"](config=config, data_path=data_path, as_of=as_of).set_caching_options(False)  # reads outside data
-            features = c["build_features"](config=config, validated=validate.outputs["validated"])
+            features = c["build_features"](config=config, trigger=trigger, validated=validate.outputs["validated"])
             train = (
-                c["train_lstm"](config=config, features=features.outputs["features"])
+                c["train_lstm"](config=config, trigger=trigger, features=features.outputs["features"])
                 .set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
                 .set_cpu_request(TRAIN_CPU).set_memory_request(TRAIN_MEMORY)
             )  # fmt: skip
-            baselines = c["fit_baselines"](config=config, features=features.outputs["features"])
+            baselines = c["fit_baselines"](config=config, trigger=trigger, features=features.outputs["features"])
             compare = c["compare_to_baselines"](
-                config=config, features=features.outputs["features"], model=train.outputs["model"], baselines=baselines.outputs["baselines"]
+                config=config, trigger=trigger, features=features.outputs["features"], model=train.outputs["model"], baselines=baselines.outputs["baselines"]
             )
             for task in (features, train, baselines, compare):
                 task.set_caching_options(cache)  # pure steps: same input artifacts, same outputs
@@ -97,7 +97,7 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
                 task.set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY)
             with dsl.If(compare.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition, not a bool)
                 c["register_model"](
-                    config=config, mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url, run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, as_of=as_of,
+                    config=config, trigger=trigger, mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url, run_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER, as_of=as_of,
                     validated=validate.outputs["validated"], features=features.outputs["features"],
                     model=train.outputs["model"], evaluation=compare.outputs["evaluation"],
                 ).set_retry(**MLFLOW_RETRIES).set_caching_options(False)  # fmt: skip
@@ -119,8 +119,9 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
             config=config, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES).set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):
-            retraining(
-                config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url
-            ).set_caching_options(False)
+            retraining(  # the retrain protocol (retrain.mode refit or scheduled) and trigger.* tags, as the Airflow DAG's
+                config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri,
+                store_url=store_url, trigger=check.outputs["trigger"],
+            ).set_caching_options(False)  # fmt: skip
 
     return Pipelines(components=c, training=lstm_training_pipeline, monitoring=lstm_monitoring_pipeline)

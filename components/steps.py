@@ -30,20 +30,26 @@ def validate_data(config: str, data_path: str, as_of: str, validated: Output[Dat
     return result["rows"]
 
 
-def build_features(config: str, validated: Input[Dataset], features: Output[Dataset]) -> int:
-    """``run_features``: validated long frame -> windows and fitted preprocessing; returns the feature count."""
+def build_features(config: str, trigger: str, validated: Input[Dataset], features: Output[Dataset]) -> int:
+    """``run_features``: validated long frame -> windows and fitted preprocessing; returns the feature count.
+
+    ``trigger``: a monitoring check's retrain ``conf`` (JSON; empty for a plain run): the retrain protocol's
+    config (``pipeline.loop.monitoring.triggered_config``), as every later step of the run.
+    """
     from pipeline import stages
     from pipeline.core import artifacts
     from pipeline.core.config import load_config
     from pipeline.features.windowing import run_features
+    from pipeline.loop.monitoring import triggered_config
 
+    cfg, _ = triggered_config(load_config(config), trigger)
     with stages.scratch_run() as run:
-        result = run_features(load_config(config), run, artifacts.VALIDATED_DATA.at(validated.path))
+        result = run_features(cfg, run, artifacts.VALIDATED_DATA.at(validated.path))
         stages.publish(result["features"], features.path)
     return result["n_features"]
 
 
-def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metrics: Output[Metrics], loss_curve: Output[HTML]):
+def train_lstm(config: str, trigger: str, features: Input[Dataset], model: Output[Model], metrics: Output[Metrics], loss_curve: Output[HTML]):
     """``run_training``: windows -> ``model`` (weights, training facts, history, test forecasts; no checkpoints).
 
     Test metrics are computed by ``compare_to_baselines`` only (one source of test metrics).
@@ -53,10 +59,12 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
     from pipeline import stages
     from pipeline.core import artifacts
     from pipeline.core.config import load_config
+    from pipeline.loop.monitoring import triggered_config
     from pipeline.training.lstm import run_training
 
+    cfg, _ = triggered_config(load_config(config), trigger)
     with stages.scratch_run() as run:
-        result = run_training(load_config(config), run, features.path)
+        result = run_training(cfg, run, features.path)
         stages.publish(result["training"], model.path)  # checkpoints stay in the scratch run
     model.metadata.update(framework="pytorch", device=result["device"])
     facts = artifacts.read_json(artifacts.TRAINING_FACTS.at(model.path))
@@ -66,19 +74,21 @@ def train_lstm(config: str, features: Input[Dataset], model: Output[Model], metr
         fh.write(f'<img alt="loss curve" src="data:image/png;base64,{base64.b64encode(png.read()).decode()}">')
 
 
-def fit_baselines(config: str, features: Input[Dataset], baselines: Output[Dataset]):
+def fit_baselines(config: str, trigger: str, features: Input[Dataset], baselines: Output[Dataset]):
     """``run_baselines``: windows -> every baseline's test forecasts and timings."""
     from pipeline import stages
     from pipeline.core.config import load_config
+    from pipeline.loop.monitoring import triggered_config
     from pipeline.training.baselines import run_baselines
 
+    cfg, _ = triggered_config(load_config(config), trigger)
     with stages.scratch_run() as run:
-        result = run_baselines(load_config(config), run, features.path)
+        result = run_baselines(cfg, run, features.path)
         stages.publish(result["baselines"], baselines.path)
 
 
 def compare_to_baselines(
-    config: str, features: Input[Dataset], model: Input[Model], baselines: Input[Dataset],
+    config: str, trigger: str, features: Input[Dataset], model: Input[Model], baselines: Input[Dataset],
     evaluation: Output[Artifact], metrics: Output[Metrics], comparison: Output[Markdown], forecast_plot: Output[HTML],
 ) -> bool:  # fmt: skip
     """``run_comparison``: every model on the same test windows -> ``evaluation``; returns whether the gate passed.
@@ -92,9 +102,11 @@ def compare_to_baselines(
     from pipeline.core import artifacts
     from pipeline.core.config import load_config
     from pipeline.evaluation.comparison import run_comparison
+    from pipeline.loop.monitoring import triggered_config
 
+    cfg, _ = triggered_config(load_config(config), trigger)  # a retrain's gate: retrain.min_relative_improvement
     with stages.scratch_run() as run:
-        result = run_comparison(load_config(config), run, features.path, model.path, baselines.path)
+        result = run_comparison(cfg, run, features.path, model.path, baselines.path)
         stages.publish(result["evaluation"], evaluation.path)
     rmse = {"LSTM": result["lstm_rmse"], **result["baselines"]}
     for name, value in rmse.items():
@@ -112,26 +124,28 @@ def compare_to_baselines(
 
 
 def register_model(
-    config: str, mlflow_tracking_uri: str, store_url: str, run_key: str, as_of: str,
+    config: str, trigger: str, mlflow_tracking_uri: str, store_url: str, run_key: str, as_of: str,
     validated: Input[Dataset], features: Input[Dataset], model: Input[Model], evaluation: Input[Artifact],
     summary: Output[Markdown],
 ) -> str:  # fmt: skip
     """``track_and_register``: log the run to MLflow, register the version (tag ``orchestrator=kubeflow``).
 
     ``run_key`` (the KFP run id) names the MLflow run, so a retry reuses it and registers nothing
-    twice. Returns the registered version ("" when none).
+    twice. A retrain (``trigger``, the check's ``conf``) adds its ``trigger.<key>`` tags, as the Airflow DAG's.
+    Returns the registered version ("" when none).
     """
     from pipeline import stages
     from pipeline.data.io import as_of_timestamp
     from pipeline.data.validation import validated_from_folder
+    from pipeline.loop.monitoring import triggered_config
     from pipeline.registry.registration import track_and_register
 
     # empty parameters keep the config's values; a Postgres store_url also locks alias moves across pods
-    cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
+    cfg, trigger_tags = triggered_config(stages.component_config(config, mlflow_tracking_uri, store_url), trigger)
     info = validated_from_folder(validated.path)  # what run_validation returned: paths, data_sha256, as_of
     if as_of:
         info["as_of"] = as_of_timestamp(as_of).isoformat()
-    tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key}
+    tags = {"orchestrator": "kubeflow", "kfp_run_id": run_key, **trigger_tags}
     with stages.scratch_run() as scratch:  # the run folder holds only the run binding; its name is the MLflow run key
         result = track_and_register(cfg, scratch.with_name(run_key), info, features.path, model.path, evaluation.path, tags=tags)
     with open(summary.path, "w") as fh:
@@ -142,12 +156,14 @@ def register_model(
 
 def check_model(
     config: str, data_path: str, as_of: str, scheduled_time: str, mlflow_tracking_uri: str, store_url: str,
-    report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str),
+    report: Output[Artifact], summary: Output[Markdown], cutoff: OutputPath(str), trigger: OutputPath(str),
 ) -> str:  # fmt: skip
     """``pipeline.loop.monitoring.run_check`` as of ``as_of`` (else the run's scheduled time, never the clock).
 
     Returns the check's ``decision`` (``retrain`` triggers the retraining; unnamed, as in
-    :func:`compare_to_baselines`) and writes the cut-off used to ``cutoff``.
+    :func:`compare_to_baselines`), writes the cut-off used to ``cutoff`` and the retrain's ``conf``
+    (JSON, ``{}`` unless the decision is ``retrain``) to ``trigger``. ``retrain.mode: finetune`` is
+    refused before the check (a ConfigError): the nested retrain cannot start from the champion's weights.
     """
     import json
     import os
@@ -161,11 +177,16 @@ def check_model(
         raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
     os.makedirs(report.path, exist_ok=True)
     cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
+    if cfg.retrain.mode == "finetune":
+        raise ConfigError("retrain.mode: finetune is not built on Kubeflow (the nested retrain cannot start from the champion's "
+                          "weights); set retrain.mode: refit or scheduled, or run the Airflow DAGs")  # fmt: skip
     result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
     with open(summary.path, "w") as fh:
         fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")
     with open(cutoff, "w") as fh:
         fh.write(when)
+    with open(trigger, "w") as fh:
+        fh.write(json.dumps(result.get("conf") or {}, default=str))
     return str(result["decision"])
 
 

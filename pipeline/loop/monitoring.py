@@ -672,6 +672,44 @@ def retrain_tags(tcfg: PipelineConfig) -> dict[str, str]:
     return tags
 
 
+def triggered_config(cfg: PipelineConfig, trigger: str | dict | None) -> tuple[PipelineConfig, dict[str, str]]:
+    """The config and the MLflow tags of a training run that a check's retrain trigger started.
+
+    What the Airflow training DAG does from its run's ``conf`` (``resolve_config``, ``register_model``), for an
+    orchestrator that passes the trigger as a parameter (the Kubeflow monitoring pipeline's nested retrain).
+
+    Args:
+        trigger: the check's ``conf`` (:func:`decide`; its keys are :func:`_conf`'s), a dict or its JSON text.
+            Empty, ``{}``, ``None`` or a conf without ``check_id``: not a trigger.
+
+    Returns:
+        ``(retrain_config(cfg), {"trigger.<key>": value as text, ...})`` for a trigger (null values left out),
+        else ``(cfg, {})``.
+
+    Raises:
+        ConfigError: ``trigger`` is text but not a JSON object; or ``retrain.mode`` is ``finetune``, which needs the
+            champion's weights copied into the run first (:func:`pipeline.loop.finetune.start_from_champion`;
+            only the Airflow DAG does that).
+    """
+    import json
+
+    from pipeline.core.errors import ConfigError
+
+    if isinstance(trigger, str):
+        try:
+            trigger = json.loads(trigger) if trigger.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"trigger: expected the check's conf as a JSON object, found {trigger[:200]!r} ({exc})") from None
+    if not isinstance(trigger, dict | None):
+        raise ConfigError(f"trigger: expected the check's conf as a JSON object, found {type(trigger).__name__}")
+    if not trigger or not trigger.get("check_id"):
+        return cfg, {}
+    if cfg.retrain.mode == "finetune":
+        raise ConfigError("retrain.mode: finetune starts from the champion's weights, which only the Airflow training DAG copies "
+                          "into the run; this orchestrator runs refit or scheduled retrains: set retrain.mode to one of them")  # fmt: skip
+    return retrain_config(cfg), {f"trigger.{k}": str(v) for k, v in trigger.items() if v is not None}
+
+
 def _conf(cfg: PipelineConfig, check: dict) -> dict[str, Any]:
     """The retrain trigger's ``conf`` (recorded as ``trigger.<key>`` tags on the training run).
 

@@ -31,7 +31,8 @@ def test_training_tasks_and_edges(specs):
     assert spec["root"]["dag"]["tasks"]["condition-1"]["taskInfo"]["name"] == "gate-passed"
     inner = spec["components"][spec["root"]["dag"]["tasks"]["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["register-model"]
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri", "store_url"}
+    # trigger: a monitoring check's retrain conf (the nested retrain's protocol and tags); empty for a plain run
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"config", "data_path", "as_of", "mlflow_tracking_uri", "store_url", "trigger"}
 
 
 def test_registration_runs_only_when_the_gate_passed(specs):
@@ -77,6 +78,12 @@ def test_monitoring_checks_then_retrains_a_nested_pipeline_without_caching(specs
     assert scheduled == "{{$.pipeline_job_schedule_time_utc}}", "the check's default cut-off is the run's scheduled time"
     inner = spec["components"][root["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert list(inner) == ["lstm-retraining"]
+    # the retrain runs as of the check's cut-off, with its trigger conf (the retrain protocol and the trigger.* tags)
+    retrain_inputs = inner["lstm-retraining"]["inputs"]["parameters"]
+    assert retrain_inputs["trigger"] == {"componentInputParameter": "pipelinechannel--check-model-trigger"}
+    assert retrain_inputs["as_of"] == {"componentInputParameter": "pipelinechannel--check-model-cutoff"}
+    channels = root["condition-1"]["inputs"]["parameters"]
+    assert channels["pipelinechannel--check-model-trigger"]["taskOutputParameter"] == {"outputParameterKey": "trigger", "producerTask": "check-model"}
     nested = spec["components"][inner["lstm-retraining"]["componentRef"]["name"]]["dag"]["tasks"]
     assert {"validate-data", "train-lstm", "compare-to-baselines"} <= set(nested)
     cached = [

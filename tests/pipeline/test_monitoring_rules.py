@@ -213,6 +213,28 @@ def test_retrain_config_puts_recent_steps_into_training_only_when_set(cfg):
     assert retrain_config(on).features.recent_train_steps == 48 and on.features.recent_train_steps == 0
 
 
+def test_a_trigger_passed_as_a_parameter_gives_the_retrain_protocol_and_the_trigger_tags(cfg):
+    """Kubeflow's nested retrain gets the check's conf as JSON text: the same config and tags as the Airflow DAG's."""
+    import json
+
+    from pipeline.core.errors import ConfigError
+    from pipeline.loop.monitoring import triggered_config
+
+    conf = {"reason": "monitoring rmse: ...", "as_of": "2024-01-23T12:00:00", "check_id": "m@2024-01-23T12:00:00",
+            "champion_version": 3, "drift_share": None}  # fmt: skip
+    tcfg, tags = triggered_config(cfg, json.dumps(conf))
+    assert tcfg == retrain_config(cfg) and tcfg.features.validation_tail_steps > 0  # the refit protocol
+    assert tags == {"trigger.reason": "monitoring rmse: ...", "trigger.as_of": "2024-01-23T12:00:00",
+                    "trigger.check_id": "m@2024-01-23T12:00:00", "trigger.champion_version": "3"}  # fmt: skip
+    for plain in ("", "{}", None, {"reason": "by hand"}):  # not a check's trigger: the config as it is
+        assert triggered_config(cfg, plain) == (cfg, {})
+    with pytest.raises(ConfigError, match="expected the check's conf as a JSON object"):
+        triggered_config(cfg, "check_id=1")
+    finetune = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"mode": "finetune"})})
+    with pytest.raises(ConfigError, match="finetune"):
+        triggered_config(finetune, conf)
+
+
 # ------------------------------------------------------------------ monitoring.inherit_training_rmse
 
 
