@@ -114,14 +114,14 @@ def build(base_image: str | None = None, schedule_time: bool = True) -> Pipeline
             config=config, data_path=data_path, as_of=as_of, scheduled_time=scheduled,
             mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES)  # fmt: skip
-        # beside the retrain, as the DAG's canary beside detect_drift: it reads the scores the check just stored
-        c["canary"](
+        # it reads the scores the check just stored; before the retrain, whose challenger waits for the next check's canary
+        canary = c["canary"](
             config=config, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri, store_url=store_url,
         ).set_caching_options(False).set_retry(**MLFLOW_RETRIES).set_cpu_request(STEP_CPU).set_memory_request(STEP_MEMORY)  # fmt: skip
         with dsl.If(check.outputs["Output"] == "retrain", name="retrain"):
             retraining(  # the retrain protocol (retrain.mode refit or scheduled) and trigger.* tags, as the Airflow DAG's
                 config=config, data_path=data_path, as_of=check.outputs["cutoff"], mlflow_tracking_uri=mlflow_tracking_uri,
                 store_url=store_url, trigger=check.outputs["trigger"],
-            ).set_caching_options(False)  # fmt: skip
+            ).set_caching_options(False).after(canary)  # fmt: skip
 
     return Pipelines(components=c, training=lstm_training_pipeline, monitoring=lstm_monitoring_pipeline)

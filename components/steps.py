@@ -112,7 +112,7 @@ def compare_to_baselines(
     for name, value in rmse.items():
         metrics.log_metric(f"{name}_rmse", value)
     metrics.log_metric("training_rmse", result["training_rmse"])
-    for key in [k for k in result if k.startswith(("test_coverage_", "test_width_"))]:  # prediction intervals, per level
+    for key in [k for k in result if k.startswith(("test_coverage_", "test_width_", "test_ci_"))]:  # prediction intervals, per level
         metrics.log_metric(key, result[key])
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(rmse.items(), key=lambda kv: kv[1]))
     with open(comparison.path, "w") as fh:
@@ -176,11 +176,11 @@ def check_model(
     if not when:
         raise ConfigError("check_model: expected as_of (an ISO timestamp) or a recurring run's scheduled time; found neither")
     os.makedirs(report.path, exist_ok=True)
-    cfg = stages.component_config(config, mlflow_tracking_uri, store_url)
+    cfg = stages.component_config(config, mlflow_tracking_uri, store_url, data_path)  # the retrain's conf names the data read
     if cfg.retrain.mode == "finetune":
         raise ConfigError("retrain.mode: finetune is not built on Kubeflow (the nested retrain cannot start from the champion's "
                           "weights); set retrain.mode: refit or scheduled, or run the Airflow DAGs")  # fmt: skip
-    result = run_check(cfg, when, data_path=data_path or None, out_dir=report.path)
+    result = run_check(cfg, when, out_dir=report.path)
     with open(summary.path, "w") as fh:
         fh.write(f"as of {when}: **{result['decision']}**\n\n```json\n{json.dumps(result, indent=2, default=str)}\n```\n")
     with open(cutoff, "w") as fh:

@@ -176,11 +176,12 @@ def publish(step_folder: str | Path, artifact_path: str | Path) -> Path:
     return dst
 
 
-def component_config(config: str, mlflow_tracking_uri: str = "", store_url: str = ""):
+def component_config(config: str, mlflow_tracking_uri: str = "", store_url: str = "", data_path: str = ""):
     """The config a KFP component runs with: its pipeline's non-empty ``mlflow_tracking_uri`` and
     ``store_url`` parameters override the YAML and also the pod's environment (``MLFLOW_TRACKING_URI``,
     ``LSTM_PIPELINE_STORE_URL``, which otherwise win over the config): the parameters are what the
-    run was started with. Empty parameters keep the config's values and the environment.
+    run was started with. A non-empty ``data_path`` replaces ``data.path`` (as the Airflow DAGs'
+    param does). Empty parameters keep the config's values and the environment.
 
     Returns:
         :class:`pipeline.core.config.PipelineConfig`.
@@ -197,5 +198,5 @@ def component_config(config: str, mlflow_tracking_uri: str = "", store_url: str 
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     if store_url:
         os.environ[STORE_URL_ENV] = store_url
-    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url}.items() if v}
+    overrides = {k: v for k, v in {"mlflow.tracking_uri": mlflow_tracking_uri, "monitoring.store_url": store_url, "data.path": data_path}.items() if v}
     return load_config(config, overrides or None)

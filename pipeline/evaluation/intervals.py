@@ -50,37 +50,42 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
 def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> dict[str, Any]:
     """The :data:`CI_CONFIDENCE` confidence interval of a coverage, by a circular block bootstrap over origins.
 
-    Each origin's share of covered values (over its horizon steps) is one observation; blocks of
-    consecutive origins keep the overlap of their windows and the episodes of misses together.
-    The block length is Politis & White's automatic choice for the circular bootstrap
-    (``arch.bootstrap.optimal_block_length``), at least ``min_block`` (the origins one window
-    overlaps, ``ceil(h / origin_step)``); the interval is the bootstrap percentile interval of the
-    mean (``arch.bootstrap.CircularBlockBootstrap.conf_int``, :data:`CI_REPLICATES` replicates,
-    seeded: the same data give the same interval). Origins of several series are taken in the
-    order given (stacked by series): a block may straddle two series.
+    Each origin contributes its covered and its observed values (over its horizon steps), and the
+    statistic is covered / observed over the resampled origins: the coverage :func:`coverage`
+    reports. Blocks of consecutive origins keep the overlap of their windows and the episodes of
+    misses together. The block length is Politis & White's automatic choice for the circular
+    bootstrap (``arch.bootstrap.optimal_block_length``, on each origin's share), at least
+    ``min_block`` (the origins one window overlaps, ``ceil(h / origin_step)``); the interval is the
+    bootstrap percentile interval (``arch.bootstrap.CircularBlockBootstrap.conf_int``,
+    :data:`CI_REPLICATES` replicates, seeded: the same data give the same interval). Origins of
+    several series are taken in the order given (stacked by series): a block may straddle two series.
 
     Args:
         inside: ``(n_origins, horizon)`` float64, 1.0 covered, 0.0 not, NaN not observed.
         min_block: the shortest block (origins).
 
     Returns:
-        ``{"low", "high": shares in [0, 1], "block": origins per block, "n_origins"}``; ``low`` and
-        ``high`` are NaN with fewer than :data:`CI_MIN_ORIGINS` observed origins.
+        ``{"low", "high": shares in [0, 1], "block": origins per block (0 when none), "n_origins"}``;
+        ``low`` and ``high`` are NaN when there is no interval to give: fewer than
+        :data:`CI_MIN_ORIGINS` observed origins, fewer than two blocks of ``min_block``, or every
+        origin covered alike (no spread to resample: a point would claim a certainty the data do not give).
     """
     from arch.bootstrap import CircularBlockBootstrap, optimal_block_length
 
     inside = np.asarray(inside, dtype=np.float64)
-    seen = np.isfinite(inside).any(axis=1)
-    per_origin = np.nanmean(inside[seen], axis=1) if seen.any() else np.empty(0)
-    n = len(per_origin)
-    if n < CI_MIN_ORIGINS:
-        return {"low": float("nan"), "high": float("nan"), "block": 0, "n_origins": n}
-    if np.ptp(per_origin) == 0:  # every origin covered alike: no spread to resample (and no block length to estimate)
-        return {"low": float(per_origin[0]), "high": float(per_origin[0]), "block": int(max(1, min_block)), "n_origins": n}
-    estimated = float(optimal_block_length(per_origin)["circular"].iloc[0])
-    block = int(min(n // 2, max(int(min_block), int(np.ceil(estimated)), 1)))
-    bootstrap = CircularBlockBootstrap(block, per_origin, seed=seed)
-    low, high = bootstrap.conf_int(np.mean, reps=CI_REPLICATES, method="percentile", size=CI_CONFIDENCE)[:, 0]
+    observed = np.isfinite(inside).sum(axis=1).astype(np.float64)
+    seen = observed > 0
+    covered, observed = np.nansum(inside, axis=1)[seen], observed[seen]
+    share = covered / observed
+    n, min_block = len(share), max(int(min_block), 1)
+    none = {"low": float("nan"), "high": float("nan"), "block": 0, "n_origins": n}
+    if n < CI_MIN_ORIGINS or n < 2 * min_block or np.ptp(share) == 0:
+        return none
+    estimated = float(optimal_block_length(share)["circular"].iloc[0])
+    block = int(min(n // 2, max(min_block, int(np.ceil(estimated)))))
+    bootstrap = CircularBlockBootstrap(block, covered, observed, seed=seed)
+    ratio = lambda c, o: np.array([c.sum() / o.sum()])  # noqa: E731 (the statistic of one resample)
+    low, high = bootstrap.conf_int(ratio, reps=CI_REPLICATES, method="percentile", size=CI_CONFIDENCE)[:, 0]
     return {"low": float(low), "high": float(high), "block": block, "n_origins": n}
 
 

@@ -36,6 +36,8 @@ ALIASES = (aliases.CHAMPION, aliases.CHALLENGER, aliases.PREVIOUS_CHAMPION)
 TABLE = "lstm_pipeline_alias_journal"
 #: the transaction-level advisory lock that serialises the table's creation (any fixed key unlike the models' keys)
 CREATE_LOCK_KEY = int.from_bytes(b"lstmjrnl", "big", signed=True)
+#: Postgres's SQLSTATE for "relation does not exist"
+UNDEFINED_TABLE = "42P01"
 _TABLE_READY: set[str] = set()  # lock database URLs where this process has made sure :data:`TABLE` exists
 
 
@@ -118,8 +120,8 @@ class PostgresJournal:
                         value = result.scalar() if result.returns_rows else None
                     _TABLE_READY.add(self.url)
                     return value
-                except sa.exc.ProgrammingError:
-                    if attempt or self.url not in _TABLE_READY:
+                except sa.exc.ProgrammingError as exc:
+                    if attempt or self.url not in _TABLE_READY or getattr(exc.orig, "sqlstate", None) != UNDEFINED_TABLE:
                         raise
                     _TABLE_READY.discard(self.url)  # dropped since this process created it
         except sa.exc.OperationalError as exc:

@@ -82,6 +82,12 @@ def test_monitoring_checks_then_retrains_a_nested_pipeline_without_caching(specs
     retrain_inputs = inner["lstm-retraining"]["inputs"]["parameters"]
     assert retrain_inputs["trigger"] == {"componentInputParameter": "pipelinechannel--check-model-trigger"}
     assert retrain_inputs["as_of"] == {"componentInputParameter": "pipelinechannel--check-model-cutoff"}
+    assert root["condition-1"]["dependentTasks"] == ["canary", "check-model"]  # the canary decides before a new challenger arrives
+    retrain_tasks = spec["components"][inner["lstm-retraining"]["componentRef"]["name"]]["dag"]["tasks"]
+    for step in ("build-features", "train-lstm", "fit-baselines", "compare-to-baselines"):  # every step from features on
+        assert retrain_tasks[step]["inputs"]["parameters"]["trigger"] == {"componentInputParameter": "trigger"}, step
+    gated = spec["components"][retrain_tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]["register-model"]
+    assert gated["inputs"]["parameters"]["trigger"] == {"componentInputParameter": "pipelinechannel--trigger"}
     channels = root["condition-1"]["inputs"]["parameters"]
     assert channels["pipelinechannel--check-model-trigger"]["taskOutputParameter"] == {"outputParameterKey": "trigger", "producerTask": "check-model"}
     nested = spec["components"][inner["lstm-retraining"]["componentRef"]["name"]]["dag"]["tasks"]

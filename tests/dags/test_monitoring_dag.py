@@ -118,5 +118,6 @@ def test_a_data_fault_holds_the_retrain_and_the_alert_task_logs_and_notifies(set
 def test_no_champion_skips_the_tasks_and_says_why(setup):
     result = _monitor(setup, _write(setup["root"], setup["frame"], "nochamp", registered_model_name="not-registered"))
     assert result["tasks"]["forecast"] == "skipped", result["log"][-5000:]
+    assert result["tasks"].pop("resolve_config") == "success"  # the config, T and first origin, fixed before the skip
     assert all(state == "skipped" for state in result["tasks"].values()), result["tasks"]
     assert "has no version with alias 'champion'" in result["log"]

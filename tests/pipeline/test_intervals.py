@@ -248,8 +248,13 @@ def test_the_coverage_interval_is_seeded_and_needs_enough_origins():
     assert coverage_interval(inside, 4) == coverage_interval(inside, 4)  # the same data, the same interval
     short = coverage_interval(inside[:10], 4)
     assert np.isnan(short["low"]) and np.isnan(short["high"]) and short["n_origins"] == 10
-    full = coverage_interval(np.ones((50, 4)), 4)
-    assert full["low"] == full["high"] == 1.0  # every origin covered: a point, not an error
+    full = coverage_interval(np.ones((50, 4)), 4)  # every origin covered: no spread, no interval (not the certainty of a point)
+    assert np.isnan(full["low"]) and np.isnan(full["high"]) and full["n_origins"] == 50
+    assert np.isnan(coverage_interval(inside[:40], 24)["low"])  # fewer than two blocks of the window's overlap
+    partly = inside.copy()
+    partly[::3, 2:] = np.nan  # origins observed only in part: the interval is around covered / observed, as the coverage
+    ci = coverage_interval(partly, 4)
+    assert ci["low"] < np.nanmean(partly) < ci["high"]
     episodes = np.repeat(inside[::12, :1], 12, axis=0)[:300]  # misses in runs of 12 origins: a wider interval than iid ones
     iid = np.random.default_rng(0).permutation(episodes)
     width = lambda x: (lambda c: c["high"] - c["low"])(coverage_interval(x, 1))  # noqa: E731
