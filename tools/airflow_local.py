@@ -123,16 +123,33 @@ def run_dag_test(
     return {**json.loads(result[-1][len("DAG_TEST_RESULT ") :]), "log": out}
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` now (the OS's choices for port 0, held together while chosen)."""
+    import socket
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def standalone_command(home: Path, host: str = "127.0.0.1", port: int = 8080, extra: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Command and environment of ``airflow standalone`` on ``host:port`` over the project's ``dags/``.
 
     Initialises the metadata database and the ``gpu`` pool first. Every local user is an
-    admin (simple auth manager), which is fine on loopback only.
+    admin (simple auth manager), which is fine on loopback only. The worker's and the
+    triggerer's log servers get free ports (Airflow's fixed 8793 and 8794 would collide with
+    another Airflow on the machine, or a second standalone) unless ``extra`` names them.
     """
+    worker_logs, trigger_logs = free_ports(2, host)
     env = init_airflow(home, airflow_env(home, {
         "AIRFLOW__API__HOST": host, "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__BASE_URL": f"http://{host}:{port}", **(extra or {}),
+        "AIRFLOW__API__BASE_URL": f"http://{host}:{port}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs), **(extra or {}),
     }))  # fmt: skip
     return [str(Path(sys.executable).with_name("airflow")), "standalone"], env
 
