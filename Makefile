@@ -7,6 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= airflow,monitoring,kubeflow,serving,services,postgres,dev
 STAMP      := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test / test-fast (whole files per worker: module fixtures stay in one process;
+# every server a test starts takes a free port, so two workers never collide); 0 runs in this process
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 LSTM_PIPELINE_IMAGE ?= lstm-forecast-pipeline:latest
@@ -23,10 +27,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check pipeline dags tests benchmarks tools components

@@ -66,8 +66,9 @@ def test_training_then_monitoring_pipelines_run_locally_and_a_retrain_gets_the_t
     (check_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/check-model")
     outputs = json.loads((check_dir / "executor_output.json").read_text())["parameterValues"]
     assert outputs["Output"] == "retrain", (check_dir / "summary").read_text()
-    trigger = json.loads(outputs["trigger"])
+    trigger = json.loads((check_dir / "trigger").read_text())  # an OutputPath parameter: kfp.local leaves it as a file
     assert trigger["as_of"] == t.isoformat() and trigger["champion_version"] == 1 and trigger["check_id"]
+    assert trigger["data_path"] == str(exported)  # the data the check read, not the config's data.path
     (canary_dir,) = (local_kfp / "kfp-root").glob("lstm-monitoring-*/canary")
     action = json.loads((canary_dir / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert action == "none", action  # the one version is champion and challenger: nothing to decide
