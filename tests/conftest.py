@@ -12,6 +12,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_lock_folder(tmp_path_factory):
+    """Registry locks and alias-move journals in this session's own folder, not the user's ~/.cache: two pytest-xdist
+    workers (or a developer's own runs) never share a lock file. A test that sets ``LSTM_PIPELINE_LOCK_DIR`` still wins."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LSTM_PIPELINE_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+    yield
+    mp.undo()
+
+
 def tiny_frame(n: int = 120, seed: int = 0, start: str = "2024-01-01 00:00:00") -> pd.DataFrame:
     """An hourly frame: target ``load`` (daily cycle + noise), covariate ``temp``, categorical ``wind``."""
     rng = np.random.default_rng(seed)
