@@ -81,8 +81,9 @@ def run_training_pipeline(
 
 def _ci(result: dict[str, Any], label: str) -> str:
     """`` (95% CI 78.0-88.1%)``: the test coverage's confidence interval at ``label``, where there is one."""
-    low, high = result.get(f"test_ci_low_coverage_{label}"), result.get(f"test_ci_high_coverage_{label}")
-    return f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
+    from pipeline.evaluation.intervals import ci_text
+
+    return ci_text(result.get(f"test_ci_low_coverage_{label}"), result.get(f"test_ci_high_coverage_{label}"))
 
 
 def summary_table(result: dict[str, Any]) -> str:

@@ -65,9 +65,10 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
     if artifacts.COMPARISON_TABLE.at(evaluation).exists():
         table = pd.read_csv(artifacts.COMPARISON_TABLE.at(evaluation))
         out += ["", "LSTM vs baselines on the same test windows (original units):", table.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+        from pipeline.evaluation.intervals import ci_text
+
         for label, m in artifacts.read_json(artifacts.EVALUATION_METRICS.at(evaluation)).get("intervals", {}).items():
-            low, high = m.get("coverage_ci") or (None, None)
-            ci = f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
+            ci = ci_text(*(m.get("coverage_ci") or (None, None)))
             out.append(f"LSTM {label}% interval: test coverage {100 * m['coverage']:.1f}%{ci}, mean width {m['mean_width']:.4g}")
         gate = artifacts.read_json(artifacts.GATE.at(evaluation))
         out += ["", f"gate: {'PASSED' if gate['passed'] else 'FAILED'} - {gate['reasons'][0]}"]

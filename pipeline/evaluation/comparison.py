@@ -33,7 +33,7 @@ from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import DataQualityError, GateFailedError
 from pipeline.core.seasons import seasons_past_window
-from pipeline.evaluation.intervals import flat_metrics, interval_metrics
+from pipeline.evaluation.intervals import ci_text, flat_metrics, interval_metrics
 from pipeline.features.windowing import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -301,9 +301,8 @@ def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history:
     calibration = IntervalCalibration.load(path)
     intervals = interval_metrics(calibration, truth, lstm, history, origin_step)
     for label, m in intervals.items():
-        low, high = m["coverage_ci"]
-        ci = f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
-        log.info("LSTM %s%% interval: test coverage %.1f%%%s (n=%d), mean width %.4g", label, 100 * m["coverage"], ci, m["n"], m["mean_width"])
+        log.info("LSTM %s%% interval: test coverage %.1f%%%s (n=%d), mean width %.4g", label, 100 * m["coverage"], ci_text(*m["coverage_ci"]),
+                 m["n"], m["mean_width"])  # fmt: skip
     return calibration, intervals, calibration.bands(lstm, history)
 
 

@@ -89,6 +89,11 @@ def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> 
     return {"low": float(low), "high": float(high), "block": block, "n_origins": n}
 
 
+def ci_text(low: float | None, high: float | None) -> str:
+    """`` (95% CI 78.0-88.1%)`` for a coverage's interval (shares), ``""`` when there is none (an end ``None``)."""
+    return f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
+
+
 def interval_metrics(
     calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray | None = None,
     origin_step: int = 1,
