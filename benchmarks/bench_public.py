@@ -84,6 +84,12 @@ def run_one(config: Path, root: Path, overrides: dict, threads: int, n_jobs: int
         "coverage_ci": {k.removeprefix("test_ci_low_coverage_"): [v, compared.get(k.replace("_low_", "_high_"))]
                         for k, v in compared.items() if k.startswith("test_ci_low_coverage_")},  # 95%, block bootstrap over origins
         "width": {k.removeprefix("test_width_"): v for k, v in compared.items() if k.startswith("test_width_")},
+        # the bands as the monitoring loop publishes them (the quantile tracker replayed over the test part)
+        "tracked_lr": cfg.evaluation.interval_tracking_lr,
+        "tracked_coverage": {k.removeprefix("test_tracked_coverage_"): v for k, v in compared.items() if k.startswith("test_tracked_coverage_")},
+        "tracked_coverage_ci": {k.removeprefix("test_tracked_ci_low_coverage_"): [v, compared.get(k.replace("_low_", "_high_"))]
+                                for k, v in compared.items() if k.startswith("test_tracked_ci_low_coverage_")},
+        "tracked_width": {k.removeprefix("test_tracked_width_"): v for k, v in compared.items() if k.startswith("test_tracked_width_")},
     }  # fmt: skip
 
 
@@ -91,17 +97,20 @@ def markdown(rows: list[dict]) -> str:
     models = sorted({m for r in rows for m in r["baselines"]})
     lines = [
         "| data set | rows | origins | seasonal lags | LSTM RMSE | " + " | ".join(models)
-        + " | best baseline | ratio | gate | coverage 80 / 95 | 95% CI of the coverage | epochs (best), stop | train s | baselines s | wall s | load avg |",
-        "|" + "---|" * (len(models) + 15),
+        + " | best baseline | ratio | gate | coverage 80 / 95 | 95% CI of the coverage | tracked coverage 80 / 95 | its 95% CI"
+        " | epochs (best), stop | train s | baselines s | wall s | load avg |",
+        "|" + "---|" * (len(models) + 17),
     ]
     for r in rows:
         cells = " | ".join(f"{r['baselines'][m]:.4g}" if m in r["baselines"] else "-" for m in models)
         cover = " / ".join(f"{100 * v:.1f}%" for v in r.get("coverage", {}).values()) or "-"
         ci = " / ".join(f"{100 * lo:.1f}-{100 * hi:.1f}" for lo, hi in r.get("coverage_ci", {}).values()) or "-"
+        tracked = " / ".join(f"{100 * v:.1f}%" for v in r.get("tracked_coverage", {}).values()) or "-"
+        tracked_ci = " / ".join(f"{100 * lo:.1f}-{100 * hi:.1f}" for lo, hi in r.get("tracked_coverage_ci", {}).values()) or "-"
         lags = f"{r.get('seasonal_lags')} +- {r.get('seasonal_lag_window')}" if r.get("seasonal_lags") else "none"
         lines.append(
             f"| {r['config'].removesuffix('.yaml')} | {r['rows']:,} | {r['n_origins']:,} | {lags} | **{r['lstm_rmse']:.4g}** | {cells} | "
-            f"{r['best_baseline']} | **{r['ratio']:.3f}** | {'pass' if r['gate_passed'] else 'FAIL'} | {cover} | {ci} | "
+            f"{r['best_baseline']} | **{r['ratio']:.3f}** | {'pass' if r['gate_passed'] else 'FAIL'} | {cover} | {ci} | {tracked} | {tracked_ci} | "
             f"{r['epochs_run']} ({r['best_epochs']}), {r.get('stop_reason')} | {r['seconds'].get('train', 0):.0f} | "
             f"{r['seconds'].get('baselines', 0):.0f} | {r.get('wall_s', 0):.0f} | {r['load_avg_before'][0]:.1f}-{r['load_avg_after'][0]:.1f} |"
         )

@@ -112,7 +112,7 @@ def compare_to_baselines(
     for name, value in rmse.items():
         metrics.log_metric(f"{name}_rmse", value)
     metrics.log_metric("training_rmse", result["training_rmse"])
-    for key in [k for k in result if k.startswith(("test_coverage_", "test_width_", "test_ci_"))]:  # prediction intervals, per level
+    for key in [k for k in result if k.startswith(("test_coverage_", "test_width_", "test_ci_", "test_tracked_"))]:  # prediction intervals, per level
         metrics.log_metric(key, result[key])
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(rmse.items(), key=lambda kv: kv[1]))
     with open(comparison.path, "w") as fh:

@@ -69,7 +69,11 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
 
         for label, m in artifacts.read_json(artifacts.EVALUATION_METRICS.at(evaluation)).get("intervals", {}).items():
             ci = ci_text(*(m.get("coverage_ci") or (None, None)))
-            out.append(f"LSTM {label}% interval: test coverage {100 * m['coverage']:.1f}%{ci}, mean width {m['mean_width']:.4g}")
+            line = f"LSTM {label}% interval: test coverage {100 * m['coverage']:.1f}%{ci}, mean width {m['mean_width']:.4g}"
+            if m.get("tracked"):
+                t = m["tracked"]
+                line += f"; tracked, as the monitoring loop publishes it: {100 * t['coverage']:.1f}%{ci_text(*(t.get('coverage_ci') or (None, None)))}"
+            out.append(line)
         gate = artifacts.read_json(artifacts.GATE.at(evaluation))
         out += ["", f"gate: {'PASSED' if gate['passed'] else 'FAILED'} - {gate['reasons'][0]}"]
     out += [_registry_line(cfg), "", f"artifacts: {run_dir}", "MLflow UI:  make mlflow-ui   (then http://127.0.0.1:5000)", "Airflow UI: make airflow     (then http://127.0.0.1:8080)"]

@@ -365,6 +365,12 @@ class EvaluationConfig(_Section):
     #: is calm: right where the errors grow with that scale, wrong where they do not (measured:
     #: Seattle 71.6% -> 80.6% at 80, the hourly temperatures 83.1% -> 57.4%; :mod:`pipeline.models.conformal`)
     interval_score: Literal["absolute", "normalised"] = "absolute"
+    #: step size of the online quantile tracker, in units of the calibrated band's half-width: after
+    #: each outcome the band of that horizon step widens by ``lr * (1 - alpha)`` after a miss and narrows by
+    #: ``lr * alpha`` after a hit (Angelopoulos, Candes & Tibshirani, 2023; :mod:`pipeline.models.conformal`).
+    #: The monitoring loop publishes tracked bands and the test part reports their coverage beside the
+    #: calibrated bands'; 0: calibrated bands only
+    interval_tracking_lr: Float = Field(0.02, ge=0, le=1)
 
     @field_validator("interval_levels")
     @classmethod

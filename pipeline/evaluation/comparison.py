@@ -290,19 +290,32 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     return forecasts, fits, index, train
 
 
-def _intervals(training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history: np.ndarray, origin_step: int) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:
+def _ns(times: np.ndarray) -> np.ndarray:
+    """datetime64 -> int64 nanoseconds (the tracker's clock)."""
+    return np.asarray(times).astype("datetime64[ns]").astype(np.int64)
+
+
+def _intervals(
+    training_dir: Path, truth: np.ndarray, lstm: np.ndarray, history: np.ndarray, origin_step: int,
+    times: tuple[np.ndarray, np.ndarray] | None = None, tracking_lr: float = 0.0,
+) -> tuple[Any, dict[str, dict[str, Any]], dict | None]:  # fmt: skip
     """``(calibration or None, per-level test coverage and width, bands for the plot)`` from the training folder
-    (``history``: ``(n_origins, lookback)``, the target over each scored origin's lookback; ``origin_step``: steps between them)."""
+    (``history``: ``(n_origins, lookback)``, the target over each scored origin's lookback; ``origin_step``: steps
+    between them; ``times`` and ``tracking_lr``: the quantile tracker's replay, :func:`interval_metrics`)."""
     from pipeline.models.conformal import IntervalCalibration
 
     path = artifacts.INTERVALS.at(training_dir)
     if not path.exists():
         return None, {}, None
     calibration = IntervalCalibration.load(path)
-    intervals = interval_metrics(calibration, truth, lstm, history, origin_step)
+    intervals = interval_metrics(calibration, truth, lstm, history, origin_step, times, tracking_lr)
     for label, m in intervals.items():
         log.info("LSTM %s%% interval: test coverage %.1f%%%s (n=%d), mean width %.4g", label, 100 * m["coverage"], ci_text(*m["coverage_ci"]),
                  m["n"], m["mean_width"])  # fmt: skip
+        if "tracked" in m:
+            t = m["tracked"]
+            log.info("LSTM %s%% interval, tracked (lr %g): test coverage %.1f%%%s, mean width %.4g", label, t["lr"], 100 * t["coverage"],
+                     ci_text(*t["coverage_ci"]), t["mean_width"])  # fmt: skip
     return calibration, intervals, calibration.bands(lstm, history)
 
 
@@ -314,11 +327,13 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     ``lstm_mase``, ``training_rmse``, ``rmse_per_step``, ``device``, ``train_seconds``,
     ``n_origins``, ``origin_step``, and with a calibration ``intervals``:
     ``{level: {"coverage", "mean_width", "n", "coverage_per_step", "width_per_step", "coverage_ci", "ci_confidence",
-    "ci_block"}}`` (:func:`pipeline.evaluation.intervals.interval_metrics`) and
-    ``interval_calibration`` ``{"source", "n_windows"}``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
+    "ci_block", "tracked"}}`` (:func:`pipeline.evaluation.intervals.interval_metrics`; ``tracked``: the
+    bands the monitoring loop publishes, the quantile tracker replayed over the test origins with
+    ``evaluation.interval_tracking_lr``) and ``interval_calibration`` ``{"source", "n_windows"}``). Returns ``{"gate_passed", "lstm_rmse", "training_rmse",
     "best_baseline", "best_baseline_rmse", "baselines": {name: rmse}, "evaluation": folder, ...}``
     plus ``test_coverage_<level>`` (share in [0, 1]), ``test_width_<level>`` (target units) and the coverage's
-    95% confidence interval ``test_ci_low_coverage_<level>`` / ``test_ci_high_coverage_<level>`` per level.
+    95% confidence interval ``test_ci_low_coverage_<level>`` / ``test_ci_high_coverage_<level>`` per level,
+    and the same for the tracked bands (``test_tracked_coverage_<level>`` ...; none with a step size of 0).
 
     Raises:
         DataQualityError: the training and baselines stages forecast different test windows.
@@ -344,8 +359,9 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     spread = fit_spread(truth, forecasts, fits)
     gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
     lstm = metrics[schema.LSTM]
+    times = (_ns(fs.origin_times("test")[index]), _ns(fs.target_times("test")[index]))
     calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM], fs.lookback_targets(fs.starts["test"][index]),
-                                              int(base_info["origin_step"]))  # fmt: skip
+                                              int(base_info["origin_step"]), times, cfg.evaluation.interval_tracking_lr)  # fmt: skip
     summary = {
         "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
         "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],

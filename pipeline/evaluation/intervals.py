@@ -11,6 +11,10 @@ A test part's coverage is one draw: its windows overlap and its misses come in e
 :func:`coverage_interval` gives the 95% confidence interval of it by a circular block bootstrap
 over origins (``arch.bootstrap``; Politis & Romano, 1992), blocks as long as the automatic
 choice of Politis & White (2004; Patton, Politis & White, 2009) and at least the horizon.
+
+With the origins' and outcomes' times, :func:`interval_metrics` also replays the online quantile
+tracker over the test part (``tracked``: the bands the monitoring loop publishes, which widen
+after misses and narrow after hits; :func:`pipeline.models.conformal.track_ratios`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema
-from pipeline.models.conformal import IntervalCalibration
+from pipeline.models.conformal import IntervalCalibration, track_ratios
 
 #: the confidence of :func:`coverage_interval` (a share)
 CI_CONFIDENCE = 0.95
@@ -47,7 +51,7 @@ def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
     return {"coverage": float(inside.mean()), "mean_width": float(np.mean(hi[seen] - lo[seen])), "n": n}
 
 
-def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> dict[str, Any]:
+def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0, origin_time: np.ndarray | None = None) -> dict[str, Any]:
     """The :data:`CI_CONFIDENCE` confidence interval of a coverage, by a circular block bootstrap over origins.
 
     Each origin contributes its covered and its observed values (over its horizon steps), and the
@@ -57,15 +61,20 @@ def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> 
     bootstrap (``arch.bootstrap.optimal_block_length``, on each origin's share), at least
     ``min_block`` (the origins one window overlaps, ``ceil(h / origin_step)``); the interval is the
     bootstrap percentile interval (``arch.bootstrap.CircularBlockBootstrap.conf_int``,
-    :data:`CI_REPLICATES` replicates, seeded: the same data give the same interval). Origins of
-    several series are taken in the order given (stacked by series): a block may straddle two series.
+    :data:`CI_REPLICATES` replicates, seeded: the same data give the same interval). Without
+    ``origin_time`` the rows are taken in the order given; with it, the rows of several series are
+    summed per origin time first and the blocks are blocks of time holding every series' origins
+    (the moving-block bootstrap of a panel: the series' common shocks stay together, and no block
+    straddles the end of one series and the start of the next).
 
     Args:
         inside: ``(n_origins, horizon)`` float64, 1.0 covered, 0.0 not, NaN not observed.
-        min_block: the shortest block (origins).
+        min_block: the shortest block (origins, or origin times).
+        origin_time: ``(n_origins,)`` int64 (any clock), each row's origin; ``None``: one series in time order.
 
     Returns:
-        ``{"low", "high": shares in [0, 1], "block": origins per block (0 when none), "n_origins"}``;
+        ``{"low", "high": shares in [0, 1], "block": origins (origin times) per block (0 when none),
+        "n_origins"}`` (``n_origins``: the origins, or distinct origin times, resampled);
         ``low`` and ``high`` are NaN when there is no interval to give: fewer than
         :data:`CI_MIN_ORIGINS` observed origins, fewer than two blocks of ``min_block``, or every
         origin covered alike (no spread to resample: a point would claim a certainty the data do not give).
@@ -76,6 +85,9 @@ def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0) -> 
     observed = np.isfinite(inside).sum(axis=1).astype(np.float64)
     seen = observed > 0
     covered, observed = np.nansum(inside, axis=1)[seen], observed[seen]
+    if origin_time is not None:  # one resampling unit per origin time, all series together
+        _, group = np.unique(np.asarray(origin_time)[seen], return_inverse=True)
+        covered, observed = np.bincount(group, covered), np.bincount(group, observed)
     share = covered / observed
     n, min_block = len(share), max(int(min_block), 1)
     none = {"low": float("nan"), "high": float("nan"), "block": 0, "n_origins": n}
@@ -96,7 +108,7 @@ def ci_text(low: float | None, high: float | None) -> str:
 
 def interval_metrics(
     calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray | None = None,
-    origin_step: int = 1,
+    origin_step: int = 1, times: tuple[np.ndarray, np.ndarray] | None = None, tracking_lr: float = 0.0,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per level, the test part's coverage and mean width of the calibrated bands around ``y_pred``.
 
@@ -105,35 +117,59 @@ def interval_metrics(
         history: ``(n_origins, lookback)`` float64, the target over each origin's lookback (needed
             by a ``normalised`` calibration; :meth:`pipeline.models.conformal.IntervalCalibration.bands`).
         origin_step: steps of ``data.freq`` between scored origins (windows overlap ``ceil(h / origin_step)`` origins).
+        times: ``(origin_time (n_origins,), known_time (n_origins, horizon))`` int64 nanoseconds: when
+            each origin is forecast and each step observed. The coverage intervals resample blocks of
+            origin times (:func:`coverage_interval`); with ``tracking_lr > 0`` the tracker is replayed
+            over them (:func:`pipeline.models.conformal.track_ratios`).
+        tracking_lr: the tracker's step size (``evaluation.interval_tracking_lr``); 0: no ``tracked``.
 
     Returns:
         ``{level_label: {"level", "coverage", "mean_width", "n", "coverage_per_step", "width_per_step",
         "coverage_ci": [low, high], "ci_confidence", "ci_block"}}`` (coverage as a share in [0, 1]; widths in
-        target units; the interval of :func:`coverage_interval`, ``None`` ends when there are too few origins).
+        target units; the interval of :func:`coverage_interval`, ``None`` ends when there are too few origins)
+        for the calibrated bands and, with tracking, ``"tracked": {"lr", "coverage", "mean_width", "n",
+        "coverage_ci", "ci_block", "coverage_per_step", "factor_per_step"}`` (the last: each step's
+        factor after the test part) for the tracked ones.
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     min_block = int(np.ceil(y_true.shape[1] / max(int(origin_step), 1)))
     out = {}
+    origin_time = None if times is None else times[0]  # the coverage intervals resample blocks of time (several series: all at once)
+    ratios = calibration.ratios(y_true, y_pred, history) if times is not None and tracking_lr > 0 else {}
     for label, (lo, hi) in calibration.bands(y_pred, history).items():
-        steps = [coverage(y_true[:, j], lo[:, j], hi[:, j]) for j in range(y_true.shape[1])]
-        inside = np.where(np.isfinite(y_true), (lo <= y_true) & (y_true <= hi), np.nan)
-        ci = coverage_interval(inside, min_block)
-        out[label] = {"level": float(label), **coverage(y_true, lo, hi),
-                      "coverage_per_step": [s["coverage"] for s in steps], "width_per_step": [s["mean_width"] for s in steps],
-                      "coverage_ci": [v if np.isfinite(v) else None for v in (ci["low"], ci["high"])],
-                      "ci_confidence": CI_CONFIDENCE, "ci_block": ci["block"]}  # fmt: skip
+        out[label] = {"level": float(label), **_scored(y_true, lo, hi, min_block, origin_time)}
+        if label in ratios:
+            factors = track_ratios(ratios[label], *times, float(label), tracking_lr)
+            t_lo, t_hi = calibration.scale_bands(y_pred, lo, hi, factors)
+            last = factors[np.argsort(times[0], kind="stable")[-1]] if len(factors) else np.ones(y_true.shape[1])
+            tracked = _scored(y_true, t_lo, t_hi, min_block, origin_time)
+            tracked.pop("width_per_step")
+            out[label]["tracked"] = {"lr": float(tracking_lr), **tracked, "factor_per_step": last.tolist()}
     return out
+
+
+def _scored(y_true: np.ndarray, lo: np.ndarray, hi: np.ndarray, min_block: int, origin_time: np.ndarray | None = None) -> dict[str, Any]:
+    steps = [coverage(y_true[:, j], lo[:, j], hi[:, j]) for j in range(y_true.shape[1])]
+    inside = np.where(np.isfinite(y_true), (lo <= y_true) & (y_true <= hi), np.nan)
+    ci = coverage_interval(inside, min_block, origin_time=origin_time)
+    return {**coverage(y_true, lo, hi), "coverage_per_step": [s["coverage"] for s in steps], "width_per_step": [s["mean_width"] for s in steps],
+            "coverage_ci": [v if np.isfinite(v) else None for v in (ci["low"], ci["high"])],
+            "ci_confidence": CI_CONFIDENCE, "ci_block": ci["block"]}  # fmt: skip
 
 
 def flat_metrics(intervals: dict[str, dict[str, Any]], prefix: str = "test") -> dict[str, float]:
     """``{"test_coverage_80": 0.81, "test_width_80": 12.3, "test_ci_low_coverage_80": 0.77, "test_ci_high_coverage_80": 0.85, ...}``:
-    the per-level numbers as flat metric names (the confidence interval's ends only where there is one)."""
+    the per-level numbers as flat metric names (the confidence interval's ends only where there is one), and
+    the tracked bands' as ``test_tracked_coverage_80``, ``test_tracked_width_80``, ``test_tracked_ci_low_coverage_80`` ..."""
     out = {}
     for label, m in intervals.items():
-        out[f"{prefix}_coverage_{label}"], out[f"{prefix}_width_{label}"] = m["coverage"], m["mean_width"]
-        low, high = m.get("coverage_ci") or (None, None)
-        if low is not None and high is not None:
-            out[f"{prefix}_ci_low_coverage_{label}"], out[f"{prefix}_ci_high_coverage_{label}"] = low, high
+        for kind, part in (("", m), ("tracked_", m.get("tracked"))):
+            if part is None:
+                continue
+            out[f"{prefix}_{kind}coverage_{label}"], out[f"{prefix}_{kind}width_{label}"] = part["coverage"], part["mean_width"]
+            low, high = part.get("coverage_ci") or (None, None)
+            if low is not None and high is not None:
+                out[f"{prefix}_{kind}ci_low_coverage_{label}"], out[f"{prefix}_{kind}ci_high_coverage_{label}"] = low, high
     return out
 
 

@@ -392,6 +392,11 @@ class FeatureSet:
         """Each window's origin (its last input time) of ``split``, ``(n_windows,)`` datetime64."""
         return self.ds[self.starts[split] + self.prep.lookback - 1]
 
+    def target_times(self, split: str) -> np.ndarray:
+        """When each target of ``split`` is observed: ``(n_windows, horizon)`` datetime64 (the rows' ``ds``)."""
+        s = self.starts[split] + self.prep.lookback
+        return sliding_window_view(self.ds, self.prep.horizon)[s]
+
     def targets(self, split: str) -> np.ndarray:
         """Targets of ``split`` in original units, ``(n_windows, horizon)`` float64."""
         s = self.starts[split] + self.prep.lookback

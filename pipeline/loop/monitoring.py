@@ -63,7 +63,7 @@ OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFE
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
     "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-    "interval_coverage", "data_faults",
+    "interval_coverage", "interval_factors", "data_faults",
 )  # fmt: skip
 #: the last reason of a ``data_fault`` decision
 NO_RETRAIN = "no retrain: a data fault (a unit change, a stuck or out-of-range value) is fixed at its source, not by a new model"
@@ -207,6 +207,45 @@ def _forecast_version(model, history: pd.DataFrame, info: dict, alias: str, name
     return frame.assign(model_name=name, version=info["version"], alias=alias, as_of=T)
 
 
+def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: str, version: int, since) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+    """The version's forecasts ``frame`` with its calibrated bands scaled by the quantile tracker.
+
+    Per level and horizon step, the factor is :func:`pipeline.models.conformal.tracked_factor` over
+    the version's own published bands of that step whose outcome was scored before ``since`` (the
+    check's first origin; so a rerun of the check publishes the same bands), with step size
+    ``evaluation.interval_tracking_lr``. A band that is infinite (too few calibration windows) is
+    neither counted nor scaled.
+
+    Args:
+        frame: the pyfunc's ``origins="all"`` output (``step`` 1..h, ``ds`` UTC-naive, ``yhat`` and
+            ``yhat_lo_<level>``/``yhat_hi_<level>``), changed in place.
+        version: the version that made ``frame``; since: ``pd.Timestamp`` (UTC-naive).
+
+    Returns:
+        ``(frame, {level_label: [factor per step]})``; ``{}`` with the frame unchanged for a version
+        without intervals or ``lr`` 0.
+    """
+    from pipeline.models.conformal import tracked_factor
+
+    calibration, lr = getattr(model, "calibration", None), cfg.evaluation.interval_tracking_lr
+    if calibration is None or lr == 0 or frame.empty:
+        return frame, {}
+    scored = store.scored_intervals(name, version, until=since)
+    lo, hi, y = (scored[c].astype(np.float64) for c in ("lo", "hi", "y"))  # an empty read has object columns
+    scored = scored[(scored[schema.DS] < since) & np.isfinite(lo) & np.isfinite(hi) & y.notna()]
+    out = {}
+    for level in calibration.levels:
+        rows = scored[np.isclose(scored["level"], level)]
+        missed = ~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))
+        per_step = [tracked_factor(missed[rows["step"] == j].to_numpy(), level, lr) for j in range(1, calibration.horizon + 1)]
+        lo_col, hi_col = schema.interval_columns(level)
+        finite = np.isfinite(frame[lo_col]) & np.isfinite(frame[hi_col])
+        factor = np.where(finite, np.asarray(per_step)[frame["step"].to_numpy() - 1], 1.0)
+        frame[lo_col], frame[hi_col] = calibration.scale_bands(frame[schema.YHAT].to_numpy(), frame[lo_col].to_numpy(), frame[hi_col].to_numpy(), factor)
+        out[schema.level_label(level)] = per_step
+    return frame, out
+
+
 @bounded_http_retries()
 def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Stage 1: forecast the origins in ``[since, T)`` with every aliased version; store them.
@@ -214,7 +253,9 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
     Returns (XCom-sized): ``as_of, since, model_name, check_id, out_dir, status`` (``ready`` |
     ``no_champion`` | ``invalid_data``), ``versions`` ``{alias: version}``, ``training_rmse``,
     ``last_observed``, ``n_forecasts`` ``{alias: rows}``, ``failures``, ``data_faults`` (the
-    :class:`~pipeline.loop.data_faults.DataFault` rows as dicts, over the observations before ``T``).
+    :class:`~pipeline.loop.data_faults.DataFault` rows as dicts, over the observations before ``T``)
+    and, for versions with intervals, ``interval_factors`` ``{alias: {level_label: [factor per step]}}``:
+    the quantile tracker's scaling of the published bands (:func:`track_bands`).
 
     Raises:
         RegistryError: the tracking server is unreachable (bounded retries). StoreError:
@@ -258,6 +299,9 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
     history = long_to_raw(long, cfg.data)
     for alias, model in models.items():
         frame = _forecast_version(model, history, aliases[alias], alias, name, start, T)
+        frame, factors = track_bands(cfg, store, model, frame, name, aliases[alias]["version"], start)
+        if factors:
+            state.setdefault("interval_factors", {})[alias] = factors
         state["n_forecasts"][alias] = store.upsert_forecasts(frame)
     log.info("check %s: forecast origins [%s, %s) with %s", state["check_id"], start, T, state["versions"])
     return state
@@ -755,6 +799,8 @@ def _log_check_run(cfg: PipelineConfig, check: dict) -> None:
     ms, step = int(T.timestamp() * 1000), int(T.timestamp() // 3600)  # step: hours since the epoch, so reruns overwrite the point's x
     values = {k: check.get(k) for k in ("rolling_rmse", "threshold", "training_rmse", "naive_rmse", "drift_share", "n_origins_scored")}
     values.update({f"coverage_{k}": v["coverage"] for k, v in (check.get("interval_coverage") or {}).items() if v["n"]})
+    # the quantile tracker's mean band factor over the steps, as published by this check (1: the calibrated bands)
+    values.update({f"interval_factor_{k}": float(np.mean(v)) for k, v in ((check.get("interval_factors") or {}).get(CHAMPION) or {}).items()})
     client.log_batch(run_id, metrics=[Metric(k, float(v), ms, step) for k, v in values.items() if v is not None])
     folder = Path(check["out_dir"])
     for path in (folder / CHECK, *(Path(p) for p in (check.get("report") or {}).values())):

@@ -50,6 +50,29 @@ windows' median scale, so a flat lookback (a stuck sensor, a night of zeros) doe
 not get a zero-width band. ``absolute`` keeps the plain scores (and is how a calibration saved
 before this option reads).
 
+Online quantile tracking (``evaluation.interval_tracking_lr``, on by default): a static band is
+only as good as the exchangeability of the validation and the later windows. When the errors
+grow or shrink after calibration the coverage drifts from nominal and stays there (measured: the
+hourly temperatures, calibrated on October-November and tested in December, covered 83% at 80
+with a 95% confidence interval of 80.5-85.2%). The quantile tracker of Angelopoulos, Candes &
+Tibshirani (2023, "Conformal PID Control for Time Series Prediction", NeurIPS, section 2.1, the
+"P" of their PID: ``q_{t+1} = q_t + eta (err_t - alpha)``) moves each step's quantile after every
+outcome: up by ``eta (1 - alpha)`` after a miss, down by ``eta alpha`` after a hit. Their
+Proposition 1 bounds the long-run miscoverage gap by ``(B + eta) / (eta T)`` over ``T`` outcomes
+for scores bounded by ``B``, whatever the sequence. Here ``q`` is in units of the calibrated
+quantile, so the band of step ``j`` is the calibrated band scaled by the factor
+``c_j = max(0, 1 + lr * (misses_j - alpha * outcomes_j))`` (:func:`tracked_factor`), counted over
+the version's own published step-``j`` bands whose outcome is known: a pure function of the
+feedback, so a rerun publishes the same bands. Multi-step feedback is delayed (step ``j`` of an
+origin is known ``j`` steps later), as in the multi-step version of Wang & Hyndman (2024,
+"Online conformal inference for multi-step time series forecasting", arXiv:2410.13115): each
+step keeps its own factor and counts only outcomes observed by the forecast's origin. The test
+part's evaluation replays that origin by origin (:func:`track_ratios`); the monitoring loop
+publishes every forecast of a check with the factors of the outcomes scored before the check's
+first origin (:func:`pipeline.loop.monitoring.forecast`), so live it lags by at most one check. The
+served model alone (``lstm-pipeline serve``, the pyfunc) knows no outcomes: it returns the
+calibrated bands (factor 1).
+
 MAPIE (``mapie``) is not used: its regressors wrap an estimator with ``fit``/``predict`` on a
 2-D ``X`` and a 1-D ``y`` (one output), so ``h`` steps would need ``h`` wrappers around
 precomputed forecasts, and its time-series regressor (EnbPI, ACI) refits bootstrap copies of
@@ -128,6 +151,67 @@ def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
     if n == 0 or k > n:
         return np.full(scores.shape[1], np.inf)
     return np.sort(scores, axis=0)[k - 1]
+
+
+def tracked_factor(missed: np.ndarray, level: float, lr: float) -> float:
+    """The quantile tracker's band factor after the outcomes ``missed`` (module docstring).
+
+    Args:
+        missed: ``(m,)`` bool, one per known outcome of one horizon step: ``True`` where the
+            value fell outside the band published for it.
+        level: nominal coverage in percent (``alpha = 1 - level / 100``).
+        lr: step size in units of the calibrated quantile; 0 keeps the calibrated band.
+
+    Returns:
+        ``max(0, 1 + lr * (sum(missed) - alpha * m))``: the multiple of the calibrated half-width
+        (Angelopoulos, Candes & Tibshirani, 2023, section 2.1, summed from ``q_0 = 1``).
+    """
+    missed = np.asarray(missed, dtype=bool)
+    alpha = 1.0 - float(level) / 100.0
+    return float(max(0.0, 1.0 + float(lr) * (missed.sum() - alpha * missed.size)))
+
+
+def track_ratios(ratios: np.ndarray, origin_time: np.ndarray, known_time: np.ndarray, level: float, lr: float) -> np.ndarray:
+    """Replay the quantile tracker over scored windows, origin by origin (the test part's evaluation).
+
+    Args:
+        ratios: ``(n, h)`` float64, each outcome's distance from the forecast over the calibrated
+            half-width (in the score's space: ``score / q_j``); the value is inside a band scaled
+            by ``c`` exactly when ``ratio <= c``. NaN: not observed (no feedback).
+        origin_time: ``(n,)`` int64 (e.g. nanoseconds): when each window is forecast.
+        known_time: ``(n, h)`` int64, same unit: when each step's outcome is observed
+            (``> origin_time``). Several series may be stacked: the windows are replayed in
+            ``origin_time`` order and one factor per step is shared (pooled, as the calibration is).
+        level: nominal coverage in percent; lr: step size (:func:`tracked_factor`).
+
+    Returns:
+        ``(n, h)`` float64 factors, in the input's row order: the band each window would have been
+        published with, from the outcomes known by its origin (``known_time <= origin_time``).
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    import heapq
+
+    ratios = np.asarray(ratios, dtype=np.float64)
+    n, h = ratios.shape
+    origin_time, known_time = np.asarray(origin_time, dtype=np.int64), np.asarray(known_time, dtype=np.int64)
+    if origin_time.shape != (n,) or known_time.shape != (n, h):
+        raise ValueError(f"expected origin times ({n},) and outcome times ({n}, {h}), found {origin_time.shape} and {known_time.shape}")
+    alpha, lr = 1.0 - float(level) / 100.0, float(lr)
+    factors = np.ones((n, h))
+    if lr == 0 or n == 0:
+        return factors
+    total = np.zeros(h)  # per step: sum of (missed - alpha) over the known outcomes
+    pending: list[tuple[int, int, float]] = []  # (known time, step, missed - alpha)
+    for i in np.argsort(origin_time, kind="stable"):
+        while pending and pending[0][0] <= origin_time[i]:
+            _, j, value = heapq.heappop(pending)
+            total[j] += value
+        factors[i] = np.maximum(0.0, 1.0 + lr * total)
+        for j in np.flatnonzero(~np.isnan(ratios[i])):
+            heapq.heappush(pending, (int(known_time[i, j]), int(j), float(ratios[i, j] > factors[i, j]) - alpha))
+    return factors
 
 
 @dataclass(frozen=True)
@@ -234,6 +318,34 @@ class IntervalCalibration:
             with np.errstate(invalid="ignore", over="ignore"):
                 out[label] = (_from_space(center - q, self.space), _from_space(center + q, self.space))
         return out
+
+    def ratios(self, y_true: np.ndarray, y_hat: np.ndarray, history: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per level, ``(n, horizon)`` float64: each outcome's distance from the forecast over the band's
+        half-width, in the score's space (``<= 1``: inside the calibrated band; ``inf`` for a value off a
+        zero-width band; NaN where ``y_true`` is NaN or the band is infinite, too few calibration
+        windows: no feedback, the factor stays 1). What :func:`track_ratios` replays.
+        """
+        y_true = np.asarray(y_true, dtype=np.float64)
+        center = _to_space(np.asarray(y_hat, dtype=np.float64), self.space)
+        residual = np.abs(_to_space(y_true, self.space) - center)
+        sigma = self.scale(history, center.shape[0])[:, None]
+        out = {}
+        for label, q in self.quantiles.items():
+            half = np.asarray(q, dtype=np.float64)[None, :] * sigma
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = np.where(half > 0, residual / np.where(half > 0, half, 1.0), np.where(residual > 0, np.inf, 0.0))
+            out[label] = np.where(np.isfinite(y_true) & np.isfinite(half), ratio, np.nan)
+        return out
+
+    def scale_bands(self, y_hat: np.ndarray, lo: np.ndarray, hi: np.ndarray, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated bands ``lo, hi`` around ``y_hat`` (original units, one shape) with their half-widths
+        multiplied by ``factor`` (broadcast) in the score's space (:func:`tracked_factor`): ``(lo, hi)`` float64."""
+        center = _to_space(np.asarray(y_hat, dtype=np.float64), self.space)
+        factor = np.asarray(factor, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            low = center - factor * (center - _to_space(np.asarray(lo, dtype=np.float64), self.space))
+            high = center + factor * (_to_space(np.asarray(hi, dtype=np.float64), self.space) - center)
+            return _from_space(low, self.space), _from_space(high, self.space)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "levels": list(self.levels)}

@@ -23,6 +23,7 @@ def test_demo_runs_the_dag_and_prints_a_readable_summary(tmp_path, mlflow_server
     assert "LSTM vs baselines on the same test windows" in out and "Naive" in out
     assert "gate: PASSED" in out
     assert "LSTM 80% interval: test coverage " in out and "(95% CI " in out  # the bands' coverage, with its noise
+    assert "tracked, as the monitoring loop publishes it: " in out  # and the tracked bands' (evaluation.interval_tracking_lr)
     assert "demo-sine-lstm" in out and "v1: aliases ['challenger', 'champion']" in out
     assert f"artifacts: {tmp_path / 'artifacts'}" in out and "make mlflow-ui" in out
     assert (tmp_path / "airflow" / "airflow.db").is_file()

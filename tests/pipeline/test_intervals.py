@@ -11,7 +11,14 @@ import yaml
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.evaluation.intervals import coverage, coverage_interval, flat_metrics, interval_metrics, rolling_coverage
-from pipeline.models.conformal import SCALE_FLOOR, IntervalCalibration, conformal_quantile, local_scale
+from pipeline.models.conformal import (
+    SCALE_FLOOR,
+    IntervalCalibration,
+    conformal_quantile,
+    local_scale,
+    track_ratios,
+    tracked_factor,
+)
 from tests.conftest import tiny_config_dict
 
 
@@ -271,3 +278,78 @@ def test_interval_metrics_and_the_flat_names_carry_the_confidence_interval():
     assert flat["test_ci_low_coverage_95"] == report["95"]["coverage_ci"][0] and flat["test_ci_high_coverage_80"] == high
     few = interval_metrics(calibration, truth[:5], pred[:5])
     assert few["80"]["coverage_ci"] == [None, None] and "test_ci_low_coverage_80" not in flat_metrics(few)
+
+
+def test_the_tracked_factor_is_the_quantile_trackers_sum_from_one():
+    """q_{t+1} = q_t + lr (err_t - alpha) from q_0 = 1 (Angelopoulos, Candes & Tibshirani, 2023)."""
+    assert tracked_factor(np.array([], dtype=bool), 80, 0.1) == 1.0
+    assert tracked_factor(np.array([True] * 10), 80, 0.1) == pytest.approx(1 + 0.1 * (10 - 0.2 * 10))
+    assert tracked_factor(np.array([False] * 10), 95, 0.1) == pytest.approx(1 - 0.1 * 0.05 * 10)
+    assert tracked_factor(np.array([True, False, False, False, False]), 80, 0.5) == pytest.approx(1.0)  # on target: unchanged
+    assert tracked_factor(np.array([False] * 1000), 80, 0.1) == 0.0  # never below a zero width
+    assert tracked_factor(np.array([True] * 10), 80, 0.0) == 1.0
+
+
+def test_the_replay_counts_only_outcomes_known_by_each_origin():
+    """Step j of origin i is known j steps later: origin 2 sees step 1 of origins 0 and 1 and step 2 of
+    origin 0 only; several series at one origin share the factor and do not see each other."""
+    ratios = np.full((4, 2), 5.0)  # every value misses a band of factor <= 5
+    origin = np.array([0, 1, 2, 2])
+    known = origin[:, None] + np.array([[1, 2]])
+    f = track_ratios(ratios, origin, known, 80, 0.1)
+    np.testing.assert_allclose(f[0], [1.0, 1.0])
+    np.testing.assert_allclose(f[1], [1.08, 1.0])  # step 1 of origin 0 (known at 1)
+    np.testing.assert_allclose(f[2], [1.16, 1.08])  # step 1 of origins 0, 1; step 2 of origin 0
+    np.testing.assert_allclose(f[3], f[2])
+    ratios[0, 0] = np.nan  # not observed: no feedback
+    np.testing.assert_allclose(track_ratios(ratios, origin, known, 80, 0.1)[2], [1.08, 1.08])
+    np.testing.assert_allclose(track_ratios(ratios, origin, known, 80, 0.0), 1.0)
+
+
+def test_tracking_brings_a_drifted_band_back_to_nominal_and_keeps_a_calibrated_one():
+    """Calibrated on errors of one size, tested on errors half (then twice) that size: the calibrated
+    bands cover about 99% (then 40%); the tracked ones come back near 80%. On exchangeable errors the
+    tracker stays near the calibrated coverage."""
+    truth, pred = _ar1_windows(12_000, h=6)
+    calibration = IntervalCalibration.fit(truth[:3000], pred[:3000], [80])
+    test = slice(4000, 12_000)
+    n = test.stop - test.start
+    times = (np.arange(n), np.arange(n)[:, None] + np.arange(1, 7)[None, :])
+    for scale, lr in ((0.5, 0.02), (2.0, 0.02), (1.0, 0.02)):
+        shifted = pred[test] + scale * (truth[test] - pred[test])
+        report = interval_metrics(calibration, shifted, pred[test], times=times, tracking_lr=lr)["80"]
+        tracked = report["tracked"]
+        assert abs(tracked["coverage"] - 0.80) < 0.02, (scale, tracked["coverage"])
+        if scale != 1.0:
+            assert abs(report["coverage"] - 0.80) > 0.15  # the calibrated bands stay off
+        np.testing.assert_allclose(tracked["factor_per_step"], scale, rtol=0.35)  # the factor learns the new scale
+    flat = flat_metrics(interval_metrics(calibration, truth[test], pred[test], times=times, tracking_lr=0.02))
+    assert {"test_tracked_coverage_80", "test_tracked_width_80", "test_tracked_ci_low_coverage_80"} <= set(flat)
+    assert "tracked" not in interval_metrics(calibration, truth[test], pred[test])["80"]  # no times: no replay
+
+
+@pytest.mark.parametrize("space", ["none", "log1p"])
+def test_a_value_is_inside_the_scaled_band_exactly_when_its_ratio_is_at_most_the_factor(space):
+    rng = np.random.default_rng(3)
+    pred = rng.uniform(5, 50, size=(400, 3))
+    truth = pred * np.exp(rng.normal(0, 0.3, size=pred.shape))
+    calibration = IntervalCalibration.fit(truth[:200], pred[:200], [80], space=space)
+    ratios = calibration.ratios(truth[200:], pred[200:])["80"]
+    lo, hi = calibration.bands(pred[200:])["80"]
+    for factor in (0.5, 1.0, 1.7):
+        a, b = calibration.scale_bands(pred[200:], lo, hi, factor)
+        np.testing.assert_array_equal((a <= truth[200:]) & (truth[200:] <= b), ratios <= factor + 1e-12)
+    np.testing.assert_allclose(calibration.scale_bands(pred[200:], lo, hi, 1.0), (lo, hi))
+
+
+def test_stacked_series_are_resampled_in_blocks_of_time_not_of_rows():
+    """Two series with the same origins: with origin times, a block is a stretch of time holding both
+    (two copies of one series give that series' own interval: no extra information); without, the
+    stacked rows count as twice the origins and the interval narrows as if they were independent."""
+    one = _exact_80_inside(300, h=4, seed=2)
+    time = np.arange(300)
+    alone = coverage_interval(one, 4)
+    both = coverage_interval(np.vstack([one, one]), 4, origin_time=np.concatenate([time, time]))
+    assert (both["low"], both["high"], both["block"], both["n_origins"]) == (alone["low"], alone["high"], alone["block"], 300)
+    rows = coverage_interval(np.vstack([one, one]), 4)
+    assert rows["n_origins"] == 600 and rows["high"] - rows["low"] < both["high"] - both["low"]

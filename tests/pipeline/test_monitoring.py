@@ -147,7 +147,7 @@ def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
     assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
     assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
                         "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-                        "interval_coverage", "data_faults"}  # fmt: skip
+                        "interval_coverage", "interval_factors", "data_faults"}  # fmt: skip
 
 
 def test_published_forecasts_cli_prints_csv(env, capsys):
@@ -298,3 +298,36 @@ def test_the_check_records_rolling_coverage_of_the_published_intervals(env):
     assert store.last_checks(MODEL_NAME, 1)[0]["interval_coverage"] == got  # recorded in the store with the check
     shifted = run_check(load_config(_write(env["root"], _scaled(env["frame"]), "coverage_scaled")), T, since=T0)
     assert shifted["interval_coverage"]["80"]["coverage"] < got["80"]["coverage"] - 0.3  # bands miss a target scaled x3
+
+
+def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(env):
+    """The quantile tracker (evaluation.interval_tracking_lr): a check publishes the champion's bands
+    scaled, per level and step, by the factor of its own published bands' misses scored before the
+    check's first origin. After a x3 shift every band misses, so the next check's bands are wider by
+    exactly that factor; a rerun of that check publishes the same bands."""
+    from pipeline.models.conformal import tracked_factor
+
+    cfg = load_config(_write(env["root"], _scaled(env["frame"]), "tracked"))
+    lr = cfg.evaluation.interval_tracking_lr
+    assert lr == 0.02  # the default
+    T1 = T0 + pd.Timedelta("1D")
+    first = run_check(cfg, T1, since=T0)
+    assert first["interval_factors"]["champion"]["80"] == [1.0] * 4  # nothing scored before T0: the calibrated bands
+    store = store_for(cfg)
+    second = run_check(cfg, T)  # since: the first check's T1
+    feedback = store.scored_intervals(MODEL_NAME, 1, until=T1)
+    feedback = feedback[feedback["ds"] < T1]
+    for level in (80.0, 95.0):
+        rows = feedback[feedback["level"] == level]
+        missed = ~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))
+        want = [tracked_factor(missed[rows["step"] == j].to_numpy(), level, lr) for j in range(1, 5)]
+        assert second["interval_factors"]["champion"][f"{level:g}"] == pytest.approx(want)
+    assert min(second["interval_factors"]["champion"]["80"]) > 1.2  # the shifted target misses nearly every band
+    published = store.published(MODEL_NAME)
+    width = (published["yhat_hi_80"] - published["yhat_lo_80"]).groupby([published["origin"] >= T1, published["step"]]).agg(["min", "max"])
+    np.testing.assert_allclose(width["min"], width["max"], rtol=1e-9)  # absolute scores: one width per step and check
+    ratio = (width.loc[True, "min"] / width.loc[False, "min"]).to_numpy()
+    np.testing.assert_allclose(ratio, second["interval_factors"]["champion"]["80"], rtol=1e-9)
+    again = run_check(cfg, T, since=T1)
+    assert again["interval_factors"] == second["interval_factors"]
+    pd.testing.assert_frame_equal(store.published(MODEL_NAME).drop(columns="as_of"), published.drop(columns="as_of"))

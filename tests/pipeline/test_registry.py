@@ -55,7 +55,7 @@ def test_run_logs_params_metrics_artifacts_and_tags(registered, client):
     facts = json.loads((Path(registered["result"]["run_dir"]) / "training" / "metrics.json").read_text())
     assert run.data.params["training.batch_size"] == str(facts["batch_size"][0]) != "None"  # the value used, not the unset config
     assert float(run.data.params["model.highway_ridge_lambda"]) == facts["highway_ridge_lambda"][0] > 0
-    for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4", "test_coverage_80", "test_width_95"):
+    for key in ("lstm_rmse", "training_rmse", "Naive_rmse", "LSTM_mase", "lstm_rmse_step_4", "test_coverage_80", "test_width_95", "test_tracked_coverage_80"):
         assert key in run.data.metrics, key
     assert run.data.metrics["test_coverage_95"] == pytest.approx(registered["result"]["test_coverage_95"])  # train --json's number
     assert 0 < run.data.metrics["test_width_80"] < run.data.metrics["test_width_95"]
@@ -257,6 +257,7 @@ def test_concurrent_registrations_leave_a_consistent_state(registered, client):
         line = summary_table({**registered["result"], **r})
         assert f"registered: {MODEL_NAME} v{r['registered_version']}" in line and "same inputs as v1" in line, line
     assert "same inputs" not in summary_table(registered["result"])
+    assert "LSTM 80% interval: test coverage " in line and "; tracked, as the monitoring loop publishes it: " in line  # both bands
 
 
 def test_a_version_with_seasonal_lags_serves_them_from_its_shipped_package(mlflow_server, tmp_path, monkeypatch):
