@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core import schema
-from pipeline.models.conformal import IntervalCalibration, track_ratios
+from pipeline.models.conformal import IntervalCalibration, nest_bands, track_ratios
 
 #: the confidence of :func:`coverage_interval` (a share)
 CI_CONFIDENCE = 0.95
@@ -64,8 +64,9 @@ def coverage_interval(inside: np.ndarray, min_block: int = 1, seed: int = 0, ori
     :data:`CI_REPLICATES` replicates, seeded: the same data give the same interval). Without
     ``origin_time`` the rows are taken in the order given; with it, the rows of several series are
     summed per origin time first and the blocks are blocks of time holding every series' origins
-    (the moving-block bootstrap of a panel: the series' common shocks stay together, and no block
-    straddles the end of one series and the start of the next).
+    (the moving-block bootstrap of a panel: the series' common shocks stay together, and a block
+    is a stretch of time rather than of stacked rows; where the series cover different times, a
+    block, or the circular wrap, can still join the end of one and the start of another).
 
     Args:
         inside: ``(n_origins, horizon)`` float64, 1.0 covered, 0.0 not, NaN not observed.
@@ -128,23 +129,29 @@ def interval_metrics(
         "coverage_ci": [low, high], "ci_confidence", "ci_block"}}`` (coverage as a share in [0, 1]; widths in
         target units; the interval of :func:`coverage_interval`, ``None`` ends when there are too few origins)
         for the calibrated bands and, with tracking, ``"tracked": {"lr", "coverage", "mean_width", "n",
-        "coverage_ci", "ci_block", "coverage_per_step", "factor_per_step"}`` (the last: each step's
-        factor after the test part) for the tracked ones.
+        "coverage_ci", "ci_block", "coverage_per_step", "factor_per_step"}`` for the tracked ones,
+        nested across levels (:func:`pipeline.models.conformal.nest_bands`); ``factor_per_step``: the
+        factors the last origin was published with. The live loop updates at every origin and the
+        test part scores every ``origin_step``-th, so the replay's step is ``tracking_lr * origin_step``.
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     min_block = int(np.ceil(y_true.shape[1] / max(int(origin_step), 1)))
     out = {}
     origin_time = None if times is None else times[0]  # the coverage intervals resample blocks of time (several series: all at once)
     ratios = calibration.ratios(y_true, y_pred, history) if times is not None and tracking_lr > 0 else {}
-    for label, (lo, hi) in calibration.bands(y_pred, history).items():
+    bands = calibration.bands(y_pred, history)
+    tracked_bands, last = {}, {}
+    for label, (lo, hi) in bands.items():
         out[label] = {"level": float(label), **_scored(y_true, lo, hi, min_block, origin_time)}
         if label in ratios:
-            factors = track_ratios(ratios[label], *times, float(label), tracking_lr)
-            t_lo, t_hi = calibration.scale_bands(y_pred, lo, hi, factors)
-            last = factors[np.argsort(times[0], kind="stable")[-1]] if len(factors) else np.ones(y_true.shape[1])
-            tracked = _scored(y_true, t_lo, t_hi, min_block, origin_time)
-            tracked.pop("width_per_step")
-            out[label]["tracked"] = {"lr": float(tracking_lr), **tracked, "factor_per_step": last.tolist()}
+            # live, every origin updates the factor; here every origin_step-th does: the same speed per unit of time
+            factors = track_ratios(ratios[label], *times, float(label), tracking_lr * max(int(origin_step), 1))
+            tracked_bands[label] = calibration.scale_bands(y_pred, lo, hi, factors)
+            last[label] = factors[np.argsort(times[0], kind="stable")[-1]] if len(factors) else np.ones(y_true.shape[1])
+    for label, (t_lo, t_hi) in nest_bands(tracked_bands).items():
+        tracked = _scored(y_true, t_lo, t_hi, min_block, origin_time)
+        tracked.pop("width_per_step")
+        out[label]["tracked"] = {"lr": float(tracking_lr), **tracked, "factor_per_step": last[label].tolist()}
     return out
 
 

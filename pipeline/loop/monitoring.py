@@ -211,10 +211,14 @@ def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: st
     """The version's forecasts ``frame`` with its calibrated bands scaled by the quantile tracker.
 
     Per level and horizon step, the factor is :func:`pipeline.models.conformal.tracked_factor` over
-    the version's own published bands of that step whose outcome was scored before ``since`` (the
-    check's first origin; so a rerun of the check publishes the same bands), with step size
-    ``evaluation.interval_tracking_lr``. A band that is infinite (too few calibration windows) is
-    neither counted nor scaled.
+    the version's own published bands of that step whose outcome was observed before ``since`` (the
+    check's first origin), one update per origin time, with step size
+    ``evaluation.interval_tracking_lr``; the levels are then kept nested
+    (:func:`pipeline.models.conformal.nest_bands`). A band that is infinite (too few calibration
+    windows) is neither counted nor scaled. :func:`forecast` scores the stored forecasts against its
+    observations before ``since`` first, so a rerun of the check on the same data counts the same
+    outcomes and publishes the same bands. Cost: one read of the version's scored bands before
+    ``since``, growing with the version's age (docs/BENCHMARKS.md "Tracked intervals").
 
     Args:
         frame: the pyfunc's ``origins="all"`` output (``step`` 1..h, ``ds`` UTC-naive, ``yhat`` and
@@ -225,7 +229,7 @@ def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: st
         ``(frame, {level_label: [factor per step]})``; ``{}`` with the frame unchanged for a version
         without intervals or ``lr`` 0.
     """
-    from pipeline.models.conformal import tracked_factor
+    from pipeline.models.conformal import nest_bands, tracked_factor
 
     calibration, lr = getattr(model, "calibration", None), cfg.evaluation.interval_tracking_lr
     if calibration is None or lr == 0 or frame.empty:
@@ -233,16 +237,21 @@ def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: st
     scored = store.scored_intervals(name, version, until=since)
     lo, hi, y = (scored[c].astype(np.float64) for c in ("lo", "hi", "y"))  # an empty read has object columns
     scored = scored[(scored[schema.DS] < since) & np.isfinite(lo) & np.isfinite(hi) & y.notna()]
-    out = {}
+    out, bands = {}, {}
     for level in calibration.levels:
         rows = scored[np.isclose(scored["level"], level)]
-        missed = ~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))
-        per_step = [tracked_factor(missed[rows["step"] == j].to_numpy(), level, lr) for j in range(1, calibration.horizon + 1)]
+        missed = (~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))).to_numpy()
+        step, origin = rows["step"].to_numpy(), rows["origin"].to_numpy()
+        per_step = [tracked_factor(missed[step == j], level, lr, origin[step == j]) for j in range(1, calibration.horizon + 1)]
         lo_col, hi_col = schema.interval_columns(level)
         finite = np.isfinite(frame[lo_col]) & np.isfinite(frame[hi_col])
         factor = np.where(finite, np.asarray(per_step)[frame["step"].to_numpy() - 1], 1.0)
-        frame[lo_col], frame[hi_col] = calibration.scale_bands(frame[schema.YHAT].to_numpy(), frame[lo_col].to_numpy(), frame[hi_col].to_numpy(), factor)
-        out[schema.level_label(level)] = per_step
+        label = schema.level_label(level)
+        bands[label] = calibration.scale_bands(frame[schema.YHAT].to_numpy(), frame[lo_col].to_numpy(), frame[hi_col].to_numpy(), factor)
+        out[label] = per_step
+    for label, (lo, hi) in nest_bands(bands).items():
+        lo_col, hi_col = schema.interval_columns(float(label))
+        frame[lo_col], frame[hi_col] = lo, hi
     return frame, out
 
 
@@ -297,6 +306,9 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
         return state
     long.to_parquet(out / OBSERVED, index=False)
     history = long_to_raw(long, cfg.data)
+    # the outcomes before this check's first origin, scored now (the score stage rescores the same rows): the
+    # tracker counts the same outcomes on a first run and on a rerun (track_bands)
+    store.score(long[long[schema.DS] < start], as_of=T)
     for alias, model in models.items():
         frame = _forecast_version(model, history, aliases[alias], alias, name, start, T)
         frame, factors = track_bands(cfg, store, model, frame, name, aliases[alias]["version"], start)

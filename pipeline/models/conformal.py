@@ -54,22 +54,24 @@ Online quantile tracking (``evaluation.interval_tracking_lr``, on by default): a
 only as good as the exchangeability of the validation and the later windows. When the errors
 grow or shrink after calibration the coverage drifts from nominal and stays there (measured: the
 hourly temperatures, calibrated on October-November and tested in December, covered 83% at 80
-with a 95% confidence interval of 80.5-85.2%). The quantile tracker of Angelopoulos, Candes &
+with a 95% confidence interval of 80.3-85.4%). The quantile tracker of Angelopoulos, Candes &
 Tibshirani (2023, "Conformal PID Control for Time Series Prediction", NeurIPS, section 2.1, the
 "P" of their PID: ``q_{t+1} = q_t + eta (err_t - alpha)``) moves each step's quantile after every
 outcome: up by ``eta (1 - alpha)`` after a miss, down by ``eta alpha`` after a hit. Their
 Proposition 1 bounds the long-run miscoverage gap by ``(B + eta) / (eta T)`` over ``T`` outcomes
 for scores bounded by ``B``, whatever the sequence. Here ``q`` is in units of the calibrated
 quantile, so the band of step ``j`` is the calibrated band scaled by the factor
-``c_j = max(0, 1 + lr * (misses_j - alpha * outcomes_j))`` (:func:`tracked_factor`), counted over
-the version's own published step-``j`` bands whose outcome is known: a pure function of the
-feedback, so a rerun publishes the same bands. Multi-step feedback is delayed (step ``j`` of an
+``c_j = max(0, 1 + lr * sum_t mean_series(missed - alpha))`` (:func:`tracked_factor`), summed over
+the origin times of the version's own published step-``j`` bands whose outcome is known, each
+origin time one update (the mean over its series, so a thousand series move the band no faster
+than one), and the levels kept nested (:func:`nest_bands`). Multi-step feedback is delayed (step ``j`` of an
 origin is known ``j`` steps later), as in the multi-step version of Wang & Hyndman (2024,
 "Online conformal inference for multi-step time series forecasting", arXiv:2410.13115): each
 step keeps its own factor and counts only outcomes observed by the forecast's origin. The test
 part's evaluation replays that origin by origin (:func:`track_ratios`); the monitoring loop
-publishes every forecast of a check with the factors of the outcomes scored before the check's
-first origin (:func:`pipeline.loop.monitoring.forecast`), so live it lags by at most one check. The
+publishes every forecast of a check with the factors of the outcomes observed before the check's
+first origin (:func:`pipeline.loop.monitoring.track_bands`; scored first, so a rerun of the check
+on the same data publishes the same bands), so live it lags by at most one check. The
 served model alone (``lstm-pipeline serve``, the pyfunc) knows no outcomes: it returns the
 calibrated bands (factor 1).
 
@@ -153,22 +155,28 @@ def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
     return np.sort(scores, axis=0)[k - 1]
 
 
-def tracked_factor(missed: np.ndarray, level: float, lr: float) -> float:
+def tracked_factor(missed: np.ndarray, level: float, lr: float, origin: np.ndarray | None = None) -> float:
     """The quantile tracker's band factor after the outcomes ``missed`` (module docstring).
 
     Args:
         missed: ``(m,)`` bool, one per known outcome of one horizon step: ``True`` where the
             value fell outside the band published for it.
         level: nominal coverage in percent (``alpha = 1 - level / 100``).
-        lr: step size in units of the calibrated quantile; 0 keeps the calibrated band.
+        lr: step size in units of the calibrated quantile, per origin time; 0 keeps the calibrated band.
+        origin: ``(m,)`` each outcome's origin (any comparable values). The outcomes of one origin
+            time (several series) make one update, their mean; ``None``: one outcome per origin.
 
     Returns:
-        ``max(0, 1 + lr * (sum(missed) - alpha * m))``: the multiple of the calibrated half-width
-        (Angelopoulos, Candes & Tibshirani, 2023, section 2.1, summed from ``q_0 = 1``).
+        ``max(0, 1 + lr * sum over origins of mean(missed - alpha))``: the multiple of the calibrated
+        half-width (Angelopoulos, Candes & Tibshirani, 2023, section 2.1, summed from ``q_0 = 1``;
+        one update per origin time, so the step does not grow with the number of series).
     """
     missed = np.asarray(missed, dtype=bool)
-    alpha = 1.0 - float(level) / 100.0
-    return float(max(0.0, 1.0 + float(lr) * (missed.sum() - alpha * missed.size)))
+    values = missed.astype(np.float64) - (1.0 - float(level) / 100.0)
+    if origin is not None and values.size:
+        _, group = np.unique(np.asarray(origin), return_inverse=True)
+        values = np.bincount(group, values) / np.bincount(group)
+    return float(max(0.0, 1.0 + float(lr) * values.sum()))
 
 
 def track_ratios(ratios: np.ndarray, origin_time: np.ndarray, known_time: np.ndarray, level: float, lr: float) -> np.ndarray:
@@ -181,8 +189,9 @@ def track_ratios(ratios: np.ndarray, origin_time: np.ndarray, known_time: np.nda
         origin_time: ``(n,)`` int64 (e.g. nanoseconds): when each window is forecast.
         known_time: ``(n, h)`` int64, same unit: when each step's outcome is observed
             (``> origin_time``). Several series may be stacked: the windows are replayed in
-            ``origin_time`` order and one factor per step is shared (pooled, as the calibration is).
-        level: nominal coverage in percent; lr: step size (:func:`tracked_factor`).
+            ``origin_time`` order, one factor per step is shared (pooled, as the calibration is),
+            and the outcomes of one origin time make one update, their mean (:func:`tracked_factor`).
+        level: nominal coverage in percent; lr: step size per origin time (:func:`tracked_factor`).
 
     Returns:
         ``(n, h)`` float64 factors, in the input's row order: the band each window would have been
@@ -202,16 +211,43 @@ def track_ratios(ratios: np.ndarray, origin_time: np.ndarray, known_time: np.nda
     factors = np.ones((n, h))
     if lr == 0 or n == 0:
         return factors
-    total = np.zeros(h)  # per step: sum of (missed - alpha) over the known outcomes
-    pending: list[tuple[int, int, float]] = []  # (known time, step, missed - alpha)
+    _, group = np.unique(origin_time, return_inverse=True)
+    observed = ~np.isnan(ratios)
+    per_origin = np.stack([np.bincount(group, observed[:, j], minlength=group.max() + 1) for j in range(h)], axis=1)  # outcomes per origin time and step
+    total = np.zeros(h)  # per step: sum over origin times of mean(missed - alpha) over the known outcomes
+    pending: list[tuple[int, int, float]] = []  # (known time, step, (missed - alpha) / outcomes of that origin time)
     for i in np.argsort(origin_time, kind="stable"):
         while pending and pending[0][0] <= origin_time[i]:
             _, j, value = heapq.heappop(pending)
             total[j] += value
         factors[i] = np.maximum(0.0, 1.0 + lr * total)
-        for j in np.flatnonzero(~np.isnan(ratios[i])):
-            heapq.heappush(pending, (int(known_time[i, j]), int(j), float(ratios[i, j] > factors[i, j]) - alpha))
+        for j in np.flatnonzero(observed[i]):
+            value = (float(ratios[i, j] > factors[i, j]) - alpha) / per_origin[group[i], j]
+            heapq.heappush(pending, (int(known_time[i, j]), int(j), value))
     return factors
+
+
+def nest_bands(bands: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Tracked bands made nested: each level's band at least as wide as every lower level's on both sides.
+
+    Each level's factor moves on its own, so after tracking an 80% band could end wider than the
+    95% one; a user reading ``yhat_lo_95 <= yhat_lo_80`` must be able to rely on it (the calibrated
+    bands are nested by construction).
+
+    Args:
+        bands: ``{level_label: (lo, hi)}``, arrays of one shape.
+
+    Returns:
+        The same labels, in ascending level order, with ``lo = min(lo, lower levels' lo)`` and
+        ``hi = max(hi, lower levels' hi)``.
+    """
+    out, lo_min, hi_max = {}, None, None
+    for label in sorted(bands, key=float):
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in bands[label])
+        lo_min = lo if lo_min is None else np.fmin(lo, lo_min)
+        hi_max = hi if hi_max is None else np.fmax(hi, hi_max)
+        out[label] = (lo_min, hi_max)
+    return out
 
 
 @dataclass(frozen=True)

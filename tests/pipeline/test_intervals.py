@@ -16,6 +16,7 @@ from pipeline.models.conformal import (
     IntervalCalibration,
     conformal_quantile,
     local_scale,
+    nest_bands,
     track_ratios,
     tracked_factor,
 )
@@ -288,6 +289,8 @@ def test_the_tracked_factor_is_the_quantile_trackers_sum_from_one():
     assert tracked_factor(np.array([True, False, False, False, False]), 80, 0.5) == pytest.approx(1.0)  # on target: unchanged
     assert tracked_factor(np.array([False] * 1000), 80, 0.1) == 0.0  # never below a zero width
     assert tracked_factor(np.array([True] * 10), 80, 0.0) == 1.0
+    # one update per origin time: two series missing at one origin move the band as one series does
+    assert tracked_factor(np.array([True, True, False, False]), 80, 0.1, origin=np.array([0, 0, 1, 1])) == pytest.approx(1 + 0.1 * (0.8 - 0.2))
 
 
 def test_the_replay_counts_only_outcomes_known_by_each_origin():
@@ -304,6 +307,18 @@ def test_the_replay_counts_only_outcomes_known_by_each_origin():
     ratios[0, 0] = np.nan  # not observed: no feedback
     np.testing.assert_allclose(track_ratios(ratios, origin, known, 80, 0.1)[2], [1.08, 1.08])
     np.testing.assert_allclose(track_ratios(ratios, origin, known, 80, 0.0), 1.0)
+    pair = track_ratios(np.full((3, 1), 5.0), np.array([0, 0, 1]), np.array([[1], [1], [2]]), 80, 0.1)
+    np.testing.assert_allclose(pair[2], [1.08])  # two series at origin 0: one update, their mean
+
+
+def test_tracked_bands_stay_nested_across_levels():
+    lo80, hi80 = np.array([[1.0, 2.0]]), np.array([[5.0, 6.0]])
+    lo95, hi95 = np.array([[2.0, 0.0]]), np.array([[4.0, 9.0]])  # step 1 narrower than the 80% band
+    nested = nest_bands({"95": (lo95, hi95), "80": (lo80, hi80)})
+    assert list(nested) == ["80", "95"]
+    np.testing.assert_array_equal(nested["95"][0], [[1.0, 0.0]])
+    np.testing.assert_array_equal(nested["95"][1], [[5.0, 9.0]])
+    np.testing.assert_array_equal(nested["80"][0], lo80)
 
 
 def test_tracking_brings_a_drifted_band_back_to_nominal_and_keeps_a_calibrated_one():

@@ -302,25 +302,32 @@ def test_the_check_records_rolling_coverage_of_the_published_intervals(env):
 
 def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(env):
     """The quantile tracker (evaluation.interval_tracking_lr): a check publishes the champion's bands
-    scaled, per level and step, by the factor of its own published bands' misses scored before the
+    scaled, per level and step, by the factor of its own published bands' misses observed before the
     check's first origin. After a x3 shift every band misses, so the next check's bands are wider by
-    exactly that factor; a rerun of that check publishes the same bands."""
+    exactly that factor. The first check saw data ending 6 hours before its T: those outcomes were
+    not scored by it, and the next check counts them on its first run as on its rerun."""
     from pipeline.models.conformal import tracked_factor
 
-    cfg = load_config(_write(env["root"], _scaled(env["frame"]), "tracked"))
+    frame = _scaled(env["frame"])
+    cfg = load_config(_write(env["root"], frame, "tracked"))
     lr = cfg.evaluation.interval_tracking_lr
     assert lr == 0.02  # the default
     T1 = T0 + pd.Timedelta("1D")
-    first = run_check(cfg, T1, since=T0)
-    assert first["interval_factors"]["champion"]["80"] == [1.0] * 4  # nothing scored before T0: the calibrated bands
+    lagging = env["root"] / "tracked_lagging.csv"
+    frame[pd.to_datetime(frame["time"]) < T1 - pd.Timedelta("6h")].to_csv(lagging, index=False)
+    first = run_check(cfg, T1, since=T0, data_path=lagging)
+    assert first["interval_factors"]["champion"]["80"] == [1.0] * 4  # nothing observed before T0: the calibrated bands
     store = store_for(cfg)
-    second = run_check(cfg, T)  # since: the first check's T1
-    feedback = store.scored_intervals(MODEL_NAME, 1, until=T1)
-    feedback = feedback[feedback["ds"] < T1]
+    before = store.published(MODEL_NAME, until=T1)
+    second = run_check(cfg, T)  # since: the first check's T1; the full data
+    # recomputed from the data file and the first check's published bands (not from the score table)
+    y = frame.assign(ds=pd.to_datetime(frame["time"])).set_index("ds")["load"]
+    known = before[before["ds"] < T1].assign(y=lambda d: y.reindex(d["ds"]).to_numpy())
+    assert (known["ds"] >= T1 - pd.Timedelta("6h")).any()  # outcomes the first check could not score
     for level in (80.0, 95.0):
-        rows = feedback[feedback["level"] == level]
-        missed = ~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))
-        want = [tracked_factor(missed[rows["step"] == j].to_numpy(), level, lr) for j in range(1, 5)]
+        lo, hi = known[f"yhat_lo_{level:g}"], known[f"yhat_hi_{level:g}"]
+        missed = ~((lo <= known["y"]) & (known["y"] <= hi))
+        want = [tracked_factor(missed[known["step"] == j].to_numpy(), level, lr, known.loc[known["step"] == j, "origin"].to_numpy()) for j in range(1, 5)]
         assert second["interval_factors"]["champion"][f"{level:g}"] == pytest.approx(want)
     assert min(second["interval_factors"]["champion"]["80"]) > 1.2  # the shifted target misses nearly every band
     published = store.published(MODEL_NAME)
@@ -328,6 +335,7 @@ def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(e
     np.testing.assert_allclose(width["min"], width["max"], rtol=1e-9)  # absolute scores: one width per step and check
     ratio = (width.loc[True, "min"] / width.loc[False, "min"]).to_numpy()
     np.testing.assert_allclose(ratio, second["interval_factors"]["champion"]["80"], rtol=1e-9)
+    assert (published["yhat_lo_95"] <= published["yhat_lo_80"]).all() and (published["yhat_hi_80"] <= published["yhat_hi_95"]).all()  # nested
     again = run_check(cfg, T, since=T1)
     assert again["interval_factors"] == second["interval_factors"]
     pd.testing.assert_frame_equal(store.published(MODEL_NAME).drop(columns="as_of"), published.drop(columns="as_of"))
