@@ -130,7 +130,9 @@ def interval_metrics(
         target units; the interval of :func:`coverage_interval`, ``None`` ends when there are too few origins)
         for the calibrated bands and, with tracking, ``"tracked": {"lr", "coverage", "mean_width", "n",
         "coverage_ci", "ci_block", "coverage_per_step", "factor_per_step"}`` for the tracked ones,
-        nested across levels (:func:`pipeline.models.conformal.nest_bands`); ``factor_per_step``: the
+        nested across levels (:func:`pipeline.models.conformal.nest_bands`; each level's misses are counted
+        against its own factor before nesting, where the live loop counts them against the published, nested
+        band: the two differ only where nesting widened a band); ``factor_per_step``: the
         factors the last origin was published with. The live loop updates at every origin and the
         test part scores every ``origin_step``-th, so the replay's step is ``tracking_lr * origin_step``.
     """

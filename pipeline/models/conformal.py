@@ -64,7 +64,8 @@ quantile, so the band of step ``j`` is the calibrated band scaled by the factor
 ``c_j = max(0, 1 + lr * sum_t mean_series(missed - alpha))`` (:func:`tracked_factor`), summed over
 the origin times of the version's own published step-``j`` bands whose outcome is known, each
 origin time one update (the mean over its series, so a thousand series move the band no faster
-than one), and the levels kept nested (:func:`nest_bands`). Multi-step feedback is delayed (step ``j`` of an
+than one), and the levels kept nested (:func:`nest_bands`; the replay counts each level's misses
+before nesting, the live loop against the published, nested bands). Multi-step feedback is delayed (step ``j`` of an
 origin is known ``j`` steps later), as in the multi-step version of Wang & Hyndman (2024,
 "Online conformal inference for multi-step time series forecasting", arXiv:2410.13115): each
 step keeps its own factor and counts only outcomes observed by the forecast's origin. The test
