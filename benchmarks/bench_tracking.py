@@ -34,6 +34,7 @@ def replay(run: Path, rates: list[float]) -> dict:
     (:func:`pipeline.evaluation.intervals.interval_metrics`, as the compare stage calls it: the test
     origins, their ``origin_step``, the nested levels, the coverage's 95% CI)."""
     from pipeline.core import artifacts
+    from pipeline.evaluation.comparison import test_times
     from pipeline.evaluation.intervals import interval_metrics
     from pipeline.features.windowing import load_features
     from pipeline.models.conformal import IntervalCalibration
@@ -42,8 +43,7 @@ def replay(run: Path, rates: list[float]) -> dict:
     with np.load(artifacts.TRAINING_FORECASTS.at(run / "training")) as z:
         pred, index = z["test"], z["test_index"]
     truth = fs.targets("test")[index]
-    ns = lambda t: np.asarray(t).astype("datetime64[ns]").astype(np.int64)  # noqa: E731
-    times = (ns(fs.origin_times("test")[index]), ns(fs.target_times("test")[index]))
+    times = test_times(fs, index)
     origin_step = int(artifacts.read_json(artifacts.EVALUATION_METRICS.at(run / "evaluation"))["origin_step"])
     calibration = IntervalCalibration.load(artifacts.INTERVALS.at(run / "training"))
     history = fs.lookback_targets(fs.starts["test"][index])
@@ -60,8 +60,8 @@ def replay(run: Path, rates: list[float]) -> dict:
 
 
 def store_cost(days: list[int], horizon: int = 24) -> list[dict]:
-    """Seconds of the monitoring check's tracker read (:func:`pipeline.loop.monitoring.track_bands`'s
-    :meth:`~pipeline.store.sql.ForecastStore.scored_intervals` and factors) against the version's age:
+    """Seconds of the monitoring check's tracker read (:func:`pipeline.loop.monitoring.tracked_factors`,
+    what :func:`~pipeline.loop.monitoring.track_bands` pays per alias) against the version's age:
     an hourly series, one forecast per hour with ``horizon`` steps and two levels, all scored, in a
     SQLite store in a temporary folder."""
     import tempfile
@@ -69,8 +69,11 @@ def store_cost(days: list[int], horizon: int = 24) -> list[dict]:
 
     import pandas as pd
 
-    from pipeline.models.conformal import tracked_factor
+    from pipeline.loop.monitoring import tracked_factors
+    from pipeline.models.conformal import IntervalCalibration
     from pipeline.store.sql import ForecastStore
+
+    calibration = IntervalCalibration((80.0, 95.0), {"80": [1.28] * horizon, "95": [1.96] * horizon}, "none", 1, horizon=horizon)
 
     out = []
     for n_days in days:
@@ -94,15 +97,12 @@ def store_cost(days: list[int], horizon: int = 24) -> list[dict]:
             fill = time.perf_counter() - t0
             since = ds.max() + pd.Timedelta("1h")
             t0 = time.perf_counter()
-            scored = store.scored_intervals("m", 1, until=since)
+            n_rows = len(store.scored_intervals("m", 1, until=since))
             read = time.perf_counter() - t0
-            for level in (80.0, 95.0):
-                rows = scored[scored["level"] == level]
-                missed = ~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))
-                for j in range(1, horizon + 1):
-                    tracked_factor(missed[rows["step"] == j].to_numpy(), level, 0.02, rows.loc[rows["step"] == j, "origin"].to_numpy())
+            t0 = time.perf_counter()
+            tracked_factors(store, "m", 1, since, calibration, 0.02)  # the read again, and the factors
             total = time.perf_counter() - t0
-            out.append({"days": n_days, "scored_band_rows": int(len(scored)), "read_s": round(read, 2), "read_and_factors_s": round(total, 2), "fill_s": round(fill, 1)})
+            out.append({"days": n_days, "scored_band_rows": n_rows, "read_s": round(read, 2), "read_and_factors_s": round(total, 2), "fill_s": round(fill, 1)})
             print(out[-1])
     return out
 

@@ -79,29 +79,12 @@ def run_training_pipeline(
     return result
 
 
-def _ci(result: dict[str, Any], label: str, kind: str = "") -> str:
-    """`` (95% CI 78.0-88.1%)``: the test coverage's confidence interval at ``label``, where there is one
-    (``kind`` ``tracked_``: the tracked bands')."""
-    from pipeline.evaluation.intervals import ci_text
-
-    return ci_text(result.get(f"test_{kind}ci_low_coverage_{label}"), result.get(f"test_{kind}ci_high_coverage_{label}"))
-
-
-def _interval_line(result: dict[str, Any], label: str) -> str:
-    """``LSTM 80% interval: test coverage 83.1% (95% CI ..), mean width 1.26; tracked, as the monitoring loop
-    publishes it: 81.3% (..), mean width 1.22`` (the second part only with ``test_tracked_coverage_<label>``)."""
-    line = f"LSTM {label}% interval: test coverage {100 * result[f'test_coverage_{label}']:.1f}%{_ci(result, label)}, mean width {result[f'test_width_{label}']:.4g}"
-    if f"test_tracked_coverage_{label}" in result:
-        line += (f"; tracked, as the monitoring loop publishes it: {100 * result[f'test_tracked_coverage_{label}']:.1f}%"
-                 f"{_ci(result, label, 'tracked_')}, mean width {result[f'test_tracked_width_{label}']:.4g}")  # fmt: skip
-    return line
-
-
 def summary_table(result: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`run_training_pipeline`'s result."""
     import pandas as pd
 
     from pipeline.core import artifacts
+    from pipeline.evaluation.intervals import interval_text
 
     table = pd.read_csv(artifacts.COMPARISON_TABLE.at(result["evaluation"]))
     lines = [
@@ -111,7 +94,7 @@ def summary_table(result: dict[str, Any]) -> str:
           if result.get("history_steps") else []),
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         f"training RMSE (in-sample): {result['training_rmse']:.4f}",
-        *[_interval_line(result, k[len("test_coverage_"):]) for k in result if k.startswith("test_coverage_")],
+        *[interval_text(label, m) for label, m in artifacts.read_json(artifacts.EVALUATION_METRICS.at(result["evaluation"])).get("intervals", {}).items()],
         *([f"LSTM training stopped by {result['stop_reason']} after {', '.join(map(str, result['train_steps'] or []))} optimiser step(s)"] if result.get("stop_reason") else []),
         f"gate: {'PASSED' if result['gate_passed'] else 'FAILED'}",
         *(f"  {r}" for r in result["gate_reasons"]),

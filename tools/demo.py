@@ -65,15 +65,9 @@ def summary(cfg, run_dir: Path, result: dict, seconds: float) -> str:
     if artifacts.COMPARISON_TABLE.at(evaluation).exists():
         table = pd.read_csv(artifacts.COMPARISON_TABLE.at(evaluation))
         out += ["", "LSTM vs baselines on the same test windows (original units):", table.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
-        from pipeline.evaluation.intervals import ci_text
+        from pipeline.evaluation.intervals import interval_text
 
-        for label, m in artifacts.read_json(artifacts.EVALUATION_METRICS.at(evaluation)).get("intervals", {}).items():
-            ci = ci_text(*(m.get("coverage_ci") or (None, None)))
-            line = f"LSTM {label}% interval: test coverage {100 * m['coverage']:.1f}%{ci}, mean width {m['mean_width']:.4g}"
-            if m.get("tracked"):
-                t = m["tracked"]
-                line += f"; tracked, as the monitoring loop publishes it: {100 * t['coverage']:.1f}%{ci_text(*(t.get('coverage_ci') or (None, None)))}"
-            out.append(line)
+        out += [interval_text(label, m) for label, m in artifacts.read_json(artifacts.EVALUATION_METRICS.at(evaluation)).get("intervals", {}).items()]
         gate = artifacts.read_json(artifacts.GATE.at(evaluation))
         out += ["", f"gate: {'PASSED' if gate['passed'] else 'FAILED'} - {gate['reasons'][0]}"]
     out += [_registry_line(cfg), "", f"artifacts: {run_dir}", "MLflow UI:  make mlflow-ui   (then http://127.0.0.1:5000)", "Airflow UI: make airflow     (then http://127.0.0.1:8080)"]

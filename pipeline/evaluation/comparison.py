@@ -33,7 +33,7 @@ from pipeline.core import artifacts, schema
 from pipeline.core.config import PipelineConfig
 from pipeline.core.errors import DataQualityError, GateFailedError
 from pipeline.core.seasons import seasons_past_window
-from pipeline.evaluation.intervals import ci_text, flat_metrics, interval_metrics
+from pipeline.evaluation.intervals import flat_metrics, interval_metrics, interval_text
 from pipeline.features.windowing import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -290,9 +290,11 @@ def _load_forecasts(training_dir: Path, baselines_dir: Path) -> tuple[dict[str, 
     return forecasts, fits, index, train
 
 
-def _ns(times: np.ndarray) -> np.ndarray:
-    """datetime64 -> int64 nanoseconds (the tracker's clock)."""
-    return np.asarray(times).astype("datetime64[ns]").astype(np.int64)
+def test_times(fs: FeatureSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scored test windows' ``(origin_time (n,), known_time (n, h))`` as int64 nanoseconds: when each
+    origin is forecast and each step observed (the quantile tracker's clock, :func:`interval_metrics`)."""
+    ns = lambda t: np.asarray(t).astype("datetime64[ns]").astype(np.int64)  # noqa: E731
+    return ns(fs.origin_times("test")[index]), ns(fs.target_times("test")[index])
 
 
 def _intervals(
@@ -310,12 +312,7 @@ def _intervals(
     calibration = IntervalCalibration.load(path)
     intervals = interval_metrics(calibration, truth, lstm, history, origin_step, times, tracking_lr)
     for label, m in intervals.items():
-        log.info("LSTM %s%% interval: test coverage %.1f%%%s (n=%d), mean width %.4g", label, 100 * m["coverage"], ci_text(*m["coverage_ci"]),
-                 m["n"], m["mean_width"])  # fmt: skip
-        if "tracked" in m:
-            t = m["tracked"]
-            log.info("LSTM %s%% interval, tracked (lr %g): test coverage %.1f%%%s, mean width %.4g", label, t["lr"], 100 * t["coverage"],
-                     ci_text(*t["coverage_ci"]), t["mean_width"])  # fmt: skip
+        log.info("%s (n=%d)", interval_text(label, m), m["n"])
     return calibration, intervals, calibration.bands(lstm, history)
 
 
@@ -359,9 +356,8 @@ def run_comparison(cfg: PipelineConfig, run_path: Path, features_dir: Path, trai
     spread = fit_spread(truth, forecasts, fits)
     gate.reasons += _spread_reasons(spread) + [f"scored on {len(index)} of {len(fs.starts['test'])} test windows (every {base_info['origin_step']})"]
     lstm = metrics[schema.LSTM]
-    times = (_ns(fs.origin_times("test")[index]), _ns(fs.target_times("test")[index]))
     calibration, intervals, bands = _intervals(training_dir, truth, forecasts[schema.LSTM], fs.lookback_targets(fs.starts["test"][index]),
-                                              int(base_info["origin_step"]), times, cfg.evaluation.interval_tracking_lr)  # fmt: skip
+                                              int(base_info["origin_step"]), test_times(fs, index), cfg.evaluation.interval_tracking_lr)  # fmt: skip
     summary = {
         "lstm_rmse": lstm["rmse"], "lstm_mae": lstm["mae"], "lstm_mase": lstm["mase"], "rmse_per_step": lstm["rmse_per_step"],
         "training_rmse": in_sample["rmse"], "device": train_info["device"], "train_seconds": train_info["train_seconds"],

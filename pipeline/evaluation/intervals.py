@@ -107,6 +107,18 @@ def ci_text(low: float | None, high: float | None) -> str:
     return f" (95% CI {100 * low:.1f}-{100 * high:.1f}%)" if low is not None and high is not None else ""
 
 
+def interval_text(label: str, m: dict[str, Any]) -> str:
+    """``LSTM 80% interval: test coverage 83.1% (95% CI ..), mean width 1.26; tracked, as the monitoring loop
+    publishes it: 81.3% (..), mean width 1.22`` for one level of :func:`interval_metrics` (the second part
+    only with a ``tracked`` entry): the one wording of the compare log, ``train``'s summary and the demo."""
+    line = f"LSTM {label}% interval: test coverage {100 * m['coverage']:.1f}%{ci_text(*(m.get('coverage_ci') or (None, None)))}, mean width {m['mean_width']:.4g}"
+    if m.get("tracked"):
+        t = m["tracked"]
+        line += (f"; tracked, as the monitoring loop publishes it: {100 * t['coverage']:.1f}%{ci_text(*(t.get('coverage_ci') or (None, None)))}, "
+                 f"mean width {t['mean_width']:.4g}")  # fmt: skip
+    return line
+
+
 def interval_metrics(
     calibration: IntervalCalibration, y_true: np.ndarray, y_pred: np.ndarray, history: np.ndarray | None = None,
     origin_step: int = 1, times: tuple[np.ndarray, np.ndarray] | None = None, tracking_lr: float = 0.0,

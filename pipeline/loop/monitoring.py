@@ -229,30 +229,39 @@ def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: st
         ``(frame, {level_label: [factor per step]})``; ``{}`` with the frame unchanged for a version
         without intervals or ``lr`` 0.
     """
-    from pipeline.models.conformal import nest_bands, tracked_factor
+    from pipeline.models.conformal import nest_bands
 
     calibration, lr = getattr(model, "calibration", None), cfg.evaluation.interval_tracking_lr
     if calibration is None or lr == 0 or frame.empty:
         return frame, {}
-    scored = store.scored_intervals(name, version, until=since)
-    lo, hi, y = (scored[c].astype(np.float64) for c in ("lo", "hi", "y"))  # an empty read has object columns
-    scored = scored[(scored[schema.DS] < since) & np.isfinite(lo) & np.isfinite(hi) & y.notna()]
-    out, bands = {}, {}
-    for level in calibration.levels:
-        rows = scored[np.isclose(scored["level"], level)]
-        missed = (~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))).to_numpy()
-        step, origin = rows["step"].to_numpy(), rows["origin"].to_numpy()
-        per_step = [tracked_factor(missed[step == j], level, lr, origin[step == j]) for j in range(1, calibration.horizon + 1)]
-        lo_col, hi_col = schema.interval_columns(level)
+    out, bands = tracked_factors(store, name, version, since, calibration, lr), {}
+    for label, per_step in out.items():
+        lo_col, hi_col = schema.interval_columns(float(label))
         finite = np.isfinite(frame[lo_col]) & np.isfinite(frame[hi_col])
         factor = np.where(finite, np.asarray(per_step)[frame["step"].to_numpy() - 1], 1.0)
-        label = schema.level_label(level)
         bands[label] = calibration.scale_bands(frame[schema.YHAT].to_numpy(), frame[lo_col].to_numpy(), frame[hi_col].to_numpy(), factor)
-        out[label] = per_step
     for label, (lo, hi) in nest_bands(bands).items():
         lo_col, hi_col = schema.interval_columns(float(label))
         frame[lo_col], frame[hi_col] = lo, hi
     return frame, out
+
+
+def tracked_factors(store, name: str, version: int, since, calibration, lr: float) -> dict[str, list[float]]:
+    """``{level_label: [factor per step 1..h]}``: :func:`pipeline.models.conformal.tracked_factor` over the
+    version's published bands (finite ones) whose outcome is scored with ``ds < since`` (UTC-naive); one read
+    of :meth:`~pipeline.store.sql.ForecastStore.scored_intervals`, the cost :func:`track_bands` pays per alias."""
+    from pipeline.models.conformal import tracked_factor
+
+    scored = store.scored_intervals(name, version, until=since)
+    lo, hi, y = (scored[c].astype(np.float64) for c in ("lo", "hi", "y"))  # an empty read has object columns
+    scored = scored[(scored[schema.DS] < since) & np.isfinite(lo) & np.isfinite(hi) & y.notna()]
+    out = {}
+    for level in calibration.levels:
+        rows = scored[np.isclose(scored["level"], level)]
+        missed = (~((rows["lo"] <= rows["y"]) & (rows["y"] <= rows["hi"]))).to_numpy()
+        step, origin = rows["step"].to_numpy(), rows["origin"].to_numpy()
+        out[schema.level_label(level)] = [tracked_factor(missed[step == j], level, lr, origin[step == j]) for j in range(1, calibration.horizon + 1)]
+    return out
 
 
 @bounded_http_retries()
