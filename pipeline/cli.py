@@ -112,6 +112,9 @@ def _user_parsers(sub) -> None:
     which.add_argument("--version", type=int, help="model version to use instead of an alias")
     fc.add_argument("--out", type=Path, help="write the forecasts here (.csv or .parquet; default: CSV on stdout)")
     fc.add_argument("--json", action="store_true", help="print one JSON object as the last line (the forecasts too without --out)")
+    fc.add_argument("--bands", choices=("tracked", "calibrated"), default="tracked",
+                    help="prediction intervals: as the monitoring loop publishes them, tracked as of its latest check (default), "
+                         "or the registered model's calibrated ones")  # fmt: skip
     serve = sub.add_parser("serve", help="serve the registered champion over HTTP (POST /forecast, /health, /ready, /metrics)")
     serve.add_argument("--config", required=True, type=Path, help="use-case YAML (tracking URI, model name, the serving section)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
@@ -260,9 +263,10 @@ def _forecast(cfg, args) -> int:
     """``forecast``: the registered model's next ``h`` steps for ``--input`` (:mod:`pipeline.predict`)."""
     from pipeline.predict import run_forecast
 
-    result = run_forecast(cfg, args.input, alias=args.alias, version=args.version, out=args.out, as_records=args.json and not args.out)
+    result = run_forecast(cfg, args.input, alias=args.alias, version=args.version, out=args.out, as_records=args.json and not args.out, bands=args.bands)
+    bands = {"tracked": f", bands tracked as of {result['bands_as_of']}", "calibrated": ", calibrated bands"}.get(result["bands"], "")
     if args.out:
-        print(f"{result['rows']} forecast rows of {result['series']} series from {result['model']} v{result['version']} -> {args.out}", file=sys.stderr)
+        print(f"{result['rows']} forecast rows of {result['series']} series from {result['model']} v{result['version']}{bands} -> {args.out}", file=sys.stderr)
     elif not args.json:
         result.pop("frame").to_csv(sys.stdout, index=False)
     result.pop("frame", None)

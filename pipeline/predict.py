@@ -8,7 +8,10 @@ Output, one row per series and step: ``unique_id, ds, step, yhat``, then the pre
 intervals the version was registered with, ``yhat_lo_<level>, yhat_hi_<level>`` per level of
 ``evaluation.interval_levels`` (split-conformal, :mod:`pipeline.models.conformal`; none for a
 version registered without a calibration), plus ``warning`` when an input lies far outside the
-training range.
+training range. By default the bands are the ones the monitoring loop publishes and the service
+returns: the calibrated bands scaled by the quantile tracker's factors as of the latest monitoring
+check in the forecast store (:func:`pipeline.loop.monitoring.latest_factors`); ``bands="calibrated"``
+(``--bands calibrated``) gives the pyfunc's own.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ def write_forecast(frame: pd.DataFrame, out: Path) -> Path:
 
 def run_forecast(
     cfg: PipelineConfig, input_path: Path, alias: str | None = None, version: int | None = None, out: Path | None = None,
-    as_records: bool = False,
+    as_records: bool = False, bands: str = "tracked",
 ) -> dict[str, Any]:  # fmt: skip
     """The model's next ``features.horizon`` steps after the last row of each series in ``input_path``.
 
@@ -160,12 +163,15 @@ def run_forecast(
         alias / version: which registered version (default: ``champion``).
         out: where to write the forecasts (CSV or parquet by suffix); ``None`` writes nothing.
         as_records: also return the rows as a list of dicts (``forecast``), for ``--json``.
+        bands: ``"tracked"`` (the monitoring loop's bands as of its latest check, the calibrated ones
+            when there is none) or ``"calibrated"`` (the pyfunc's own).
 
     Returns:
-        ``{"model", "version", "alias", "input", "rows", "series", "origin_end", "out", "frame"}``:
-        ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64, target units)``
-        frame with ``yhat_lo_<level>, yhat_hi_<level>`` (float64, target units) per level when the
-        version has intervals, ``origin_end`` the last forecast timestamp.
+        ``{"model", "version", "alias", "input", "rows", "series", "origin_end", "bands", "bands_as_of",
+        "out", "frame"}``: ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64,
+        target units)`` frame with ``yhat_lo_<level>, yhat_hi_<level>`` (float64, target units) per
+        level when the version has intervals, ``origin_end`` the last forecast timestamp, ``bands``
+        ``"tracked"`` (with ``bands_as_of``, the check's as-of time), ``"calibrated"`` or ``None`` (no intervals).
 
     Raises:
         DataLoadError / DataQualityError: the file is missing or unusable (column, row, timestamp named).
@@ -174,9 +180,19 @@ def run_forecast(
     history = read_history(input_path, cfg)
     model, found, alias = load_model(cfg, alias, version)
     frame = forecast_history(model.predict, history, str(input_path))
+    calibration = getattr(model.unwrap_python_model(), "calibration", None)
+    tracked = None
+    if bands == "tracked" and calibration is not None:
+        from pipeline.loop.monitoring import latest_factors, scale_frame_bands
+        from pipeline.store.sql import existing_store
+
+        tracked = latest_factors(cfg, existing_store(cfg), found, calibration)
+        if tracked:
+            frame = scale_frame_bands(frame, calibration, tracked[0])
     result = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias, "input": str(input_path),
               "rows": len(frame), "series": int(frame[schema.UNIQUE_ID].nunique()),
               "origin_end": str(frame[schema.DS].max()) if len(frame) else None,
+              "bands": None if calibration is None else "tracked" if tracked else "calibrated", "bands_as_of": tracked[1] if tracked else None,
               "out": str(write_forecast(frame, out)) if out is not None else None, "frame": frame}  # fmt: skip
     if as_records:
         result["forecast"] = forecast_records(frame)

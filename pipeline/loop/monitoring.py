@@ -229,21 +229,62 @@ def track_bands(cfg: PipelineConfig, store, model, frame: pd.DataFrame, name: st
         ``(frame, {level_label: [factor per step]})``; ``{}`` with the frame unchanged for a version
         without intervals or ``lr`` 0.
     """
-    from pipeline.models.conformal import nest_bands
-
     calibration, lr = getattr(model, "calibration", None), cfg.evaluation.interval_tracking_lr
     if calibration is None or lr == 0 or frame.empty:
         return frame, {}
-    out, bands = tracked_factors(store, name, version, since, calibration, lr), {}
-    for label, per_step in out.items():
+    out = tracked_factors(store, name, version, since, calibration, lr)
+    return scale_frame_bands(frame, calibration, out), out
+
+
+def scale_frame_bands(frame: pd.DataFrame, calibration, factors: dict[str, list[float]]) -> pd.DataFrame:
+    """``frame``'s calibrated bands with their half-widths scaled by ``factors`` ``{level_label: [factor per
+    step 1..h]}`` (:func:`tracked_factors`), in the calibration's score space
+    (:meth:`~pipeline.models.conformal.IntervalCalibration.scale_bands`), then kept nested
+    (:func:`pipeline.models.conformal.nest_bands`); an infinite band stays as it is. The one scaling of
+    the published bands (:func:`track_bands`) and of the served ones (:mod:`pipeline.service`,
+    ``lstm-pipeline forecast``).
+
+    Args:
+        frame: ``step`` (int, 1..h), ``yhat`` and ``yhat_lo_<level>``/``yhat_hi_<level>`` per level of
+            ``factors`` (float64, target units); changed in place and returned.
+    """
+    from pipeline.models.conformal import nest_bands
+
+    bands = {}
+    for label, per_step in factors.items():
         lo_col, hi_col = schema.interval_columns(float(label))
         finite = np.isfinite(frame[lo_col]) & np.isfinite(frame[hi_col])
-        factor = np.where(finite, np.asarray(per_step)[frame["step"].to_numpy() - 1], 1.0)
+        factor = np.where(finite, np.asarray(per_step)[frame["step"].to_numpy().astype(int) - 1], 1.0)
         bands[label] = calibration.scale_bands(frame[schema.YHAT].to_numpy(), frame[lo_col].to_numpy(), frame[hi_col].to_numpy(), factor)
     for label, (lo, hi) in nest_bands(bands).items():
         lo_col, hi_col = schema.interval_columns(float(label))
         frame[lo_col], frame[hi_col] = lo, hi
-    return frame, out
+    return frame
+
+
+def latest_factors(cfg: PipelineConfig, store, version: int, calibration) -> tuple[dict[str, list[float]], str] | None:
+    """``(factors, as_of)``: the quantile tracker's factors for ``version`` as of the latest monitoring check
+    (:func:`tracked_factors` over the outcomes before that check's ``as_of``, which its score stage has
+    scored), the bands to serve from then on. For origins after that check they equal the factors the
+    next check publishes with (its ``since`` is that ``as_of``), up to observations that arrive late.
+
+    Returns ``None`` (serve the calibrated bands) for a version without intervals, ``interval_tracking_lr``
+    0, no store (``store`` ``None``) or no check yet. Cost: one read of the version's scored bands
+    (docs/BENCHMARKS.md "Tracked intervals").
+
+    Raises:
+        StoreError: the store is unreachable.
+    """
+    from pipeline.data.io import as_of_timestamp
+
+    lr = cfg.evaluation.interval_tracking_lr
+    if calibration is None or lr == 0 or store is None:
+        return None
+    checks = store.last_checks(cfg.mlflow.registered_model_name, n=1)
+    if not checks:
+        return None
+    as_of = checks[0]["as_of"]
+    return tracked_factors(store, cfg.mlflow.registered_model_name, version, as_of_timestamp(as_of), calibration, lr), as_of
 
 
 def tracked_factors(store, name: str, version: int, since, calibration, lr: float) -> dict[str, list[float]]:

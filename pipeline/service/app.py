@@ -8,11 +8,17 @@ Endpoints:
   "routes": [...]}``, the
   next ``h`` steps per series. The forecast is the registered pyfunc's own ``predict`` on those
   rows, tidied by :func:`pipeline.predict.forecast_history` (what ``lstm-pipeline forecast``
-  runs), so it equals the pyfunc's, prediction intervals included (a version registered with
-  them; :mod:`pipeline.models.conformal`). ``X-Model-Name``, ``X-Model-Version``, ``X-Model-Alias`` repeat model, version, alias.
-  ``routes`` lists which alias and version forecast which series; with canary traffic a
-  request whose series went to both has ``alias: "mixed"`` and ``version: null``. An interval
-  bound that is infinite (a level the version had too few calibration windows for) is ``null``.
+  runs), so its ``yhat`` equals the pyfunc's. The prediction intervals (a version registered with
+  them; :mod:`pipeline.models.conformal`) are the ones the monitoring loop publishes: the pyfunc's
+  calibrated bands scaled by the quantile tracker's factors as of the latest monitoring check
+  (:func:`pipeline.loop.monitoring.latest_factors`; the calibrated bands themselves before the first
+  check, with ``evaluation.interval_tracking_lr`` 0, or without a forecast store).
+  ``X-Model-Name``, ``X-Model-Version``, ``X-Model-Alias`` repeat model, version, alias.
+  ``routes`` lists which alias and version forecast which series, and which ``bands`` they got
+  (``"tracked"`` with ``bands_as_of``, the check's as-of time; ``"calibrated"``; ``null``: no
+  intervals); with canary traffic a request whose series went to both has ``alias: "mixed"`` and
+  ``version: null``. An interval bound that is infinite (a level the version had too few
+  calibration windows for) is ``null``.
 * ``GET /health``: the process is up. ``GET /ready``: 200 once a champion is loaded, else 503 and why.
 * ``GET /metrics``: Prometheus text format (:mod:`pipeline.service.metrics`).
 
@@ -191,9 +197,14 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
         return response
 
     def run_forecasts(groups: list[tuple[Loaded, pd.DataFrame]]) -> list[tuple[Loaded, pd.DataFrame]]:
+        from pipeline.loop.monitoring import scale_frame_bands
         from pipeline.predict import forecast_history
 
-        return [(m, forecast_history(m.predict, part, "request body")) for m, part in groups]
+        out = []
+        for m, part in groups:
+            frame = forecast_history(m.predict, part, "request body")
+            out.append((m, scale_frame_bands(frame, m.calibration, m.factors) if m.factors else frame))
+        return out
 
     @app.post("/forecast")
     async def forecast(request: Request):
@@ -218,7 +229,8 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
             body = {
                 "model": name, "version": version, "alias": alias,
                 "forecasts": [r for _, frame in results for r in forecast_records(frame)],
-                "routes": [{"alias": m.alias, "version": m.version, "unique_ids": sorted(map(str, frame[schema.UNIQUE_ID].unique()))} for m, frame in results],
+                "routes": [{"alias": m.alias, "version": m.version, "unique_ids": sorted(map(str, frame[schema.UNIQUE_ID].unique())),
+                            "bands": m.bands, "bands_as_of": m.factors_as_of if m.factors else None} for m, frame in results],
             }  # fmt: skip
             response = JSONResponse(body, headers={"X-Model-Name": name, "X-Model-Version": "" if version is None else str(version), "X-Model-Alias": alias})
         except RequestRefused as exc:

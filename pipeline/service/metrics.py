@@ -24,6 +24,7 @@ names (``tests/pipeline/test_slo_files.py`` checks each one they name is exporte
 | ``lstm_serving_last_forecast_timestamp_seconds`` | gauge | alias | when the newest forecast was served |
 | ``lstm_monitoring_rolling_rmse`` / ``lstm_monitoring_rmse_threshold`` | gauge | version | the latest monitoring check's rolling RMSE and retrain threshold (forecast store) |
 | ``lstm_monitoring_check_timestamp_seconds`` | gauge | | the latest check's as-of time |
+| ``lstm_serving_interval_factor`` | gauge | alias, level | the quantile tracker's factor on the served bands' half-width, mean over the steps (1: the calibrated bands) |
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.core.schema import level_label
 
 #: latency buckets in seconds: 1 ms to 10 s, dense around the 20 ms goal of a one-series request
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -67,6 +70,8 @@ class ServiceMetrics:
         self.last_forecast = Gauge("lstm_serving_last_forecast_timestamp_seconds", "when the newest forecast was served", ["alias"], registry=r)
         self.rolling_rmse = Gauge("lstm_monitoring_rolling_rmse", "rolling RMSE of the latest monitoring check", ["version"], registry=r)
         self.rmse_threshold = Gauge("lstm_monitoring_rmse_threshold", "retrain threshold of the latest monitoring check", ["version"], registry=r)
+        self.interval_factor = Gauge("lstm_serving_interval_factor", "mean over the steps of the quantile tracker's factor on the "
+                                     "served bands' half-width (1: the calibrated bands)", ["alias", "level"], registry=r)  # fmt: skip
         self.check_time = Gauge("lstm_monitoring_check_timestamp_seconds", "as-of time of the latest monitoring check", registry=r)
 
     def on_loaded(self, loaded, seconds: float) -> None:
@@ -85,6 +90,12 @@ class ServiceMetrics:
         self.last_forecast.labels(alias=alias).set(time.time())
         if origin is not None:
             self.origin.labels(alias=alias).set(_unix(origin))
+
+    def on_bands(self, alias: str, levels, factors: dict[str, list[float]] | None) -> None:
+        """``alias`` now serves its bands scaled by ``factors`` ``{level_label: [factor per step]}`` (``None``: calibrated)."""
+        for level in levels:
+            per_step = (factors or {}).get(level_label(level))
+            self.interval_factor.labels(alias=alias, level=level_label(level)).set(sum(per_step) / len(per_step) if per_step else 1.0)
 
     def on_check(self, check: dict[str, Any]) -> None:
         """The latest monitoring check's row (:meth:`pipeline.store.sql.ForecastStore.last_checks`)."""

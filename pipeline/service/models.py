@@ -7,7 +7,10 @@
 * :class:`Reloader`: a background thread that reads the registry's aliases every
   ``serving.poll_seconds`` (:func:`pipeline.registry.aliases.snapshot`, one read), loads a moved
   alias's version beside the one being served and swaps it in; a failed load keeps the old one,
-  logs the error and counts it (``lstm_serving_model_load_failures_total``).
+  logs the error and counts it (``lstm_serving_model_load_failures_total``). After each new
+  monitoring check in the forecast store it reads each served version's tracked-interval factors
+  (:func:`pipeline.loop.monitoring.latest_factors`), so the service returns the bands the
+  monitoring loop publishes, not the calibrated ones fixed at training.
 * :func:`canary_share`: where a series id falls in ``[0, 1)``; ids under ``serving.canary_fraction``
   go to the challenger, every time (sticky; a hash, not a coin flip per request).
 """
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -47,6 +50,10 @@ class Loaded:
         predict: raw history frame -> the pyfunc's forecast frame (``[unique_id,] ds, step, yhat[, warning]``).
         series_id_column: the input column naming the series (``None``: one series per request).
         loaded_at / created_at: unix seconds of the load and of the version's registration.
+        calibration: the version's :class:`~pipeline.models.conformal.IntervalCalibration` (``None``: no intervals).
+        factors / factors_as_of: the quantile tracker's ``{level_label: [factor per step]}`` as of the
+            monitoring check at ``factors_as_of`` (ISO 8601, UTC), applied to the pyfunc's bands
+            (:func:`pipeline.loop.monitoring.scale_frame_bands`); ``None``: the calibrated bands.
     """
 
     alias: str
@@ -56,6 +63,14 @@ class Loaded:
     series_id_column: str | None
     loaded_at: float
     created_at: float | None = None
+    calibration: Any = None
+    factors: dict[str, list[float]] | None = None
+    factors_as_of: str | None = None
+
+    @property
+    def bands(self) -> str | None:
+        """Which prediction intervals this version serves: ``"tracked"``, ``"calibrated"`` or ``None`` (none)."""
+        return None if self.calibration is None else "tracked" if self.factors is not None else "calibrated"
 
 
 def canary_share(unique_id: str) -> float:
@@ -102,19 +117,26 @@ class RegistrySource:
         with server.bounded_http_retries():
             created = server.client(server.tracking_uri(self.cfg)).get_model_version(self.name, str(found)).creation_timestamp
         return Loaded(alias, found, model.predict, self.cfg.serving.backend, python_model.prep.series_id_column, time.time(),
-                      created / 1000.0 if created else None)  # fmt: skip
+                      created / 1000.0 if created else None, getattr(python_model, "calibration", None))  # fmt: skip
 
     def last_check(self) -> dict[str, Any] | None:
         """The latest monitoring check of the model in the forecast store, or ``None`` when there is no store yet."""
-        from pathlib import Path
+        from pipeline.store.sql import existing_store
 
-        from pipeline.store.sql import default_store_url, store_for
-
-        url = self.cfg.monitoring.store_url or default_store_url(self.cfg.run.artifact_root)
-        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
-            return None  # never create a store just to read it
-        checks = store_for(self.cfg).last_checks(self.name, n=1)
+        store = existing_store(self.cfg)
+        checks = store.last_checks(self.name, n=1) if store is not None else []
         return checks[0] if checks else None
+
+    def interval_factors(self, version: int, calibration) -> tuple[dict[str, list[float]], str] | None:
+        """``(factors, as_of)`` of :func:`pipeline.loop.monitoring.latest_factors` (``None``: serve the calibrated bands).
+
+        Raises:
+            StoreError: the store is unreachable.
+        """
+        from pipeline.loop.monitoring import latest_factors
+        from pipeline.store.sql import existing_store
+
+        return latest_factors(self.cfg, existing_store(self.cfg), version, calibration)
 
 
 @dataclass
@@ -142,8 +164,9 @@ class Reloader:
     """Follow the registry's aliases; see the module docstring.
 
     Args:
-        source: ``aliases() -> {alias: version}``, ``load(alias, version) -> Loaded`` and
-            ``last_check() -> dict | None`` (:class:`RegistrySource`).
+        source: ``aliases() -> {alias: version}``, ``load(alias, version) -> Loaded``,
+            ``last_check() -> dict | None`` and ``interval_factors(version, calibration) -> (factors, as_of) | None``
+            (:class:`RegistrySource`).
         wanted: the aliases to serve (``champion``, plus ``challenger`` with canary traffic).
         metrics: a :class:`pipeline.service.metrics.ServiceMetrics`.
     """
@@ -191,7 +214,7 @@ class Reloader:
         same = next((m for m in self.holder.current().values() if m.version == version), None)
         start = time.perf_counter()
         try:
-            loaded = Loaded(alias, same.version, same.predict, same.backend, same.series_id_column, time.time(), same.created_at) if same else self.source.load(alias, version)
+            loaded = replace(same, alias=alias, loaded_at=time.time()) if same else self.source.load(alias, version)
         except LOAD_ERRORS as exc:  # a failed load keeps the served version
             keep = f"still serving v{served.version}" if served else "nothing served under this alias"
             self.last_error[alias] = f"loading v{version} failed: {exc}"
@@ -212,6 +235,25 @@ class Reloader:
             return
         if check:
             self.metrics.on_check(check)
+        self._track(check)
+
+    def _track(self, check: dict[str, Any] | None) -> None:
+        """Apply the tracked-interval factors as of ``check`` to each served version with intervals that
+        has not got them yet (a new check, a new version); a store error keeps the bands served."""
+        as_of = check.get("as_of") if check else None
+        for alias, loaded in self.holder.current().items():
+            if loaded.calibration is None or loaded.factors_as_of == as_of:
+                continue
+            try:
+                found = self.source.interval_factors(loaded.version, loaded.calibration) if as_of is not None else None
+            except (PipelineError, sa.exc.SQLAlchemyError, OSError) as exc:
+                log.warning("tracked-interval factors of v%d not read, serving its %s bands: %s", loaded.version, loaded.bands, exc)
+                continue
+            factors, as_of_found = found if found else (None, as_of)
+            self.holder.swap(alias, replace(loaded, factors=factors, factors_as_of=as_of_found))
+            self.metrics.on_bands(alias, loaded.calibration.levels, factors)
+            if factors:
+                log.info("%s v%d serves its bands tracked as of %s", alias, loaded.version, as_of_found)
 
     def start(self) -> None:
         """Poll at once and then every ``poll_seconds``, on a daemon thread (``/health`` answers meanwhile)."""

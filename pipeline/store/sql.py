@@ -568,3 +568,12 @@ def store_url(cfg) -> str:
 def store_for(cfg) -> ForecastStore:
     """The store of a :class:`~pipeline.core.config.PipelineConfig` at :func:`store_url`."""
     return ForecastStore(store_url(cfg))
+
+
+def existing_store(cfg) -> ForecastStore | None:
+    """:func:`store_for`, or ``None`` where the store is a SQLite file not created yet: a reader
+    (the service, ``lstm-pipeline forecast``) never creates a store just to read it."""
+    url = store_url(cfg)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        return None
+    return ForecastStore(url)

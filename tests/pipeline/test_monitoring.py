@@ -339,3 +339,44 @@ def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(e
     again = run_check(cfg, T, since=T1)
     assert again["interval_factors"] == second["interval_factors"]
     pd.testing.assert_frame_equal(store.published(MODEL_NAME).drop(columns="as_of"), published.drop(columns="as_of"))
+
+
+def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, capsys):
+    """After a check at T1, ``lstm-pipeline serve`` and ``lstm-pipeline forecast`` return the champion's
+    bands tracked as of T1: for an origin after T1 they equal the bands the next check publishes for
+    that origin (real MLflow server, real forecast store). ``forecast --bands calibrated`` gives the
+    registered pyfunc's own, which the x3 shift after T0 makes far narrower."""
+    from fastapi.testclient import TestClient
+
+    from pipeline.service.app import create_app
+
+    frame = _scaled(env["frame"])
+    path = _write(env["root"], frame, "served_bands")
+    cfg = load_config(path)
+    T1 = T0 + pd.Timedelta("1D")
+    run_check(cfg, T1, since=T0)
+    origin = T1 + pd.Timedelta("2h")
+    history = frame[pd.to_datetime(frame["time"]) <= origin]
+    history.to_csv(env["root"] / "served_history.csv", index=False)
+    app = create_app(cfg, poll=False)
+    app.state.reloader.poll_once()
+    with TestClient(app) as client:
+        resp = client.post("/forecast", json={"rows": json.loads(history.to_json(orient="records", date_format="iso"))})
+    assert resp.status_code == 200, resp.text
+    served = pd.DataFrame(resp.json()["forecasts"])
+    assert resp.json()["routes"][0]["bands"] == "tracked" and resp.json()["routes"][0]["bands_as_of"] == T1.isoformat()
+    assert main(["forecast", "--config", path, "--input", str(env["root"] / "served_history.csv"), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (cli["bands"], cli["bands_as_of"]) == ("tracked", T1.isoformat())
+    assert main(["forecast", "--config", path, "--input", str(env["root"] / "served_history.csv"), "--json", "--bands", "calibrated"]) == 0
+    calibrated = pd.DataFrame(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["forecast"])
+    run_check(cfg, T, since=T1)
+    published = store_for(cfg).published(MODEL_NAME)
+    published = published[published["origin"] == origin].sort_values("step")
+    assert len(published) == 4 and (published["version"] == 1).all()
+    columns = ["yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95"]
+    for got in (served, pd.DataFrame(cli["forecast"])):
+        assert got["ds"].tolist() == [t.isoformat() for t in published["ds"]]
+        np.testing.assert_allclose(got[columns].to_numpy(float), published[columns].to_numpy(float), rtol=1e-5)
+    widths = (served["yhat_hi_80"] - served["yhat_lo_80"]) / (calibrated["yhat_hi_80"] - calibrated["yhat_lo_80"])
+    assert (widths > 1.2).all()  # the tracker widened the bands the shifted target kept missing

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.core.config import load_config
-from pipeline.core.errors import ConfigError, DataQualityError, RegistryError
+from pipeline.core.errors import ConfigError, DataQualityError, RegistryError, StoreError
 from pipeline.data.io import read_raw
 from pipeline.data.validation import validate_frame
 from pipeline.features.windowing import build_features
@@ -47,6 +47,10 @@ class MemoryRegistry:
 
     def __init__(self, versions: dict[int, ForecastModel]):
         self.versions, self.alias_map, self.broken, self.loads = versions, {}, set(), []
+        self.check = {"champion_version": 1, "rolling_rmse": 0.5, "threshold": 0.8, "as_of": "2026-12-01T00:00:00"}
+        self.factors: dict[int, dict] = {}  # version -> {level_label: [factor per step]} as of self.check
+        self.factor_reads: list[int] = []
+        self.store_down = False
 
     def aliases(self) -> dict[str, int]:
         return dict(self.alias_map)
@@ -56,10 +60,16 @@ class MemoryRegistry:
         if version in self.broken:
             raise RegistryError(f"could not load v{version}: artifacts missing")
         fm = self.versions[version]
-        return Loaded(alias, version, lambda df: fm.predict(None, df), "torch", fm.prep.series_id_column, time.time(), 1.7e9)
+        return Loaded(alias, version, lambda df: fm.predict(None, df), "torch", fm.prep.series_id_column, time.time(), 1.7e9, fm.calibration)
 
     def last_check(self):
-        return {"champion_version": 1, "rolling_rmse": 0.5, "threshold": 0.8, "as_of": "2026-12-01T00:00:00"}
+        return self.check
+
+    def interval_factors(self, version, calibration):
+        self.factor_reads.append(version)
+        if self.store_down:
+            raise StoreError("forecast store unreachable: connection refused")
+        return (self.factors[version], self.check["as_of"]) if version in self.factors else None
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +128,7 @@ def test_forecast_equals_the_pyfunc_and_names_the_version(case):
     assert got["unique_id"].tolist() == expected["unique_id"].tolist() and got["step"].tolist() == expected["step"].tolist()
     assert got["ds"].iloc[0] == "2024-01-03T12:00:00"  # ISO 8601, one step after the last row
     np.testing.assert_array_equal(got["yhat"].to_numpy(), expected["yhat"].to_numpy())  # the same computation, bit for bit
-    assert body["routes"] == [{"alias": "champion", "version": 1, "unique_ids": [f"s{k:02d}" for k in range(N_SERIES)]}]
+    assert body["routes"] == [{"alias": "champion", "version": 1, "unique_ids": [f"s{k:02d}" for k in range(N_SERIES)], "bands": None, "bands_as_of": None}]
 
 
 def test_bad_input_gets_422_with_the_pyfuncs_located_message(case):
@@ -326,3 +336,50 @@ def test_forecast_threads_run_torch_on_the_process_thread_count(case):
     finally:
         torch.set_num_threads(before)
     assert started == 0
+
+
+def test_the_service_serves_the_bands_tracked_as_of_the_latest_check(case):
+    """With a monitoring check in the store, the answer's bands are the pyfunc's calibrated bands with
+    their half-widths scaled by the quantile tracker's factors as of that check (the bands the loop
+    publishes), kept nested; they are read again after a new check only, a store error keeps the
+    bands served, and without factors (no check, lr 0) the calibrated bands are served."""
+    from pipeline.models.conformal import IntervalCalibration
+
+    cfg, raw, versions = case
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(50, 4))
+    calibration = IntervalCalibration.fit(truth, truth + rng.normal(scale=0.2, size=truth.shape), [80, 95])
+    banded = ForecastModel().use(versions[1].forecaster, None, calibration)
+    registry = MemoryRegistry({1: banded})
+    registry.alias_map = {"champion": 1}
+    registry.factors = {1: {"80": [1.5, 1.5, 2.0, 2.0], "95": [0.5, 1.0, 1.0, 1.0]}}
+    app = create_app(cfg, source=registry, token=None, poll=False)
+    app.state.reloader.poll_once()
+    calibrated = tidy(banded.predict(None, raw))
+    half = {c: (calibrated[f"yhat_hi_{c}"] - calibrated["yhat"]).to_numpy() for c in ("80", "95")}
+    with TestClient(app) as client:
+        resp = client.post("/forecast", json={"rows": _rows(raw)}).json()
+        got = pd.DataFrame(resp["forecasts"])
+        step = got["step"].to_numpy()
+        np.testing.assert_allclose(got["yhat"], calibrated["yhat"])
+        np.testing.assert_allclose(got["yhat_hi_80"] - got["yhat"], half["80"] * np.where(step <= 2, 1.5, 2.0))
+        np.testing.assert_allclose(got["yhat"] - got["yhat_lo_80"], half["80"] * np.where(step <= 2, 1.5, 2.0))
+        # step 1's 95 band, scaled by 0.5, would sit inside the 80 band: nested, it is the 80 band
+        np.testing.assert_allclose(got["yhat_hi_95"], np.where(step == 1, got["yhat_hi_80"], calibrated["yhat_hi_95"]))
+        assert resp["routes"][0]["bands"] == "tracked" and resp["routes"][0]["bands_as_of"] == "2026-12-01T00:00:00"
+        metrics = _metrics(client)
+        assert metrics[("lstm_serving_interval_factor", (("alias", "champion"), ("level", "80")))] == 1.75
+        app.state.reloader.poll_once()
+        assert registry.factor_reads == [1]  # the same check: not read again
+        registry.check = {**registry.check, "as_of": "2026-12-02T00:00:00"}
+        registry.store_down = True
+        app.state.reloader.poll_once()  # a new check but the store is down: the tracked bands stay
+        again = client.post("/forecast", json={"rows": _rows(raw)}).json()
+        pd.testing.assert_frame_equal(pd.DataFrame(again["forecasts"]), got)
+        registry.store_down, registry.factors = False, {}
+        app.state.reloader.poll_once()  # the new check has no factors for v1 (lr 0): the calibrated bands
+        plain = client.post("/forecast", json={"rows": _rows(raw)}).json()
+        np.testing.assert_allclose(pd.DataFrame(plain["forecasts"])[["yhat_lo_80", "yhat_hi_95"]], calibrated[["yhat_lo_80", "yhat_hi_95"]])
+        assert plain["routes"][0]["bands"] == "calibrated" and plain["routes"][0]["bands_as_of"] is None
+        assert _metrics(client)[("lstm_serving_interval_factor", (("alias", "champion"), ("level", "80")))] == 1.0
+    assert registry.factor_reads == [1, 1, 1]
