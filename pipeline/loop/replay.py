@@ -696,13 +696,20 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
 
 
 def _published_scores(cfg: PipelineConfig, stages: Stages) -> pd.DataFrame | None:
-    """The champion's published forecasts with their observations, from the replay's store (``None``
-    when the checks are not the real ones: nothing was stored)."""
+    """The champion's published forecasts with their observations and, for versions with intervals, their
+    published bands ``yhat_lo_<level>, yhat_hi_<level>``, from the replay's store (``None`` when the
+    checks are not the real ones: nothing was stored)."""
     if stages.check is not _default_check:
         return None
     from pipeline.store.sql import store_for
 
-    return store_for(cfg).published_scores(cfg.mlflow.registered_model_name)
+    store, name = store_for(cfg), cfg.mlflow.registered_model_name
+    scored, published = store.published_scores(name), store.published(name)
+    bands = [c for c in published.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]
+    if not bands or scored.empty:
+        return scored
+    keys = ["unique_id", "origin", "step"]
+    return scored.merge(published[keys + bands], on=keys, how="left")  # the bands as published (tracked)
 
 
 def _shadow(cfg: PipelineConfig, stages: Stages) -> Callable[..., pd.DataFrame] | None:
@@ -745,7 +752,11 @@ def outcome(
       (``worse_promotions_unmeasured``: promotions without such pairs, e.g. at the replay's end);
     - ``recovery_delay_h``: hours from the incident to the first promotion at or after it;
     - ``cpu_s``, ``wall_s``: the ticks' (and the initial training's) CPU and wall seconds, as run
-      (a rerun that reuses ticks reports the first run's figures).
+      (a rerun that reuses ticks reports the first run's figures);
+    - ``coverage``, when the published forecasts have bands: per level, the share of scored values
+      inside their published (tracked) band and the mean width, over all scored origins
+      (``{"80": {"coverage", "mean_width", "n", "pre_fault", "post_fault"}}``; the last two the
+      coverage before and from the incident).
     """
     ts = pd.to_datetime(timeline["as_of"])
     full = _full_origins(published, horizon) if published is not None else None
@@ -779,6 +790,26 @@ def outcome(
         cpu_s=round(float(pd.to_numeric(timeline.get("cpu_s"), errors="coerce").sum()) + float((initial or {}).get("cpu_s") or 0), 1),
         wall_s=round(float(pd.to_numeric(timeline.get("wall_s"), errors="coerce").sum()) + float((initial or {}).get("wall_s") or 0), 1),
     )
+    if published is not None and any(c.startswith("yhat_lo_") for c in published.columns):
+        out["coverage"] = published_coverage(published, incident)
+    return out
+
+
+def published_coverage(scored: pd.DataFrame, incident: pd.Timestamp | None = None) -> dict[str, dict[str, Any]]:
+    """Per level label, :func:`pipeline.evaluation.intervals.coverage` of the published bands over
+    ``scored`` (``origin, y, yhat_lo_<level>, yhat_hi_<level>``; rows without a finite band are left
+    out), with ``pre_fault`` / ``post_fault``: the coverage of the origins before / from ``incident``."""
+    from pipeline.evaluation.intervals import coverage
+
+    out = {}
+    for lo_col in (c for c in scored.columns if c.startswith("yhat_lo_")):
+        label = lo_col[len("yhat_lo_") :]
+        lo, hi, y = (scored[c].to_numpy(float) for c in (lo_col, f"yhat_hi_{label}", "y"))
+        banded = np.isfinite(lo) & np.isfinite(hi)
+        out[label] = coverage(y[banded], lo[banded], hi[banded])
+        after = (scored["origin"] >= incident).to_numpy() if incident is not None else None
+        for key, part in (("pre_fault", None if after is None else banded & ~after), ("post_fault", None if after is None else banded & after)):
+            out[label][key] = coverage(y[part], lo[part], hi[part])["coverage"] if part is not None and part.any() else None
     return out
 
 
@@ -860,11 +891,19 @@ def summary_text(summary: dict[str, Any]) -> str:
     def _f(v):
         return "-" if v is None else f"{v:.4g}"
 
+    def _pct(v):
+        return "-" if v is None else f"{v:.1%}"
+
     lines.insert(1, f"policy: {summary.get('policy', 'rule')}; trainings {summary.get('trainings')}; "
                     f"worse promotions {summary.get('worse_promotions')} (unmeasured {summary.get('worse_promotions_unmeasured')})")
     lines.append(f"published champion RMSE: all {_f(summary.get('rmse_published'))}, before the fault {_f(summary.get('rmse_pre_fault'))}, "
                  f"after {_f(summary.get('rmse_post_fault'))}, settled (7 days on) {_f(summary.get('rmse_post_fault_settled'))}; "
                  f"recovery delay {_f(summary.get('recovery_delay_h'))} h; cpu {summary.get('cpu_s')} s, wall {summary.get('wall_s')} s")
+    if summary.get("coverage"):
+        lines.append("published bands' coverage: " + "; ".join(
+            f"{label}: {c['coverage']:.1%} (width {c['mean_width']:.4g})"
+            + (f", before the fault {_pct(c['pre_fault'])}, after {_pct(c['post_fault'])}" if c.get("post_fault") is not None or c.get("pre_fault") is not None else "")
+            for label, c in summary["coverage"].items()))  # fmt: skip
     if summary.get("recovery_ratio") is not None:
         lines.append(
             f"recovery: rolling RMSE / new champion's training RMSE = {summary['recovery_ratio']:.2f} "

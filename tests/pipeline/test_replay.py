@@ -27,10 +27,12 @@ from pipeline.loop.replay import (
     Stages,
     outcome,
     parse_policy,
+    published_coverage,
     rows_before_copy,
     run_replay,
     schedule_step,
     summarize,
+    summary_text,
 )
 from pipeline.loop.scenarios import Scenario
 from tests.conftest import tiny_frame
@@ -236,6 +238,20 @@ def test_replay_end_to_end_on_a_drifted_sine(tmp_path):
     timeline = pd.read_csv(summary["timeline"])
     assert timeline["decision"].eq("retrain").sum() == summary["triggers"] >= 1
     assert summary["canary_decisions"].get("wait", 0) >= 1  # the challenger was shadow-scored and judged
+    # the published (tracked) bands' coverage over the replay, recomputed from the store's interval rows
+    from pipeline.store.sql import ForecastStore
+
+    store = ForecastStore(f"sqlite:///{folder / 'store.db'}")
+    keys = store.published("replay-e2e")[["unique_id", "origin", "step", "version"]]
+    rows = pd.concat([store.scored_intervals("replay-e2e", int(v)).assign(version=v) for v in keys["version"].unique()]).merge(keys)
+    for level in (80.0, 95.0):
+        part = rows[(rows["level"] == level) & rows["y"].notna()]
+        inside = (part["lo"] <= part["y"]) & (part["y"] <= part["hi"])
+        got = summary["coverage"][f"{level:g}"]
+        assert got["n"] == len(part) > 100 and got["coverage"] == pytest.approx(inside.mean())
+        before = part["origin"] < inject
+        assert got["pre_fault"] == pytest.approx(inside[before].mean()) and got["post_fault"] == pytest.approx(inside[~before].mean())
+    assert "published bands' coverage: 80: " in summary_text(summary)
     # the user's own registry (the config's) was never created
     assert not (tmp_path / "mlflow").exists()
 
@@ -386,6 +402,20 @@ def test_outcome_measures_the_published_forecasts_and_judges_each_promotion():
     assert out["rmse_post_fault"] == pytest.approx(np.sqrt((7 * 9 + n_settled * 4) / n_post))
     assert out["worse_promotions"] == 1 and out["worse_promotions_unmeasured"] == 0
     assert out["trainings"] == 1 and out["recovery_delay_h"] == 0.0 and (out["cpu_s"], out["wall_s"]) == (13.0, 24.0)
+
+
+def test_published_coverage_counts_finite_bands_before_and_from_the_incident():
+    incident = pd.Timestamp("2024-01-03")
+    scored = pd.DataFrame({
+        "origin": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]),
+        "y": [0.0, 5.0, 0.0, 5.0, 0.0, 1.0],
+        "yhat_lo_80": [-1.0, -1.0, -np.inf, -1.0, -1.0, -1.0],
+        "yhat_hi_80": [1.0, 1.0, np.inf, 1.0, 3.0, 1.0],
+    })  # fmt: skip
+    got = published_coverage(scored, incident)["80"]
+    assert got["n"] == 5 and got["coverage"] == pytest.approx(3 / 5) and got["mean_width"] == pytest.approx(2.4)  # the infinite band left out
+    assert got["pre_fault"] == pytest.approx(1 / 2) and got["post_fault"] == pytest.approx(2 / 3)
+    assert published_coverage(scored)["80"]["pre_fault"] is None
 
 
 @pytest.mark.slow
