@@ -202,3 +202,16 @@ def test_a_store_at_schema_1_is_upgraded_keeping_its_rows(store_url):
     assert old.upsert_forecasts(_with_bands(_forecasts(1, origins))) == 6
     assert "yhat_hi_95" in old.published("m")
     assert ForecastStore(store_url).schema_version == 4  # opening it again migrates nothing twice
+
+
+def test_a_reader_opens_the_configured_store_and_never_creates_one(tmp_path, monkeypatch):
+    """``existing_store`` (the service's and ``forecast``'s read): the URL ``store_url`` resolves,
+    ``LSTM_PIPELINE_STORE_URL`` first, and ``None`` for a SQLite file that does not exist yet."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(monitoring=SimpleNamespace(store_url=f"sqlite:///{tmp_path / 'configured.db'}"), run=SimpleNamespace(artifact_root=tmp_path / "artifacts"))
+    monkeypatch.delenv(sql.STORE_URL_ENV, raising=False)
+    assert sql.existing_store(cfg) is None and not (tmp_path / "configured.db").exists()
+    ForecastStore(f"sqlite:///{tmp_path / 'env.db'}").record_check({"check_id": "c", "model_name": "m", "as_of": "2024-01-01T00:00:00"})
+    monkeypatch.setenv(sql.STORE_URL_ENV, f"sqlite:///{tmp_path / 'env.db'}")
+    assert sql.existing_store(cfg).last_checks("m")[0]["check_id"] == "c"
