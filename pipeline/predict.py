@@ -168,10 +168,12 @@ def run_forecast(
 
     Returns:
         ``{"model", "version", "alias", "input", "rows", "series", "origin_end", "bands", "bands_as_of",
-        "out", "frame"}``: ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64,
+        "bands_warning", "out", "frame"}``: ``frame`` is the ``unique_id, ds (datetime64), step (int), yhat (float64,
         target units)`` frame with ``yhat_lo_<level>, yhat_hi_<level>`` (float64, target units) per
         level when the version has intervals, ``origin_end`` the last forecast timestamp, ``bands``
-        ``"tracked"`` (with ``bands_as_of``, the check's as-of time), ``"calibrated"`` or ``None`` (no intervals).
+        ``"tracked"`` (with ``bands_as_of``, the check's as-of time, UTC), ``"calibrated"`` or ``None`` (no
+        intervals), ``bands_warning`` why tracked bands fell back to the calibrated ones (the store
+        could not be read; ``None`` otherwise).
 
     Raises:
         DataLoadError / DataQualityError: the file is missing or unusable (column, row, timestamp named).
@@ -181,18 +183,27 @@ def run_forecast(
     model, found, alias = load_model(cfg, alias, version)
     frame = forecast_history(model.predict, history, str(input_path))
     calibration = getattr(model.unwrap_python_model(), "calibration", None)
-    tracked = None
+    tracked, unread = None, None
     if bands == "tracked" and calibration is not None:
+        import sqlalchemy as sa
+
         from pipeline.loop.monitoring import latest_factors, scale_frame_bands
         from pipeline.store.sql import existing_store
 
-        tracked = latest_factors(cfg, existing_store(cfg), found, calibration)
-        if tracked:
+        try:
+            tracked = latest_factors(cfg, existing_store(cfg), found, calibration)
+        except (PipelineError, sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # the store is optional for a forecast
+            unread = f"the forecast store could not be read, so these are the calibrated bands: {exc}"
+            log.warning(unread)
+        if tracked and tracked[0]:
             frame = scale_frame_bands(frame, calibration, tracked[0])
+        else:
+            tracked = None
     result = {"model": cfg.mlflow.registered_model_name, "version": found, "alias": alias, "input": str(input_path),
               "rows": len(frame), "series": int(frame[schema.UNIQUE_ID].nunique()),
               "origin_end": str(frame[schema.DS].max()) if len(frame) else None,
               "bands": None if calibration is None else "tracked" if tracked else "calibrated", "bands_as_of": tracked[1] if tracked else None,
+              "bands_warning": unread,
               "out": str(write_forecast(frame, out)) if out is not None else None, "frame": frame}  # fmt: skip
     if as_records:
         result["forecast"] = forecast_records(frame)

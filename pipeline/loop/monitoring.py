@@ -262,11 +262,20 @@ def scale_frame_bands(frame: pd.DataFrame, calibration, factors: dict[str, list[
     return frame
 
 
-def latest_factors(cfg: PipelineConfig, store, version: int, calibration) -> tuple[dict[str, list[float]], str] | None:
+def latest_factors(cfg: PipelineConfig, store, version: int, calibration, as_of: str | None = None) -> tuple[dict[str, list[float]], str] | None:
     """``(factors, as_of)``: the quantile tracker's factors for ``version`` as of the latest monitoring check
     (:func:`tracked_factors` over the outcomes before that check's ``as_of``, which its score stage has
     scored), the bands to serve from then on. For origins after that check they equal the factors the
     next check publishes with (its ``since`` is that ``as_of``), up to observations that arrive late.
+
+    That equality holds when the next check starts where the latest one ended (``since`` its ``as_of``:
+    the DAG's ``data_interval_start`` on a schedule without gaps) and with the same
+    ``interval_tracking_lr`` (the reader's config; the check records its factors, not its ``lr``);
+    a check that starts later, or after a check that scored nothing (``invalid_data``), counts other
+    outcomes.
+
+    Args:
+        as_of: the check to track as of (ISO 8601, as recorded); ``None``: the latest in ``store``.
 
     Returns ``None`` (serve the calibrated bands) for a version without intervals, ``interval_tracking_lr``
     0, no store (``store`` ``None``) or no check yet. Cost: one read of the version's scored bands
@@ -280,10 +289,11 @@ def latest_factors(cfg: PipelineConfig, store, version: int, calibration) -> tup
     lr = cfg.evaluation.interval_tracking_lr
     if calibration is None or lr == 0 or store is None:
         return None
-    checks = store.last_checks(cfg.mlflow.registered_model_name, n=1)
-    if not checks:
-        return None
-    as_of = checks[0]["as_of"]
+    if as_of is None:
+        checks = store.last_checks(cfg.mlflow.registered_model_name, n=1)
+        if not checks:
+            return None
+        as_of = checks[0]["as_of"]
     return tracked_factors(store, cfg.mlflow.registered_model_name, version, as_of_timestamp(as_of), calibration, lr), as_of
 
 

@@ -708,7 +708,7 @@ def _published_scores(cfg: PipelineConfig, stages: Stages) -> pd.DataFrame | Non
     bands = [c for c in published.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]
     if not bands or scored.empty:
         return scored
-    keys = ["unique_id", "origin", "step"]
+    keys = ["unique_id", "origin", "step", "version"]
     return scored.merge(published[keys + bands], on=keys, how="left")  # the bands as published (tracked)
 
 
@@ -798,14 +798,17 @@ def outcome(
 def published_coverage(scored: pd.DataFrame, incident: pd.Timestamp | None = None) -> dict[str, dict[str, Any]]:
     """Per level label, :func:`pipeline.evaluation.intervals.coverage` of the published bands over
     ``scored`` (``origin, y, yhat_lo_<level>, yhat_hi_<level>``; rows without a finite band are left
-    out), with ``pre_fault`` / ``post_fault``: the coverage of the origins before / from ``incident``."""
+    out, and a level without any), with ``pre_fault`` / ``post_fault``: the coverage of the origins
+    before / from ``incident`` (``None`` without an incident or without such origins)."""
     from pipeline.evaluation.intervals import coverage
 
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for lo_col in (c for c in scored.columns if c.startswith("yhat_lo_")):
         label = lo_col[len("yhat_lo_") :]
         lo, hi, y = (scored[c].to_numpy(float) for c in (lo_col, f"yhat_hi_{label}", "y"))
         banded = np.isfinite(lo) & np.isfinite(hi)
+        if not banded.any():
+            continue
         out[label] = coverage(y[banded], lo[banded], hi[banded])
         after = (scored["origin"] >= incident).to_numpy() if incident is not None else None
         for key, part in (("pre_fault", None if after is None else banded & ~after), ("post_fault", None if after is None else banded & after)):

@@ -230,7 +230,7 @@ def create_app(cfg: PipelineConfig, source=None, token: str | None = None, poll:
                 "model": name, "version": version, "alias": alias,
                 "forecasts": [r for _, frame in results for r in forecast_records(frame)],
                 "routes": [{"alias": m.alias, "version": m.version, "unique_ids": sorted(map(str, frame[schema.UNIQUE_ID].unique())),
-                            "bands": m.bands, "bands_as_of": m.factors_as_of if m.factors else None} for m, frame in results],
+                            "bands": m.bands, "bands_as_of": m.factors_as_of if m.bands == "tracked" else None} for m, frame in results],
             }  # fmt: skip
             response = JSONResponse(body, headers={"X-Model-Name": name, "X-Model-Version": "" if version is None else str(version), "X-Model-Alias": alias})
         except RequestRefused as exc:

@@ -91,11 +91,14 @@ class ServiceMetrics:
         if origin is not None:
             self.origin.labels(alias=alias).set(_unix(origin))
 
-    def on_bands(self, alias: str, levels, factors: dict[str, list[float]] | None) -> None:
-        """``alias`` now serves its bands scaled by ``factors`` ``{level_label: [factor per step]}`` (``None``: calibrated)."""
-        for level in levels:
-            per_step = (factors or {}).get(level_label(level))
-            self.interval_factor.labels(alias=alias, level=level_label(level)).set(sum(per_step) / len(per_step) if per_step else 1.0)
+    def on_bands(self, models: dict[str, Any]) -> None:
+        """The factor each served alias's bands are scaled by (``models``: ``{alias: Loaded}``; 1 for
+        calibrated bands; an alias without intervals, or no longer served, has none)."""
+        self.interval_factor.clear()
+        for alias, loaded in models.items():
+            for level in getattr(loaded.calibration, "levels", ()):
+                per_step = (loaded.factors or {}).get(level_label(level))
+                self.interval_factor.labels(alias=alias, level=level_label(level)).set(sum(per_step) / len(per_step) if per_step else 1.0)
 
     def on_check(self, check: dict[str, Any]) -> None:
         """The latest monitoring check's row (:meth:`pipeline.store.sql.ForecastStore.last_checks`)."""

@@ -40,6 +40,8 @@ REGISTRY_ERRORS = (PipelineError, MlflowException, OSError)
 LOAD_ERRORS = (*REGISTRY_ERRORS, RuntimeError, ValueError, ImportError)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: :meth:`Reloader._read_monitoring`'s answer when the forecast store did not answer
+UNREADABLE = object()
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class Loaded:
     @property
     def bands(self) -> str | None:
         """Which prediction intervals this version serves: ``"tracked"``, ``"calibrated"`` or ``None`` (none)."""
-        return None if self.calibration is None else "tracked" if self.factors is not None else "calibrated"
+        return None if self.calibration is None else "tracked" if self.factors else "calibrated"
 
 
 def canary_share(unique_id: str) -> float:
@@ -119,24 +121,30 @@ class RegistrySource:
         return Loaded(alias, found, model.predict, self.cfg.serving.backend, python_model.prep.series_id_column, time.time(),
                       created / 1000.0 if created else None, getattr(python_model, "calibration", None))  # fmt: skip
 
-    def last_check(self) -> dict[str, Any] | None:
-        """The latest monitoring check of the model in the forecast store, or ``None`` when there is no store yet."""
+    def _store(self):
+        """The forecast store, once it exists (:func:`pipeline.store.sql.existing_store`; one engine kept)."""
         from pipeline.store.sql import existing_store
 
-        store = existing_store(self.cfg)
+        if getattr(self, "_cached_store", None) is None:
+            self._cached_store = existing_store(self.cfg)
+        return self._cached_store
+
+    def last_check(self) -> dict[str, Any] | None:
+        """The latest monitoring check of the model in the forecast store, or ``None`` when there is no store yet."""
+        store = self._store()
         checks = store.last_checks(self.name, n=1) if store is not None else []
         return checks[0] if checks else None
 
-    def interval_factors(self, version: int, calibration) -> tuple[dict[str, list[float]], str] | None:
-        """``(factors, as_of)`` of :func:`pipeline.loop.monitoring.latest_factors` (``None``: serve the calibrated bands).
+    def interval_factors(self, version: int, calibration, as_of: str) -> tuple[dict[str, list[float]], str] | None:
+        """``(factors, as_of)`` of :func:`pipeline.loop.monitoring.latest_factors` for the check at ``as_of``
+        (``None``: serve the calibrated bands).
 
         Raises:
             StoreError: the store is unreachable.
         """
         from pipeline.loop.monitoring import latest_factors
-        from pipeline.store.sql import existing_store
 
-        return latest_factors(self.cfg, existing_store(self.cfg), version, calibration)
+        return latest_factors(self.cfg, self._store(), version, calibration, as_of)
 
 
 @dataclass
@@ -165,7 +173,7 @@ class Reloader:
 
     Args:
         source: ``aliases() -> {alias: version}``, ``load(alias, version) -> Loaded``,
-            ``last_check() -> dict | None`` and ``interval_factors(version, calibration) -> (factors, as_of) | None``
+            ``last_check() -> dict | None`` and ``interval_factors(version, calibration, as_of) -> (factors, as_of) | None``
             (:class:`RegistrySource`).
         wanted: the aliases to serve (``champion``, plus ``challenger`` with canary traffic).
         metrics: a :class:`pipeline.service.metrics.ServiceMetrics`.
@@ -174,6 +182,7 @@ class Reloader:
     def __init__(self, source, holder: ModelHolder, metrics, wanted: tuple[str, ...], poll_seconds: float):
         self.source, self.holder, self.metrics, self.wanted, self.poll_seconds = source, holder, metrics, wanted, poll_seconds
         self.last_error: dict[str, str] = {}  # alias -> why its registry version is not the one served
+        self._pass: dict[str, Any] = {"check": UNREADABLE, "factors": {}}  # this poll's check and factor reads
         self.registry: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,9 +197,13 @@ class Reloader:
             return self.registry
         self.registry = found
         self.metrics.last_poll.set(time.time())
+        check = self._read_monitoring()  # before the loads: a new version is swapped in with its tracked bands
+        self._pass = {"check": check, "factors": {}}
         for alias in self.wanted:
             self._follow(alias, found.get(alias))
-        self._read_monitoring()
+        if check is not UNREADABLE:
+            self._track()
+        self.metrics.on_bands(self.holder.current())
         return found
 
     def _follow(self, alias: str, version: int | None) -> None:
@@ -222,38 +235,50 @@ class Reloader:
             self.metrics.load_failures.labels(alias=alias).inc()
             self.metrics.load_error.labels(alias=alias).set(1)
             return
+        if self._pass["check"] is not UNREADABLE:
+            loaded = self._with_factors(loaded)
         self.holder.swap(alias, loaded)
         self.last_error.pop(alias, None)
         self.metrics.on_loaded(loaded, time.perf_counter() - start)
         log.warning("serving %s v%d (%s backend)%s", alias, version, loaded.backend, f", was v{served.version}" if served else "")
 
-    def _read_monitoring(self) -> None:
+    def _read_monitoring(self) -> dict[str, Any] | None | object:
+        """The latest check (``None``: no store or no check yet; :data:`UNREADABLE`: the store did not answer)."""
         try:
             check = self.source.last_check()
-        except (PipelineError, sa.exc.SQLAlchemyError, OSError) as exc:  # the store is optional for serving
-            log.info("forecast store not readable, monitoring gauges not updated: %s", exc)
-            return
+        except (PipelineError, sa.exc.SQLAlchemyError, OSError, ImportError) as exc:  # the store is optional for serving
+            log.info("forecast store not readable, monitoring gauges and served bands not updated: %s", exc)
+            return UNREADABLE
         if check:
             self.metrics.on_check(check)
-        self._track(check)
+        return check
 
-    def _track(self, check: dict[str, Any] | None) -> None:
-        """Apply the tracked-interval factors as of ``check`` to each served version with intervals that
-        has not got them yet (a new check, a new version); a store error keeps the bands served."""
+    def _with_factors(self, loaded: Loaded) -> Loaded:
+        """``loaded`` with the tracked-interval factors as of this pass's check (one read per version and
+        pass; no check: the calibrated bands); ``loaded`` itself when they are already applied or the
+        store errs (the bands served stay)."""
+        check = self._pass["check"]
         as_of = check.get("as_of") if check else None
-        for alias, loaded in self.holder.current().items():
-            if loaded.calibration is None or loaded.factors_as_of == as_of:
-                continue
+        if loaded.calibration is None or loaded.factors_as_of == as_of:
+            return loaded
+        cache = self._pass["factors"]
+        if loaded.version not in cache:
             try:
-                found = self.source.interval_factors(loaded.version, loaded.calibration) if as_of is not None else None
-            except (PipelineError, sa.exc.SQLAlchemyError, OSError) as exc:
+                cache[loaded.version] = self.source.interval_factors(loaded.version, loaded.calibration, as_of) if as_of else None
+            except (PipelineError, sa.exc.SQLAlchemyError, OSError, ImportError) as exc:
                 log.warning("tracked-interval factors of v%d not read, serving its %s bands: %s", loaded.version, loaded.bands, exc)
-                continue
-            factors, as_of_found = found if found else (None, as_of)
-            self.holder.swap(alias, replace(loaded, factors=factors, factors_as_of=as_of_found))
-            self.metrics.on_bands(alias, loaded.calibration.levels, factors)
-            if factors:
-                log.info("%s v%d serves its bands tracked as of %s", alias, loaded.version, as_of_found)
+                return loaded
+        factors, factors_as_of = cache[loaded.version] or (None, as_of)
+        if factors:
+            log.info("%s v%d serves its bands tracked as of %s", loaded.alias, loaded.version, factors_as_of)
+        return replace(loaded, factors=factors, factors_as_of=factors_as_of)
+
+    def _track(self) -> None:
+        """Apply this pass's check's factors to each served version that does not have them yet."""
+        for alias, loaded in self.holder.current().items():
+            tracked = self._with_factors(loaded)
+            if tracked is not loaded:
+                self.holder.swap(alias, tracked)
 
     def start(self) -> None:
         """Poll at once and then every ``poll_seconds``, on a daemon thread (``/health`` answers meanwhile)."""
@@ -261,9 +286,13 @@ class Reloader:
         self._thread.start()
 
     def _run(self) -> None:
-        self.poll_once()
-        while not self._stop.wait(self.poll_seconds):
-            self.poll_once()
+        while True:
+            try:
+                self.poll_once()
+            except Exception:  # the poll thread outlives any one failed pass (a dead thread would never reload again)
+                log.exception("registry poll failed; retrying in %s s", self.poll_seconds)
+            if self._stop.wait(self.poll_seconds):
+                return
 
     def stop(self) -> None:
         self._stop.set()

@@ -572,7 +572,9 @@ def store_for(cfg) -> ForecastStore:
 
 def existing_store(cfg) -> ForecastStore | None:
     """:func:`store_for`, or ``None`` where the store is a SQLite file not created yet: a reader
-    (the service, ``lstm-pipeline forecast``) never creates a store just to read it."""
+    (the service, ``lstm-pipeline forecast``) never creates a SQLite store just to read it. A
+    server database (Postgres) is opened as :func:`store_for` opens it: its first read creates the
+    tables where they are missing, and an older store is upgraded in place, SQLite's too."""
     url = store_url(cfg)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
         return None

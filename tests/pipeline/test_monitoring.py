@@ -341,7 +341,7 @@ def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(e
     pd.testing.assert_frame_equal(store.published(MODEL_NAME).drop(columns="as_of"), published.drop(columns="as_of"))
 
 
-def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, capsys):
+def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, capsys, monkeypatch):
     """After a check at T1, ``lstm-pipeline serve`` and ``lstm-pipeline forecast`` return the champion's
     bands tracked as of T1: for an origin after T1 they equal the bands the next check publishes for
     that origin (real MLflow server, real forecast store). ``forecast --bands calibrated`` gives the
@@ -380,3 +380,11 @@ def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, 
         np.testing.assert_allclose(got[columns].to_numpy(float), published[columns].to_numpy(float), rtol=1e-5)
     widths = (served["yhat_hi_80"] - served["yhat_lo_80"]) / (calibrated["yhat_hi_80"] - calibrated["yhat_lo_80"])
     assert (widths > 1.2).all()  # the tracker widened the bands the shifted target kept missing
+    # a store that cannot be read: the forecast still comes, with the calibrated bands and why
+    broken = env["root"] / "not_a_store.db"
+    broken.write_bytes(b"not a database " * 100)
+    monkeypatch.setenv("LSTM_PIPELINE_STORE_URL", f"sqlite:///{broken}")
+    assert main(["forecast", "--config", path, "--input", str(env["root"] / "served_history.csv"), "--json"]) == 0
+    fallback = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fallback["bands"] == "calibrated" and "the forecast store could not be read" in fallback["bands_warning"]
+    np.testing.assert_allclose(pd.DataFrame(fallback["forecast"])[columns].to_numpy(float), calibrated[columns].to_numpy(float))

@@ -416,6 +416,7 @@ def test_published_coverage_counts_finite_bands_before_and_from_the_incident():
     assert got["n"] == 5 and got["coverage"] == pytest.approx(3 / 5) and got["mean_width"] == pytest.approx(2.4)  # the infinite band left out
     assert got["pre_fault"] == pytest.approx(1 / 2) and got["post_fault"] == pytest.approx(2 / 3)
     assert published_coverage(scored)["80"]["pre_fault"] is None
+    assert published_coverage(scored.assign(yhat_lo_80=-np.inf)) == {}  # no finite band: no figure, never NaN
 
 
 @pytest.mark.slow

@@ -65,7 +65,8 @@ class MemoryRegistry:
     def last_check(self):
         return self.check
 
-    def interval_factors(self, version, calibration):
+    def interval_factors(self, version, calibration, as_of):
+        assert as_of == self.check["as_of"]
         self.factor_reads.append(version)
         if self.store_down:
             raise StoreError("forecast store unreachable: connection refused")
@@ -364,8 +365,10 @@ def test_the_service_serves_the_bands_tracked_as_of_the_latest_check(case):
         np.testing.assert_allclose(got["yhat"], calibrated["yhat"])
         np.testing.assert_allclose(got["yhat_hi_80"] - got["yhat"], half["80"] * np.where(step <= 2, 1.5, 2.0))
         np.testing.assert_allclose(got["yhat"] - got["yhat_lo_80"], half["80"] * np.where(step <= 2, 1.5, 2.0))
-        # step 1's 95 band, scaled by 0.5, would sit inside the 80 band: nested, it is the 80 band
-        np.testing.assert_allclose(got["yhat_hi_95"], np.where(step == 1, got["yhat_hi_80"], calibrated["yhat_hi_95"]))
+        # the 95 band scaled by [0.5, 1, 1, 1], then nested: at least as wide as the scaled 80 band
+        scaled_95 = calibrated["yhat"] + half["95"] * np.where(step == 1, 0.5, 1.0)
+        assert (scaled_95 < got["yhat_hi_80"])[step == 1].all()  # step 1: the nesting binds (it is the 80 band)
+        np.testing.assert_allclose(got["yhat_hi_95"], np.maximum(scaled_95, got["yhat_hi_80"]))
         assert resp["routes"][0]["bands"] == "tracked" and resp["routes"][0]["bands_as_of"] == "2026-12-01T00:00:00"
         metrics = _metrics(client)
         assert metrics[("lstm_serving_interval_factor", (("alias", "champion"), ("level", "80")))] == 1.75
@@ -383,3 +386,40 @@ def test_the_service_serves_the_bands_tracked_as_of_the_latest_check(case):
         assert plain["routes"][0]["bands"] == "calibrated" and plain["routes"][0]["bands_as_of"] is None
         assert _metrics(client)[("lstm_serving_interval_factor", (("alias", "champion"), ("level", "80")))] == 1.0
     assert registry.factor_reads == [1, 1, 1]
+
+
+def test_a_version_moved_to_champion_is_served_with_its_own_factors_from_the_first_request(case):
+    """A promotion loads the new version with its tracked factors before it is swapped in (no request
+    gets its calibrated bands in between); the gauge follows the version now served, and a version
+    held under two aliases is read once per poll."""
+    from pipeline.models.conformal import IntervalCalibration
+
+    cfg, raw, versions = case
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=(50, 4))
+    calibration = IntervalCalibration.fit(truth, truth + rng.normal(scale=0.2, size=truth.shape), [80])
+    banded = {v: ForecastModel().use(versions[v].forecaster, None, calibration) for v in (1, 2)}
+    registry = MemoryRegistry(banded)
+    registry.alias_map = {"champion": 1, "challenger": 1}
+    registry.factors = {1: {"80": [1.2] * 4}, 2: {"80": [2.0] * 4}}
+    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"canary_fraction": 0.5})})
+    app = create_app(cfg, source=registry, token=None, poll=False)
+    app.state.reloader.poll_once()
+    assert registry.factor_reads == [1]  # champion and challenger on v1: one read
+    holder, swapped = app.state.holder, []
+    swap = holder.swap
+    holder.swap = lambda alias, loaded: (swapped.append((alias, loaded and (loaded.version, loaded.factors))), swap(alias, loaded))
+    registry.alias_map = {"champion": 2}
+    app.state.reloader.poll_once()
+    assert swapped == [("champion", (2, {"80": [2.0] * 4})), ("challenger", None)]  # never served without its factors
+    served = app.state.holder.current()
+    assert (served["champion"].version, served["champion"].factors) == (2, {"80": [2.0] * 4}) and "challenger" not in served
+    with TestClient(app) as client:
+        resp = client.post("/forecast", json={"rows": _rows(raw)}).json()
+        metrics = _metrics(client)
+    calibrated = tidy(banded[2].predict(None, raw))
+    got = pd.DataFrame(resp["forecasts"])
+    np.testing.assert_allclose(got["yhat_hi_80"] - got["yhat"], 2.0 * (calibrated["yhat_hi_80"] - calibrated["yhat"]))
+    assert metrics[("lstm_serving_interval_factor", (("alias", "champion"), ("level", "80")))] == 2.0
+    assert not any(name == "lstm_serving_interval_factor" and dict(labels)["alias"] == "challenger" for name, labels in metrics)
+    assert registry.factor_reads == [1, 2]
