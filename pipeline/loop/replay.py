@@ -696,20 +696,25 @@ def summarize(timeline: pd.DataFrame, inject_at: pd.Timestamp, faulty: bool, ini
 
 
 def _published_scores(cfg: PipelineConfig, stages: Stages) -> pd.DataFrame | None:
-    """The champion's published forecasts with their observations and, for versions with intervals, their
-    published bands ``yhat_lo_<level>, yhat_hi_<level>``, from the replay's store (``None`` when the
-    checks are not the real ones: nothing was stored)."""
+    """:func:`published_with_bands` from the replay's store (``None`` when the checks are not the real
+    ones: nothing was stored)."""
     if stages.check is not _default_check:
         return None
     from pipeline.store.sql import store_for
 
-    store, name = store_for(cfg), cfg.mlflow.registered_model_name
+    return published_with_bands(store_for(cfg), cfg.mlflow.registered_model_name)
+
+
+def published_with_bands(store, name: str) -> pd.DataFrame:
+    """The champion's published forecasts with their observations (scored ones only) and, for versions
+    with intervals, their published (tracked) bands ``yhat_lo_<level>, yhat_hi_<level>``: ``unique_id,
+    origin, step, ds, yhat, y, version[, yhat_lo_<level>, yhat_hi_<level> ...]`` (UTC-naive times)."""
     scored, published = store.published_scores(name), store.published(name)
     bands = [c for c in published.columns if c.startswith(("yhat_lo_", "yhat_hi_"))]
     if not bands or scored.empty:
         return scored
     keys = ["unique_id", "origin", "step", "version"]
-    return scored.merge(published[keys + bands], on=keys, how="left")  # the bands as published (tracked)
+    return scored.merge(published[keys + bands], on=keys, how="left")
 
 
 def _shadow(cfg: PipelineConfig, stages: Stages) -> Callable[..., pd.DataFrame] | None:
