@@ -10,10 +10,14 @@ champion trained on the 180 days before 2014-09-24, daily checks to 2014-10-29, 
 
 Per case: the published bands' coverage and mean width per level over the replay
 (:func:`pipeline.loop.replay.published_coverage`), and the coverage at 80 per week of origins.
+``--lag``: what the checks' feedback lag costs, offline, on the ``lr`` 0 replays' published
+(calibrated) forecasts: :func:`pipeline.models.conformal.track_ratios` with each outcome known at
+its own time (the exact online tracker, as ``train``'s replay) against known from the next daily
+check on (what the live loop does: a check counts the outcomes before its first origin).
 Results go to ``benchmarks/results/bench_live_tracking.json`` (a rerun skips the cases done; the
 replays themselves are idempotent); the Markdown tables for docs/BENCHMARKS.md are printed. Usage:
 
-    python benchmarks/bench_live_tracking.py [--lr 0 0.02 0.05 0.1] [--scenarios none recalibration_x2]
+    python benchmarks/bench_live_tracking.py [--lr 0 0.02 0.05 0.1] [--scenarios none recalibration_x2] [--lag]
 """
 
 from __future__ import annotations
@@ -68,6 +72,35 @@ def run_case(lr: float, scenario: str) -> dict:
             "replay_dir": summary["replay_dir"]}  # fmt: skip
 
 
+def lag_cost(row: dict, lrs: list[float]) -> list[dict]:
+    """The tracker replayed offline over an ``lr`` 0 case's published forecasts, per level and ``lr``:
+    coverage and mean factor with exact feedback and with the daily checks' (module docstring)."""
+    from pipeline.loop.replay import published_with_bands
+    from pipeline.models.conformal import track_ratios
+    from pipeline.store.sql import ForecastStore
+
+    scored = published_with_bands(ForecastStore(f"sqlite:///{Path(row['replay_dir']) / 'store.db'}"), "live-tracking-lr0")
+    out = []
+    for level in (80, 95):
+        half = (scored[f"yhat_hi_{level}"] - scored[f"yhat_lo_{level}"]) / 2  # absolute scores: symmetric bands
+        ratio = ((scored["y"] - scored["yhat"]).abs() / half).rename("ratio")
+        ratios = scored.assign(ratio=ratio).pivot_table(index="origin", columns="step", values="ratio")
+        target = scored.pivot_table(index="origin", columns="step", values="ds", aggfunc="first").reindex_like(ratios)
+        origin = ratios.index.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        ds = target.apply(pd.to_datetime)
+        known = {"exact": ds, "daily": ds.apply(lambda c: c.dt.floor("D") + pd.Timedelta("1D"))}  # ds < the check's since
+        r = ratios.to_numpy()
+        seen = ~np.isnan(r)
+        for lr in lrs:
+            entry = {"scenario": row["scenario"], "level": level, "lr": lr, "calibrated": float(np.mean(r[seen] <= 1))}
+            for name, when in known.items():
+                f = track_ratios(r, origin, when.to_numpy().astype("datetime64[ns]").astype(np.int64), level, lr)
+                entry[name] = float(np.mean(r[seen] <= f[seen]))
+                entry[f"{name}_factor"] = float(np.mean(f[seen]))
+            out.append(entry)
+    return out
+
+
 def tables(rows: list[dict]) -> str:
     head = "| scenario | lr | coverage 80 (width) | 95 (width) | 80 before / from the fault | RMSE |\n|---|---|---|---|---|---|"
     lines = [head]
@@ -88,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1])
     parser.add_argument("--scenarios", nargs="+", default=["none", "recalibration_x2"])
+    parser.add_argument("--lag", action="store_true", help="also the feedback lag's cost, offline, on the lr 0 replays")
     args = parser.parse_args()
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     done = {(r["lr"], r["scenario"]) for r in rows}
@@ -101,6 +135,13 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(rows, indent=1, default=float))
     print(tables([r for r in rows if r["lr"] in args.lr and r["scenario"] in args.scenarios]))
+    if args.lag:
+        cost = [e for r in rows if r["lr"] == 0 and r["scenario"] in args.scenarios for e in lag_cost(r, [lr for lr in args.lr if lr > 0])]
+        (RESULTS.parent / "bench_live_tracking_lag.json").write_text(json.dumps(cost, indent=1))
+        print("\n| scenario | level | lr | calibrated | exact feedback (mean factor) | daily checks (mean factor) |\n|---|---|---|---|---|---|")
+        for e in cost:
+            print(f"| {e['scenario']} | {e['level']} | {e['lr']:g} | {e['calibrated']:.1%} | {e['exact']:.1%} ({e['exact_factor']:.2f}) | "
+                  f"{e['daily']:.1%} ({e['daily_factor']:.2f}) |")
 
 
 if __name__ == "__main__":

@@ -311,7 +311,7 @@ def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(e
     frame = _scaled(env["frame"])
     cfg = load_config(_write(env["root"], frame, "tracked"))
     lr = cfg.evaluation.interval_tracking_lr
-    assert lr == 0.02  # the default
+    assert lr == 0.05  # the default
     T1 = T0 + pd.Timedelta("1D")
     lagging = env["root"] / "tracked_lagging.csv"
     frame[pd.to_datetime(frame["time"]) < T1 - pd.Timedelta("6h")].to_csv(lagging, index=False)
