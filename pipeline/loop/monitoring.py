@@ -63,7 +63,7 @@ OBSERVED, REFERENCE, CHECK = artifacts.CHECK_OBSERVED.name, artifacts.CHECK_REFE
 RESULT_KEYS = (
     "as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
     "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-    "interval_coverage", "interval_factors", "data_faults",
+    "interval_coverage", "interval_factors", "interval_tracking_lr", "data_faults",
 )  # fmt: skip
 #: the last reason of a ``data_fault`` decision
 NO_RETRAIN = "no retrain: a data fault (a unit change, a stuck or out-of-range value) is fixed at its source, not by a new model"
@@ -262,20 +262,21 @@ def scale_frame_bands(frame: pd.DataFrame, calibration, factors: dict[str, list[
     return frame
 
 
-def latest_factors(cfg: PipelineConfig, store, version: int, calibration, as_of: str | None = None) -> tuple[dict[str, list[float]], str] | None:
+def latest_factors(cfg: PipelineConfig, store, version: int, calibration, check: dict[str, Any] | None = None) -> tuple[dict[str, list[float]], str] | None:
     """``(factors, as_of)``: the quantile tracker's factors for ``version`` as of the latest monitoring check
     (:func:`tracked_factors` over the outcomes before that check's ``as_of``, which its score stage has
     scored), the bands to serve from then on. For origins after that check they equal the factors the
     next check publishes with (its ``since`` is that ``as_of``), up to observations that arrive late.
 
     That equality holds when the next check starts where the latest one ended (``since`` its ``as_of``:
-    the DAG's ``data_interval_start`` on a schedule without gaps) and with the same
-    ``interval_tracking_lr`` (the reader's config; the check records its factors, not its ``lr``);
-    a check that starts later, or after a check that scored nothing (``invalid_data``), counts other
-    outcomes.
+    the DAG's ``data_interval_start`` on a schedule without gaps) and keeps the step size; a check
+    that starts later, or after a check that scored nothing (``invalid_data``), counts other outcomes.
+    The step is the check's own ``interval_tracking_lr`` (recorded with it since 2026-12-07), so the
+    reader's config does not change it; the reader's ``evaluation.interval_tracking_lr`` for an older check.
 
     Args:
-        as_of: the check to track as of (ISO 8601, as recorded); ``None``: the latest in ``store``.
+        check: the check row to track as of (``as_of``, ISO 8601, and ``interval_tracking_lr``, as
+            recorded); ``None``: the latest in ``store``.
 
     Returns ``None`` (serve the calibrated bands) for a version without intervals, ``interval_tracking_lr``
     0, no store (``store`` ``None``) or no check yet. Cost: one read of the version's scored bands
@@ -286,14 +287,17 @@ def latest_factors(cfg: PipelineConfig, store, version: int, calibration, as_of:
     """
     from pipeline.data.io import as_of_timestamp
 
-    lr = cfg.evaluation.interval_tracking_lr
-    if calibration is None or lr == 0 or store is None:
+    if calibration is None or store is None:
         return None
-    if as_of is None:
+    if check is None:
         checks = store.last_checks(cfg.mlflow.registered_model_name, n=1)
         if not checks:
             return None
-        as_of = checks[0]["as_of"]
+        check = checks[0]
+    as_of, lr = check["as_of"], check.get("interval_tracking_lr")
+    lr = cfg.evaluation.interval_tracking_lr if lr is None else float(lr)
+    if lr == 0:
+        return None
     return tracked_factors(store, cfg.mlflow.registered_model_name, version, as_of_timestamp(as_of), calibration, lr), as_of
 
 
@@ -340,6 +344,7 @@ def forecast(cfg: PipelineConfig, as_of, since=None, data_path: Path | None = No
                              "versions": {}, "n_forecasts": {}, "failures": [], "status": "ready"}  # fmt: skip
     aliases = resolve_aliases(_client(cfg), name)
     state["versions"] = {a: v["version"] for a, v in aliases.items()}
+    state["interval_tracking_lr"] = cfg.evaluation.interval_tracking_lr  # what latest_factors reads back
     start = _since(cfg, store, T, since)
     state["since"] = start.isoformat()
     if CHAMPION not in aliases:

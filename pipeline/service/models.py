@@ -135,16 +135,16 @@ class RegistrySource:
         checks = store.last_checks(self.name, n=1) if store is not None else []
         return checks[0] if checks else None
 
-    def interval_factors(self, version: int, calibration, as_of: str) -> tuple[dict[str, list[float]], str] | None:
-        """``(factors, as_of)`` of :func:`pipeline.loop.monitoring.latest_factors` for the check at ``as_of``
-        (``None``: serve the calibrated bands).
+    def interval_factors(self, version: int, calibration, check: dict[str, Any]) -> tuple[dict[str, list[float]], str] | None:
+        """``(factors, as_of)`` of :func:`pipeline.loop.monitoring.latest_factors` as of ``check`` (a row of
+        :meth:`last_check`; ``None``: serve the calibrated bands).
 
         Raises:
             StoreError: the store is unreachable.
         """
         from pipeline.loop.monitoring import latest_factors
 
-        return latest_factors(self.cfg, self._store(), version, calibration, as_of)
+        return latest_factors(self.cfg, self._store(), version, calibration, check)
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Reloader:
 
     Args:
         source: ``aliases() -> {alias: version}``, ``load(alias, version) -> Loaded``,
-            ``last_check() -> dict | None`` and ``interval_factors(version, calibration, as_of) -> (factors, as_of) | None``
+            ``last_check() -> dict | None`` and ``interval_factors(version, calibration, check) -> (factors, as_of) | None``
             (:class:`RegistrySource`).
         wanted: the aliases to serve (``champion``, plus ``challenger`` with canary traffic).
         metrics: a :class:`pipeline.service.metrics.ServiceMetrics`.
@@ -264,7 +264,7 @@ class Reloader:
         cache = self._pass["factors"]
         if loaded.version not in cache:
             try:
-                cache[loaded.version] = self.source.interval_factors(loaded.version, loaded.calibration, as_of) if as_of else None
+                cache[loaded.version] = self.source.interval_factors(loaded.version, loaded.calibration, check) if as_of else None
             except (PipelineError, sa.exc.SQLAlchemyError, OSError, ImportError) as exc:
                 log.warning("tracked-interval factors of v%d not read, serving its %s bands: %s", loaded.version, loaded.bands, exc)
                 return loaded

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -344,7 +345,8 @@ def test_published_bands_track_their_own_misses_and_a_rerun_publishes_the_same(e
 def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, capsys, monkeypatch):
     """After a check at T1, ``lstm-pipeline serve`` and ``lstm-pipeline forecast`` return the champion's
     bands tracked as of T1: for an origin after T1 they equal the bands the next check publishes for
-    that origin (real MLflow server, real forecast store). ``forecast --bands calibrated`` gives the
+    that origin (real MLflow server, real forecast store), with the check's step size whatever their
+    own config says. ``forecast --bands calibrated`` gives the
     registered pyfunc's own, which the x3 shift after T0 makes far narrower."""
     from fastapi.testclient import TestClient
 
@@ -358,7 +360,13 @@ def test_the_service_and_forecast_serve_the_bands_the_next_check_publishes(env, 
     origin = T1 + pd.Timedelta("2h")
     history = frame[pd.to_datetime(frame["time"]) <= origin]
     history.to_csv(env["root"] / "served_history.csv", index=False)
-    app = create_app(cfg, poll=False)
+    # the readers' config sets another step: they track with the one the check recorded
+    reader = yaml.safe_load(Path(path).read_text())
+    reader["evaluation"] = {**reader.get("evaluation", {}), "interval_tracking_lr": 0.3}
+    path = str(env["root"] / "served_bands_reader.yaml")
+    Path(path).write_text(yaml.safe_dump(reader))
+    assert store_for(cfg).last_checks(MODEL_NAME, 1)[0]["interval_tracking_lr"] == cfg.evaluation.interval_tracking_lr == 0.05
+    app = create_app(load_config(path), poll=False)
     app.state.reloader.poll_once()
     with TestClient(app) as client:
         resp = client.post("/forecast", json={"rows": json.loads(history.to_json(orient="records", date_format="iso"))})

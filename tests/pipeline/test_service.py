@@ -65,8 +65,8 @@ class MemoryRegistry:
     def last_check(self):
         return self.check
 
-    def interval_factors(self, version, calibration, as_of):
-        assert as_of == self.check["as_of"]
+    def interval_factors(self, version, calibration, check):
+        assert check == self.check
         self.factor_reads.append(version)
         if self.store_down:
             raise StoreError("forecast store unreachable: connection refused")
