@@ -148,7 +148,7 @@ def test_no_champion_is_a_decision_and_the_cli_says_it(env, capsys):
     assert out["decision"] == "no_champion" and "'never-registered' has no version with alias 'champion'" in out["reasons"][0]
     assert set(out) == {"as_of", "champion_version", "n_origins_scored", "rolling_rmse", "training_rmse", "threshold",
                         "naive_rmse", "drift_share", "drifted_columns", "decision", "reasons", "report", "check_id",
-                        "interval_coverage", "interval_factors", "data_faults"}  # fmt: skip
+                        "interval_coverage", "interval_factors", "interval_tracking_lr", "data_faults"}  # fmt: skip
 
 
 def test_published_forecasts_cli_prints_csv(env, capsys):
