@@ -86,6 +86,7 @@ class RegistrySource:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg, self.name = cfg, cfg.mlflow.registered_model_name
+        self._cached_store = None  # the forecast store, opened once it exists (:meth:`_store`)
 
     def aliases(self) -> dict[str, int]:
         """``{alias: version}`` now (``{}`` when the model is not registered yet).
@@ -125,7 +126,7 @@ class RegistrySource:
         """The forecast store, once it exists (:func:`pipeline.store.sql.existing_store`; one engine kept)."""
         from pipeline.store.sql import existing_store
 
-        if getattr(self, "_cached_store", None) is None:
+        if self._cached_store is None:
             self._cached_store = existing_store(self.cfg)
         return self._cached_store
 
